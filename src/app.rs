@@ -1,0 +1,198 @@
+//! Wiring: find or start Redis, build the engine, start the roles, shut down cleanly.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, DEFAULT_REDIS_URL};
+use crate::engine::worker::{self, WorkerOptions};
+use crate::engine::{Engine, Lane, Registry};
+use crate::redis::server::PrivateRedis;
+use crate::web::{self, AppState};
+
+/// Which parts of Switchyard this process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    pub api: bool,
+    pub worker: bool,
+    pub scheduler: bool,
+}
+
+impl Roles {
+    pub const ALL: Roles = Roles { api: true, worker: true, scheduler: true };
+
+    pub fn parse(s: &str) -> Result<Roles, String> {
+        let mut r = Roles { api: false, worker: false, scheduler: false };
+        for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            match name {
+                "api" => r.api = true,
+                "worker" => r.worker = true,
+                "scheduler" => r.scheduler = true,
+                other => return Err(format!("unknown role `{other}` (roles: api, worker, scheduler)")),
+            }
+        }
+        if !(r.api || r.worker || r.scheduler) {
+            return Err("no role given".into());
+        }
+        Ok(r)
+    }
+}
+
+/// Warnings about Redis settings known to lose work, one line each.
+pub async fn guardrails(engine: &Engine) -> Result<Vec<String>, redis::RedisError> {
+    let mut con = engine.conn();
+    let mut warnings = Vec::new();
+    let info: String = redis::cmd("INFO").arg("server").query_async(&mut con).await?;
+    let version = info.lines().find_map(|l| l.strip_prefix("redis_version:")).unwrap_or("0").trim().to_string();
+    let major: u32 = version.split('.').next().and_then(|m| m.parse().ok()).unwrap_or(0);
+    if major < 7 {
+        warnings.push(format!("Redis {version} is older than 7.0, which Switchyard needs (XAUTOCLAIM, stream lag)"));
+    }
+    let get = |pairs: Vec<String>| pairs.get(1).cloned().unwrap_or_default();
+    let mut con2 = engine.conn();
+    let policy: redis::RedisResult<Vec<String>> =
+        redis::cmd("CONFIG").arg("GET").arg("maxmemory-policy").query_async(&mut con2).await;
+    if let Ok(p) = policy {
+        let p = get(p);
+        if !p.is_empty() && p != "noeviction" {
+            warnings.push(format!(
+                "maxmemory-policy is {p}: Redis may evict queued tasks under memory pressure; set it to noeviction"
+            ));
+        }
+    }
+    let aof: redis::RedisResult<Vec<String>> =
+        redis::cmd("CONFIG").arg("GET").arg("appendonly").query_async(&mut con2).await;
+    let save: redis::RedisResult<Vec<String>> =
+        redis::cmd("CONFIG").arg("GET").arg("save").query_async(&mut con2).await;
+    if let (Ok(aof), Ok(save)) = (aof, save) {
+        if get(aof) != "yes" && get(save).trim().is_empty() {
+            warnings.push(
+                "Redis persistence is off (no AOF, no snapshots): a Redis restart loses every queued task".into(),
+            );
+        }
+    }
+    let c = engine.config();
+    if c.claim_renewal_interval() < Duration::from_millis(100) {
+        warnings.push(format!(
+            "VISIBILITY_TIMEOUT {} leaves too little time to renew claims; live tasks may be run twice",
+            humantime::format_duration(c.visibility_timeout)
+        ));
+    }
+    Ok(warnings)
+}
+
+async fn redis_answers(url: &str) -> bool {
+    let Ok(client) = redis::Client::open(url) else { return false };
+    let fut = async {
+        let mut con = client.get_multiplexed_async_connection().await?;
+        redis::cmd("PING").query_async::<String>(&mut con).await
+    };
+    matches!(tokio::time::timeout(Duration::from_secs(2), fut).await, Ok(Ok(_)))
+}
+
+/// Cancel `token` on SIGINT or SIGTERM.
+pub fn cancel_on_signals(token: CancellationToken) {
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term => {}
+        }
+        tracing::info!("shutting down: no new work is read; running work gets the grace period");
+        token.cancel();
+    });
+}
+
+/// Keep `ready` true while Redis answers and the groups exist, recreating them when missing.
+pub async fn watch_readiness(engine: Engine, ready: Arc<AtomicBool>, stop: CancellationToken) {
+    loop {
+        let ok = engine.ensure_groups().await.is_ok();
+        if ok != ready.swap(ok, Ordering::Relaxed) {
+            if ok {
+                tracing::info!("Redis reachable again; ready");
+            } else {
+                tracing::warn!("Redis unreachable; not ready");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
+/// `switchyard serve`.
+pub async fn serve(config: Config, roles: Roles, lanes: Vec<Lane>) -> anyhow::Result<()> {
+    let mut private = None;
+    let url = match &config.redis_url {
+        Some(u) => u.clone(),
+        None if redis_answers(DEFAULT_REDIS_URL).await => DEFAULT_REDIS_URL.to_string(),
+        None => {
+            let p = PrivateRedis::start(Path::new("./data/redis"), DEFAULT_REDIS_URL).await?;
+            tracing::info!(url = %p.url, dir = "./data/redis", "no Redis configured or answering; started a private redis-server");
+            let url = p.url.clone();
+            private = Some(p);
+            url
+        }
+    };
+    let admin_token = config.admin_token.clone().unwrap_or_else(web::auth::random_token);
+    let listen = config.listen.clone();
+    let engine = Engine::new(config, &url, Registry::new())?;
+    match guardrails(&engine).await {
+        Ok(warnings) => warnings.iter().for_each(|w| tracing::warn!("{w}")),
+        Err(e) => tracing::warn!(error = %e, url = %url, "Redis does not answer yet; starting anyway and retrying"),
+    }
+    let _ = engine.ensure_groups().await;
+
+    let shutdown = CancellationToken::new();
+    cancel_on_signals(shutdown.clone());
+    let prometheus = crate::telemetry::prometheus();
+
+    let worker = roles
+        .worker
+        .then(|| worker::start(engine.clone(), WorkerOptions::from_config(engine.config(), lanes), shutdown.clone()));
+
+    let mut server = None;
+    if roles.api {
+        let ready = Arc::new(AtomicBool::new(false));
+        tokio::spawn(watch_readiness(engine.clone(), ready.clone(), shutdown.clone()));
+        tokio::spawn(crate::telemetry::sample_lanes(engine.clone(), Duration::from_secs(1), shutdown.clone()));
+        let state = AppState { engine: engine.clone(), admin_token: Arc::new(admin_token.clone()), ready, prometheus };
+        let listener =
+            tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+        let addr = listener.local_addr()?;
+        println!("Switchyard is up: dashboard http://{addr}/ — admin token: {admin_token}");
+        let stop = shutdown.clone();
+        server = Some(tokio::spawn(async move {
+            axum::serve(listener, web::router(state))
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+        }));
+    }
+    shutdown.cancelled().await;
+    if let Some(w) = worker {
+        w.wait().await;
+    }
+    if let Some(s) = server {
+        let _ = tokio::time::timeout(Duration::from_secs(5), s).await;
+    }
+    if let Some(p) = private {
+        p.stop().await;
+    }
+    Ok(())
+}

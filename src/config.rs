@@ -1,0 +1,436 @@
+//! Settings: defaults in one place, an optional TOML file, then `SWITCHYARD_*` variables.
+//!
+//! Every setting is validated once at start-up; a bad one stops the process with one clear
+//! line naming the setting and the value.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::engine::Lane;
+
+/// Why the settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("unknown setting `{0}` (see README for the list)")]
+    Unknown(String),
+    #[error("setting {name}: {message} (got `{value}`)")]
+    Invalid { name: String, value: String, message: String },
+}
+
+/// The whole configuration of one Switchyard process.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `None` when neither the file nor the environment named a Redis: `serve` may then start a
+    /// private `redis-server` if nothing answers at the default address.
+    pub redis_url: Option<String>,
+    pub listen: String,
+    pub key_prefix: String,
+    pub admin_token: Option<String>,
+    pub facebook_app_secret: Option<String>,
+    pub facebook_verify_token: Option<String>,
+    pub facebook_page_token: Option<String>,
+    pub graph_url: String,
+    pub whatsapp_token: Option<String>,
+    pub google_pubsub_audience: Option<String>,
+    pub google_pubsub_service_account: Option<String>,
+    pub google_jwks: String,
+    pub google_rbm_client_token: Option<String>,
+    pub rbm_url: String,
+    pub rbm_token: Option<String>,
+    pub generic_secrets: BTreeMap<String, String>,
+    pub llm_url: Option<String>,
+    pub llm_api_key: Option<String>,
+    pub llm_model: String,
+    /// Tasks one worker process runs at once, all lanes together.
+    pub concurrency: usize,
+    pub concurrency_conversations: usize,
+    pub concurrency_webhooks: usize,
+    pub concurrency_analytics: usize,
+    /// How long a lower lane may go unserved while higher lanes keep the worker busy.
+    pub priority_aging: Duration,
+    pub max_retries: u32,
+    pub retry_base: Duration,
+    pub retry_cap: Duration,
+    pub visibility_timeout: Duration,
+    pub soft_time_limit: Duration,
+    pub hard_time_limit: Duration,
+    /// Entries a lane may hold before producers are refused (0: no limit).
+    pub lane_depth_limit: u64,
+    pub task_retention: Duration,
+    pub conversation_retention: Duration,
+    pub idempotency_window: Duration,
+    pub shutdown_grace: Duration,
+    /// Entries the dead-letter queue may hold (0: no cap; nothing is ever dropped silently).
+    pub dlq_max: u64,
+}
+
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            redis_url: None,
+            listen: "127.0.0.1:8080".into(),
+            key_prefix: "sy".into(),
+            admin_token: None,
+            facebook_app_secret: None,
+            facebook_verify_token: None,
+            facebook_page_token: None,
+            graph_url: "https://graph.facebook.com/v24.0".into(),
+            whatsapp_token: None,
+            google_pubsub_audience: None,
+            google_pubsub_service_account: None,
+            google_jwks: "https://www.googleapis.com/oauth2/v3/certs".into(),
+            google_rbm_client_token: None,
+            rbm_url: "https://rcsbusinessmessaging.googleapis.com".into(),
+            rbm_token: None,
+            generic_secrets: BTreeMap::new(),
+            llm_url: None,
+            llm_api_key: None,
+            llm_model: "gpt-4o-mini".into(),
+            concurrency: 64,
+            concurrency_conversations: 64,
+            concurrency_webhooks: 64,
+            concurrency_analytics: 16,
+            priority_aging: Duration::from_secs(2),
+            max_retries: 3,
+            retry_base: Duration::from_secs(2),
+            retry_cap: Duration::from_secs(600),
+            visibility_timeout: Duration::from_secs(30),
+            soft_time_limit: Duration::from_secs(300),
+            hard_time_limit: Duration::from_secs(600),
+            lane_depth_limit: 0,
+            task_retention: Duration::from_secs(24 * 3600),
+            conversation_retention: Duration::from_secs(30 * 24 * 3600),
+            idempotency_window: Duration::from_secs(24 * 3600),
+            shutdown_grace: Duration::from_secs(30),
+            dlq_max: 0,
+        }
+    }
+}
+
+/// Where a raw value came from, for error messages.
+struct Raw {
+    value: String,
+    name: String,
+}
+
+impl Config {
+    /// Defaults, then the file (if any), then the process environment.
+    pub fn load(file: Option<&str>) -> Result<Config, ConfigError> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Self::load_from(file, &env)
+    }
+
+    /// As [`Config::load`], with the environment given (tests use this).
+    pub fn load_from(file: Option<&str>, env: &[(String, String)]) -> Result<Config, ConfigError> {
+        let mut raw: BTreeMap<String, Raw> = BTreeMap::new();
+        if let Some(path) = file {
+            let text =
+                std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_string(), source })?;
+            let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Parse {
+                path: path.to_string(),
+                message: e.message().to_string(),
+            })?;
+            for (key, value) in table {
+                let value = match value {
+                    toml::Value::String(s) => s,
+                    toml::Value::Integer(i) => i.to_string(),
+                    toml::Value::Float(f) => f.to_string(),
+                    toml::Value::Boolean(b) => b.to_string(),
+                    toml::Value::Table(_) if key == "schedules" => continue,
+                    _ => {
+                        return Err(ConfigError::Parse {
+                            path: path.to_string(),
+                            message: format!("`{key}` must be a string, number or boolean"),
+                        });
+                    }
+                };
+                if !KNOWN.contains(&key.as_str()) {
+                    return Err(ConfigError::Unknown(key));
+                }
+                raw.insert(key.clone(), Raw { value, name: key });
+            }
+        }
+        for (name, value) in env {
+            let Some(key) = name.strip_prefix("SWITCHYARD_") else { continue };
+            let key = key.to_ascii_lowercase();
+            if KNOWN.contains(&key.as_str()) {
+                raw.insert(key, Raw { value: value.clone(), name: name.clone() });
+            }
+        }
+        let mut c = Config::default();
+        let mut take = |key: &str| raw.remove(key);
+        macro_rules! set_opt {
+            ($field:ident) => {
+                if let Some(r) = take(stringify!($field)) {
+                    c.$field = (!r.value.is_empty()).then_some(r.value);
+                }
+            };
+        }
+        macro_rules! set_str {
+            ($field:ident) => {
+                if let Some(r) = take(stringify!($field)) {
+                    c.$field = r.value;
+                }
+            };
+        }
+        macro_rules! set_parse {
+            ($field:ident, $parse:expr) => {
+                if let Some(r) = take(stringify!($field)) {
+                    c.$field = $parse(&r)?;
+                }
+            };
+        }
+        set_opt!(redis_url);
+        set_str!(listen);
+        set_str!(key_prefix);
+        set_opt!(admin_token);
+        set_opt!(facebook_app_secret);
+        set_opt!(facebook_verify_token);
+        set_opt!(facebook_page_token);
+        set_str!(graph_url);
+        set_opt!(whatsapp_token);
+        set_opt!(google_pubsub_audience);
+        set_opt!(google_pubsub_service_account);
+        set_str!(google_jwks);
+        set_opt!(google_rbm_client_token);
+        set_str!(rbm_url);
+        set_opt!(rbm_token);
+        set_parse!(generic_secrets, parse_secrets);
+        set_opt!(llm_url);
+        set_opt!(llm_api_key);
+        set_str!(llm_model);
+        set_parse!(concurrency, parse_count);
+        set_parse!(concurrency_conversations, parse_count);
+        set_parse!(concurrency_webhooks, parse_count);
+        set_parse!(concurrency_analytics, parse_count);
+        set_parse!(priority_aging, parse_duration);
+        set_parse!(max_retries, |r: &Raw| parse_num::<u32>(r));
+        set_parse!(retry_base, parse_duration);
+        set_parse!(retry_cap, parse_duration);
+        set_parse!(visibility_timeout, parse_duration);
+        set_parse!(soft_time_limit, parse_duration);
+        set_parse!(hard_time_limit, parse_duration);
+        set_parse!(lane_depth_limit, |r: &Raw| parse_num::<u64>(r));
+        set_parse!(task_retention, parse_duration);
+        set_parse!(conversation_retention, parse_duration);
+        set_parse!(idempotency_window, parse_duration);
+        set_parse!(shutdown_grace, parse_duration);
+        set_parse!(dlq_max, |r: &Raw| parse_num::<u64>(r));
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Cross-field checks that a single value cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |name: &str, value: String, message: &str| {
+            Err(ConfigError::Invalid { name: name.into(), value, message: message.into() })
+        };
+        if self.key_prefix.is_empty() || self.key_prefix.contains(['{', '}', ' ']) {
+            return bad("KEY_PREFIX", self.key_prefix.clone(), "must be non-empty, without braces or spaces");
+        }
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            return bad("LISTEN", self.listen.clone(), "must be an address such as 127.0.0.1:8080");
+        }
+        if let Some(url) = &self.redis_url {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://")) {
+                return bad("REDIS_URL", url.clone(), "must start with redis://, rediss:// or unix://");
+            }
+        }
+        if self.visibility_timeout < Duration::from_millis(300) {
+            return bad(
+                "VISIBILITY_TIMEOUT",
+                humantime::format_duration(self.visibility_timeout).to_string(),
+                "must be at least 300ms so live workers can renew their claims in time",
+            );
+        }
+        if self.soft_time_limit > self.hard_time_limit {
+            return bad(
+                "SOFT_TIME_LIMIT",
+                humantime::format_duration(self.soft_time_limit).to_string(),
+                "must not exceed HARD_TIME_LIMIT",
+            );
+        }
+        if self.retry_base > self.retry_cap {
+            return bad(
+                "RETRY_BASE",
+                humantime::format_duration(self.retry_base).to_string(),
+                "must not exceed RETRY_CAP",
+            );
+        }
+        Ok(())
+    }
+
+    /// The Redis URL to use when none was configured.
+    pub fn redis_url_or_default(&self) -> &str {
+        self.redis_url.as_deref().unwrap_or(DEFAULT_REDIS_URL)
+    }
+
+    /// Concurrency limit of one lane in one worker process.
+    pub fn lane_concurrency(&self, lane: Lane) -> usize {
+        match lane {
+            Lane::Conversations => self.concurrency_conversations,
+            Lane::Webhooks => self.concurrency_webhooks,
+            Lane::Analytics => self.concurrency_analytics,
+        }
+    }
+
+    /// How often a live worker renews its claims: well inside the visibility timeout.
+    pub fn claim_renewal_interval(&self) -> Duration {
+        self.visibility_timeout / 3
+    }
+
+    /// Settings for tests: a given Redis and prefix, short timeouts.
+    pub fn for_test(redis_url: &str, prefix: &str) -> Config {
+        Config {
+            redis_url: Some(redis_url.to_string()),
+            key_prefix: prefix.to_string(),
+            admin_token: Some("test-token".into()),
+            retry_base: Duration::from_millis(100),
+            retry_cap: Duration::from_secs(2),
+            visibility_timeout: Duration::from_secs(2),
+            shutdown_grace: Duration::from_secs(5),
+            priority_aging: Duration::from_secs(60),
+            ..Config::default()
+        }
+    }
+}
+
+const KNOWN: &[&str] = &[
+    "redis_url",
+    "listen",
+    "key_prefix",
+    "admin_token",
+    "facebook_app_secret",
+    "facebook_verify_token",
+    "facebook_page_token",
+    "graph_url",
+    "whatsapp_token",
+    "google_pubsub_audience",
+    "google_pubsub_service_account",
+    "google_jwks",
+    "google_rbm_client_token",
+    "rbm_url",
+    "rbm_token",
+    "generic_secrets",
+    "llm_url",
+    "llm_api_key",
+    "llm_model",
+    "concurrency",
+    "concurrency_conversations",
+    "concurrency_webhooks",
+    "concurrency_analytics",
+    "priority_aging",
+    "max_retries",
+    "retry_base",
+    "retry_cap",
+    "visibility_timeout",
+    "soft_time_limit",
+    "hard_time_limit",
+    "lane_depth_limit",
+    "task_retention",
+    "conversation_retention",
+    "idempotency_window",
+    "shutdown_grace",
+    "dlq_max",
+];
+
+fn invalid(r: &Raw, message: &str) -> ConfigError {
+    ConfigError::Invalid { name: r.name.clone(), value: r.value.clone(), message: message.into() }
+}
+
+fn parse_num<T: std::str::FromStr>(r: &Raw) -> Result<T, ConfigError> {
+    r.value.trim().parse().map_err(|_| invalid(r, "must be a whole number"))
+}
+
+fn parse_count(r: &Raw) -> Result<usize, ConfigError> {
+    match r.value.trim().parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(invalid(r, "must be a whole number above 0")),
+    }
+}
+
+/// Durations are written `500ms`, `30s`, `10m`, `24h`, `30d`.
+pub fn parse_duration_str(s: &str) -> Option<Duration> {
+    humantime::parse_duration(s.trim()).ok()
+}
+
+fn parse_duration(r: &Raw) -> Result<Duration, ConfigError> {
+    parse_duration_str(&r.value).ok_or_else(|| invalid(r, "must be a duration such as 500ms, 30s, 10m, 24h or 30d"))
+}
+
+fn parse_secrets(r: &Raw) -> Result<BTreeMap<String, String>, ConfigError> {
+    let mut out = BTreeMap::new();
+    for pair in r.value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some((source, secret)) if !source.is_empty() && !secret.is_empty() => {
+                out.insert(source.trim().to_string(), secret.trim().to_string());
+            }
+            _ => return Err(invalid(r, "must be source=secret pairs separated by commas")),
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_hold_without_any_setting() {
+        let c = Config::load_from(None, &[]).unwrap();
+        assert_eq!(c.key_prefix, "sy");
+        assert_eq!(c.max_retries, 3);
+        assert_eq!(c.visibility_timeout, Duration::from_secs(30));
+        assert_eq!(c.redis_url_or_default(), DEFAULT_REDIS_URL);
+    }
+
+    #[test]
+    fn environment_overrides_and_durations_parse() {
+        let c = Config::load_from(
+            None,
+            &env(&[
+                ("SWITCHYARD_RETRY_BASE", "500ms"),
+                ("SWITCHYARD_TASK_RETENTION", "30d"),
+                ("SWITCHYARD_GENERIC_SECRETS", "crm=abc, shop=def"),
+                ("SWITCHYARD_CONCURRENCY_WEBHOOKS", "7"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.retry_base, Duration::from_millis(500));
+        assert_eq!(c.task_retention, Duration::from_secs(30 * 86400));
+        assert_eq!(c.generic_secrets.get("shop").map(String::as_str), Some("def"));
+        assert_eq!(c.concurrency_webhooks, 7);
+    }
+
+    #[test]
+    fn a_bad_value_names_the_setting() {
+        let err = Config::load_from(None, &env(&[("SWITCHYARD_VISIBILITY_TIMEOUT", "soon")])).unwrap_err();
+        let line = err.to_string();
+        assert!(line.contains("SWITCHYARD_VISIBILITY_TIMEOUT") && line.contains("soon"), "{line}");
+        let err = Config::load_from(None, &env(&[("SWITCHYARD_CONCURRENCY", "0")])).unwrap_err();
+        assert!(err.to_string().contains("above 0"));
+    }
+
+    #[test]
+    fn file_keys_are_checked() {
+        let dir = std::env::temp_dir().join(format!("sy-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("bad.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:9000\"\nmax_retrys = 2\n").unwrap();
+        let err = Config::load_from(path.to_str(), &[]).unwrap_err();
+        assert!(matches!(err, ConfigError::Unknown(ref k) if k == "max_retrys"));
+        std::fs::write(&path, "listen = \"127.0.0.1:9000\"\nmax_retries = 5\n").unwrap();
+        let c = Config::load_from(path.to_str(), &[]).unwrap();
+        assert_eq!((c.listen.as_str(), c.max_retries), ("127.0.0.1:9000", 5));
+    }
+}

@@ -1,0 +1,178 @@
+//! The task engine: lanes as Redis Streams, consumer-group workers, retries, the DLQ.
+//!
+//! # Streams and groups
+//! Each lane is one stream (`{sy}:lane:<lane>`) with one consumer group, `workers`. Every
+//! worker process joins it under a unique consumer name (host, pid and a random suffix), so
+//! several processes share the work and a restarted process never inherits a dead one's name.
+//! A producer appends the task as an entry (`id`, `kind`, `payload`, enqueue time, attempt
+//! budget) and writes its record (`{sy}:task:<id>`, state `PENDING`) in the same script.
+//!
+//! # One task's life
+//! A worker reads new entries with `XREADGROUP ... COUNT n`, at most its free capacity. The
+//! entry is now pending to that worker. The attempt's start and end are written in batches:
+//! one `EVALSHA` covers every task that started or finished since the last write. On success
+//! the same script acks the entry and deletes it (`XACK` + `XDEL`), so a lane's length is
+//! exactly its outstanding work. The ack is the fence: only the attempt whose `XACK` removed the
+//! entry writes `SUCCESS`.
+//!
+//! # Retries, crashes and the DLQ
+//! A failed attempt is never acked. Its entry stays pending and its id goes into the lane's
+//! retry set (`{sy}:retry:<lane>`) with the time its backoff ends. Each worker's upkeep loop
+//! runs `claim.lua`, which atomically takes due ids out of that set and `XCLAIM`s them, so
+//! exactly one worker runs the next attempt. The same script reclaims entries whose worker
+//! stopped renewing its claim for a whole visibility timeout (killed, OOM, machine lost).
+//! Live workers renew their claims every third of that timeout, so long tasks are never taken
+//! from a live worker. When the attempts are used up, or an attempt fails permanently,
+//! `fail.lua` writes the dead letter with the whole attempt history, acks and deletes the entry
+//! and marks the task `FAILURE` — one step, so a task is always in exactly one place.
+//!
+//! Nothing is acked before its outcome is recorded, and every record is written by a script
+//! that first checks the entry is still pending; that is why a crash at any point can delay a
+//! task but neither lose it nor record it twice.
+
+mod diag;
+pub mod dlq;
+mod outcome;
+mod producer;
+mod registry;
+pub mod status;
+mod task;
+pub mod worker;
+
+use std::sync::Arc;
+
+use redis::aio::ConnectionManager;
+
+pub use outcome::{Outcome, RetryPolicy};
+pub use registry::{Handler, Registry, StopReason, TaskContext};
+pub use task::{Attempt, Lane, TaskSpec, TaskState, TaskStatus, format_ms, new_task_id, now_ms, now_us};
+
+use crate::config::Config;
+use crate::redis::{GROUP, Keys, scripts::Scripts};
+
+/// Why an engine operation did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("unknown task kind `{0}`")]
+    UnknownKind(String),
+    #[error("lane {0} is over its depth limit; try again later")]
+    LaneFull(Lane),
+    #[error("no task with id {0}")]
+    NotFound(String),
+    #[error("task {id} already finished ({state})")]
+    Finished { id: String, state: String },
+    #[error("{0}")]
+    BadInput(String),
+}
+
+impl EngineError {
+    /// True when Redis could not be reached or did not answer in time (as opposed to refusing).
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            EngineError::Redis(e) => {
+                e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal()
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A handle on one deployment's engine: settings, keys, scripts, handlers and a shared Redis
+/// connection. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    keys: Keys,
+    scripts: Scripts,
+    conn: ConnectionManager,
+    registry: Registry,
+    redis_url: String,
+}
+
+impl Engine {
+    /// An engine on the given Redis. Connects lazily: it can be made while Redis is away.
+    pub fn new(config: Config, redis_url: &str, registry: Registry) -> Result<Engine, EngineError> {
+        let conn = crate::redis::connect_lazy(redis_url)?;
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                keys: Keys::new(&config.key_prefix),
+                config,
+                scripts: Scripts::new(),
+                conn,
+                registry,
+                redis_url: redis_url.to_string(),
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.inner.keys
+    }
+
+    pub(crate) fn scripts(&self) -> &Scripts {
+        &self.inner.scripts
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    pub fn redis_url(&self) -> &str {
+        &self.inner.redis_url
+    }
+
+    /// The shared connection (a cheap handle; clone per use).
+    pub fn conn(&self) -> ConnectionManager {
+        self.inner.conn.clone()
+    }
+
+    /// Create every lane's stream and consumer group if missing. Idempotent; also what brings
+    /// the groups back after a Redis restart without persistence, a flush or a deleted stream.
+    pub async fn ensure_groups(&self) -> Result<(), EngineError> {
+        let mut con = self.conn();
+        for lane in Lane::ALL {
+            let r: redis::RedisResult<()> = redis::cmd("XGROUP")
+                .arg("CREATE")
+                .arg(self.keys().lane(lane))
+                .arg(GROUP)
+                .arg("0")
+                .arg("MKSTREAM")
+                .query_async(&mut con)
+                .await;
+            match r {
+                Ok(()) => {}
+                Err(e) if e.code() == Some("BUSYGROUP") || e.to_string().contains("BUSYGROUP") => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// The retry policy of a kind: its own, or the deployment's.
+    pub fn retry_policy(&self, kind: &str) -> RetryPolicy {
+        if let Some(p) = self.registry().get(kind).and_then(|r| r.retry) {
+            return p;
+        }
+        let c = self.config();
+        RetryPolicy { max_attempts: c.max_retries + 1, base: c.retry_base, factor: 2.0, cap: c.retry_cap }
+    }
+
+    pub(crate) async fn set_progress(&self, task_id: &str, percent: u8) {
+        let mut con = self.conn();
+        let r: redis::RedisResult<()> =
+            redis::cmd("HSET").arg(self.keys().task(task_id)).arg("progress").arg(percent).query_async(&mut con).await;
+        if let Err(e) = r {
+            tracing::debug!(task_id, error = %e, "could not record progress");
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! What operators ask of the engine: a task's record, each lane's figures, what runs now,
+//! and cancellation. Figures come from Redis, so they are the whole deployment's.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::{Attempt, Engine, EngineError, Lane, TaskState, TaskStatus, format_ms, now_ms};
+use crate::redis::GROUP;
+
+/// One lane's figures. `depth` counts every entry still in the stream (acked entries are
+/// deleted); `pending` the entries delivered to a worker and not yet acked (Redis's pending
+/// entries list), of which `retrying` wait out a backoff and `active` are being run; `lag` the
+/// entries no worker has read yet.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct LaneStatus {
+    pub depth: u64,
+    pub active: u64,
+    pub pending: u64,
+    pub retrying: u64,
+    pub lag: u64,
+    pub consumers: u64,
+    pub dead: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct QueuesStatus {
+    pub queues: HashMap<&'static str, LaneStatus>,
+    pub dlq_depth: u64,
+    pub timestamp: String,
+}
+
+/// A task being run now.
+#[derive(Debug, Clone, Serialize)]
+pub struct ActiveTask {
+    pub task_id: String,
+    pub kind: String,
+    pub lane: Lane,
+    pub worker: String,
+    pub started: Option<String>,
+    /// Time since the worker last renewed its claim, in ms.
+    pub idle_ms: u64,
+    pub attempt: u64,
+}
+
+pub(crate) fn value_str(v: &redis::Value) -> Option<String> {
+    match v {
+        redis::Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        redis::Value::SimpleString(s) => Some(s.clone()),
+        redis::Value::Int(i) => Some(i.to_string()),
+        redis::Value::Okay => Some("OK".into()),
+        _ => None,
+    }
+}
+
+pub(crate) fn value_u64(v: &redis::Value) -> u64 {
+    match v {
+        redis::Value::Int(i) => (*i).max(0) as u64,
+        other => value_str(other).and_then(|s| s.parse().ok()).unwrap_or(0),
+    }
+}
+
+/// `XINFO GROUPS` as name → (field → value) for our group.
+fn group_info(v: &redis::Value) -> HashMap<String, redis::Value> {
+    let mut out = HashMap::new();
+    let redis::Value::Array(groups) = v else { return out };
+    for g in groups {
+        let pairs: Vec<(redis::Value, redis::Value)> = match g {
+            redis::Value::Array(flat) => {
+                flat.chunks(2).filter(|c| c.len() == 2).map(|c| (c[0].clone(), c[1].clone())).collect()
+            }
+            redis::Value::Map(m) => m.clone(),
+            _ => continue,
+        };
+        let map: HashMap<String, redis::Value> =
+            pairs.into_iter().filter_map(|(k, v)| value_str(&k).map(|k| (k, v))).collect();
+        if map.get("name").and_then(value_str).as_deref() == Some(GROUP) {
+            return map;
+        }
+    }
+    out.clear();
+    out
+}
+
+fn ms_field(map: &HashMap<String, String>, key: &str) -> Option<u64> {
+    map.get(key).and_then(|v| v.parse().ok())
+}
+
+/// Build the API view of a task from its record's fields.
+pub(crate) fn task_status_from(id: &str, map: HashMap<String, String>) -> TaskStatus {
+    let mut history: Vec<Attempt> =
+        map.iter().filter(|(k, _)| k.starts_with("a:")).filter_map(|(_, v)| serde_json::from_str(v).ok()).collect();
+    history.sort_by_key(|a| a.attempt);
+    let state = map.get("state").and_then(|s| TaskState::parse(s)).unwrap_or(TaskState::Pending);
+    let result = map.get("result").and_then(|r| serde_json::from_str(r).ok()).unwrap_or(Value::Null);
+    let payload = map.get("payload").and_then(|r| serde_json::from_str(r).ok()).unwrap_or(Value::Null);
+    let error = map.get("error").filter(|e| !e.is_empty() && state != TaskState::Success).cloned();
+    TaskStatus {
+        task_id: id.to_string(),
+        status: state,
+        progress: map.get("progress").and_then(|p| p.parse().ok()).unwrap_or(0),
+        result,
+        error,
+        attempts: map.get("attempts").and_then(|p| p.parse().ok()).unwrap_or(0),
+        max_attempts: map.get("max_attempts").and_then(|p| p.parse().ok()).unwrap_or(0),
+        kind: map.get("kind").cloned().unwrap_or_default(),
+        lane: map.get("lane").and_then(|l| Lane::parse(l)),
+        created_at: ms_field(&map, "created_at").map(format_ms),
+        started_at: ms_field(&map, "started_at").map(format_ms),
+        finished_at: ms_field(&map, "finished_at").map(format_ms),
+        worker: map.get("worker").cloned(),
+        payload,
+        history,
+        retry_at: ms_field(&map, "retry_at").filter(|_| state == TaskState::Retry).map(format_ms),
+        dead_letter: map.get("dead_letter").cloned(),
+    }
+}
+
+impl Engine {
+    /// A task's record, or `None` when no such task exists (or its record expired).
+    pub async fn task_status(&self, id: &str) -> Result<Option<TaskStatus>, EngineError> {
+        let mut con = self.conn();
+        let map: HashMap<String, String> =
+            redis::cmd("HGETALL").arg(self.keys().task(id)).query_async(&mut con).await?;
+        if map.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(task_status_from(id, map)))
+    }
+
+    /// Every lane's figures and the DLQ's size, in one round trip.
+    pub async fn queues_status(&self) -> Result<QueuesStatus, EngineError> {
+        let mut pipe = redis::pipe();
+        for lane in Lane::ALL {
+            pipe.cmd("XLEN").arg(self.keys().lane(lane));
+            pipe.cmd("ZCARD").arg(self.keys().retry(lane));
+        }
+        pipe.cmd("HGETALL").arg(self.keys().dlq_lanes());
+        pipe.cmd("XLEN").arg(self.keys().dlq());
+        let mut con = self.conn();
+        let values: Vec<redis::Value> = pipe.query_async(&mut con).await?;
+        // XINFO GROUPS fails on a missing stream; ask separately so one lane cannot spoil the rest.
+        let mut infos = Vec::new();
+        for lane in Lane::ALL {
+            let info: redis::RedisResult<redis::Value> =
+                redis::cmd("XINFO").arg("GROUPS").arg(self.keys().lane(lane)).query_async(&mut con).await;
+            infos.push(info.map(|v| group_info(&v)).unwrap_or_default());
+        }
+        let dead: HashMap<String, i64> = match &values[Lane::ALL.len() * 2] {
+            redis::Value::Array(flat) => {
+                flat.chunks(2).filter_map(|c| Some((value_str(&c[0])?, value_str(&c[1])?.parse().ok()?))).collect()
+            }
+            redis::Value::Map(m) => {
+                m.iter().filter_map(|(k, v)| Some((value_str(k)?, value_str(v)?.parse().ok()?))).collect()
+            }
+            _ => HashMap::new(),
+        };
+        let mut queues = HashMap::new();
+        for (i, lane) in Lane::ALL.into_iter().enumerate() {
+            let depth = value_u64(&values[i * 2]);
+            let retrying = value_u64(&values[i * 2 + 1]);
+            let info = &infos[i];
+            let pending = info.get("pending").map(value_u64).unwrap_or(0);
+            let consumers = info.get("consumers").map(value_u64).unwrap_or(0);
+            queues.insert(
+                lane.as_str(),
+                LaneStatus {
+                    depth,
+                    pending,
+                    retrying,
+                    active: pending.saturating_sub(retrying),
+                    lag: depth.saturating_sub(pending),
+                    consumers,
+                    dead: dead.get(lane.as_str()).copied().unwrap_or(0).max(0),
+                },
+            );
+        }
+        Ok(QueuesStatus {
+            queues,
+            dlq_depth: value_u64(&values[Lane::ALL.len() * 2 + 1]),
+            timestamp: format_ms(now_ms()),
+        })
+    }
+
+    /// Tasks being run now, across every worker: pending entries not waiting out a backoff.
+    pub async fn active_tasks(&self, limit: usize) -> Result<Vec<ActiveTask>, EngineError> {
+        let mut con = self.conn();
+        let mut out = Vec::new();
+        for lane in Lane::ALL {
+            let stream = self.keys().lane(lane);
+            let pending: redis::RedisResult<Vec<(String, String, u64, u64)>> =
+                redis::cmd("XPENDING").arg(&stream).arg(GROUP).arg("-").arg("+").arg(limit).query_async(&mut con).await;
+            let pending = match pending {
+                Ok(p) => p,
+                Err(e) if crate::redis::is_nogroup(&e) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if pending.is_empty() {
+                continue;
+            }
+            let mut pipe = redis::pipe();
+            for (entry, ..) in &pending {
+                pipe.cmd("ZSCORE").arg(self.keys().retry(lane)).arg(entry);
+                pipe.cmd("XRANGE").arg(&stream).arg(entry).arg(entry);
+            }
+            let found: Vec<redis::Value> = pipe.query_async(&mut con).await?;
+            let mut rows = Vec::new();
+            for (i, (_entry, worker, idle, deliveries)) in pending.iter().enumerate() {
+                if !matches!(found[i * 2], redis::Value::Nil) {
+                    continue;
+                }
+                let Some((_, fields)) = super::worker::parse_entries(&found[i * 2 + 1]).into_iter().next() else {
+                    continue;
+                };
+                let get = |k: &str| fields.iter().find(|(f, _)| f == k).map(|(_, v)| v.clone());
+                let base: u64 = get("base").and_then(|b| b.parse().ok()).unwrap_or(0);
+                rows.push(ActiveTask {
+                    task_id: get("id").unwrap_or_default(),
+                    kind: get("kind").unwrap_or_default(),
+                    lane,
+                    worker: worker.clone(),
+                    started: None,
+                    idle_ms: *idle,
+                    attempt: base + deliveries,
+                });
+            }
+            if !rows.is_empty() {
+                let mut pipe = redis::pipe();
+                for r in &rows {
+                    pipe.cmd("HGET").arg(self.keys().task(&r.task_id)).arg("started_at");
+                }
+                let started: Vec<Option<u64>> = pipe.query_async(&mut con).await?;
+                for (r, s) in rows.iter_mut().zip(started) {
+                    r.started = s.map(format_ms);
+                }
+            }
+            out.extend(rows);
+        }
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    /// Cancel a task: queued or retrying ones never run again, a running one is told to stop.
+    /// Returns the new state (always `REVOKED`).
+    pub async fn cancel(&self, id: &str) -> Result<TaskState, EngineError> {
+        let mut con = self.conn();
+        let lane: Option<String> =
+            redis::cmd("HGET").arg(self.keys().task(id)).arg("lane").query_async(&mut con).await?;
+        let lane = lane.and_then(|l| Lane::parse(&l)).ok_or_else(|| EngineError::NotFound(id.to_string()))?;
+        let c = self.config();
+        let reply: Vec<String> = self
+            .scripts()
+            .cancel
+            .key(self.keys().task(id))
+            .key(self.keys().lane(lane))
+            .key(self.keys().retry(lane))
+            .arg(GROUP)
+            .arg(now_ms())
+            .arg(c.task_retention.as_millis() as u64)
+            .arg(self.keys().cancel_channel())
+            .arg(id)
+            .invoke_async(&mut con)
+            .await?;
+        match reply.first().map(String::as_str) {
+            Some("REVOKED") => {
+                tracing::info!(task_id = id, was = reply.get(1).map(String::as_str).unwrap_or(""), "task cancelled");
+                Ok(TaskState::Revoked)
+            }
+            Some("FINISHED") => {
+                Err(EngineError::Finished { id: id.to_string(), state: reply.get(1).cloned().unwrap_or_default() })
+            }
+            _ => Err(EngineError::NotFound(id.to_string())),
+        }
+    }
+}

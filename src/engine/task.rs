@@ -1,0 +1,219 @@
+//! The task model: lanes, states, what a producer asks for and what a status lookup returns.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A lane is a stream with its own consumer group and concurrency limit. Listed in priority
+/// order: a worker with free capacity takes conversations before webhooks before analytics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Lane {
+    Conversations,
+    Webhooks,
+    Analytics,
+}
+
+impl Lane {
+    /// Every lane, highest priority first.
+    pub const ALL: [Lane; 3] = [Lane::Conversations, Lane::Webhooks, Lane::Analytics];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lane::Conversations => "conversations",
+            Lane::Webhooks => "webhooks",
+            Lane::Analytics => "analytics",
+        }
+    }
+
+    /// Position in [`Lane::ALL`]: 0 is the highest priority.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn parse(s: &str) -> Option<Lane> {
+        Lane::ALL.into_iter().find(|l| l.as_str() == s)
+    }
+
+    /// A comma-separated list such as `conversations,webhooks`.
+    pub fn parse_list(s: &str) -> Result<Vec<Lane>, String> {
+        let mut lanes = Vec::new();
+        for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            let lane = Lane::parse(name)
+                .ok_or_else(|| format!("unknown lane `{name}` (lanes: conversations, webhooks, analytics)"))?;
+            if !lanes.contains(&lane) {
+                lanes.push(lane);
+            }
+        }
+        if lanes.is_empty() {
+            return Err("no lane given".into());
+        }
+        lanes.sort();
+        Ok(lanes)
+    }
+}
+
+impl std::fmt::Display for Lane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Task states, with Celery's names so the seed's clients keep working.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum TaskState {
+    Pending,
+    Started,
+    Retry,
+    Success,
+    Failure,
+    Revoked,
+}
+
+impl TaskState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Pending => "PENDING",
+            TaskState::Started => "STARTED",
+            TaskState::Retry => "RETRY",
+            TaskState::Success => "SUCCESS",
+            TaskState::Failure => "FAILURE",
+            TaskState::Revoked => "REVOKED",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TaskState> {
+        [
+            TaskState::Pending,
+            TaskState::Started,
+            TaskState::Retry,
+            TaskState::Success,
+            TaskState::Failure,
+            TaskState::Revoked,
+        ]
+        .into_iter()
+        .find(|t| t.as_str().eq_ignore_ascii_case(s))
+    }
+
+    /// No further attempt will run.
+    pub fn is_finished(self) -> bool {
+        matches!(self, TaskState::Success | TaskState::Failure | TaskState::Revoked)
+    }
+}
+
+/// What a producer asks for.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSpec {
+    pub kind: String,
+    #[serde(default)]
+    pub payload: Value,
+    #[serde(default)]
+    pub lane: Option<Lane>,
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+}
+
+impl TaskSpec {
+    pub fn new(kind: impl Into<String>, payload: Value) -> TaskSpec {
+        TaskSpec { kind: kind.into(), payload, lane: None, idempotency_key: None, max_attempts: None }
+    }
+
+    pub fn on_lane(mut self, lane: Lane) -> TaskSpec {
+        self.lane = Some(lane);
+        self
+    }
+
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> TaskSpec {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+
+    pub fn max_attempts(mut self, n: u32) -> TaskSpec {
+        self.max_attempts = Some(n);
+        self
+    }
+}
+
+/// One attempt at running a task, as recorded in its history.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Attempt {
+    pub attempt: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+    /// Start of the attempt, ms since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<f64>,
+    /// `success`, `retry`, `failure`, `panic`, `timeout`, `revoked`, `interrupted` or `lost`.
+    pub outcome: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A task's record as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskStatus {
+    pub task_id: String,
+    pub status: TaskState,
+    pub progress: u8,
+    pub result: Value,
+    pub error: Option<String>,
+    pub attempts: u32,
+    pub max_attempts: u32,
+    pub kind: String,
+    pub lane: Option<Lane>,
+    pub created_at: Option<String>,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub worker: Option<String>,
+    pub payload: Value,
+    pub history: Vec<Attempt>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dead_letter: Option<String>,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Microseconds since the Unix epoch (stream entries carry their enqueue time this precisely).
+pub fn now_us() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+}
+
+/// RFC 3339 time, with milliseconds, of a ms timestamp.
+pub fn format_ms(ms: u64) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+/// A new task id: a ULID, sortable by creation time.
+pub fn new_task_id() -> String {
+    ulid::Ulid::new().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lanes_parse_in_priority_order() {
+        assert_eq!(Lane::parse_list("analytics, conversations").unwrap(), vec![Lane::Conversations, Lane::Analytics]);
+        assert!(Lane::parse_list("email").unwrap_err().contains("email"));
+    }
+
+    #[test]
+    fn states_use_celery_names() {
+        assert_eq!(serde_json::to_string(&TaskState::Revoked).unwrap(), "\"REVOKED\"");
+        assert_eq!(TaskState::parse("retry"), Some(TaskState::Retry));
+        assert!(TaskState::Failure.is_finished() && !TaskState::Retry.is_finished());
+    }
+}

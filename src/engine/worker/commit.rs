@@ -1,0 +1,248 @@
+//! Writing starts and outcomes: everything that happened since the last write goes to Redis in
+//! one pipelined round trip (up to three script calls). Entries leave the in-flight table only
+//! once their outcome is stored, so their claims are renewed until then.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use redis::Value;
+use tokio::sync::mpsc;
+
+use super::{Backoff, Shared};
+use crate::engine::{Lane, StopReason, now_ms};
+use crate::redis::GROUP;
+use crate::redis::scripts::is_noscript;
+
+/// Most events written in one round trip.
+const MAX_BATCH: usize = 1024;
+
+pub(crate) struct Start {
+    pub id: String,
+    pub attempt: u32,
+    pub base: u32,
+    pub started_ms: u64,
+}
+
+pub(crate) struct Done {
+    pub id: String,
+    pub entry: String,
+    pub lane: Lane,
+    pub kind: String,
+    pub attempt: u32,
+    pub result: String,
+    pub attempt_json: String,
+    pub started_ms: u64,
+    pub run: Duration,
+}
+
+pub(crate) struct Failed {
+    pub id: String,
+    pub entry: String,
+    pub lane: Lane,
+    pub kind: String,
+    pub attempt: u32,
+    pub attempt_json: String,
+    pub error: String,
+    /// When the next attempt is due (ms); 0 sends the task to the DLQ.
+    pub retry_at: u64,
+    /// `RETRY`, or `PENDING` for work handed back.
+    pub next_state: &'static str,
+    pub run: Duration,
+}
+
+pub(crate) enum Event {
+    Start(Start),
+    Done(Done),
+    Failed(Failed),
+    /// No more events will come: write what is left and stop.
+    Close,
+}
+
+pub(super) async fn commit_loop(sh: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Event>) {
+    let mut con = sh.engine.conn();
+    let mut closing = false;
+    while !closing {
+        let Some(first) = rx.recv().await else { break };
+        let mut batch = Vec::with_capacity(64);
+        match first {
+            Event::Close => closing = true,
+            ev => batch.push(ev),
+        }
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(Event::Close) => closing = true,
+                Ok(ev) => batch.push(ev),
+                Err(_) => break,
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        write_until_stored(&sh, &mut con, batch).await;
+    }
+}
+
+/// Write a batch, retrying while Redis is away: an outcome is never dropped.
+async fn write_until_stored(sh: &Arc<Shared>, con: &mut redis::aio::ConnectionManager, batch: Vec<Event>) {
+    let (starts, dones, fails) = split(batch);
+    let mut backoff = Backoff::new();
+    loop {
+        match write(sh, con, &starts, &dones, &fails).await {
+            Ok(replies) => {
+                after_write(sh, &starts, &dones, &fails, replies);
+                return;
+            }
+            Err(e) if is_noscript(&e) => {
+                if let Err(e) = sh.engine.scripts().load_all(con).await {
+                    tracing::warn!(error = %e, "could not load scripts");
+                    tokio::time::sleep(backoff.fail()).await;
+                }
+            }
+            Err(e) => {
+                let wait = backoff.fail();
+                tracing::warn!(error = %e, events = starts.len() + dones.len() + fails.len(), wait_ms = wait.as_millis() as u64,
+                    "recording task outcomes failed; retrying");
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+/// Starts whose attempt also finished in this batch are dropped: the finish writes the start
+/// time too, and one write per task is the common case under load.
+fn split(batch: Vec<Event>) -> (Vec<Start>, Vec<Done>, Vec<Failed>) {
+    let mut starts = Vec::new();
+    let mut dones = Vec::new();
+    let mut fails = Vec::new();
+    for ev in batch {
+        match ev {
+            Event::Start(s) => starts.push(s),
+            Event::Done(d) => dones.push(d),
+            Event::Failed(f) => fails.push(f),
+            Event::Close => {}
+        }
+    }
+    if !dones.is_empty() {
+        let finished: std::collections::HashSet<(&str, u32)> =
+            dones.iter().map(|d| (d.id.as_str(), d.attempt)).collect();
+        starts.retain(|s| !finished.contains(&(s.id.as_str(), s.attempt)));
+    }
+    (starts, dones, fails)
+}
+
+struct Replies {
+    started: Vec<i64>,
+    finished: Vec<String>,
+    failed: Vec<String>,
+}
+
+async fn write(
+    sh: &Shared,
+    con: &mut redis::aio::ConnectionManager,
+    starts: &[Start],
+    dones: &[Done],
+    fails: &[Failed],
+) -> redis::RedisResult<Replies> {
+    let keys = sh.engine.keys();
+    let scripts = sh.engine.scripts();
+    let c = sh.engine.config();
+    let now = now_ms();
+    let ttl = c.task_retention.as_millis() as u64;
+    let mut pipe = redis::pipe();
+    let start_inv;
+    let finish_inv;
+    let fail_inv;
+    if !starts.is_empty() {
+        let mut inv = scripts.start.prepare_invoke();
+        inv.arg(keys.root()).arg(&sh.name);
+        for s in starts {
+            inv.arg(&s.id).arg(s.attempt).arg(s.base).arg(s.started_ms);
+        }
+        start_inv = inv;
+        pipe.invoke_script(&start_inv);
+    }
+    if !dones.is_empty() {
+        let mut inv = scripts.finish.prepare_invoke();
+        inv.arg(keys.root()).arg(GROUP).arg(now).arg(ttl);
+        for d in dones {
+            inv.key(keys.lane(d.lane));
+            inv.arg(&d.id).arg(&d.entry).arg(d.attempt).arg(&d.result).arg(&d.attempt_json).arg(d.started_ms);
+        }
+        finish_inv = inv;
+        pipe.invoke_script(&finish_inv);
+    }
+    if !fails.is_empty() {
+        let mut inv = scripts.fail.prepare_invoke();
+        inv.key(keys.dlq()).key(keys.dlq_lanes());
+        inv.arg(keys.root()).arg(GROUP).arg(now).arg(ttl).arg(c.dlq_max);
+        for f in fails {
+            inv.key(keys.lane(f.lane)).key(keys.retry(f.lane));
+            inv.arg(&f.id)
+                .arg(&f.entry)
+                .arg(f.attempt)
+                .arg(&f.attempt_json)
+                .arg(&f.error)
+                .arg(f.retry_at)
+                .arg(f.next_state);
+        }
+        fail_inv = inv;
+        pipe.invoke_script(&fail_inv);
+    }
+    let values: Vec<Value> = pipe.query_async(con).await?;
+    let mut it = values.into_iter();
+    let mut next = |present: bool| if present { it.next() } else { None };
+    let as_vec = |v: Option<Value>| -> Vec<Value> {
+        match v {
+            Some(Value::Array(items)) => items,
+            _ => Vec::new(),
+        }
+    };
+    let started = as_vec(next(!starts.is_empty())).iter().map(|v| crate::engine::status::value_u64(v) as i64).collect();
+    let finished = as_vec(next(!dones.is_empty())).iter().filter_map(crate::engine::status::value_str).collect();
+    let failed = as_vec(next(!fails.is_empty())).iter().filter_map(crate::engine::status::value_str).collect();
+    Ok(Replies { started, finished, failed })
+}
+
+fn after_write(sh: &Shared, starts: &[Start], dones: &[Done], fails: &[Failed], r: Replies) {
+    for (s, may_run) in starts.iter().zip(&r.started) {
+        if *may_run == 0 {
+            sh.stop_task(&s.id, StopReason::Revoked);
+        }
+    }
+    let mut fl = sh.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+    for (d, outcome) in dones.iter().zip(&r.finished) {
+        fl.remove(&d.id);
+        let label = match outcome.as_str() {
+            "SUCCESS" => "success",
+            "REVOKED" => "revoked",
+            _ => "stale",
+        };
+        metrics::counter!("switchyard_tasks_finished_total", "lane" => d.lane.as_str(), "kind" => d.kind.clone(), "outcome" => label)
+            .increment(1);
+        metrics::histogram!("switchyard_task_run_seconds", "lane" => d.lane.as_str(), "kind" => d.kind.clone())
+            .record(d.run.as_secs_f64());
+    }
+    for (f, outcome) in fails.iter().zip(&r.failed) {
+        fl.remove(&f.id);
+        let label = match outcome.as_str() {
+            "RETRY" => "retry",
+            "FAILURE" => "failure",
+            "REVOKED" => "revoked",
+            "PENDING" => "handed_back",
+            _ => "stale",
+        };
+        if label == "failure" {
+            tracing::warn!(task_id = %f.id, kind = %f.kind, attempt = f.attempt, error = %f.error, "task failed for good; moved to the dead-letter queue");
+        }
+        metrics::counter!("switchyard_tasks_finished_total", "lane" => f.lane.as_str(), "kind" => f.kind.clone(), "outcome" => label)
+            .increment(1);
+        if f.run > Duration::ZERO {
+            metrics::histogram!("switchyard_task_run_seconds", "lane" => f.lane.as_str(), "kind" => f.kind.clone())
+                .record(f.run.as_secs_f64());
+        }
+    }
+    drop(fl);
+    sh.completed.fetch_add((dones.len() + fails.len()) as u64, Ordering::Relaxed);
+    sh.wake.notify_one();
+}

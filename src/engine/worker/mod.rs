@@ -1,0 +1,413 @@
+//! The worker runtime: read, run, record — each step batched.
+//!
+//! A worker process has four loops around one shared state ([`Shared`]):
+//! - `fetch`: reads new entries with `XREADGROUP ... COUNT` into a local backlog and starts
+//!   them in lane-priority order as capacity frees (a pool limit plus one limit per lane);
+//! - `run`: one tokio task per attempt, with soft and hard time limits, panics caught;
+//! - `commit`: writes starts and outcomes in one pipelined round trip per batch;
+//! - `upkeep`: claims due retries and dead workers' entries, renews this worker's claims,
+//!   heartbeats, and listens for cancellations.
+//!
+//! Shutdown stops reading, lets running work finish within the grace period, hands back the
+//! rest, and writes every outcome before the process lets go.
+
+mod commit;
+mod fetch;
+mod run;
+mod upkeep;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::task::AbortHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::registry::StopSignal;
+use super::{Engine, Lane};
+use crate::config::Config;
+pub(crate) use commit::Event;
+pub use fetch::parse_entries;
+
+/// How one worker process is shaped.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    pub lanes: Vec<Lane>,
+    /// Attempts run at once, all lanes together.
+    pub concurrency: usize,
+    /// Attempts run at once per lane, indexed by [`Lane::index`].
+    pub lane_concurrency: [usize; 3],
+    /// Most entries asked for in one read.
+    pub batch: usize,
+    /// Consumer name; unique per process unless given.
+    pub name: Option<String>,
+}
+
+impl WorkerOptions {
+    pub fn from_config(c: &Config, lanes: Vec<Lane>) -> WorkerOptions {
+        WorkerOptions {
+            lanes,
+            concurrency: c.concurrency,
+            lane_concurrency: [c.concurrency_conversations, c.concurrency_webhooks, c.concurrency_analytics],
+            batch: 256,
+            name: None,
+        }
+    }
+}
+
+/// One entry handed to this worker: what to run and how many times it was delivered.
+#[derive(Debug, Clone)]
+pub(crate) struct Delivery {
+    pub lane: Lane,
+    pub entry: String,
+    pub id: String,
+    pub kind: String,
+    pub payload: String,
+    /// Enqueue time, µs since the epoch.
+    pub at_us: u64,
+    /// Attempts allowed for this entry.
+    pub max: u32,
+    /// Attempts made before this entry existed (a redriven task keeps its history).
+    pub base: u32,
+    /// Times this entry was delivered, this one included.
+    pub deliveries: u32,
+}
+
+impl Delivery {
+    pub fn from_fields(lane: Lane, entry: String, fields: &[(String, String)], deliveries: u32) -> Option<Delivery> {
+        let get = |k: &str| fields.iter().find(|(f, _)| f == k).map(|(_, v)| v.as_str());
+        Some(Delivery {
+            lane,
+            id: get("id")?.to_string(),
+            kind: get("kind")?.to_string(),
+            payload: get("payload").unwrap_or("null").to_string(),
+            at_us: get("at").and_then(|v| v.parse().ok()).unwrap_or(0),
+            max: get("max").and_then(|v| v.parse().ok()).unwrap_or(1),
+            base: get("base").and_then(|v| v.parse().ok()).unwrap_or(0),
+            deliveries,
+            entry,
+        })
+    }
+
+    /// The attempt number this delivery makes (1-based, across retries and redrives).
+    pub fn attempt(&self) -> u32 {
+        self.base + self.deliveries
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Held in the local backlog, not started.
+    Queued,
+    /// The handler is running.
+    Running,
+    /// The outcome is on its way to Redis.
+    Committing,
+}
+
+struct InFlight {
+    lane: Lane,
+    entry: String,
+    stop: StopSignal,
+    phase: Phase,
+    abort: Option<AbortHandle>,
+    delivery: Option<Delivery>,
+}
+
+/// State shared by a worker's loops.
+pub(crate) struct Shared {
+    engine: Engine,
+    name: String,
+    opts: WorkerOptions,
+    pool: Arc<Semaphore>,
+    lane_limits: [Arc<Semaphore>; 3],
+    backlog: Mutex<[VecDeque<Delivery>; 3]>,
+    in_flight: Mutex<HashMap<String, InFlight>>,
+    commits: mpsc::UnboundedSender<Event>,
+    /// Signalled when capacity frees or new work lands in the backlog.
+    wake: Notify,
+    /// Cancellations heard before the task reached this worker, kept a minute.
+    recently_cancelled: Mutex<HashMap<String, Instant>>,
+    completed: AtomicU64,
+    redis_ok: AtomicBool,
+    /// Enqueue-to-start waits in µs, kept only when a benchmark asks.
+    waits: Option<Mutex<hdrhistogram::Histogram<u64>>>,
+}
+
+impl Shared {
+    fn lane_free(&self, lane: Lane) -> usize {
+        self.pool.available_permits().min(self.lane_limits[lane.index()].available_permits())
+    }
+
+    fn backlog_len(&self, lane: Lane) -> usize {
+        self.backlog.lock().map(|b| b[lane.index()].len()).unwrap_or(0)
+    }
+
+    /// Take delivered entries into the backlog and the in-flight table (so their claims are
+    /// renewed from now on).
+    fn accept(&self, deliveries: Vec<Delivery>) {
+        if deliveries.is_empty() {
+            return;
+        }
+        let cancelled: Vec<String> = {
+            let mut recent = self.recently_cancelled.lock().unwrap_or_else(|e| e.into_inner());
+            recent.retain(|_, at| at.elapsed() < Duration::from_secs(60));
+            deliveries.iter().filter(|d| recent.contains_key(&d.id)).map(|d| d.id.clone()).collect()
+        };
+        {
+            let mut fl = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+            for d in &deliveries {
+                let stop = StopSignal::default();
+                if cancelled.contains(&d.id) {
+                    stop.stop(super::StopReason::Revoked);
+                }
+                fl.insert(
+                    d.id.clone(),
+                    InFlight {
+                        lane: d.lane,
+                        entry: d.entry.clone(),
+                        stop,
+                        phase: Phase::Queued,
+                        abort: None,
+                        delivery: None,
+                    },
+                );
+            }
+        }
+        let mut b = self.backlog.lock().unwrap_or_else(|e| e.into_inner());
+        for d in deliveries {
+            b[d.lane.index()].push_back(d);
+        }
+        drop(b);
+        self.wake.notify_one();
+    }
+
+    fn commit(&self, ev: Event) {
+        // The committer outlives every sender that matters; a send after it stopped can only
+        // happen to work that is then reclaimed, so nothing is lost.
+        let _ = self.commits.send(ev);
+    }
+
+    /// Entries this worker holds in a lane, for renewing their claims.
+    fn held_entries(&self, lane: Lane) -> Vec<(String, String)> {
+        let fl = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        fl.iter().filter(|(_, f)| f.lane == lane).map(|(id, f)| (id.clone(), f.entry.clone())).collect()
+    }
+
+    fn stop_task(&self, task_id: &str, reason: super::StopReason) -> bool {
+        let fl = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        match fl.get(task_id) {
+            Some(f) => {
+                f.stop.stop(reason);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// A running worker. Dropping it does not stop it: cancel its shutdown token and `wait`.
+pub struct WorkerHandle {
+    shared: Arc<Shared>,
+    join: tokio::task::JoinHandle<()>,
+    loops: Vec<AbortHandle>,
+}
+
+impl WorkerHandle {
+    /// The consumer name under which this worker reads.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// Attempts whose outcome this worker has recorded.
+    pub fn completed(&self) -> u64 {
+        self.shared.completed.load(Ordering::Relaxed)
+    }
+
+    /// Attempts started or held by this worker and not yet recorded.
+    pub fn in_flight(&self) -> usize {
+        self.shared.in_flight.lock().map(|f| f.len()).unwrap_or(0)
+    }
+
+    /// Whether the last Redis call of the read loop succeeded.
+    pub fn redis_ok(&self) -> bool {
+        self.shared.redis_ok.load(Ordering::Relaxed)
+    }
+
+    /// Enqueue-to-start waits (µs) seen so far, when the worker was started to keep them.
+    pub fn waits(&self) -> Option<hdrhistogram::Histogram<u64>> {
+        self.shared.waits.as_ref().map(|w| w.lock().unwrap_or_else(|e| e.into_inner()).clone())
+    }
+
+    /// Wait until the worker has shut down (after its shutdown token was cancelled).
+    pub async fn wait(self) {
+        let _ = self.join.await;
+    }
+
+    /// Stop at once without recording anything, as a killed process would: every held entry
+    /// stays pending in Redis for another worker to reclaim. For crash tests.
+    pub fn kill(self) {
+        self.join.abort();
+        for l in &self.loops {
+            l.abort();
+        }
+        let fl = self.shared.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        for f in fl.values() {
+            if let Some(a) = &f.abort {
+                a.abort();
+            }
+        }
+    }
+}
+
+/// Start a worker on `engine`. It runs until `shutdown` is cancelled, then drains.
+pub fn start(engine: Engine, opts: WorkerOptions, shutdown: CancellationToken) -> WorkerHandle {
+    start_inner(engine, opts, shutdown, false)
+}
+
+/// As [`start`], keeping every enqueue-to-start wait in a histogram (benchmarks).
+pub fn start_measured(engine: Engine, opts: WorkerOptions, shutdown: CancellationToken) -> WorkerHandle {
+    start_inner(engine, opts, shutdown, true)
+}
+
+fn start_inner(engine: Engine, opts: WorkerOptions, shutdown: CancellationToken, measure: bool) -> WorkerHandle {
+    let name = opts.name.clone().unwrap_or_else(consumer_name);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let shared = Arc::new(Shared {
+        pool: Arc::new(Semaphore::new(opts.concurrency.max(1))),
+        lane_limits: std::array::from_fn(|i| Arc::new(Semaphore::new(opts.lane_concurrency[i].max(1)))),
+        engine,
+        name,
+        opts,
+        backlog: Mutex::new(Default::default()),
+        in_flight: Mutex::new(HashMap::new()),
+        commits: tx,
+        wake: Notify::new(),
+        recently_cancelled: Mutex::new(HashMap::new()),
+        completed: AtomicU64::new(0),
+        redis_ok: AtomicBool::new(true),
+        waits: measure
+            .then(|| Mutex::new(hdrhistogram::Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid bounds"))),
+    });
+    let reading = shutdown.child_token();
+    let upkeep_stop = CancellationToken::new();
+    let fetch = tokio::spawn(fetch::fetch_loop(shared.clone(), reading.clone()));
+    let commit = tokio::spawn(commit::commit_loop(shared.clone(), rx));
+    let upkeep = tokio::spawn(upkeep::upkeep_loop(shared.clone(), upkeep_stop.clone()));
+    let listener = tokio::spawn(upkeep::cancel_listener(shared.clone(), upkeep_stop.clone()));
+    let loops = vec![fetch.abort_handle(), commit.abort_handle(), upkeep.abort_handle(), listener.abort_handle()];
+    let sh = shared.clone();
+    let join = tokio::spawn(async move {
+        shutdown.cancelled().await;
+        let _ = fetch.await;
+        drain(&sh).await;
+        sh.commit(Event::Close);
+        let _ = commit.await;
+        upkeep_stop.cancel();
+        let _ = upkeep.await;
+        let _ = listener.await;
+        upkeep::deregister(&sh).await;
+        tracing::info!(worker = %sh.name, completed = sh.completed.load(Ordering::Relaxed), "worker stopped");
+    });
+    tracing::info!(worker = %shared.name, lanes = ?shared.opts.lanes, concurrency = shared.opts.concurrency, "worker started");
+    WorkerHandle { shared, join, loops }
+}
+
+/// After reading stopped: hand back the backlog, give running attempts the grace period, then
+/// stop and hand back whatever still runs.
+async fn drain(sh: &Arc<Shared>) {
+    let backlog: Vec<Delivery> = {
+        let mut b = sh.backlog.lock().unwrap_or_else(|e| e.into_inner());
+        b.iter_mut().flat_map(|q| q.drain(..)).collect()
+    };
+    for d in backlog {
+        set_phase(sh, &d.id, Phase::Committing);
+        sh.commit(run::handback(&d, "worker shutting down before it started"));
+    }
+    let grace = sh.engine.config().shutdown_grace;
+    let deadline = Instant::now() + grace;
+    while running(sh) > 0 && Instant::now() < deadline {
+        let _ = tokio::time::timeout(Duration::from_millis(50), sh.wake.notified()).await;
+    }
+    if running(sh) == 0 {
+        return;
+    }
+    tracing::warn!(worker = %sh.name, running = running(sh), "grace period over; stopping running tasks");
+    {
+        let fl = sh.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        for f in fl.values().filter(|f| f.phase == Phase::Running) {
+            f.stop.stop(super::StopReason::Shutdown);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while running(sh) > 0 && Instant::now() < deadline {
+        let _ = tokio::time::timeout(Duration::from_millis(50), sh.wake.notified()).await;
+    }
+    let stuck: Vec<Delivery> = {
+        let mut fl = sh.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        fl.values_mut()
+            .filter(|f| f.phase == Phase::Running)
+            .filter_map(|f| {
+                if let Some(a) = &f.abort {
+                    a.abort();
+                }
+                f.phase = Phase::Committing;
+                f.delivery.take()
+            })
+            .collect()
+    };
+    for d in stuck {
+        sh.commit(run::handback(&d, "worker shut down while it ran; handed back"));
+    }
+}
+
+fn running(sh: &Shared) -> usize {
+    sh.in_flight.lock().map(|f| f.values().filter(|f| f.phase == Phase::Running).count()).unwrap_or(0)
+}
+
+fn set_phase(sh: &Shared, id: &str, phase: Phase) {
+    if let Some(f) = sh.in_flight.lock().unwrap_or_else(|e| e.into_inner()).get_mut(id) {
+        f.phase = phase;
+    }
+}
+
+/// `host-pid-xxxx`: unique per process, readable in the dashboard.
+fn consumer_name() -> String {
+    format!("{}-{}-{:04x}", hostname(), std::process::id(), fastrand::u16(..))
+}
+
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Exponential backoff for a loop that talks to Redis: never a busy loop while it is away.
+pub(crate) struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(100);
+    const MAX: Duration = Duration::from_secs(5);
+
+    pub fn new() -> Backoff {
+        Backoff { next: Backoff::FIRST }
+    }
+
+    /// The wait after one more failure.
+    pub fn fail(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(Backoff::MAX);
+        d.mul_f64(0.75 + fastrand::f64() * 0.5)
+    }
+
+    pub fn reset(&mut self) {
+        self.next = Backoff::FIRST;
+    }
+}

@@ -1,0 +1,299 @@
+//! Everything a worker does besides reading new entries: taking due retries and dead workers'
+//! entries, renewing its own claims, heartbeats, and hearing cancellations.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use redis::Value;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use super::{Backoff, Delivery, Shared};
+use crate::engine::status::{value_str, value_u64};
+use crate::engine::{Lane, StopReason, now_ms};
+use crate::redis::GROUP;
+use crate::redis::scripts::is_noscript;
+
+/// How often due retries are looked for.
+const CLAIM_EVERY: Duration = Duration::from_millis(100);
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
+/// Consumers idle this long with nothing pending are removed from the group.
+const DEAD_CONSUMER_AFTER: Duration = Duration::from_secs(3600);
+/// Heartbeats older than this are removed from the workers list.
+const STALE_HEARTBEAT: Duration = Duration::from_secs(300);
+
+pub(super) async fn upkeep_loop(sh: Arc<Shared>, stop: CancellationToken) {
+    let vt = sh.engine.config().visibility_timeout;
+    let renew_every = sh.engine.config().claim_renewal_interval();
+    let scan_every = (vt / 4).max(Duration::from_millis(100));
+    let mut con = sh.engine.conn();
+    let mut last_renew = Instant::now();
+    let mut last_scan = Instant::now() - scan_every;
+    let mut last_beat = Instant::now() - HEARTBEAT_EVERY;
+    let mut last_prune = Instant::now();
+    let mut backoff = Backoff::new();
+    let started = now_ms();
+    loop {
+        let mut wait = CLAIM_EVERY;
+        let result: redis::RedisResult<()> = async {
+            if last_renew.elapsed() >= renew_every {
+                renew(&sh, &mut con).await?;
+                last_renew = Instant::now();
+            }
+            let scan = last_scan.elapsed() >= scan_every;
+            claim(&sh, &mut con, scan).await?;
+            if scan {
+                last_scan = Instant::now();
+            }
+            if last_beat.elapsed() >= HEARTBEAT_EVERY {
+                heartbeat(&sh, &mut con, started).await?;
+                check_revoked(&sh, &mut con).await?;
+                last_beat = Instant::now();
+            }
+            if last_prune.elapsed() >= Duration::from_secs(60) {
+                prune(&sh, &mut con).await?;
+                last_prune = Instant::now();
+            }
+            Ok(())
+        }
+        .await;
+        match result {
+            Ok(()) => backoff.reset(),
+            Err(e) if is_noscript(&e) => {
+                let _ = sh.engine.scripts().load_all(&mut con).await;
+            }
+            Err(e) if crate::redis::is_nogroup(&e) => {
+                let _ = sh.engine.ensure_groups().await;
+            }
+            Err(e) => {
+                wait = backoff.fail();
+                tracing::debug!(error = %e, "worker upkeep failed; retrying");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
+/// Claim due retries and (when `scan`) entries of dead workers, up to this worker's free room.
+async fn claim(sh: &Arc<Shared>, con: &mut redis::aio::ConnectionManager, scan: bool) -> redis::RedisResult<()> {
+    let c = sh.engine.config();
+    for &lane in &sh.opts.lanes {
+        let room = sh.lane_free(lane).saturating_sub(sh.backlog_len(lane)).min(sh.opts.batch);
+        if room == 0 {
+            continue;
+        }
+        let vt = if scan { c.visibility_timeout.as_millis() as u64 } else { 0 };
+        let v: Value = sh
+            .engine
+            .scripts()
+            .claim
+            .key(sh.engine.keys().lane(lane))
+            .key(sh.engine.keys().retry(lane))
+            .arg(sh.engine.keys().root())
+            .arg(GROUP)
+            .arg(&sh.name)
+            .arg(now_ms())
+            .arg(vt)
+            .arg(room)
+            .invoke_async(con)
+            .await?;
+        let Value::Array(items) = v else { continue };
+        let mut got = Vec::new();
+        for item in items {
+            let Value::Array(parts) = item else { continue };
+            if parts.len() < 4 {
+                continue;
+            }
+            let Some(entry) = value_str(&parts[0]) else { continue };
+            let fields =
+                super::parse_entries(&Value::Array(vec![Value::Array(vec![parts[0].clone(), parts[1].clone()])]));
+            let deliveries = value_u64(&parts[2]) as u32;
+            let reason = value_str(&parts[3]).unwrap_or_default();
+            if let Some((_, f)) = fields.into_iter().next() {
+                if let Some(d) = Delivery::from_fields(lane, entry, &f, deliveries) {
+                    if reason == "reclaim" {
+                        tracing::warn!(task_id = %d.id, %lane, attempt = d.attempt(), "reclaimed a task from a worker that stopped responding");
+                    }
+                    got.push(d);
+                }
+            }
+        }
+        if !got.is_empty() {
+            sh.accept(got);
+            super::fetch::launch_ready(sh, &sh.opts.lanes);
+        }
+    }
+    Ok(())
+}
+
+/// Reset the idle time of every entry this worker holds; stop work whose claim was lost.
+async fn renew(sh: &Shared, con: &mut redis::aio::ConnectionManager) -> redis::RedisResult<()> {
+    for &lane in &sh.opts.lanes {
+        let held = sh.held_entries(lane);
+        for chunk in held.chunks(500) {
+            let mut inv = sh.engine.scripts().renew.prepare_invoke();
+            inv.key(sh.engine.keys().lane(lane)).arg(GROUP).arg(&sh.name);
+            for (_, entry) in chunk {
+                inv.arg(entry);
+            }
+            let lost: Vec<String> = inv.invoke_async(con).await?;
+            for entry in lost {
+                if let Some((id, _)) = chunk.iter().find(|(_, e)| *e == entry) {
+                    // Recorded meanwhile (acked by us) is fine; otherwise someone else has it now.
+                    tracing::debug!(task_id = %id, entry, "claim no longer held");
+                    sh.stop_task(id, StopReason::ClaimLost);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn heartbeat(sh: &Shared, con: &mut redis::aio::ConnectionManager, started: u64) -> redis::RedisResult<()> {
+    let beat = json!({
+        "name": sh.name,
+        "host": super::hostname(),
+        "pid": std::process::id(),
+        "lanes": sh.opts.lanes,
+        "concurrency": sh.opts.concurrency,
+        "lane_concurrency": sh.opts.lane_concurrency,
+        "in_flight": sh.in_flight.lock().map(|f| f.len()).unwrap_or(0),
+        "completed": sh.completed.load(std::sync::atomic::Ordering::Relaxed),
+        "started_at": started,
+        "last_seen": now_ms(),
+    });
+    redis::cmd("HSET").arg(sh.engine.keys().workers()).arg(&sh.name).arg(beat.to_string()).query_async(con).await
+}
+
+/// Catch cancellations whose announcement this worker missed (it was reconnecting).
+async fn check_revoked(sh: &Shared, con: &mut redis::aio::ConnectionManager) -> redis::RedisResult<()> {
+    let ids: Vec<String> = sh.in_flight.lock().map(|f| f.keys().cloned().collect()).unwrap_or_default();
+    for chunk in ids.chunks(500) {
+        let mut pipe = redis::pipe();
+        for id in chunk {
+            pipe.cmd("HGET").arg(sh.engine.keys().task(id)).arg("state");
+        }
+        let states: Vec<Option<String>> = pipe.query_async(con).await?;
+        for (id, state) in chunk.iter().zip(states) {
+            if state.as_deref() == Some("REVOKED") {
+                sh.stop_task(id, StopReason::Revoked);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Remove consumers that have been idle for long with nothing pending, and stale heartbeats.
+async fn prune(sh: &Shared, con: &mut redis::aio::ConnectionManager) -> redis::RedisResult<()> {
+    for &lane in &sh.opts.lanes {
+        let key = sh.engine.keys().lane(lane);
+        let consumers: Value = redis::cmd("XINFO").arg("CONSUMERS").arg(&key).arg(GROUP).query_async(con).await?;
+        let Value::Array(list) = consumers else { continue };
+        for c in list {
+            let fields: HashMap<String, Value> = match c {
+                Value::Array(flat) => {
+                    flat.chunks(2).filter_map(|p| Some((value_str(&p[0])?, p.get(1)?.clone()))).collect()
+                }
+                Value::Map(m) => m.into_iter().filter_map(|(k, v)| Some((value_str(&k)?, v))).collect(),
+                _ => continue,
+            };
+            let name = fields.get("name").and_then(value_str).unwrap_or_default();
+            let pending = fields.get("pending").map(value_u64).unwrap_or(1);
+            let idle = fields.get("idle").map(value_u64).unwrap_or(0);
+            if name != sh.name && pending == 0 && idle > DEAD_CONSUMER_AFTER.as_millis() as u64 {
+                let _: i64 =
+                    redis::cmd("XGROUP").arg("DELCONSUMER").arg(&key).arg(GROUP).arg(&name).query_async(con).await?;
+                tracing::info!(consumer = %name, %lane, "removed an idle consumer with nothing pending");
+            }
+        }
+    }
+    let beats: HashMap<String, String> = redis::cmd("HGETALL").arg(sh.engine.keys().workers()).query_async(con).await?;
+    let now = now_ms();
+    for (name, beat) in beats {
+        let seen =
+            serde_json::from_str::<serde_json::Value>(&beat).ok().and_then(|b| b["last_seen"].as_u64()).unwrap_or(0);
+        if now.saturating_sub(seen) > STALE_HEARTBEAT.as_millis() as u64 {
+            let _: i64 = redis::cmd("HDEL").arg(sh.engine.keys().workers()).arg(&name).query_async(con).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Hear cancellations of running tasks as they happen.
+pub(super) async fn cancel_listener(sh: Arc<Shared>, stop: CancellationToken) {
+    let channel = sh.engine.keys().cancel_channel();
+    let mut backoff = Backoff::new();
+    while !stop.is_cancelled() {
+        let client = match redis::Client::open(sh.engine.redis_url()) {
+            Ok(c) => c,
+            Err(_) => return,
+        };
+        let pubsub = tokio::select! {
+            r = client.get_async_pubsub() => r,
+            _ = stop.cancelled() => return,
+        };
+        let mut pubsub = match pubsub {
+            Ok(p) => p,
+            Err(_) => {
+                let wait = backoff.fail();
+                tokio::select! { _ = tokio::time::sleep(wait) => continue, _ = stop.cancelled() => return }
+            }
+        };
+        if pubsub.subscribe(&channel).await.is_err() {
+            let wait = backoff.fail();
+            tokio::select! { _ = tokio::time::sleep(wait) => continue, _ = stop.cancelled() => return }
+        }
+        backoff.reset();
+        let mut messages = pubsub.on_message();
+        loop {
+            tokio::select! {
+                m = messages.next() => match m {
+                    Some(msg) => {
+                        let Ok(id) = msg.get_payload::<String>() else { continue };
+                        if !sh.stop_task(&id, StopReason::Revoked) {
+                            sh.recently_cancelled.lock().unwrap_or_else(|e| e.into_inner()).insert(id, Instant::now());
+                        }
+                    }
+                    None => break,
+                },
+                _ = stop.cancelled() => return,
+            }
+        }
+    }
+}
+
+/// Leave the deployment cleanly: drop the heartbeat and, when nothing is pending to it, the
+/// consumer itself.
+pub(super) async fn deregister(sh: &Shared) {
+    let mut con = sh.engine.conn();
+    let _: redis::RedisResult<i64> =
+        redis::cmd("HDEL").arg(sh.engine.keys().workers()).arg(&sh.name).query_async(&mut con).await;
+    for lane in Lane::ALL {
+        let key = sh.engine.keys().lane(lane);
+        let pending: redis::RedisResult<Value> = redis::cmd("XPENDING")
+            .arg(&key)
+            .arg(GROUP)
+            .arg("-")
+            .arg("+")
+            .arg(1)
+            .arg(&sh.name)
+            .query_async(&mut con)
+            .await;
+        if let Ok(Value::Array(p)) = pending {
+            if p.is_empty() {
+                let _: redis::RedisResult<i64> = redis::cmd("XGROUP")
+                    .arg("DELCONSUMER")
+                    .arg(&key)
+                    .arg(GROUP)
+                    .arg(&sh.name)
+                    .query_async(&mut con)
+                    .await;
+            }
+        }
+    }
+}

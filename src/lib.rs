@@ -1,0 +1,22 @@
+//! Switchyard: customer-conversation webhooks onto Redis Streams, and the workers that answer.
+//!
+//! The data path, in the order a message travels:
+//! - `ingest` (to come) verifies and parses platform webhooks and appends them to a lane;
+//! - [`engine`] is the task engine: lanes as streams with consumer groups, the producer, the
+//!   worker runtime (read, run, record in batches), retries by `XCLAIM`, the dead-letter queue;
+//! - [`web`] serves the JSON API, health and metrics;
+//! - [`telemetry`] holds metric names, the Prometheus recorder and the lane sampler.
+//!
+//! Around it: [`config`] (settings, validated once), [`redis`] (key names, Lua scripts,
+//! connections, the private `redis-server`), [`app`] (wiring roles together and shutting them
+//! down), [`commands`] (the CLI's operations) and [`bench`].
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod bench;
+pub mod commands;
+pub mod config;
+pub mod engine;
+pub mod redis;
+pub mod telemetry;
+pub mod web;

@@ -1,0 +1,196 @@
+//! The `switchyard` binary: parse the command line, load settings, start logging, and call
+//! into the library.
+
+use clap::{Parser, Subcommand};
+use switchyard::app::{self, Roles};
+use switchyard::config::Config;
+use switchyard::engine::Lane;
+use switchyard::engine::dlq::DlqFilter;
+use switchyard::{bench, commands, telemetry};
+
+#[derive(Parser)]
+#[command(
+    name = "switchyard",
+    version,
+    about = "Customer-conversation webhooks onto Redis Streams, and the workers that answer them"
+)]
+struct Cli {
+    /// TOML settings file; SWITCHYARD_* variables override it.
+    #[arg(long, global = true, env = "SWITCHYARD_CONFIG")]
+    config: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run Switchyard: the API, workers and scheduler (all by default).
+    Serve {
+        /// Roles to run: api, worker, scheduler.
+        #[arg(long, default_value = "api,worker,scheduler", value_parser = Roles::parse)]
+        roles: Roles,
+        /// Lanes this process's workers read.
+        #[arg(long, default_value = "conversations,webhooks,analytics", value_parser = parse_lanes)]
+        lanes: LaneList,
+    },
+    /// Check the settings, Redis and its guardrails.
+    Check,
+    /// Queue, inspect and cancel tasks.
+    #[command(subcommand)]
+    Tasks(TasksCmd),
+    /// Work with the dead-letter queue.
+    #[command(subcommand)]
+    Dlq(DlqCmd),
+    /// Measure the engine on this machine.
+    #[command(subcommand)]
+    Bench(BenchCmd),
+}
+
+#[derive(Subcommand)]
+enum TasksCmd {
+    /// Queue a task of a registered kind.
+    Enqueue {
+        kind: String,
+        /// JSON payload.
+        #[arg(long)]
+        payload: Option<String>,
+        #[arg(long, value_parser = parse_lane)]
+        lane: Option<Lane>,
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        #[arg(long)]
+        max_attempts: Option<u32>,
+    },
+    /// Show a task's state, result and attempts.
+    Status { task_id: String },
+    /// Cancel a queued, retrying or running task.
+    Cancel { task_id: String },
+}
+
+#[derive(clap::Args)]
+struct FilterArgs {
+    /// Only this kind.
+    #[arg(long)]
+    kind: Option<String>,
+    /// Only errors containing this text.
+    #[arg(long)]
+    error: Option<String>,
+    /// Only this lane.
+    #[arg(long, value_parser = parse_lane)]
+    lane: Option<Lane>,
+    /// Only letters that died at least this long ago (e.g. 1h).
+    #[arg(long, value_parser = parse_duration)]
+    older_than: Option<std::time::Duration>,
+}
+
+impl From<FilterArgs> for DlqFilter {
+    fn from(f: FilterArgs) -> DlqFilter {
+        DlqFilter { kind: f.kind, error: f.error, lane: f.lane, older_than: f.older_than }
+    }
+}
+
+#[derive(Subcommand)]
+enum DlqCmd {
+    /// List dead letters, newest first.
+    List {
+        #[command(flatten)]
+        filter: FilterArgs,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Show one dead letter (by its id or its task's id) with its attempts.
+    Show { id: String },
+    /// Send dead letters back to their lanes.
+    Redrive {
+        /// Dead-letter or task ids; or use a filter, or --all.
+        ids: Vec<String>,
+        #[command(flatten)]
+        filter: FilterArgs,
+        #[arg(long)]
+        all: bool,
+        /// Show what would be redriven, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Delete dead letters for good.
+    Delete {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Enqueue N no-op tasks, then drain them through the full engine path.
+    Drain {
+        #[arg(long, default_value_t = 100_000)]
+        tasks: u64,
+        #[arg(long, default_value_t = 256)]
+        concurrency: usize,
+    },
+    /// Enqueue at a steady rate against a running worker; report enqueue-to-start waits.
+    Latency {
+        #[arg(long, default_value_t = 5000)]
+        rate: u64,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 256)]
+        concurrency: usize,
+    },
+}
+
+/// A comma-separated list of lanes, as one argument.
+#[derive(Clone)]
+struct LaneList(Vec<Lane>);
+
+fn parse_lanes(s: &str) -> Result<LaneList, String> {
+    Lane::parse_list(s).map(LaneList)
+}
+
+fn parse_lane(s: &str) -> Result<Lane, String> {
+    Lane::parse(s).ok_or_else(|| format!("unknown lane `{s}` (lanes: conversations, webhooks, analytics)"))
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    switchyard::config::parse_duration_str(s).ok_or_else(|| format!("`{s}` is not a duration such as 30s, 10m or 24h"))
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    telemetry::init_tracing();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("switchyard: {e}");
+            std::process::exit(2);
+        }
+    };
+    let result = match cli.command {
+        Command::Serve { roles, lanes } => app::serve(config, roles, lanes.0).await,
+        Command::Check => commands::check(config).await,
+        Command::Tasks(TasksCmd::Enqueue { kind, payload, lane, idempotency_key, max_attempts }) => {
+            commands::tasks_enqueue(config, kind, payload, lane, idempotency_key, max_attempts).await
+        }
+        Command::Tasks(TasksCmd::Status { task_id }) => commands::tasks_status(config, task_id).await,
+        Command::Tasks(TasksCmd::Cancel { task_id }) => commands::tasks_cancel(config, task_id).await,
+        Command::Dlq(DlqCmd::List { filter, limit }) => commands::dlq_list(config, filter.into(), limit).await,
+        Command::Dlq(DlqCmd::Show { id }) => commands::dlq_show(config, id).await,
+        Command::Dlq(DlqCmd::Redrive { ids, filter, all, dry_run }) => {
+            commands::dlq_redrive(config, ids, filter.into(), all, dry_run).await
+        }
+        Command::Dlq(DlqCmd::Delete { ids }) => commands::dlq_delete(config, ids).await,
+        Command::Bench(BenchCmd::Drain { tasks, concurrency }) => {
+            bench::drain(config, tasks, concurrency).await.and_then(|r| Ok(println!("{}", serde_json::to_string(&r)?)))
+        }
+        Command::Bench(BenchCmd::Latency { rate, seconds, concurrency }) => {
+            bench::latency(config, rate, seconds, concurrency)
+                .await
+                .and_then(|r| Ok(println!("{}", serde_json::to_string(&r)?)))
+        }
+    };
+    if let Err(e) = result {
+        eprintln!("switchyard: {e:#}");
+        std::process::exit(1);
+    }
+}

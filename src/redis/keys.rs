@@ -1,0 +1,68 @@
+//! Every Redis key Switchyard uses, in one place.
+//!
+//! All keys of one deployment share the hash tag `{prefix}`, so every script that touches
+//! several of them (move to the DLQ, redrive, claim) stays on one Redis Cluster slot and may
+//! derive a task's key from its id inside the script.
+
+use crate::engine::Lane;
+
+/// Consumer group every lane stream carries; all worker processes join it.
+pub const GROUP: &str = "workers";
+
+#[derive(Debug, Clone)]
+pub struct Keys {
+    /// `{prefix}:` — the hash-tagged root of every key.
+    root: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Keys {
+        Keys { root: format!("{{{prefix}}}:") }
+    }
+
+    /// The root, passed to scripts that derive keys from ids.
+    pub fn root(&self) -> &str {
+        &self.root
+    }
+
+    /// Stream of one lane's tasks (`XADD` by producers, `XREADGROUP` by workers).
+    pub fn lane(&self, lane: Lane) -> String {
+        format!("{}lane:{}", self.root, lane.as_str())
+    }
+
+    /// Sorted set of a lane's entries waiting out a retry backoff: member is the stream entry id,
+    /// score the time (ms) it becomes due. The entries stay pending in the group meanwhile.
+    pub fn retry(&self, lane: Lane) -> String {
+        format!("{}retry:{}", self.root, lane.as_str())
+    }
+
+    /// Hash holding one task's record: state, payload, result, attempts `a:<n>`.
+    pub fn task(&self, id: &str) -> String {
+        format!("{}task:{}", self.root, id)
+    }
+
+    /// String mapping an idempotency key to the task id it created, for the key's window.
+    pub fn idempotency(&self, key: &str) -> String {
+        format!("{}idem:{}", self.root, key)
+    }
+
+    /// The dead-letter stream: one entry per dead task with its whole attempt history.
+    pub fn dlq(&self) -> String {
+        format!("{}dlq", self.root)
+    }
+
+    /// Hash lane → number of dead letters from that lane.
+    pub fn dlq_lanes(&self) -> String {
+        format!("{}dlq:lanes", self.root)
+    }
+
+    /// Hash worker name → JSON heartbeat (host, pid, lanes, concurrency, in-flight, time).
+    pub fn workers(&self) -> String {
+        format!("{}workers", self.root)
+    }
+
+    /// Pub/sub channel on which cancellations of running tasks are announced.
+    pub fn cancel_channel(&self) -> String {
+        format!("{}cancel", self.root)
+    }
+}

@@ -1,0 +1,32 @@
+-- Cancel one task. Queued: its entry is deleted before any worker reads it. Waiting out a retry:
+-- removed from the retry set, acked and deleted. Running: marked REVOKED and announced, so the
+-- worker running it stops; its ack follows when it does.
+-- KEYS[1] task record, KEYS[2] lane stream, KEYS[3] lane retry set
+-- ARGV[1] group, ARGV[2] now (ms), ARGV[3] retention (ms), ARGV[4] cancel channel, ARGV[5] task id
+-- Returns {'MISSING'} | {'FINISHED', state} | {'REVOKED', 'queued'|'retry'|'running'}
+local key, stream, retry = KEYS[1], KEYS[2], KEYS[3]
+local group, now, ttl, channel, id = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local state = redis.call('HGET', key, 'state')
+if not state then return {'MISSING'} end
+if state == 'SUCCESS' or state == 'FAILURE' or state == 'REVOKED' then return {'FINISHED', state} end
+local entry = redis.call('HGET', key, 'entry')
+local where
+local p = entry and redis.call('XPENDING', stream, group, entry, entry, 1) or {}
+if #p == 0 then
+  if entry then redis.call('XDEL', stream, entry) end
+  where = 'queued'
+elseif redis.call('ZREM', retry, entry) == 1 then
+  redis.call('XACK', stream, group, entry)
+  redis.call('XDEL', stream, entry)
+  where = 'retry'
+else
+  where = 'running'
+end
+redis.call('HSET', key, 'state', 'REVOKED', 'finished_at', now, 'error', 'cancelled')
+redis.call('HDEL', key, 'retry_at')
+if where == 'running' then
+  redis.call('PUBLISH', channel, id)
+else
+  redis.call('PEXPIRE', key, ttl)
+end
+return {'REVOKED', where}

@@ -1,0 +1,56 @@
+-- Hand a worker the entries it should run next that are not new: first those whose retry
+-- backoff has passed, then those whose worker stopped renewing its claim (idle longer than the
+-- visibility timeout) and that are not waiting out a backoff. Removing a due entry from the
+-- retry set and claiming it happen together, so exactly one worker gets it. Entries of tasks
+-- cancelled or finished meanwhile are acked and deleted instead of handed out.
+-- KEYS[1] lane stream, KEYS[2] lane retry set
+-- ARGV[1] key root, ARGV[2] group, ARGV[3] consumer, ARGV[4] now (ms), ARGV[5] visibility timeout (ms; 0: skip the scan for dead workers),
+-- ARGV[6] most entries to hand out
+-- Returns {entry id, fields, deliveries, reason} per entry.
+local stream, retry = KEYS[1], KEYS[2]
+local root, group, me = ARGV[1], ARGV[2], ARGV[3]
+local now, vt, budget = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local out = {}
+
+local function field(fields, name)
+  for j = 1, #fields, 2 do
+    if fields[j] == name then return fields[j + 1] end
+  end
+end
+
+-- claim one entry; returns true when it was handed out
+local function take(entry, deliveries, min_idle, reason)
+  local got = redis.call('XCLAIM', stream, group, me, min_idle, entry)
+  local e = got[1]
+  if not e or type(e) ~= 'table' or not e[2] then return false end
+  local id = field(e[2], 'id')
+  local state = id and redis.call('HGET', root .. 'task:' .. id, 'state')
+  if state == 'REVOKED' or state == 'SUCCESS' or state == 'FAILURE' then
+    redis.call('XACK', stream, group, entry)
+    redis.call('XDEL', stream, entry)
+    return false
+  end
+  out[#out + 1] = {entry, e[2], deliveries + 1, reason}
+  return true
+end
+
+local due = redis.call('ZRANGEBYSCORE', retry, '-inf', now, 'LIMIT', 0, budget)
+for _, entry in ipairs(due) do
+  redis.call('ZREM', retry, entry)
+  local p = redis.call('XPENDING', stream, group, entry, entry, 1)
+  if #p > 0 then
+    take(entry, tonumber(p[1][4]), 0, 'retry')
+  end
+end
+
+if #out < budget and vt > 0 then
+  local idle = redis.call('XPENDING', stream, group, 'IDLE', vt, '-', '+', (budget - #out) * 4)
+  for _, p in ipairs(idle) do
+    if #out >= budget then break end
+    local entry, owner = p[1], p[2]
+    if owner ~= me and not redis.call('ZSCORE', retry, entry) then
+      take(entry, tonumber(p[4]), vt, 'reclaim')
+    end
+  end
+end
+return out

@@ -1,0 +1,69 @@
+-- Record a batch of failed attempts: either schedule the retry (the entry stays pending and its
+-- id goes into the lane's retry set, due at the given time), or move the task to the DLQ with its
+-- whole attempt history, ack and delete the entry — atomically, so a task is always in exactly
+-- one place. A task cancelled meanwhile is acked and stays REVOKED.
+-- KEYS[1] dlq stream, KEYS[2] dlq per-lane counts; then per attempt: lane stream, lane retry set
+-- ARGV[1] key root, ARGV[2] group, ARGV[3] now (ms), ARGV[4] retention (ms), ARGV[5] dlq cap (0: none);
+-- then per attempt: task id, entry id, attempt number, attempt JSON, error, retry at (ms; 0: dead),
+-- next state ('RETRY', or 'PENDING' for work handed back at shutdown, which costs no attempt)
+-- Returns per attempt: 'RETRY', 'PENDING', 'FAILURE', 'REVOKED' or 'STALE'.
+local dlq, counts = KEYS[1], KEYS[2]
+local root, group, now, ttl, cap = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
+local out = {}
+local per = 7
+for i = 1, (#KEYS - 2) / 2 do
+  local stream, retry = KEYS[1 + 2 * i], KEYS[2 + 2 * i]
+  local a = 6 + (i - 1) * per
+  local id, entry, n, attempt, err, at, next_state =
+    ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], tonumber(ARGV[a + 5]), ARGV[a + 6]
+  local key = root .. 'task:' .. id
+  local pending = redis.call('XPENDING', stream, group, entry, entry, 1)
+  if #pending == 0 then
+    out[i] = 'STALE'
+  else
+    local state = redis.call('HGET', key, 'state')
+    if state == 'REVOKED' then
+      redis.call('XACK', stream, group, entry)
+      redis.call('XDEL', stream, entry)
+      redis.call('HSET', key, 'a:' .. n, attempt, 'attempts', n)
+      redis.call('PEXPIRE', key, ttl)
+      out[i] = 'REVOKED'
+    elseif next_state == 'PENDING' then
+      -- handed back, not failed: undo this delivery's count so it costs no attempt
+      local count = tonumber(pending[1][4])
+      redis.call('XCLAIM', stream, group, pending[1][2], 0, entry, 'RETRYCOUNT', math.max(count - 1, 0), 'JUSTID')
+      redis.call('HSET', key, 'state', 'PENDING')
+      redis.call('ZADD', retry, ARGV[a + 5], entry)
+      out[i] = 'PENDING'
+    elseif at > 0 then
+      redis.call('HSET', key, 'state', next_state, 'error', err, 'attempts', n, 'a:' .. n, attempt, 'retry_at', ARGV[a + 5])
+      redis.call('ZADD', retry, ARGV[a + 5], entry)
+      out[i] = next_state
+    else
+      redis.call('HSET', key, 'a:' .. n, attempt)
+      local history = {}
+      for j = 1, tonumber(n) do
+        local h = redis.call('HGET', key, 'a:' .. j)
+        if h then history[#history + 1] = h end
+      end
+      local f = redis.call('HMGET', key, 'kind', 'lane', 'payload', 'created_at')
+      local fields = {'task_id', id, 'kind', f[1] or '', 'lane', f[2] or '', 'payload', f[3] or 'null',
+        'error', err, 'attempts', '[' .. table.concat(history, ',') .. ']', 'failed_at', now,
+        'created_at', f[4] or now}
+      local dead
+      if cap > 0 then
+        dead = redis.call('XADD', dlq, 'MAXLEN', cap, '*', unpack(fields))
+      else
+        dead = redis.call('XADD', dlq, '*', unpack(fields))
+      end
+      redis.call('HINCRBY', counts, f[2] or '', 1)
+      redis.call('XACK', stream, group, entry)
+      redis.call('XDEL', stream, entry)
+      redis.call('HSET', key, 'state', 'FAILURE', 'error', err, 'finished_at', now, 'attempts', n, 'dead_letter', dead)
+      redis.call('HDEL', key, 'retry_at')
+      redis.call('PERSIST', key)
+      out[i] = 'FAILURE'
+    end
+  end
+end
+return out

@@ -1,0 +1,25 @@
+-- Mark a batch of attempts STARTED. A task cancelled or finished meanwhile keeps its state.
+-- Attempts lost with a dead worker (numbers between the entry's base and this attempt that left
+-- no record) are recorded as lost, so the history shows every delivery.
+-- ARGV[1] key root, ARGV[2] worker; then per attempt: task id, attempt number, base, started (ms)
+-- Returns per attempt 1 when it may run, 0 when the task was cancelled or already finished.
+local root, worker = ARGV[1], ARGV[2]
+local out = {}
+for a = 3, #ARGV, 4 do
+  local key = root .. 'task:' .. ARGV[a]
+  local n, base, started = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), ARGV[a + 3]
+  local state = redis.call('HGET', key, 'state')
+  if state == 'REVOKED' or state == 'SUCCESS' or state == 'FAILURE' then
+    out[#out + 1] = 0
+  else
+    for j = base + 1, n - 1 do
+      if redis.call('HEXISTS', key, 'a:' .. j) == 0 then
+        redis.call('HSET', key, 'a:' .. j, cjson.encode({attempt = j, outcome = 'lost',
+          error = 'worker stopped responding; reclaimed after the visibility timeout'}))
+      end
+    end
+    redis.call('HSET', key, 'state', 'STARTED', 'started_at', started, 'worker', worker, 'attempts', n, 'progress', 0)
+    out[#out + 1] = 1
+  end
+end
+return out

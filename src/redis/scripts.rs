@@ -1,0 +1,60 @@
+//! The engine's Lua scripts. Each one is a step that must be atomic; its file says why.
+
+use redis::Script;
+
+pub struct Scripts {
+    pub enqueue: Script,
+    pub start: Script,
+    pub finish: Script,
+    pub fail: Script,
+    pub claim: Script,
+    pub renew: Script,
+    pub cancel: Script,
+    pub redrive: Script,
+    pub dlq_delete: Script,
+}
+
+impl Scripts {
+    pub fn new() -> Scripts {
+        Scripts {
+            enqueue: Script::new(include_str!("lua/enqueue.lua")),
+            start: Script::new(include_str!("lua/start.lua")),
+            finish: Script::new(include_str!("lua/finish.lua")),
+            fail: Script::new(include_str!("lua/fail.lua")),
+            claim: Script::new(include_str!("lua/claim.lua")),
+            renew: Script::new(include_str!("lua/renew.lua")),
+            cancel: Script::new(include_str!("lua/cancel.lua")),
+            redrive: Script::new(include_str!("lua/redrive.lua")),
+            dlq_delete: Script::new(include_str!("lua/dlq_delete.lua")),
+        }
+    }
+
+    /// Load every script, so pipelined `EVALSHA`s find them (after a Redis restart too).
+    pub async fn load_all<C: redis::aio::ConnectionLike + Send>(&self, con: &mut C) -> redis::RedisResult<()> {
+        for s in [
+            &self.enqueue,
+            &self.start,
+            &self.finish,
+            &self.fail,
+            &self.claim,
+            &self.renew,
+            &self.cancel,
+            &self.redrive,
+            &self.dlq_delete,
+        ] {
+            s.load_async(con).await?;
+        }
+        Ok(())
+    }
+}
+
+impl Default for Scripts {
+    fn default() -> Self {
+        Scripts::new()
+    }
+}
+
+/// True when Redis no longer knows a script (it restarted or was flushed with SCRIPT FLUSH).
+pub fn is_noscript(err: &redis::RedisError) -> bool {
+    err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+}

@@ -1,0 +1,83 @@
+//! Metrics and logs: the Prometheus recorder, histogram buckets, tracing, and the sampler that
+//! turns Redis's view of the lanes into gauges.
+
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::{Engine, Lane};
+
+/// Install the process-wide Prometheus recorder once; later calls return the same handle.
+pub fn prometheus() -> PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let seconds = [
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+            ];
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &seconds)
+                .expect("bucket list is not empty");
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            // A recorder may already be installed (tests start several apps in one process).
+            let _ = metrics::set_global_recorder(recorder);
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!("switchyard_tasks_enqueued_total", "Tasks queued, by lane and kind.");
+    describe_counter!(
+        "switchyard_tasks_finished_total",
+        "Attempts whose outcome was recorded, by lane, kind and outcome."
+    );
+    describe_histogram!("switchyard_task_run_seconds", metrics::Unit::Seconds, "Run time of attempts.");
+    describe_histogram!("switchyard_task_wait_seconds", metrics::Unit::Seconds, "Time from enqueue to first start.");
+    describe_gauge!("switchyard_lane_depth", "Entries in a lane's stream (queued, running or waiting to retry).");
+    describe_gauge!("switchyard_lane_pending", "Entries delivered to a worker and not yet acknowledged.");
+    describe_gauge!("switchyard_lane_lag", "Entries no worker has read yet.");
+    describe_gauge!("switchyard_lane_retrying", "Entries waiting out a retry backoff.");
+    describe_gauge!("switchyard_lane_consumers", "Consumers in a lane's group.");
+    describe_gauge!("switchyard_dlq_depth", "Dead letters waiting for an operator.");
+    describe_gauge!("switchyard_redis_up", "1 when Redis answered the last sample, else 0.");
+    describe_counter!("switchyard_http_requests_total", "HTTP requests served, by method, route and status.");
+    describe_histogram!("switchyard_http_request_duration_seconds", metrics::Unit::Seconds, "HTTP request latency.");
+}
+
+/// Log to stderr; `RUST_LOG` chooses what (default `info`).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// Sample the deployment-wide lane figures into gauges every `every`, until stopped.
+pub async fn sample_lanes(engine: Engine, every: Duration, stop: CancellationToken) {
+    loop {
+        match engine.queues_status().await {
+            Ok(s) => {
+                for lane in Lane::ALL {
+                    if let Some(q) = s.queues.get(lane.as_str()) {
+                        let l = lane.as_str();
+                        metrics::gauge!("switchyard_lane_depth", "lane" => l).set(q.depth as f64);
+                        metrics::gauge!("switchyard_lane_pending", "lane" => l).set(q.pending as f64);
+                        metrics::gauge!("switchyard_lane_lag", "lane" => l).set(q.lag as f64);
+                        metrics::gauge!("switchyard_lane_retrying", "lane" => l).set(q.retrying as f64);
+                        metrics::gauge!("switchyard_lane_consumers", "lane" => l).set(q.consumers as f64);
+                    }
+                }
+                metrics::gauge!("switchyard_dlq_depth").set(s.dlq_depth as f64);
+                metrics::gauge!("switchyard_redis_up").set(1.0);
+            }
+            Err(_) => metrics::gauge!("switchyard_redis_up").set(0.0),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}

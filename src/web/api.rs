@@ -1,0 +1,130 @@
+//! The JSON API of the task engine (SPEC §6).
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::engine::TaskSpec;
+use crate::engine::dlq::DlqFilter;
+
+/// Parse a JSON body whatever its content type, with a 400 that says what is wrong.
+fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    if body.is_empty() {
+        return Err(ApiError::BadRequest("the request needs a JSON body".into()));
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+}
+
+pub async fn enqueue(State(s): State<AppState>, body: Bytes) -> Result<impl IntoResponse, ApiError> {
+    let spec: TaskSpec = parse_body(&body)?;
+    let task_id = s.engine.enqueue(spec).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"task_id": task_id, "status": "PENDING"}))))
+}
+
+pub async fn task_status(State(s): State<AppState>, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+    match s.engine.task_status(&id).await? {
+        Some(status) => Ok(Json(status)),
+        None => Err(ApiError::NotFound(format!("no task with id {id}"))),
+    }
+}
+
+pub async fn cancel(State(s): State<AppState>, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+    let state = s.engine.cancel(&id).await?;
+    Ok(Json(json!({"task_id": id, "status": state})))
+}
+
+pub async fn queues_status(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(s.engine.queues_status().await?))
+}
+
+#[derive(Deserialize)]
+pub struct Limit {
+    limit: Option<usize>,
+}
+
+pub async fn active(State(s): State<AppState>, Query(q): Query<Limit>) -> Result<impl IntoResponse, ApiError> {
+    let tasks = s.engine.active_tasks(q.limit.unwrap_or(100).clamp(1, 1000)).await?;
+    Ok(Json(json!({"active": tasks, "count": tasks.len()})))
+}
+
+#[derive(Deserialize)]
+pub struct DlqQuery {
+    #[serde(flatten)]
+    filter: DlqFilter,
+    limit: Option<usize>,
+}
+
+pub async fn dlq_list(
+    State(s): State<AppState>,
+    q: Result<Query<DlqQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let letters = s.engine.dlq_list(&q.filter, q.limit.unwrap_or(100).clamp(1, 1000)).await?;
+    let total = s.engine.dlq_depth().await?;
+    Ok(Json(json!({"dead_letters": letters, "count": letters.len(), "total": total})))
+}
+
+pub async fn dlq_show(State(s): State<AppState>, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+    match s.engine.dlq_get(&id).await? {
+        Some(d) => Ok(Json(d)),
+        None => Err(ApiError::NotFound(format!("no dead letter {id}"))),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedriveBody {
+    #[serde(default)]
+    ids: Vec<String>,
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    lane: Option<crate::engine::Lane>,
+    #[serde(default)]
+    older_than: Option<String>,
+    #[serde(default)]
+    all: bool,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+pub async fn dlq_redrive(State(s): State<AppState>, body: Bytes) -> Result<impl IntoResponse, ApiError> {
+    let b: RedriveBody = parse_body(&body)?;
+    let older_than = match b.older_than.as_deref() {
+        None => None,
+        Some(t) => Some(
+            crate::config::parse_duration_str(t)
+                .ok_or_else(|| ApiError::BadRequest(format!("older_than `{t}` is not a duration such as 10m")))?,
+        ),
+    };
+    let filter = DlqFilter { kind: b.kind, error: b.error, lane: b.lane, older_than };
+    if !b.ids.is_empty() {
+        let mut missing = Vec::new();
+        for id in &b.ids {
+            if s.engine.dlq_get(id).await?.is_none() {
+                missing.push(id.clone());
+            }
+        }
+        if missing.len() == b.ids.len() {
+            return Err(ApiError::NotFound(format!("no dead letter {}", missing.join(", "))));
+        }
+    }
+    let report = s.engine.dlq_redrive(&b.ids, &filter, b.all, b.dry_run, |_| {}).await?;
+    Ok(Json(report))
+}
+
+pub async fn dlq_delete(State(s): State<AppState>, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+    match s.engine.dlq_delete(std::slice::from_ref(&id)).await? {
+        0 => Err(ApiError::NotFound(format!("no dead letter {id}"))),
+        n => Ok(Json(json!({"deleted": n}))),
+    }
+}

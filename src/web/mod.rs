@@ -1,0 +1,110 @@
+//! HTTP: the JSON API, health, readiness and metrics. Handlers are thin: extract, call one
+//! engine function, map the result.
+
+mod api;
+pub mod auth;
+pub mod error;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::json;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::engine::Engine;
+use error::ApiError;
+
+/// Largest request body accepted.
+pub const BODY_LIMIT: usize = 1 << 20;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Engine,
+    pub admin_token: Arc<String>,
+    /// Redis reachable and the groups present, as last checked.
+    pub ready: Arc<AtomicBool>,
+    pub prometheus: PrometheusHandle,
+}
+
+pub fn router(state: AppState) -> Router {
+    let admin = Router::new()
+        .route("/tasks", post(api::enqueue))
+        .route("/tasks/{id}", get(api::task_status))
+        .route("/tasks/{id}/cancel", post(api::cancel))
+        .route("/conversations/tasks/{id}/status", get(api::task_status))
+        .route("/conversations/tasks/{id}/cancel", post(api::cancel))
+        .route("/conversations/tasks/queues/status", get(api::queues_status))
+        .route("/conversations/tasks/active", get(api::active))
+        .route("/dlq", get(api::dlq_list))
+        .route("/dlq/redrive", post(api::dlq_redrive))
+        .route("/dlq/{id}", get(api::dlq_show).delete(api::dlq_delete))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_admin));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .merge(admin)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(record_http))
+        .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, Duration::from_secs(30)))
+        .with_state(state)
+}
+
+async fn healthz() -> impl IntoResponse {
+    axum::Json(json!({"status": "ok"}))
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.ready.load(Ordering::Relaxed) {
+        axum::Json(json!({"ready": true})).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"ready": false, "reason": "Redis unreachable or consumer groups missing"})),
+        )
+            .into_response()
+    }
+}
+
+async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.prometheus.render())
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such route".into())
+}
+
+async fn method_not_allowed() -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        axum::Json(json!({"error": {"code": "method_not_allowed", "message": "method not allowed on this route"}})),
+    )
+        .into_response()
+}
+
+/// Count and time every request by its route pattern (never the raw path: ids would explode
+/// the label set).
+async fn record_http(req: Request, next: Next) -> Response {
+    let method = req.method().as_str().to_owned();
+    let route =
+        req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "unmatched".into());
+    let t0 = Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16().to_string();
+    metrics::counter!("switchyard_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("switchyard_http_request_duration_seconds", "method" => method, "route" => route)
+        .record(t0.elapsed().as_secs_f64());
+    resp
+}
