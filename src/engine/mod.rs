@@ -11,9 +11,10 @@
 //! A worker reads new entries with `XREADGROUP ... COUNT n`, at most its free capacity. The
 //! entry is now pending to that worker. The attempt's start and end are written in batches:
 //! one `EVALSHA` covers every task that started or finished since the last write. On success
-//! the same script acks the entry and deletes it (`XACK` + `XDEL`), so a lane's length is
-//! exactly its outstanding work. The ack is the fence: only the attempt whose `XACK` removed the
-//! entry writes `SUCCESS`.
+//! the same script acks the batch (one `XACK` per lane) and trims acknowledged entries from the
+//! head of the stream (`XTRIM MINID`, never past the oldest pending or undelivered entry), so
+//! streams stay short without a per-entry delete. The ack is the fence: only an attempt whose
+//! entry was still pending writes `SUCCESS`.
 //!
 //! # Retries, crashes and the DLQ
 //! A failed attempt is never acked. Its entry stays pending and its id goes into the lane's

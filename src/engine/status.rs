@@ -9,10 +9,10 @@ use serde_json::Value;
 use super::{Attempt, Engine, EngineError, Lane, TaskState, TaskStatus, format_ms, now_ms};
 use crate::redis::GROUP;
 
-/// One lane's figures. `depth` counts every entry still in the stream (acked entries are
-/// deleted); `pending` the entries delivered to a worker and not yet acked (Redis's pending
-/// entries list), of which `retrying` wait out a backoff and `active` are being run; `lag` the
-/// entries no worker has read yet.
+/// One lane's figures. `depth` counts the lane's outstanding work (`lag` + `pending`);
+/// `pending` the entries delivered to a worker and not yet acked (Redis's pending entries
+/// list), of which `retrying` wait out a backoff and `active` are being run; `lag` the entries
+/// no worker has read yet.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct LaneStatus {
     pub depth: u64,
@@ -96,10 +96,14 @@ pub(crate) fn task_status_from(id: &str, map: HashMap<String, String>) -> TaskSt
     let result = map.get("result").and_then(|r| serde_json::from_str(r).ok()).unwrap_or(Value::Null);
     let payload = map.get("payload").and_then(|r| serde_json::from_str(r).ok()).unwrap_or(Value::Null);
     let error = map.get("error").filter(|e| !e.is_empty() && state != TaskState::Success).cloned();
+    // A successful attempt's start is kept in its history entry only.
+    let started_ms = history.last().and_then(|a| a.started_at).or_else(|| ms_field(&map, "started_at"));
+    let progress =
+        if state == TaskState::Success { 100 } else { map.get("progress").and_then(|p| p.parse().ok()).unwrap_or(0) };
     TaskStatus {
         task_id: id.to_string(),
         status: state,
-        progress: map.get("progress").and_then(|p| p.parse().ok()).unwrap_or(0),
+        progress,
         result,
         error,
         attempts: map.get("attempts").and_then(|p| p.parse().ok()).unwrap_or(0),
@@ -107,7 +111,7 @@ pub(crate) fn task_status_from(id: &str, map: HashMap<String, String>) -> TaskSt
         kind: map.get("kind").cloned().unwrap_or_default(),
         lane: map.get("lane").and_then(|l| Lane::parse(l)),
         created_at: ms_field(&map, "created_at").map(format_ms),
-        started_at: ms_field(&map, "started_at").map(format_ms),
+        started_at: started_ms.map(format_ms),
         finished_at: ms_field(&map, "finished_at").map(format_ms),
         worker: map.get("worker").cloned(),
         payload,
@@ -158,19 +162,23 @@ impl Engine {
         };
         let mut queues = HashMap::new();
         for (i, lane) in Lane::ALL.into_iter().enumerate() {
-            let depth = value_u64(&values[i * 2]);
             let retrying = value_u64(&values[i * 2 + 1]);
             let info = &infos[i];
             let pending = info.get("pending").map(value_u64).unwrap_or(0);
             let consumers = info.get("consumers").map(value_u64).unwrap_or(0);
+            let lag = match info.get("lag") {
+                Some(redis::Value::Int(l)) => (*l).max(0) as u64,
+                // Redis cannot tell after a deletion past the group's position: count instead.
+                _ => self.count_undelivered(lane, info.get("last-delivered-id").and_then(value_str)).await?,
+            };
             queues.insert(
                 lane.as_str(),
                 LaneStatus {
-                    depth,
+                    depth: lag + pending,
                     pending,
                     retrying,
                     active: pending.saturating_sub(retrying),
-                    lag: depth.saturating_sub(pending),
+                    lag,
                     consumers,
                     dead: dead.get(lane.as_str()).copied().unwrap_or(0).max(0),
                 },
@@ -181,6 +189,25 @@ impl Engine {
             dlq_depth: value_u64(&values[Lane::ALL.len() * 2 + 1]),
             timestamp: format_ms(now_ms()),
         })
+    }
+
+    /// Entries after the group's read position, counted up to a bound.
+    async fn count_undelivered(&self, lane: Lane, last_delivered: Option<String>) -> Result<u64, EngineError> {
+        const BOUND: usize = 100_000;
+        let mut con = self.conn();
+        let start = match last_delivered {
+            Some(id) => format!("({id}"),
+            None => "-".to_string(),
+        };
+        let ids: Vec<redis::Value> = redis::cmd("XRANGE")
+            .arg(self.keys().lane(lane))
+            .arg(start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(BOUND)
+            .query_async(&mut con)
+            .await?;
+        Ok(ids.len() as u64)
     }
 
     /// Tasks being run now, across every worker: pending entries not waiting out a backoff.
@@ -255,6 +282,7 @@ impl Engine {
             .key(self.keys().task(id))
             .key(self.keys().lane(lane))
             .key(self.keys().retry(lane))
+            .key(self.keys().revoked())
             .arg(GROUP)
             .arg(now_ms())
             .arg(c.task_retention.as_millis() as u64)

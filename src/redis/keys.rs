@@ -61,6 +61,11 @@ impl Keys {
         format!("{}workers", self.root)
     }
 
+    /// Set of running tasks an operator cancelled, until their worker records the attempt.
+    pub fn revoked(&self) -> String {
+        format!("{}revoked", self.root)
+    }
+
     /// Pub/sub channel on which cancellations of running tasks are announced.
     pub fn cancel_channel(&self) -> String {
         format!("{}cancel", self.root)

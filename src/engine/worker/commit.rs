@@ -32,7 +32,6 @@ pub(crate) struct Done {
     pub attempt: u32,
     pub result: String,
     pub attempt_json: String,
-    pub started_ms: u64,
     pub run: Duration,
 }
 
@@ -164,10 +163,10 @@ async fn write(
     }
     if !dones.is_empty() {
         let mut inv = scripts.finish.prepare_invoke();
-        inv.arg(keys.root()).arg(GROUP).arg(now).arg(ttl);
+        inv.key(keys.revoked()).arg(keys.root()).arg(GROUP).arg(now).arg(ttl);
         for d in dones {
             inv.key(keys.lane(d.lane));
-            inv.arg(&d.id).arg(&d.entry).arg(d.attempt).arg(&d.result).arg(&d.attempt_json).arg(d.started_ms);
+            inv.arg(&d.id).arg(&d.entry).arg(d.attempt).arg(&d.result).arg(&d.attempt_json);
         }
         finish_inv = inv;
         pipe.invoke_script(&finish_inv);

@@ -155,7 +155,6 @@ fn record(
                 attempt: d.attempt(),
                 result,
                 attempt_json: attempt_json(sh, d, started_ms, elapsed, "success", None),
-                started_ms,
                 run: elapsed,
             });
         }

@@ -1,7 +1,7 @@
 -- Cancel one task. Queued: its entry is deleted before any worker reads it. Waiting out a retry:
 -- removed from the retry set, acked and deleted. Running: marked REVOKED and announced, so the
 -- worker running it stops; its ack follows when it does.
--- KEYS[1] task record, KEYS[2] lane stream, KEYS[3] lane retry set
+-- KEYS[1] task record, KEYS[2] lane stream, KEYS[3] lane retry set, KEYS[4] revoked set
 -- ARGV[1] group, ARGV[2] now (ms), ARGV[3] retention (ms), ARGV[4] cancel channel, ARGV[5] task id
 -- Returns {'MISSING'} | {'FINISHED', state} | {'REVOKED', 'queued'|'retry'|'running'}
 local key, stream, retry = KEYS[1], KEYS[2], KEYS[3]
@@ -25,6 +25,7 @@ end
 redis.call('HSET', key, 'state', 'REVOKED', 'finished_at', now, 'error', 'cancelled')
 redis.call('HDEL', key, 'retry_at')
 if where == 'running' then
+  redis.call('SADD', KEYS[4], id)
   redis.call('PUBLISH', channel, id)
 else
   redis.call('PEXPIRE', key, ttl)

@@ -28,6 +28,7 @@ local function take(entry, deliveries, min_idle, reason)
   if state == 'REVOKED' or state == 'SUCCESS' or state == 'FAILURE' then
     redis.call('XACK', stream, group, entry)
     redis.call('XDEL', stream, entry)
+    redis.call('SREM', root .. 'revoked', id)
     return false
   end
   out[#out + 1] = {entry, e[2], deliveries + 1, reason}

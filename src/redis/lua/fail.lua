@@ -25,6 +25,7 @@ for i = 1, (#KEYS - 2) / 2 do
     if state == 'REVOKED' then
       redis.call('XACK', stream, group, entry)
       redis.call('XDEL', stream, entry)
+      redis.call('SREM', root .. 'revoked', id)
       redis.call('HSET', key, 'a:' .. n, attempt, 'attempts', n)
       redis.call('PEXPIRE', key, ttl)
       out[i] = 'REVOKED'

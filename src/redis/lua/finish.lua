@@ -1,30 +1,79 @@
--- Record a batch of successful attempts. XACK is the fence: only the attempt whose ack removes
--- the entry from the pending list writes SUCCESS, so a task reclaimed from a slow worker ends
--- with exactly one SUCCESS. The entry is deleted once acknowledged so streams stay short.
--- KEYS: per attempt, the lane stream
+-- Record a batch of successful attempts. XACK is the fence: only an attempt whose entry is
+-- still pending may write SUCCESS, so a task reclaimed from a slow worker ends with exactly one
+-- SUCCESS. The common case acks the whole batch in one call per lane; only when some entry was
+-- already acked elsewhere does it look at each task's record. Tasks cancelled while running
+-- (the revoked set) keep REVOKED. Acknowledged entries are then trimmed from the head of each
+-- lane, never past the oldest pending or undelivered entry.
+-- KEYS[1] revoked set; then per attempt: the lane stream
 -- ARGV[1] key root, ARGV[2] group, ARGV[3] now (ms), ARGV[4] retention (ms);
--- then per attempt: task id, entry id, attempt number, result JSON, attempt JSON, started (ms)
+-- then per attempt: task id, entry id, attempt number, result JSON, attempt JSON
 -- Returns per attempt: 'SUCCESS', 'REVOKED' (cancelled meanwhile) or 'STALE' (someone else acked).
+local revoked = KEYS[1]
 local root, group, now, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local n = #KEYS - 1
+local per = 5
 local out = {}
-for i = 1, #KEYS do
-  local a = 5 + (i - 1) * 6
-  local stream, key, entry = KEYS[i], root .. 'task:' .. ARGV[a], ARGV[a + 1]
-  local n, result, attempt, started = ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
-  if redis.call('XACK', stream, group, entry) == 1 then
-    redis.call('XDEL', stream, entry)
+
+-- group the entries by lane and ack each lane's in one call
+local lanes, order = {}, {}
+for i = 1, n do
+  local stream = KEYS[i + 1]
+  if not lanes[stream] then lanes[stream] = {}; order[#order + 1] = stream end
+  local l = lanes[stream]
+  l[#l + 1] = ARGV[4 + (i - 1) * per + 2]
+end
+local all_acked = true
+for _, stream in ipairs(order) do
+  local ids = lanes[stream]
+  if redis.call('XACK', stream, group, unpack(ids)) ~= #ids then all_acked = false end
+end
+
+local ids = {}
+for i = 1, n do ids[i] = ARGV[4 + (i - 1) * per + 1] end
+local is_revoked = redis.call('SMISMEMBER', revoked, unpack(ids))
+
+for i = 1, n do
+  local a = 5 + (i - 1) * per
+  local id, attempt_no, result, attempt = ARGV[a], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
+  local key = root .. 'task:' .. id
+  local stale = false
+  if not all_acked then
     local state = redis.call('HGET', key, 'state')
-    if state == 'REVOKED' then
-      redis.call('HSET', key, 'a:' .. n, attempt, 'attempts', n)
-      out[i] = 'REVOKED'
-    else
-      redis.call('HSET', key, 'state', 'SUCCESS', 'result', result, 'finished_at', now,
-        'started_at', started, 'attempts', n, 'progress', 100, 'a:' .. n, attempt)
-      out[i] = 'SUCCESS'
-    end
-    redis.call('PEXPIRE', key, ttl)
-  else
-    out[i] = 'STALE'
+    stale = state == 'SUCCESS' or state == 'FAILURE'
   end
+  if stale then
+    out[i] = 'STALE'
+  elseif is_revoked[i] == 1 then
+    redis.call('SREM', revoked, id)
+    redis.call('HSET', key, 'a:' .. attempt_no, attempt, 'attempts', attempt_no)
+    redis.call('PEXPIRE', key, ttl)
+    out[i] = 'REVOKED'
+  else
+    redis.call('HSET', key, 'state', 'SUCCESS', 'result', result, 'finished_at', now,
+      'attempts', attempt_no, 'a:' .. attempt_no, attempt)
+    redis.call('PEXPIRE', key, ttl)
+    out[i] = 'SUCCESS'
+  end
+end
+
+-- trim acknowledged entries: everything older than the oldest pending entry and the group's
+-- read position
+for _, stream in ipairs(order) do
+  local p = redis.call('XPENDING', stream, group)
+  local floor
+  if p[1] > 0 then
+    floor = p[2]
+  else
+    local groups = redis.call('XINFO', 'GROUPS', stream)
+    for _, g in ipairs(groups) do
+      local f = {}
+      for j = 1, #g, 2 do f[g[j]] = g[j + 1] end
+      if f['name'] == group then
+        local ms, seq = string.match(f['last-delivered-id'], '^(%d+)-(%d+)$')
+        if ms then floor = ms .. '-' .. (tonumber(seq) + 1) end
+      end
+    end
+  end
+  if floor then redis.call('XTRIM', stream, 'MINID', floor) end
 end
 return out

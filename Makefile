@@ -1,0 +1,33 @@
+# Switchyard: `make run` starts it (with a Redis), `make test` runs the whole suite.
+# Builds go to a cache outside the checkout so clean clones reuse compiled dependencies.
+CARGO_TARGET_DIR ?= $(HOME)/.cache/switchyard-target
+export CARGO_TARGET_DIR
+BIN := $(CARGO_TARGET_DIR)/release/switchyard
+
+.PHONY: run test lint setup build bench bench-peers
+
+setup:
+	@scripts/setup.sh
+
+build: setup
+	cargo build --release
+
+## Start Switchyard on this machine: API, workers and scheduler in one process. Without
+## SWITCHYARD_REDIS_URL it uses a Redis at 127.0.0.1:6379, or starts a private one under ./data/redis.
+run: build
+	$(BIN) serve
+
+## The whole test suite, against real Redis servers the tests start themselves.
+test: setup
+	cargo test --all-targets
+
+lint:
+	cargo fmt --check
+	cargo clippy --all-targets -- -D warnings
+
+## Switchyard's drain benchmark, then the peers' on the same machine and Redis.
+bench: build
+	$(BIN) bench drain --tasks 200000 --concurrency 256
+	$(BIN) bench latency --rate 5000 --seconds 10
+bench-peers:
+	../shared/bench/peers.sh drain 20000

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Install what Switchyard needs to run and test on Debian/Ubuntu: redis-server (7.0 or newer).
+# As root it installs through apt; otherwise it prints the exact command to run.
+set -euo pipefail
+
+need=()
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+
+if ((${#need[@]} == 0)); then
+  exit 0
+fi
+if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+  echo "setup: installing ${need[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  # Debian starts the packaged service; Switchyard's tests and `make run` manage their own.
+else
+  echo "setup: missing ${need[*]}. Install with: sudo apt-get install -y ${need[*]}" >&2
+  exit 1
+fi

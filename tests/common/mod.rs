@@ -1,0 +1,455 @@
+//! Harness for the engine's integration tests: a real Redis, one engine per test under its own
+//! key prefix, workers, the HTTP router, and a poller that waits for conditions (never for a
+//! fixed time).
+//!
+//! Redis: `SWITCHYARD_TEST_REDIS_URL` when set; otherwise one `redis-server` shared by the whole
+//! test binary, on a free port, without persistence, stopped by a watchdog when the test process
+//! exits. Tests that stop Redis start their own [`RedisProcess`].
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use switchyard::config::Config;
+use switchyard::engine::worker::{self, WorkerHandle, WorkerOptions};
+use switchyard::engine::{Engine, Lane, Registry, TaskState, TaskStatus};
+use switchyard::web::{self, AppState};
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+/// The admin token `Config::for_test` sets.
+pub const TOKEN: &str = "test-token";
+
+/// How long any condition may take before a test gives up. Generous: a slow machine must not
+/// fail a test, only a broken behaviour.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+// ---------------------------------------------------------------------------------------------
+// Redis processes
+// ---------------------------------------------------------------------------------------------
+
+/// A `redis-server` started by this test process, through `sh -c` with a watchdog that kills it
+/// when the test process (or the server itself) is gone.
+pub struct RedisProcess {
+    pub port: u16,
+    /// The server's pid, as reported by the shell that started it.
+    pub pid: u32,
+    child: Child,
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0").local_addr().expect("local addr").port()
+}
+
+/// Send one inline command to a Redis on `port` and read its first reply line.
+fn raw_command(port: u16, command: &str) -> std::io::Result<String> {
+    let mut s = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(1))?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    s.set_write_timeout(Some(Duration::from_secs(2)))?;
+    s.write_all(format!("{command}\r\n").as_bytes())?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut out = Vec::new();
+    loop {
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+        // A bulk reply may arrive in pieces; stop once it looks complete.
+        let text = String::from_utf8_lossy(&out);
+        if text.starts_with('$') {
+            let len: usize = text[1..].lines().next().and_then(|l| l.trim().parse().ok()).unwrap_or(0);
+            let header = text.find("\r\n").map(|i| i + 2).unwrap_or(0);
+            if out.len() >= header + len + 2 {
+                break;
+            }
+        } else if text.contains("\r\n") {
+            break;
+        }
+    }
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+impl RedisProcess {
+    /// Start a server on a free port (retrying on another port if that one was taken meanwhile).
+    pub fn start_on_free_port() -> RedisProcess {
+        let mut last = String::new();
+        for _ in 0..5 {
+            match RedisProcess::try_start(free_port()) {
+                Ok(p) => return p,
+                Err(e) => last = e,
+            }
+        }
+        panic!("could not start redis-server: {last}");
+    }
+
+    /// Start a server on `port` (after a stop, the same port again).
+    pub fn start(port: u16) -> RedisProcess {
+        let mut last = String::new();
+        // The old server's port may take a moment to be released.
+        for _ in 0..20 {
+            match RedisProcess::try_start(port) {
+                Ok(p) => return p,
+                Err(e) => {
+                    last = e;
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+            }
+        }
+        panic!("could not start redis-server on port {port}: {last}");
+    }
+
+    fn try_start(port: u16) -> Result<RedisProcess, String> {
+        let dir = std::env::temp_dir();
+        let script = format!(
+            "redis-server --save '' --appendonly no --port {port} --bind 127.0.0.1 --dir '{dir}' >/dev/null 2>&1 & r=$!; \
+             echo $r; \
+             while kill -0 {parent} 2>/dev/null && kill -0 $r 2>/dev/null; do sleep 0.5; done; \
+             kill $r 2>/dev/null",
+            dir = dir.display(),
+            parent = std::process::id(),
+        );
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot run sh: {e}"))?;
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("piped stdout"))
+            .read_line(&mut line)
+            .map_err(|e| format!("cannot read the server's pid: {e}"))?;
+        let pid: u32 = line.trim().parse().map_err(|_| format!("no pid from sh: {line:?}"))?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(_)) = child.try_wait() {
+                return Err(format!("redis-server exited at once (port {port} taken?)"));
+            }
+            // It must be *our* server answering, not another one that took the port.
+            if let Ok(info) = raw_command(port, "INFO server") {
+                if info.contains(&format!("process_id:{pid}\r\n")) {
+                    return Ok(RedisProcess { port, pid, child });
+                }
+                if info.contains("process_id:") {
+                    let _ = Command::new("kill").arg(pid.to_string()).status();
+                    let _ = child.wait();
+                    return Err(format!("port {port} is served by another redis-server"));
+                }
+            }
+            if Instant::now() > deadline {
+                let _ = Command::new("kill").arg(pid.to_string()).status();
+                let _ = child.wait();
+                return Err(format!("redis-server did not answer on port {port}"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// `SHUTDOWN NOSAVE`, then wait until the port refuses connections and the watchdog exits.
+    pub fn stop(mut self) {
+        let _ = raw_command(self.port, "SHUTDOWN NOSAVE");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while raw_command(self.port, "PING").is_ok() {
+            if Instant::now() > deadline {
+                let _ = Command::new("kill").arg("-9").arg(self.pid.to_string()).status();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// The Redis every test shares (unless it needs its own).
+pub fn redis_url() -> String {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| {
+        if let Ok(url) = std::env::var("SWITCHYARD_TEST_REDIS_URL") {
+            if !url.trim().is_empty() {
+                return url.trim().to_string();
+            }
+        }
+        let server = RedisProcess::start_on_free_port();
+        let url = server.url();
+        // Lives as long as the test process; its watchdog stops it then.
+        std::mem::forget(server);
+        url
+    })
+    .clone()
+}
+
+/// `t-<name>-<random>`: no two tests (or runs) share keys.
+pub fn unique_prefix(name: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("t-{name}-{:x}{:08x}{n}", std::process::id(), nanos)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Polling
+// ---------------------------------------------------------------------------------------------
+
+/// Poll `check` every 20 ms until it holds; panic naming `what` after [`WAIT`].
+pub async fn wait_until(what: &str, check: impl AsyncFnMut() -> bool) {
+    wait_until_within(what, WAIT, check).await
+}
+
+pub async fn wait_until_within(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting until {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Poll `get` every 20 ms until it yields a value; panic naming `what` after [`WAIT`].
+pub async fn wait_for<T>(what: &str, mut get: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(v) = get().await {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {WAIT:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// One test's deployment
+// ---------------------------------------------------------------------------------------------
+
+/// One test's deployment: settings, an engine, and background tasks stopped on drop.
+pub struct TestEnv {
+    pub url: String,
+    pub prefix: String,
+    pub config: Config,
+    pub engine: Engine,
+    background: CancellationToken,
+}
+
+impl TestEnv {
+    /// An engine on the shared Redis with `Config::for_test`.
+    pub async fn new(name: &str) -> TestEnv {
+        TestEnv::with(name, &redis_url(), |_| {}).await
+    }
+
+    /// An engine on `url`, with the test settings adjusted by `adjust`, groups created.
+    pub async fn with(name: &str, url: &str, adjust: impl FnOnce(&mut Config)) -> TestEnv {
+        let env = TestEnv::lazy(name, url, adjust, Registry::new());
+        env.engine.ensure_groups().await.expect("create consumer groups");
+        env
+    }
+
+    /// As [`TestEnv::with`] with a registry of one's own, without touching Redis yet.
+    pub fn lazy(name: &str, url: &str, adjust: impl FnOnce(&mut Config), registry: Registry) -> TestEnv {
+        let prefix = unique_prefix(name);
+        let mut config = Config::for_test(url, &prefix);
+        adjust(&mut config);
+        config.validate().expect("valid test config");
+        let engine = Engine::new(config.clone(), url, registry).expect("engine");
+        TestEnv { url: url.to_string(), prefix, config, engine, background: CancellationToken::new() }
+    }
+
+    /// Another engine on the same deployment, as a second process would have.
+    pub fn second_engine(&self) -> Engine {
+        Engine::new(self.config.clone(), &self.url, self.engine.registry().clone()).expect("engine")
+    }
+
+    pub fn lane_key(&self, lane: Lane) -> String {
+        self.engine.keys().lane(lane)
+    }
+
+    /// A worker on every lane with the deployment's settings.
+    pub fn start_worker(&self) -> Worker {
+        self.start_worker_on(self.engine.clone(), |_| {})
+    }
+
+    /// A worker on `engine`, its options adjusted by `adjust`.
+    pub fn start_worker_on(&self, engine: Engine, adjust: impl FnOnce(&mut WorkerOptions)) -> Worker {
+        let mut opts = WorkerOptions::from_config(engine.config(), Lane::ALL.to_vec());
+        adjust(&mut opts);
+        let token = CancellationToken::new();
+        let handle = worker::start(engine, opts, token.clone());
+        Worker { handle: Some(handle), token }
+    }
+
+    /// The HTTP router, with a readiness flag that starts true (see [`TestEnv::watch_readiness`]).
+    pub fn router(&self) -> (Router, Arc<AtomicBool>) {
+        let ready = Arc::new(AtomicBool::new(true));
+        let state = AppState {
+            engine: self.engine.clone(),
+            admin_token: Arc::new(TOKEN.to_string()),
+            ready: ready.clone(),
+            prometheus: switchyard::telemetry::prometheus(),
+        };
+        (web::router(state), ready)
+    }
+
+    /// Drive `ready` as `serve` does, until the test ends.
+    pub fn watch_readiness(&self, ready: Arc<AtomicBool>) {
+        tokio::spawn(switchyard::app::watch_readiness(self.engine.clone(), ready, self.background.clone()));
+    }
+
+    pub async fn status(&self, id: &str) -> TaskStatus {
+        self.engine.task_status(id).await.expect("task status").unwrap_or_else(|| panic!("no record for task {id}"))
+    }
+
+    /// Wait until the task is in `state`, and return its record.
+    pub async fn wait_state(&self, id: &str, state: TaskState) -> TaskStatus {
+        wait_for(&format!("task {id} is {state:?}"), async || {
+            self.engine.task_status(id).await.ok().flatten().filter(|s| s.status == state)
+        })
+        .await
+    }
+
+    /// `XLEN` of a lane.
+    pub async fn lane_len(&self, lane: Lane) -> u64 {
+        let mut con = self.engine.conn();
+        redis::cmd("XLEN").arg(self.lane_key(lane)).query_async(&mut con).await.expect("XLEN")
+    }
+
+    /// Entries pending in a lane's group (`XPENDING` summary count).
+    pub async fn lane_pending(&self, lane: Lane) -> u64 {
+        let mut con = self.engine.conn();
+        let v: redis::Value = redis::cmd("XPENDING")
+            .arg(self.lane_key(lane))
+            .arg("workers")
+            .query_async(&mut con)
+            .await
+            .expect("XPENDING");
+        match v {
+            redis::Value::Array(items) => match items.first() {
+                Some(redis::Value::Int(n)) => *n as u64,
+                other => panic!("unexpected XPENDING count {other:?}"),
+            },
+            other => panic!("unexpected XPENDING reply {other:?}"),
+        }
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        self.background.cancel();
+    }
+}
+
+/// A running worker; stopped (without waiting) when dropped.
+pub struct Worker {
+    handle: Option<WorkerHandle>,
+    pub token: CancellationToken,
+}
+
+impl Worker {
+    pub fn name(&self) -> String {
+        self.handle().name().to_string()
+    }
+
+    pub fn completed(&self) -> u64 {
+        self.handle().completed()
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.handle().in_flight()
+    }
+
+    fn handle(&self) -> &WorkerHandle {
+        self.handle.as_ref().expect("worker still running")
+    }
+
+    /// Ask it to shut down and wait until it has (drained and recorded everything).
+    pub async fn stop(mut self) {
+        self.token.cancel();
+        if let Some(h) = self.handle.take() {
+            h.wait().await;
+        }
+    }
+
+    /// Stop it at once, as a killed process would.
+    pub fn kill(mut self) {
+        if let Some(h) = self.handle.take() {
+            h.kill();
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.token.cancel();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP
+// ---------------------------------------------------------------------------------------------
+
+/// An HTTP answer: status, the body as JSON (`Null` when it is not JSON), and as text.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: StatusCode,
+    pub json: Value,
+    pub text: String,
+}
+
+impl Resp {
+    /// Assert the body is the API's error shape with this code, and return the message.
+    pub fn assert_error(&self, status: StatusCode, code: &str) -> String {
+        assert_eq!(self.status, status, "unexpected status; body: {}", self.text);
+        let err = &self.json["error"];
+        assert_eq!(err["code"], code, "unexpected error code in {}", self.text);
+        let message = err["message"].as_str().unwrap_or_else(|| panic!("error without a message: {}", self.text));
+        assert!(!message.is_empty(), "empty error message: {}", self.text);
+        message.to_string()
+    }
+}
+
+/// Call the router once. `token`: the bearer token to send, if any; `body`: raw body text.
+pub async fn http(router: &Router, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> Resp {
+    let mut req = Request::builder().method(method).uri(path);
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    if body.is_some() {
+        req = req.header("content-type", "application/json");
+    }
+    let req = req.body(body.map(|b| Body::from(b.to_string())).unwrap_or_else(Body::empty)).expect("request");
+    let resp = router.clone().oneshot(req).await.expect("router is infallible");
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.expect("read body").to_bytes();
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Resp { status, json, text }
+}
+
+/// Call an admin route with the right token.
+pub async fn admin(router: &Router, method: &str, path: &str, body: Option<&str>) -> Resp {
+    http(router, method, path, Some(TOKEN), body).await
+}
+
+/// The `outcome` of every attempt in a task's history, in order.
+pub fn outcomes(s: &TaskStatus) -> Vec<String> {
+    s.history.iter().map(|a| a.outcome.clone()).collect()
+}

@@ -1,0 +1,751 @@
+//! Integration tests of the task engine and its JSON API, against a real Redis.
+//!
+//! Each test has its own key prefix on the shared Redis (or its own `redis-server` when it stops
+//! Redis), and asserts what a user would see: task records, the DLQ, the HTTP answers. Tests
+//! wait for conditions; the only time assertions are minimums (a backoff was observed).
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use common::*;
+use serde_json::{Value, json};
+use switchyard::engine::{Lane, Outcome, Registry, TaskSpec, TaskState, now_ms};
+
+fn sleep_task(ms: u64) -> TaskSpec {
+    TaskSpec::new("diag.sleep", json!({ "ms": ms }))
+}
+
+fn noop() -> TaskSpec {
+    TaskSpec::new("diag.noop", json!({}))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Retries, failures, the DLQ
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_then_success_observes_the_backoff() {
+    let env = TestEnv::new("retry").await;
+    let _worker = env.start_worker();
+    let id = env.engine.enqueue(TaskSpec::new("diag.fail", json!({"times": 2}))).await.unwrap();
+
+    let s = env.wait_state(&id, TaskState::Success).await;
+    assert_eq!(s.attempts, 3, "{s:?}");
+    assert_eq!(outcomes(&s), ["retry", "retry", "success"], "{s:?}");
+    assert_eq!(s.history.iter().map(|a| a.attempt).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(s.result, json!({"succeeded_on_attempt": 3}));
+    assert_eq!(s.progress, 100);
+    assert!(s.error.is_none(), "a successful task shows no error: {s:?}");
+    assert!(s.dead_letter.is_none());
+    for a in &s.history[..2] {
+        assert!(a.error.as_deref().unwrap_or("").contains("on purpose"), "failed attempt without its error: {a:?}");
+    }
+
+    // Attempt n+1 starts no earlier than the backoff after attempt n: base·2^(n-1), less at most
+    // a quarter of jitter (100 ms base in the test settings: ≥ 75 ms, then ≥ 150 ms).
+    let base = env.config.retry_base.as_millis() as u64;
+    let starts: Vec<u64> = s.history.iter().map(|a| a.started_at.expect("attempt without started_at")).collect();
+    for n in 1..starts.len() {
+        let gap = starts[n] - starts[n - 1];
+        let min = base * (1 << (n - 1)) * 3 / 4;
+        assert!(gap >= min, "attempt {} started {gap} ms after attempt {n}; the backoff is at least {min} ms", n + 1);
+    }
+
+    assert!(env.engine.dlq_get(&id).await.unwrap().is_none());
+    assert_eq!(env.lane_len(Lane::Analytics).await, 0, "a finished task leaves its lane");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exhausted_attempts_end_in_the_dlq_with_every_error() {
+    let env = TestEnv::new("exhaust").await;
+    let (router, _) = env.router();
+    let _worker = env.start_worker();
+    let id = env.engine.enqueue(TaskSpec::new("diag.fail", json!({"times": 10})).max_attempts(3)).await.unwrap();
+
+    let s = env.wait_state(&id, TaskState::Failure).await;
+    assert_eq!(s.attempts, 3, "{s:?}");
+    assert_eq!(s.max_attempts, 3);
+    assert_eq!(s.history.len(), 3, "{s:?}");
+    assert!(s.error.as_deref().unwrap_or("").contains("attempt 3"), "the last error is shown: {s:?}");
+    assert!(s.finished_at.is_some());
+
+    let dead = env.engine.dlq_get(&id).await.unwrap().expect("a dead letter for the task");
+    assert_eq!(s.dead_letter.as_deref(), Some(dead.id.as_str()));
+    assert_eq!(dead.task_id, id);
+    assert_eq!(dead.kind, "diag.fail");
+    assert_eq!(dead.lane, Some(Lane::Analytics));
+    assert_eq!(dead.payload, json!({"times": 10}));
+    assert_eq!(dead.attempts.iter().map(|a| a.attempt).collect::<Vec<_>>(), [1, 2, 3]);
+    for (i, a) in dead.attempts.iter().enumerate() {
+        let err = a.error.as_deref().unwrap_or_else(|| panic!("attempt {} has no error: {dead:?}", i + 1));
+        assert!(err.contains(&format!("failing attempt {}", i + 1)), "attempt {} error: {err}", i + 1);
+    }
+    assert!(dead.error.contains("attempt 3"), "{}", dead.error);
+
+    // The API shows the same letter, and the lane is clean.
+    let r = admin(&router, "GET", "/dlq", None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["total"], 1);
+    assert_eq!(r.json["dead_letters"][0]["task_id"], id.as_str());
+    assert_eq!(r.json["dead_letters"][0]["attempts"].as_array().map(Vec::len), Some(3));
+    assert_eq!(env.lane_len(Lane::Analytics).await, 0);
+    assert_eq!(env.lane_pending(Lane::Analytics).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permanent_error_goes_to_the_dlq_at_once() {
+    let env = TestEnv::new("permanent").await;
+    let _worker = env.start_worker();
+    let id = env.engine.enqueue(TaskSpec::new("diag.fail", json!({"permanent": true}))).await.unwrap();
+
+    let s = env.wait_state(&id, TaskState::Failure).await;
+    assert_eq!(s.attempts, 1, "a permanent failure is not retried: {s:?}");
+    assert_eq!(outcomes(&s), ["failure"]);
+    assert!(s.max_attempts > 1, "retries were allowed, yet none was made");
+    let dead = env.engine.dlq_get(&id).await.unwrap().expect("dead letter");
+    assert_eq!(dead.attempts.len(), 1);
+    assert!(dead.error.contains("permanent"), "{}", dead.error);
+    assert_eq!(env.engine.dlq_depth().await.unwrap(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_is_a_failed_attempt_and_the_worker_carries_on() {
+    let env = TestEnv::new("panic").await;
+    let worker = env.start_worker();
+    let id = env.engine.enqueue(TaskSpec::new("diag.panic", json!({})).max_attempts(2)).await.unwrap();
+
+    let s = env.wait_state(&id, TaskState::Failure).await;
+    assert_eq!(s.attempts, 2, "the panic was retried once, then dead: {s:?}");
+    assert_eq!(outcomes(&s), ["panic", "panic"]);
+    for a in &s.history {
+        assert!(a.error.as_deref().unwrap_or("").contains("panicking on purpose"), "{a:?}");
+    }
+    let dead = env.engine.dlq_get(&id).await.unwrap().expect("dead letter");
+    assert_eq!(dead.attempts.len(), 2);
+
+    // The same worker still takes work.
+    let ids = env.engine.enqueue_batch(vec![noop(), sleep_task(10), noop()]).await.unwrap();
+    for id in &ids {
+        env.wait_state(id, TaskState::Success).await;
+    }
+    wait_until("the worker recorded all five attempts", async || worker.completed() >= 5).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Crashes and claims
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vanished_workers_task_is_finished_by_another() {
+    let env = TestEnv::new("vanish").await;
+    let a = env.start_worker();
+    let a_name = a.name();
+    let id = env.engine.enqueue(sleep_task(1500)).await.unwrap();
+    wait_until("worker A started the task", async || {
+        env.engine
+            .task_status(&id)
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|s| s.status == TaskState::Started && s.worker.as_deref() == Some(a_name.as_str()))
+    })
+    .await;
+
+    let b = env.start_worker_on(env.second_engine(), |_| {});
+    let b_name = b.name();
+    let killed_at = now_ms();
+    a.kill();
+
+    let s = env.wait_state(&id, TaskState::Success).await;
+    assert_eq!(s.attempts, 2, "{s:?}");
+    assert_eq!(outcomes(&s), ["lost", "success"], "the history shows the lost attempt: {s:?}");
+    assert_eq!(s.history.iter().filter(|a| a.outcome == "success").count(), 1, "exactly one success");
+    assert_eq!(s.history[1].worker.as_deref(), Some(b_name.as_str()));
+    assert_eq!(s.worker.as_deref(), Some(b_name.as_str()));
+    // B could only take it once A's claim had gone unrenewed for a visibility timeout (2 s; A
+    // renewed at most a third of that before it died).
+    let b_started = s.history[1].started_at.expect("started_at");
+    assert!(b_started >= killed_at + 1000, "reclaimed {} ms after the kill", b_started.saturating_sub(killed_at));
+    wait_until("worker B recorded its attempt", async || b.completed() == 1).await;
+    assert_eq!(env.lane_len(Lane::Analytics).await, 0);
+    assert_eq!(env.lane_pending(Lane::Analytics).await, 0);
+}
+
+/// A reclaimed attempt that finishes at once must leave the same record as a slow one: the lost
+/// attempt in the history, and the worker that ran it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reclaimed_task_that_finishes_at_once_still_shows_the_lost_attempt() {
+    let mut registry = Registry::new();
+    registry.register("test.stall_first", Lane::Analytics, |ctx| async move {
+        if ctx.attempt == 1 {
+            ctx.stopped().await;
+            return Outcome::retry("stopped");
+        }
+        Outcome::Done(json!({"attempt": ctx.attempt}))
+    });
+    let env = TestEnv::lazy("vanish-fast", &redis_url(), |_| {}, registry);
+    env.engine.ensure_groups().await.unwrap();
+    let a = env.start_worker();
+    let id = env.engine.enqueue(TaskSpec::new("test.stall_first", json!({}))).await.unwrap();
+    env.wait_state(&id, TaskState::Started).await;
+    let b = env.start_worker_on(env.second_engine(), |_| {});
+    let b_name = b.name();
+    a.kill();
+
+    let s = env.wait_state(&id, TaskState::Success).await;
+    assert_eq!(s.attempts, 2, "{s:?}");
+    assert_eq!(outcomes(&s), ["lost", "success"], "the history shows the lost attempt: {s:?}");
+    assert_eq!(s.worker.as_deref(), Some(b_name.as_str()), "the record names the worker that finished it");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_task_is_not_stolen_from_a_live_worker() {
+    let env = TestEnv::new("long").await;
+    assert_eq!(env.config.visibility_timeout, Duration::from_secs(2));
+    let a = env.start_worker();
+    let b = env.start_worker_on(env.second_engine(), |_| {});
+    let id = env.engine.enqueue(sleep_task(5000)).await.unwrap();
+
+    let s = env.wait_state(&id, TaskState::Success).await;
+    assert_eq!(s.attempts, 1, "run once, by one worker: {s:?}");
+    assert_eq!(outcomes(&s), ["success"]);
+    let ran_by = s.history[0].worker.clone().expect("worker of the attempt");
+    assert!(ran_by == a.name() || ran_by == b.name(), "{ran_by}");
+    assert_eq!(s.worker.as_deref(), Some(ran_by.as_str()));
+    wait_until("the attempt is recorded", async || a.completed() + b.completed() == 1).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cancellation
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_while_pending_never_runs() {
+    let env = TestEnv::new("cancel-pending").await;
+    let id = env.engine.enqueue(sleep_task(10)).await.unwrap();
+    assert_eq!(env.status(&id).await.status, TaskState::Pending);
+    assert_eq!(env.engine.cancel(&id).await.unwrap(), TaskState::Revoked);
+    assert_eq!(env.lane_len(Lane::Analytics).await, 0, "the queued entry is gone");
+
+    // A worker that then processes the lane (the sentinel proves it read it) never runs it.
+    let worker = env.start_worker();
+    let sentinel = env.engine.enqueue(noop()).await.unwrap();
+    env.wait_state(&sentinel, TaskState::Success).await;
+    wait_until("the sentinel is recorded", async || worker.completed() >= 1).await;
+
+    let s = env.status(&id).await;
+    assert_eq!(s.status, TaskState::Revoked);
+    assert!(s.history.is_empty(), "a cancelled queued task has no attempts: {s:?}");
+    assert_eq!(s.attempts, 0);
+    assert!(s.started_at.is_none());
+    assert_eq!(worker.completed(), 1, "only the sentinel ran");
+    assert_eq!(env.lane_len(Lane::Analytics).await, 0);
+    assert_eq!(env.lane_pending(Lane::Analytics).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_while_started_stops_it() {
+    let env = TestEnv::new("cancel-running").await;
+    let (router, _) = env.router();
+    let worker = env.start_worker();
+    let id = env.engine.enqueue(sleep_task(30_000)).await.unwrap();
+    env.wait_state(&id, TaskState::Started).await;
+    wait_until("the task is listed as active", async || {
+        let r = admin(&router, "GET", "/conversations/tasks/active", None).await;
+        r.json["count"] == 1 && r.json["active"][0]["task_id"] == id.as_str()
+    })
+    .await;
+    assert_eq!(worker.completed(), 0);
+
+    let r = admin(&router, "POST", &format!("/conversations/tasks/{id}/cancel"), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json, json!({"task_id": id, "status": "REVOKED"}));
+    assert_eq!(env.status(&id).await.status, TaskState::Revoked);
+
+    // The worker stops the attempt (long before its 30 s) and records it.
+    wait_until("the worker recorded the stopped attempt", async || worker.completed() == 1).await;
+    wait_until("the active list is empty", async || {
+        admin(&router, "GET", "/conversations/tasks/active", None).await.json["count"] == 0
+    })
+    .await;
+    assert_eq!(worker.in_flight(), 0);
+    let s = env.status(&id).await;
+    assert_eq!(s.status, TaskState::Revoked, "stays REVOKED: {s:?}");
+    assert_eq!(s.history.len(), 1, "{s:?}");
+    assert_eq!(env.lane_len(Lane::Analytics).await, 0);
+    assert_eq!(env.lane_pending(Lane::Analytics).await, 0);
+    assert!(env.engine.dlq_get(&id).await.unwrap().is_none(), "a cancelled task is not dead");
+    assert_eq!(env.engine.dlq_depth().await.unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_while_waiting_to_retry_never_runs_again() {
+    let env = TestEnv::with("cancel-retry", &redis_url(), |c| {
+        c.retry_base = Duration::from_millis(800);
+        c.retry_cap = Duration::from_secs(2);
+    })
+    .await;
+    let _worker = env.start_worker();
+    let id = env.engine.enqueue(TaskSpec::new("diag.fail", json!({"times": 1}))).await.unwrap();
+    let s = env.wait_state(&id, TaskState::Retry).await;
+    assert_eq!(env.engine.cancel(&id).await.unwrap(), TaskState::Revoked);
+    let cancelled_at = now_ms();
+
+    // Wait past the time the retry was due; the retry must not have run.
+    let due_in = 800 + 200;
+    tokio::time::sleep(Duration::from_millis(due_in)).await;
+    assert!(now_ms() >= cancelled_at + due_in);
+    let after = env.status(&id).await;
+    assert_eq!(after.status, TaskState::Revoked, "{after:?}");
+    assert_eq!(after.history.len(), s.history.len(), "no attempt after the cancel: {after:?}");
+    assert_eq!(env.lane_len(Lane::Analytics).await, 0);
+    assert_eq!(env.lane_pending(Lane::Analytics).await, 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Priority, shutdown, the stream and Redis going away
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn priority_order_under_load() {
+    let env = TestEnv::new("priority").await;
+    assert!(env.config.priority_aging >= Duration::from_secs(60), "aging must not reorder lanes here");
+    let n = 40;
+    let mut specs = Vec::new();
+    for lane in [Lane::Analytics, Lane::Webhooks, Lane::Conversations] {
+        specs.extend((0..n).map(|_| noop().on_lane(lane)));
+    }
+    let ids = env.engine.enqueue_batch(specs).await.unwrap();
+    let _worker = env.start_worker_on(env.engine.clone(), |o| o.concurrency = 1);
+
+    let mut started: [Vec<u64>; 3] = Default::default();
+    for (i, id) in ids.iter().enumerate() {
+        let s = env.wait_state(id, TaskState::Success).await;
+        let lane = s.lane.expect("lane");
+        assert_eq!(lane.index(), 2 - i / n, "task {id} on the lane it was sent to");
+        started[lane.index()].push(s.history[0].started_at.expect("started_at"));
+    }
+    let last = |l: Lane| *started[l.index()].iter().max().unwrap();
+    let first = |l: Lane| *started[l.index()].iter().min().unwrap();
+    assert!(
+        last(Lane::Conversations) <= first(Lane::Webhooks),
+        "a webhook started (at {}) before the last conversation (at {})",
+        first(Lane::Webhooks),
+        last(Lane::Conversations)
+    );
+    assert!(
+        last(Lane::Webhooks) <= first(Lane::Analytics),
+        "an analytics task started (at {}) before the last webhook (at {})",
+        first(Lane::Analytics),
+        last(Lane::Webhooks)
+    );
+}
+
+/// The same, with the exact start order (a handler that records its lane when it starts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn priority_order_is_strict_with_one_slot() {
+    let order: Arc<Mutex<Vec<Lane>>> = Arc::default();
+    let mut registry = Registry::new();
+    let seen = order.clone();
+    registry.register("test.record", Lane::Analytics, move |ctx| {
+        seen.lock().unwrap().push(ctx.lane);
+        async { Outcome::Done(Value::Null) }
+    });
+    let env = TestEnv::lazy("priority-exact", &redis_url(), |_| {}, registry);
+    env.engine.ensure_groups().await.unwrap();
+    let n = 100;
+    let mut specs = Vec::new();
+    for lane in [Lane::Analytics, Lane::Webhooks, Lane::Conversations] {
+        specs.extend((0..n).map(|_| TaskSpec::new("test.record", json!({})).on_lane(lane)));
+    }
+    env.engine.enqueue_batch(specs).await.unwrap();
+    let _worker = env.start_worker_on(env.engine.clone(), |o| o.concurrency = 1);
+    wait_until("every task ran", async || order.lock().unwrap().len() == 3 * n).await;
+
+    let got: Vec<Lane> = order.lock().unwrap().clone();
+    let expected: Vec<Lane> = [Lane::Conversations, Lane::Webhooks, Lane::Analytics]
+        .iter()
+        .flat_map(|l| std::iter::repeat_n(*l, n))
+        .collect();
+    if got != expected {
+        let first_wrong = got.iter().zip(&expected).position(|(g, e)| g != e).unwrap_or(0);
+        panic!(
+            "with one slot, tasks must start lane by lane in priority order; start #{first_wrong} was {:?} \
+             while {:?} work was still queued (order: {:?})",
+            got[first_wrong],
+            expected[first_wrong],
+            got.iter().map(|l| l.index()).collect::<Vec<_>>()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drains_in_flight_work() {
+    let env = TestEnv::new("drain").await;
+    assert!(env.config.shutdown_grace >= Duration::from_secs(5));
+    let worker = env.start_worker();
+    let ids = env.engine.enqueue_batch((0..3).map(|_| sleep_task(500)).collect()).await.unwrap();
+    for id in &ids {
+        env.wait_state(id, TaskState::Started).await;
+    }
+
+    worker.stop().await;
+
+    // Once `wait` returns, every outcome is recorded: no polling here.
+    for id in &ids {
+        let s = env.status(id).await;
+        assert_eq!(s.status, TaskState::Success, "{s:?}");
+        assert_eq!(s.attempts, 1);
+        assert_eq!(outcomes(&s), ["success"]);
+    }
+    assert_eq!(env.lane_pending(Lane::Analytics).await, 0, "nothing left pending");
+    assert_eq!(env.lane_len(Lane::Analytics).await, 0);
+}
+
+async fn group_exists(env: &TestEnv, lane: Lane) -> bool {
+    let mut con = env.engine.conn();
+    let groups: redis::RedisResult<redis::Value> =
+        redis::cmd("XINFO").arg("GROUPS").arg(env.lane_key(lane)).query_async(&mut con).await;
+    matches!(groups, Ok(v) if format!("{v:?}").contains("workers"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_stream_is_recreated_under_a_running_worker() {
+    let env = TestEnv::new("del-stream").await;
+    let _worker = env.start_worker();
+    let first = env.engine.enqueue(noop()).await.unwrap();
+    env.wait_state(&first, TaskState::Success).await;
+
+    let mut con = env.engine.conn();
+    let deleted: i64 = redis::cmd("DEL").arg(env.lane_key(Lane::Analytics)).query_async(&mut con).await.unwrap();
+    assert_eq!(deleted, 1);
+    wait_until("the consumer group is recreated", async || group_exists(&env, Lane::Analytics).await).await;
+    let second = env.engine.enqueue(noop()).await.unwrap();
+    env.wait_state(&second, TaskState::Success).await;
+
+    // And when a task is queued straight after the delete (the stream then exists, its group not).
+    let _: i64 = redis::cmd("DEL").arg(env.lane_key(Lane::Analytics)).query_async(&mut con).await.unwrap();
+    let third = env.engine.enqueue(noop()).await.unwrap();
+    let s = env.wait_state(&third, TaskState::Success).await;
+    assert_eq!(s.attempts, 1);
+    assert!(group_exists(&env, Lane::Analytics).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_and_api_recover_from_a_redis_restart() {
+    let server = RedisProcess::start_on_free_port();
+    let port = server.port;
+    let env = TestEnv::with("restart", &server.url(), |_| {}).await;
+    let (router, ready) = env.router();
+    ready.store(false, Ordering::Relaxed);
+    env.watch_readiness(ready.clone());
+    let _worker = env.start_worker();
+
+    wait_until("/readyz answers 200", async || http(&router, "GET", "/readyz", None, None).await.status == 200).await;
+    let r = admin(&router, "POST", "/tasks", Some(r#"{"kind": "diag.noop"}"#)).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    let before = r.json["task_id"].as_str().unwrap().to_string();
+    env.wait_state(&before, TaskState::Success).await;
+
+    server.stop();
+    wait_until("/readyz answers 503 while Redis is down", async || {
+        http(&router, "GET", "/readyz", None, None).await.status == StatusCode::SERVICE_UNAVAILABLE
+    })
+    .await;
+    let r = admin(&router, "GET", &format!("/tasks/{before}"), None).await;
+    r.assert_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+
+    let server = RedisProcess::start(port);
+    wait_until("/readyz answers 200 again", async || http(&router, "GET", "/readyz", None, None).await.status == 200)
+        .await;
+    let r = wait_for("the API accepts a task again", async || {
+        let r = admin(&router, "POST", "/tasks", Some(r#"{"kind": "diag.noop"}"#)).await;
+        (r.status == StatusCode::ACCEPTED).then_some(r)
+    })
+    .await;
+    let after = r.json["task_id"].as_str().unwrap().to_string();
+    wait_until("the task queued after the restart completes", async || {
+        let r = admin(&router, "GET", &format!("/tasks/{after}"), None).await;
+        r.json["status"] == "SUCCESS"
+    })
+    .await;
+    drop(env);
+    server.stop();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Producers and operators
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_makes_one_task() {
+    let env = TestEnv::new("idem").await;
+    let (router, _) = env.router();
+    let a = env.engine.enqueue(sleep_task(10).idempotency_key("order-42")).await.unwrap();
+    let b = env.engine.enqueue(sleep_task(10).idempotency_key("order-42")).await.unwrap();
+    assert_eq!(a, b, "the same key returns the first task's id");
+    let r = admin(
+        &router,
+        "POST",
+        "/tasks",
+        Some(r#"{"kind":"diag.sleep","payload":{"ms":10},"idempotency_key":"order-42"}"#),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    assert_eq!(r.json["task_id"], a.as_str());
+    assert_eq!(env.lane_len(Lane::Analytics).await, 1, "one entry on the lane");
+    let other = env.engine.enqueue(sleep_task(10).idempotency_key("order-43")).await.unwrap();
+    assert_ne!(other, a, "another key is another task");
+
+    let worker = env.start_worker();
+    env.wait_state(&a, TaskState::Success).await;
+    env.wait_state(&other, TaskState::Success).await;
+    wait_until("both attempts are recorded", async || worker.completed() >= 2).await;
+    assert_eq!(worker.completed(), 2, "one run per distinct key");
+    assert_eq!(env.status(&a).await.history.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redrive_from_the_dlq_runs_the_task_again() {
+    let env = TestEnv::new("redrive").await;
+    let (router, _) = env.router();
+    let _worker = env.start_worker();
+    let id = env.engine.enqueue(TaskSpec::new("diag.fail", json!({"times": 2})).max_attempts(2)).await.unwrap();
+    let s = env.wait_state(&id, TaskState::Failure).await;
+    assert_eq!(s.attempts, 2);
+
+    let r = admin(&router, "GET", "/dlq", None).await;
+    assert_eq!(r.json["total"], 1, "{}", r.text);
+    let letter = r.json["dead_letters"][0]["id"].as_str().expect("dead letter id").to_string();
+    assert_eq!(r.json["dead_letters"][0]["task_id"], id.as_str());
+
+    // A dry run reports and changes nothing.
+    let r = admin(&router, "POST", "/dlq/redrive", Some(&json!({"ids": [letter], "dry_run": true}).to_string())).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["matched"], 1);
+    assert_eq!(r.json["redriven"], 0);
+    assert_eq!(r.json["dry_run"], true);
+    assert_eq!(r.json["task_ids"], json!([id]));
+    let s = env.status(&id).await;
+    assert_eq!(s.status, TaskState::Failure);
+    assert_eq!(s.dead_letter.as_deref(), Some(letter.as_str()));
+    assert_eq!(env.engine.dlq_depth().await.unwrap(), 1);
+    assert_eq!(env.lane_len(Lane::Analytics).await, 0);
+    assert_eq!(env.engine.queues_status().await.unwrap().queues["analytics"].dead, 1);
+
+    let r = admin(&router, "POST", "/dlq/redrive", Some(&json!({"ids": [letter]}).to_string())).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["redriven"], 1);
+    assert_eq!(r.json["task_ids"], json!([id]));
+
+    let s = env.wait_state(&id, TaskState::Success).await;
+    assert_eq!(s.attempts, 3, "{s:?}");
+    assert_eq!(s.history.iter().map(|a| a.attempt).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(outcomes(&s)[2], "success");
+    assert_eq!(s.result, json!({"succeeded_on_attempt": 3}));
+    assert!(s.dead_letter.is_none());
+    assert_eq!(env.engine.dlq_depth().await.unwrap(), 0);
+    let r = admin(&router, "GET", "/dlq", None).await;
+    assert_eq!(r.json["total"], 0, "{}", r.text);
+    assert_eq!(env.engine.queues_status().await.unwrap().queues["analytics"].dead, 0);
+    assert_eq!(admin(&router, "GET", &format!("/dlq/{letter}"), None).await.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_is_visible_while_running_then_100() {
+    let env = TestEnv::new("progress").await;
+    let (router, _) = env.router();
+    let _worker = env.start_worker();
+    let id = env.engine.enqueue(TaskSpec::new("diag.progress", json!({"steps": 4, "ms": 300}))).await.unwrap();
+
+    let mut seen_while_started = Vec::new();
+    let mut last = 0;
+    let path = format!("/conversations/tasks/{id}/status");
+    wait_until("the progress task succeeds", async || {
+        let r = admin(&router, "GET", &path, None).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        let p = r.json["progress"].as_u64().expect("progress");
+        assert!(p >= last, "progress went back from {last} to {p}");
+        last = p;
+        if r.json["status"] == "STARTED" {
+            seen_while_started.push(p);
+        }
+        r.json["status"] == "SUCCESS"
+    })
+    .await;
+    assert!(
+        seen_while_started.iter().any(|p| (1..=99).contains(p)),
+        "no progress between 1 and 99 seen while STARTED: {seen_while_started:?}"
+    );
+    let s = env.status(&id).await;
+    assert_eq!(s.progress, 100);
+    assert_eq!(s.result, json!({"steps": 4}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queues_status_figures() {
+    let env = TestEnv::new("queues").await;
+    let (router, _) = env.router();
+    env.engine.enqueue_batch((0..3).map(|_| noop()).collect()).await.unwrap();
+
+    let q = env.engine.queues_status().await.unwrap();
+    let a = &q.queues["analytics"];
+    assert_eq!((a.depth, a.lag, a.pending, a.active, a.retrying, a.dead), (3, 3, 0, 0, 0, 0), "{a:?}");
+    assert_eq!(q.queues["conversations"].depth, 0);
+    assert_eq!(q.dlq_depth, 0);
+
+    // A dead letter from the conversations lane (a worker on that lane only).
+    let worker = env.start_worker_on(env.engine.clone(), |o| o.lanes = vec![Lane::Conversations]);
+    let dead =
+        env.engine.enqueue(TaskSpec::new("diag.fail", json!({"permanent": true})).on_lane(Lane::Conversations)).await;
+    env.wait_state(&dead.unwrap(), TaskState::Failure).await;
+    worker.stop().await;
+
+    let r = admin(&router, "GET", "/conversations/tasks/queues/status", None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let a = &r.json["queues"]["analytics"];
+    assert_eq!(
+        (&a["depth"], &a["lag"], &a["pending"], &a["dead"]),
+        (&json!(3), &json!(3), &json!(0), &json!(0)),
+        "{a}"
+    );
+    let c = &r.json["queues"]["conversations"];
+    assert_eq!((&c["depth"], &c["lag"], &c["dead"]), (&json!(0), &json!(0), &json!(1)), "{c}");
+    assert_eq!(r.json["dlq_depth"], 1);
+    assert_eq!(r.json["queues"]["webhooks"]["dead"], 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The HTTP API's answers
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_endpoint_answers_as_documented() {
+    let env = TestEnv::new("api").await;
+    let (router, _) = env.router();
+    let task_body = r#"{"kind": "diag.noop"}"#;
+
+    // 401 without a token and with a wrong one, on every admin route; nothing happens.
+    let admin_routes: &[(&str, &str, Option<&str>)] = &[
+        ("POST", "/tasks", Some(task_body)),
+        ("GET", "/tasks/SOMEID", None),
+        ("POST", "/tasks/SOMEID/cancel", None),
+        ("GET", "/conversations/tasks/SOMEID/status", None),
+        ("POST", "/conversations/tasks/SOMEID/cancel", None),
+        ("GET", "/conversations/tasks/queues/status", None),
+        ("GET", "/conversations/tasks/active", None),
+        ("GET", "/dlq", None),
+        ("POST", "/dlq/redrive", Some(r#"{"all": true}"#)),
+        ("GET", "/dlq/SOMEID", None),
+        ("DELETE", "/dlq/SOMEID", None),
+    ];
+    for &(method, path, body) in admin_routes {
+        for token in [None, Some("wrong-token"), Some("test-token-but-longer"), Some("")] {
+            let r = http(&router, method, path, token, body).await;
+            let what = format!("{method} {path} with token {token:?}");
+            assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{what}: {}", r.text);
+            r.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+        }
+    }
+    assert_eq!(env.lane_len(Lane::Analytics).await, 0, "an unauthorised POST /tasks queued nothing");
+
+    // No token needed for health, readiness and metrics.
+    let r = http(&router, "GET", "/healthz", None, None).await;
+    assert_eq!((r.status, &r.json), (StatusCode::OK, &json!({"status": "ok"})));
+    let r = http(&router, "GET", "/readyz", None, None).await;
+    assert_eq!((r.status, &r.json["ready"]), (StatusCode::OK, &json!(true)));
+    let r = http(&router, "GET", "/metrics", None, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.text.contains("switchyard_http_requests_total"), "metrics text: {}", r.text);
+
+    // The happy paths.
+    let r = admin(&router, "POST", "/tasks", Some(task_body)).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    assert_eq!(r.json["status"], "PENDING");
+    let id = r.json["task_id"].as_str().expect("task_id").to_string();
+    for path in [format!("/tasks/{id}"), format!("/conversations/tasks/{id}/status")] {
+        let r = admin(&router, "GET", &path, None).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.text);
+        assert_eq!(
+            (&r.json["task_id"], &r.json["status"], &r.json["kind"]),
+            (&json!(id), &json!("PENDING"), &json!("diag.noop"))
+        );
+    }
+    let r = admin(&router, "GET", "/conversations/tasks/queues/status", None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["queues"]["analytics"]["depth"], 1);
+    let r = admin(&router, "GET", "/conversations/tasks/active", None).await;
+    assert_eq!((r.status, &r.json["count"]), (StatusCode::OK, &json!(0)), "{}", r.text);
+    let r = admin(&router, "GET", "/dlq", None).await;
+    assert_eq!((r.status, &r.json["total"], &r.json["count"]), (StatusCode::OK, &json!(0), &json!(0)), "{}", r.text);
+
+    // 404s.
+    for (method, path) in [
+        ("GET", "/tasks/NO-SUCH-TASK"),
+        ("GET", "/tasks/NOSUCHTASK"),
+        ("GET", "/conversations/tasks/NOSUCHTASK/status"),
+        ("POST", "/conversations/tasks/NOSUCHTASK/cancel"),
+        ("POST", "/tasks/NOSUCHTASK/cancel"),
+        ("GET", "/dlq/NOSUCHTASK"),
+        ("DELETE", "/dlq/NOSUCHTASK"),
+        ("DELETE", "/dlq/0-1"),
+        ("DELETE", "/dlq/not-an-entry-id"),
+        ("GET", "/no/such/route"),
+    ] {
+        let r = admin(&router, method, path, None).await;
+        r.assert_error(StatusCode::NOT_FOUND, "not_found");
+    }
+    http(&router, "GET", "/no/such/route", None, None).await.assert_error(StatusCode::NOT_FOUND, "not_found");
+    admin(&router, "POST", "/dlq/redrive", Some(r#"{"ids": ["NOSUCHTASK"]}"#))
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "not_found");
+
+    // 400s.
+    let m = admin(&router, "POST", "/tasks", Some(r#"{"kind": "no.such.kind"}"#))
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "bad_request");
+    assert!(m.contains("no.such.kind"), "{m}");
+    for body in [r#"{"kind": "diag.noop""#, "not json", "", r#"{"kind": "diag.noop", "colour": "red"}"#, "[]"] {
+        admin(&router, "POST", "/tasks", Some(body)).await.assert_error(StatusCode::BAD_REQUEST, "bad_request");
+    }
+    admin(&router, "POST", "/tasks", Some(r#"{"kind": "diag.noop", "max_attempts": 0}"#))
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "bad_request");
+    for body in ["{}", r#"{"ids": []}"#, r#"{"dry_run": true}"#, "{", r#"{"older_than": "soon"}"#] {
+        admin(&router, "POST", "/dlq/redrive", Some(body)).await.assert_error(StatusCode::BAD_REQUEST, "bad_request");
+    }
+    admin(&router, "GET", "/dlq?older_than=soon", None).await.assert_error(StatusCode::BAD_REQUEST, "bad_request");
+    assert_eq!(env.lane_len(Lane::Analytics).await, 1, "bad requests queued nothing");
+
+    // 405 with the same error shape.
+    http(&router, "DELETE", "/healthz", None, None)
+        .await
+        .assert_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+
+    // 409 for cancelling a finished task; a dead letter is shown, then deleted, then gone.
+    let worker = env.start_worker();
+    env.wait_state(&id, TaskState::Success).await;
+    for path in [format!("/conversations/tasks/{id}/cancel"), format!("/tasks/{id}/cancel")] {
+        let m = admin(&router, "POST", &path, None).await.assert_error(StatusCode::CONFLICT, "conflict");
+        assert!(m.contains("SUCCESS"), "{m}");
+    }
+    assert_eq!(env.status(&id).await.status, TaskState::Success, "a refused cancel changes nothing");
+
+    let dead = env.engine.enqueue(TaskSpec::new("diag.fail", json!({"permanent": true}))).await.unwrap();
+    env.wait_state(&dead, TaskState::Failure).await;
+    admin(&router, "POST", &format!("/tasks/{dead}/cancel"), None).await.assert_error(StatusCode::CONFLICT, "conflict");
+    let r = admin(&router, "GET", &format!("/dlq/{dead}"), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let letter = r.json["id"].as_str().expect("letter id").to_string();
+    assert_eq!(admin(&router, "GET", &format!("/dlq/{letter}"), None).await.json["task_id"], dead.as_str());
+    let r = admin(&router, "DELETE", &format!("/dlq/{letter}"), None).await;
+    assert_eq!((r.status, &r.json), (StatusCode::OK, &json!({"deleted": 1})), "{}", r.text);
+    admin(&router, "DELETE", &format!("/dlq/{letter}"), None).await.assert_error(StatusCode::NOT_FOUND, "not_found");
+    assert_eq!(admin(&router, "GET", "/dlq", None).await.json["total"], 0);
+    assert_eq!(env.engine.queues_status().await.unwrap().queues["analytics"].dead, 0);
+    worker.stop().await;
+}
