@@ -11,12 +11,12 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::{HeaderMap, Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::Value;
 use switchyard::config::Config;
@@ -203,6 +203,105 @@ pub fn unique_prefix(name: &str) -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
+// A proxy that can cut one process off from Redis
+// ---------------------------------------------------------------------------------------------
+
+/// A TCP proxy in front of a Redis. [`Proxy::partition`] cuts every connection through it and
+/// refuses new ones, as a network partition would for the process using it; [`Proxy::heal`]
+/// lets connections through again. Stops with the test's runtime.
+pub struct Proxy {
+    pub port: u16,
+    state: Arc<Mutex<ProxyState>>,
+    accept: tokio::task::AbortHandle,
+}
+
+#[derive(Default)]
+struct ProxyState {
+    partitioned: bool,
+    pumps: Vec<tokio::task::AbortHandle>,
+}
+
+impl Proxy {
+    pub async fn start(upstream_port: u16) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let port = listener.local_addr().expect("proxy addr").port();
+        let state: Arc<Mutex<ProxyState>> = Arc::default();
+        let st = state.clone();
+        let accept = tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else { continue };
+                if st.lock().unwrap().partitioned {
+                    continue; // dropped: closed at once
+                }
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream_port)).await else { continue };
+                let mut state = st.lock().unwrap();
+                if state.partitioned {
+                    continue;
+                }
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                let up = tokio::spawn(pump(client_read, server_write));
+                let down = tokio::spawn(pump(server_read, client_write));
+                state.pumps.retain(|p| !p.is_finished());
+                state.pumps.extend([up.abort_handle(), down.abort_handle()]);
+            }
+        });
+        Proxy { port, state, accept: accept.abort_handle() }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Cut every connection through the proxy and refuse new ones.
+    pub fn partition(&self) {
+        let mut state = self.state.lock().unwrap();
+        state.partitioned = true;
+        for p in state.pumps.drain(..) {
+            p.abort();
+        }
+    }
+
+    pub fn heal(&self) {
+        self.state.lock().unwrap().partitioned = false;
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.partition();
+    }
+}
+
+/// Copy bytes one way until either side closes (tokio's `io-util` is not enabled here).
+async fn pump(from: tokio::net::tcp::OwnedReadHalf, to: tokio::net::tcp::OwnedWriteHalf) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        if from.readable().await.is_err() {
+            return;
+        }
+        let n = match from.try_read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(_) => return,
+        };
+        let mut sent = 0;
+        while sent < n {
+            if to.writable().await.is_err() {
+                return;
+            }
+            match to.try_write(&buf[sent..n]) {
+                Ok(k) => sent += k,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Polling
 // ---------------------------------------------------------------------------------------------
 
@@ -276,7 +375,14 @@ impl TestEnv {
 
     /// Another engine on the same deployment, as a second process would have.
     pub fn second_engine(&self) -> Engine {
-        Engine::new(self.config.clone(), &self.url, self.engine.registry().clone()).expect("engine")
+        self.engine_via(&self.url)
+    }
+
+    /// Another engine on the same deployment reaching Redis at `url` (through a [`Proxy`]).
+    pub fn engine_via(&self, url: &str) -> Engine {
+        let mut config = self.config.clone();
+        config.redis_url = Some(url.to_string());
+        Engine::new(config, url, self.engine.registry().clone()).expect("engine")
     }
 
     pub fn lane_key(&self, lane: Lane) -> String {
@@ -410,6 +516,7 @@ impl Drop for Worker {
 #[derive(Debug)]
 pub struct Resp {
     pub status: StatusCode,
+    pub headers: HeaderMap,
     pub json: Value,
     pub text: String,
 }
@@ -438,10 +545,11 @@ pub async fn http(router: &Router, method: &str, path: &str, token: Option<&str>
     let req = req.body(body.map(|b| Body::from(b.to_string())).unwrap_or_else(Body::empty)).expect("request");
     let resp = router.clone().oneshot(req).await.expect("router is infallible");
     let status = resp.status();
+    let headers = resp.headers().clone();
     let bytes = resp.into_body().collect().await.expect("read body").to_bytes();
     let text = String::from_utf8_lossy(&bytes).into_owned();
     let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-    Resp { status, json, text }
+    Resp { status, headers, json, text }
 }
 
 /// Call an admin route with the right token.
