@@ -68,12 +68,12 @@ pub async fn guardrails(engine: &Engine) -> Result<Vec<String>, redis::RedisErro
         redis::cmd("CONFIG").arg("GET").arg("appendonly").query_async(&mut con2).await;
     let save: redis::RedisResult<Vec<String>> =
         redis::cmd("CONFIG").arg("GET").arg("save").query_async(&mut con2).await;
-    if let (Ok(aof), Ok(save)) = (aof, save) {
-        if get(aof) != "yes" && get(save).trim().is_empty() {
-            warnings.push(
-                "Redis persistence is off (no AOF, no snapshots): a Redis restart loses every queued task".into(),
-            );
-        }
+    if let (Ok(aof), Ok(save)) = (aof, save)
+        && get(aof) != "yes"
+        && get(save).trim().is_empty()
+    {
+        warnings
+            .push("Redis persistence is off (no AOF, no snapshots): a Redis restart loses every queued task".into());
     }
     let c = engine.config();
     if c.claim_renewal_interval() < Duration::from_millis(100) {

@@ -237,10 +237,10 @@ impl Config {
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
             return bad("LISTEN", self.listen.clone(), "must be an address such as 127.0.0.1:8080");
         }
-        if let Some(url) = &self.redis_url {
-            if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://")) {
-                return bad("REDIS_URL", url.clone(), "must start with redis://, rediss:// or unix://");
-            }
+        if let Some(url) = &self.redis_url
+            && !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://"))
+        {
+            return bad("REDIS_URL", url.clone(), "must start with redis://, rediss:// or unix://");
         }
         if self.visibility_timeout < Duration::from_millis(300) {
             return bad(

@@ -181,12 +181,16 @@ async fn main() {
         }
         Command::Dlq(DlqCmd::Delete { ids }) => commands::dlq_delete(config, ids).await,
         Command::Bench(BenchCmd::Drain { tasks, concurrency }) => {
-            bench::drain(config, tasks, concurrency).await.and_then(|r| Ok(println!("{}", serde_json::to_string(&r)?)))
+            bench::drain(config, tasks, concurrency).await.and_then(|r| {
+                println!("{}", serde_json::to_string(&r)?);
+                Ok(())
+            })
         }
         Command::Bench(BenchCmd::Latency { rate, seconds, concurrency }) => {
-            bench::latency(config, rate, seconds, concurrency)
-                .await
-                .and_then(|r| Ok(println!("{}", serde_json::to_string(&r)?)))
+            bench::latency(config, rate, seconds, concurrency).await.and_then(|r| {
+                println!("{}", serde_json::to_string(&r)?);
+                Ok(())
+            })
         }
     };
     if let Err(e) = result {

@@ -50,10 +50,10 @@ impl PrivateRedis {
 
     /// Ask the server to stop (it writes its append-only file first) and wait for it.
     pub async fn stop(mut self) {
-        if let Ok(client) = redis::Client::open(self.url.as_str()) {
-            if let Ok(mut con) = client.get_multiplexed_async_connection().await {
-                let _: redis::RedisResult<()> = redis::cmd("SHUTDOWN").query_async(&mut con).await;
-            }
+        if let Ok(client) = redis::Client::open(self.url.as_str())
+            && let Ok(mut con) = client.get_multiplexed_async_connection().await
+        {
+            let _: redis::RedisResult<()> = redis::cmd("SHUTDOWN").query_async(&mut con).await;
         }
         let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
         let _ = self.child.kill().await;

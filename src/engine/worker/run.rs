@@ -28,10 +28,10 @@ pub(super) fn spawn(sh: &Arc<Shared>, d: Delivery, permits: (OwnedSemaphorePermi
     };
     let id = d.id.clone();
     let handle = tokio::spawn(run(sh.clone(), d, permits, stop));
-    if let Some(f) = sh.in_flight.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&id) {
-        if f.phase == Phase::Running {
-            f.abort = Some(handle.abort_handle());
-        }
+    if let Some(f) = sh.in_flight.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&id)
+        && f.phase == Phase::Running
+    {
+        f.abort = Some(handle.abort_handle());
     }
 }
 

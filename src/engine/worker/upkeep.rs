@@ -114,13 +114,13 @@ async fn claim(sh: &Arc<Shared>, con: &mut redis::aio::ConnectionManager, scan: 
                 super::parse_entries(&Value::Array(vec![Value::Array(vec![parts[0].clone(), parts[1].clone()])]));
             let deliveries = value_u64(&parts[2]) as u32;
             let reason = value_str(&parts[3]).unwrap_or_default();
-            if let Some((_, f)) = fields.into_iter().next() {
-                if let Some(d) = Delivery::from_fields(lane, entry, &f, deliveries) {
-                    if reason == "reclaim" {
-                        tracing::warn!(task_id = %d.id, %lane, attempt = d.attempt(), "reclaimed a task from a worker that stopped responding");
-                    }
-                    got.push(d);
+            if let Some((_, f)) = fields.into_iter().next()
+                && let Some(d) = Delivery::from_fields(lane, entry, &f, deliveries)
+            {
+                if reason == "reclaim" {
+                    tracing::warn!(task_id = %d.id, %lane, attempt = d.attempt(), "reclaimed a task from a worker that stopped responding");
                 }
+                got.push(d);
             }
         }
         if !got.is_empty() {
@@ -284,16 +284,11 @@ pub(super) async fn deregister(sh: &Shared) {
             .arg(&sh.name)
             .query_async(&mut con)
             .await;
-        if let Ok(Value::Array(p)) = pending {
-            if p.is_empty() {
-                let _: redis::RedisResult<i64> = redis::cmd("XGROUP")
-                    .arg("DELCONSUMER")
-                    .arg(&key)
-                    .arg(GROUP)
-                    .arg(&sh.name)
-                    .query_async(&mut con)
-                    .await;
-            }
+        if let Ok(Value::Array(p)) = pending
+            && p.is_empty()
+        {
+            let _: redis::RedisResult<i64> =
+                redis::cmd("XGROUP").arg("DELCONSUMER").arg(&key).arg(GROUP).arg(&sh.name).query_async(&mut con).await;
         }
     }
 }
