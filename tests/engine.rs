@@ -13,7 +13,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use common::*;
 use serde_json::{Value, json};
-use switchyard::engine::{Lane, Outcome, Registry, TaskSpec, TaskState, now_ms};
+use switchyard::engine::{Lane, Outcome, Registry, TaskSpec, TaskState, format_ms, now_ms};
 
 fn sleep_task(ms: u64) -> TaskSpec {
     TaskSpec::new("diag.sleep", json!({ "ms": ms }))
@@ -314,7 +314,7 @@ async fn cancel_while_waiting_to_retry_never_runs_again() {
 async fn priority_order_under_load() {
     let env = TestEnv::new("priority").await;
     assert!(env.config.priority_aging >= Duration::from_secs(60), "aging must not reorder lanes here");
-    let n = 40;
+    let n = 150;
     let mut specs = Vec::new();
     for lane in [Lane::Analytics, Lane::Webhooks, Lane::Conversations] {
         specs.extend((0..n).map(|_| noop().on_lane(lane)));
@@ -346,7 +346,7 @@ async fn priority_order_under_load() {
 }
 
 /// The same, with the exact start order (a handler that records its lane when it starts).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn priority_order_is_strict_with_one_slot() {
     let order: Arc<Mutex<Vec<Lane>>> = Arc::default();
     let mut registry = Registry::new();
@@ -357,7 +357,7 @@ async fn priority_order_is_strict_with_one_slot() {
     });
     let env = TestEnv::lazy("priority-exact", &redis_url(), |_| {}, registry);
     env.engine.ensure_groups().await.unwrap();
-    let n = 100;
+    let n = 500;
     let mut specs = Vec::new();
     for lane in [Lane::Analytics, Lane::Webhooks, Lane::Conversations] {
         specs.extend((0..n).map(|_| TaskSpec::new("test.record", json!({})).on_lane(lane)));
@@ -458,6 +458,7 @@ async fn worker_and_api_recover_from_a_redis_restart() {
     .await;
     let r = admin(&router, "GET", &format!("/tasks/{before}"), None).await;
     r.assert_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    assert!(r.headers.contains_key("retry-after"), "a 503 says when to retry: {:?}", r.headers);
 
     let server = RedisProcess::start(port);
     wait_until("/readyz answers 200 again", async || http(&router, "GET", "/readyz", None, None).await.status == 200)
@@ -590,7 +591,7 @@ async fn progress_is_visible_while_running_then_100() {
 async fn queues_status_figures() {
     let env = TestEnv::new("queues").await;
     let (router, _) = env.router();
-    env.engine.enqueue_batch((0..3).map(|_| noop()).collect()).await.unwrap();
+    let queued = env.engine.enqueue_batch((0..3).map(|_| noop()).collect()).await.unwrap();
 
     let q = env.engine.queues_status().await.unwrap();
     let a = &q.queues["analytics"];
@@ -617,6 +618,11 @@ async fn queues_status_figures() {
     assert_eq!((&c["depth"], &c["lag"], &c["dead"]), (&json!(0), &json!(0), &json!(1)), "{c}");
     assert_eq!(r.json["dlq_depth"], 1);
     assert_eq!(r.json["queues"]["webhooks"]["dead"], 0);
+
+    // A queued task cancelled: one fewer to read (Redis cannot count past the deleted entry).
+    assert_eq!(env.engine.cancel(&queued[1]).await.unwrap(), TaskState::Revoked);
+    let a = &env.engine.queues_status().await.unwrap().queues["analytics"];
+    assert_eq!((a.depth, a.lag, a.pending), (2, 2, 0), "{a:?}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -748,4 +754,239 @@ async fn every_endpoint_answers_as_documented() {
     assert_eq!(admin(&router, "GET", "/dlq", None).await.json["total"], 0);
     assert_eq!(env.engine.queues_status().await.unwrap().queues["analytics"].dead, 0);
     worker.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Records a user reads while work is retried, trimmed, handed back or partitioned
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_retry_shows_its_own_start_time() {
+    let mut registry = Registry::new();
+    registry.register("test.fail_then_sleep", Lane::Analytics, |ctx| async move {
+        if ctx.attempt == 1 {
+            return Outcome::retry("first attempt fails on purpose");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(1500)) => Outcome::Done(Value::Null),
+            _ = ctx.stopped() => Outcome::retry("stopped"),
+        }
+    });
+    let env = TestEnv::lazy("started-at", &redis_url(), |_| {}, registry);
+    env.engine.ensure_groups().await.unwrap();
+    let _worker = env.start_worker();
+    let id = env.engine.enqueue(TaskSpec::new("test.fail_then_sleep", json!({}))).await.unwrap();
+
+    let s = wait_for("attempt 2 is running", async || {
+        env.engine.task_status(&id).await.ok().flatten().filter(|s| s.status == TaskState::Started && s.attempts == 2)
+    })
+    .await;
+    let first = s.history[0].started_at.expect("attempt 1 start");
+    let shown = s.started_at.clone().expect("started_at of a running task");
+    // Attempt 2 began at least the backoff (≥ 75 ms) after attempt 1.
+    assert!(
+        shown >= format_ms(first + 75),
+        "a task running attempt 2 shows started_at {shown}, attempt 1's start ({}), not its own",
+        format_ms(first)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_entries_are_trimmed_but_pending_work_is_kept() {
+    let mut registry = Registry::new();
+    registry.register("test.retry_later", Lane::Analytics, |ctx| async move {
+        if ctx.attempt == 1 {
+            return Outcome::retry_after(Duration::from_secs(5), "try again in 5 s");
+        }
+        Outcome::Done(json!({"attempt": ctx.attempt}))
+    });
+    let env = TestEnv::lazy("trim", &redis_url(), |_| {}, registry);
+    env.engine.ensure_groups().await.unwrap();
+    let _worker = env.start_worker();
+
+    let retrying = env.engine.enqueue(TaskSpec::new("test.retry_later", json!({}))).await.unwrap();
+    env.wait_state(&retrying, TaskState::Retry).await;
+    let ids = env.engine.enqueue_batch((0..30).map(|_| noop()).collect()).await.unwrap();
+    for id in &ids {
+        env.wait_state(id, TaskState::Success).await;
+    }
+
+    // Finished work is gone from the figures; the retrying task is still there.
+    let a = env.engine.queues_status().await.unwrap().queues["analytics"].clone();
+    assert_eq!(env.status(&retrying).await.status, TaskState::Retry, "the figures were read while it waited");
+    assert_eq!((a.depth, a.lag, a.pending, a.retrying, a.active), (1, 0, 1, 1, 0), "{a:?}");
+
+    let s = env.wait_state(&retrying, TaskState::Success).await;
+    assert_eq!(s.attempts, 2);
+    wait_until("the lane's stream is trimmed to nothing", async || env.lane_len(Lane::Analytics).await == 0).await;
+    let a = env.engine.queues_status().await.unwrap().queues["analytics"].clone();
+    assert_eq!((a.depth, a.lag, a.pending, a.retrying), (0, 0, 0, 0), "{a:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_hands_back_work_past_the_grace_period_at_no_attempt_cost() {
+    // Handing back races the stopping worker's own loops, so go through it a few times.
+    let rounds = 6;
+    for round in 0..rounds {
+        let env =
+            TestEnv::with(&format!("handback{round}"), &redis_url(), |c| c.shutdown_grace = Duration::from_millis(300))
+                .await;
+        let first = env.start_worker();
+        let id = env.engine.enqueue(sleep_task(1000)).await.unwrap();
+        env.wait_state(&id, TaskState::Started).await;
+        first.stop().await;
+
+        // Handed back: queued again and due at once for any worker, no attempt used — and not
+        // taken again by the worker that just stopped.
+        let s = env.status(&id).await;
+        assert_eq!(s.status, TaskState::Pending, "round {round}: {s:?}");
+        assert!(s.history.iter().all(|a| a.outcome != "retry" && a.outcome != "failure"), "{s:?}");
+        let a = env.engine.queues_status().await.unwrap().queues["analytics"].clone();
+        assert_eq!(
+            (a.pending, a.retrying, a.active),
+            (1, 1, 0),
+            "round {round}: after wait() returned, the handed-back task must wait for the next worker, \
+             not be held by the stopped one: {a:?}"
+        );
+        let mut con = env.engine.conn();
+        let pending: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+            .arg(env.lane_key(Lane::Analytics))
+            .arg("workers")
+            .arg("-")
+            .arg("+")
+            .arg(10)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].3, 0, "round {round}: the interrupted delivery is not counted: {pending:?}");
+
+        if round == rounds - 1 {
+            let second = env.start_worker();
+            let s = env.wait_state(&id, TaskState::Success).await;
+            assert_eq!(s.attempts, 1, "the handed-back attempt cost nothing: {s:?}");
+            assert_eq!(outcomes(&s), ["success"]);
+            assert_eq!(s.history[0].worker, Some(second.name()));
+            assert_eq!(env.lane_pending(Lane::Analytics).await, 0);
+        }
+    }
+}
+
+/// A registry whose `test.hold` kind runs its first attempt until `gate` is cancelled, ignoring
+/// stop requests (as a handler stuck in a call would), and later attempts with `later`.
+fn hold_registry(gate: &tokio_util::sync::CancellationToken, later: fn(u32) -> Outcome) -> Registry {
+    let mut registry = Registry::new();
+    let gate = gate.clone();
+    registry.register("test.hold", Lane::Analytics, move |ctx| {
+        let gate = gate.clone();
+        async move {
+            if ctx.attempt == 1 {
+                gate.cancelled().await;
+                return Outcome::Done(json!({"by": "the partitioned worker"}));
+            }
+            later(ctx.attempt)
+        }
+    });
+    registry
+}
+
+/// Worker A (behind a proxy) runs attempt 1 of `test.hold`; it is then partitioned from Redis
+/// and worker B (direct) reclaims the task after the visibility timeout.
+async fn partitioned_setup(name: &str, later: fn(u32) -> Outcome) -> Partitioned {
+    let server = RedisProcess::start_on_free_port();
+    let proxy = Proxy::start(server.port).await;
+    let gate = tokio_util::sync::CancellationToken::new();
+    let env = TestEnv::lazy(name, &server.url(), |_| {}, hold_registry(&gate, later));
+    env.engine.ensure_groups().await.unwrap();
+    let a = env.start_worker_on(env.engine_via(&proxy.url()), |_| {});
+    let a_name = a.name();
+    let id = env.engine.enqueue(TaskSpec::new("test.hold", json!({}))).await.unwrap();
+    wait_until("worker A started the task", async || {
+        env.engine
+            .task_status(&id)
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|s| s.status == TaskState::Started && s.worker.as_deref() == Some(a_name.as_str()))
+    })
+    .await;
+    proxy.partition();
+    let b = env.start_worker();
+    Partitioned { server: Some(server), proxy, gate, env, a, b, id }
+}
+
+struct Partitioned {
+    server: Option<RedisProcess>,
+    proxy: Proxy,
+    gate: tokio_util::sync::CancellationToken,
+    env: TestEnv,
+    a: Worker,
+    b: Worker,
+    id: String,
+}
+
+impl Partitioned {
+    /// Reconnect A and let its attempt finish; wait until A has recorded it.
+    async fn heal_and_finish_a(&self) {
+        self.proxy.heal();
+        self.gate.cancel();
+        wait_until("the partitioned worker recorded its late attempt", async || self.a.completed() >= 1).await;
+    }
+}
+
+impl Drop for Partitioned {
+    fn drop(&mut self) {
+        self.a.token.cancel();
+        self.b.token.cancel();
+        if let Some(s) = self.server.take() {
+            s.stop();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_workers_late_success_is_stale_once_another_finished() {
+    let p = partitioned_setup("late-stale", |n| Outcome::Done(json!({"by": "worker B", "attempt": n}))).await;
+    let s = p.env.wait_state(&p.id, TaskState::Success).await;
+    assert_eq!(s.result, json!({"by": "worker B", "attempt": 2}));
+    assert_eq!(s.attempts, 2);
+
+    p.heal_and_finish_a().await;
+    let s = p.env.status(&p.id).await;
+    assert_eq!(s.status, TaskState::Success);
+    assert_eq!(s.result, json!({"by": "worker B", "attempt": 2}), "the late result must not replace the recorded one");
+    assert_eq!(s.attempts, 2, "{s:?}");
+    assert_eq!(s.history.iter().filter(|a| a.outcome == "success").count(), 1, "exactly one success: {s:?}");
+    assert_eq!(s.history.last().and_then(|a| a.worker.clone()), Some(p.b.name()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_workers_late_success_does_not_undo_a_cancel() {
+    let p = partitioned_setup("late-cancel", |_| {
+        Outcome::retry_after(Duration::from_secs(60), "attempt 2 fails; next try in a minute")
+    })
+    .await;
+    // B reclaimed it, its attempt failed: the task waits out its backoff. An operator cancels.
+    wait_until("worker B's attempt failed and the task waits to retry", async || {
+        p.env
+            .engine
+            .task_status(&p.id)
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|s| s.status == TaskState::Retry && s.attempts == 2)
+    })
+    .await;
+    assert_eq!(p.env.engine.cancel(&p.id).await.unwrap(), TaskState::Revoked);
+
+    p.heal_and_finish_a().await;
+    let s = p.env.status(&p.id).await;
+    assert_eq!(
+        s.status,
+        TaskState::Revoked,
+        "a cancelled task was marked {:?} by a worker whose claim had been taken from it (its entry was no \
+         longer pending): {s:?}",
+        s.status
+    );
+    assert_eq!(s.result, Value::Null, "{s:?}");
 }

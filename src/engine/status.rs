@@ -97,7 +97,14 @@ pub(crate) fn task_status_from(id: &str, map: HashMap<String, String>) -> TaskSt
     let payload = map.get("payload").and_then(|r| serde_json::from_str(r).ok()).unwrap_or(Value::Null);
     let error = map.get("error").filter(|e| !e.is_empty() && state != TaskState::Success).cloned();
     // A successful attempt's start is kept in its history entry only.
-    let started_ms = history.last().and_then(|a| a.started_at).or_else(|| ms_field(&map, "started_at"));
+    let attempts: u32 = map.get("attempts").and_then(|p| p.parse().ok()).unwrap_or(0);
+    // A successful attempt's start is kept in its history entry only; a running attempt's in
+    // the record.
+    let started_ms = history
+        .last()
+        .filter(|a| a.attempt == attempts)
+        .and_then(|a| a.started_at)
+        .or_else(|| ms_field(&map, "started_at"));
     let progress =
         if state == TaskState::Success { 100 } else { map.get("progress").and_then(|p| p.parse().ok()).unwrap_or(0) };
     TaskStatus {
@@ -106,7 +113,7 @@ pub(crate) fn task_status_from(id: &str, map: HashMap<String, String>) -> TaskSt
         progress,
         result,
         error,
-        attempts: map.get("attempts").and_then(|p| p.parse().ok()).unwrap_or(0),
+        attempts,
         max_attempts: map.get("max_attempts").and_then(|p| p.parse().ok()).unwrap_or(0),
         kind: map.get("kind").cloned().unwrap_or_default(),
         lane: map.get("lane").and_then(|l| Lane::parse(l)),

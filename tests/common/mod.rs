@@ -67,8 +67,8 @@ fn raw_command(port: u16, command: &str) -> std::io::Result<String> {
         out.extend_from_slice(&buf[..n]);
         // A bulk reply may arrive in pieces; stop once it looks complete.
         let text = String::from_utf8_lossy(&out);
-        if text.starts_with('$') {
-            let len: usize = text[1..].lines().next().and_then(|l| l.trim().parse().ok()).unwrap_or(0);
+        if let Some(rest) = text.strip_prefix('$') {
+            let len: usize = rest.lines().next().and_then(|l| l.trim().parse().ok()).unwrap_or(0);
             let header = text.find("\r\n").map(|i| i + 2).unwrap_or(0);
             if out.len() >= header + len + 2 {
                 break;
@@ -180,10 +180,10 @@ impl RedisProcess {
 pub fn redis_url() -> String {
     static URL: OnceLock<String> = OnceLock::new();
     URL.get_or_init(|| {
-        if let Ok(url) = std::env::var("SWITCHYARD_TEST_REDIS_URL") {
-            if !url.trim().is_empty() {
-                return url.trim().to_string();
-            }
+        if let Ok(url) = std::env::var("SWITCHYARD_TEST_REDIS_URL")
+            && !url.trim().is_empty()
+        {
+            return url.trim().to_string();
         }
         let server = RedisProcess::start_on_free_port();
         let url = server.url();
@@ -460,6 +460,29 @@ impl TestEnv {
 impl Drop for TestEnv {
     fn drop(&mut self) {
         self.background.cancel();
+        // On a Redis the tests did not start themselves, leave nothing behind (best effort).
+        if std::env::var("SWITCHYARD_TEST_REDIS_URL").is_ok_and(|u| u.trim() == self.url) {
+            delete_prefix(&self.url, self.engine.keys().root());
+        }
+    }
+}
+
+/// Delete every key under `root` (`{prefix}:`), ignoring errors.
+fn delete_prefix(url: &str, root: &str) {
+    let Ok(client) = redis::Client::open(url) else { return };
+    let Ok(mut con) = client.get_connection_with_timeout(Duration::from_secs(2)) else { return };
+    let mut cursor: u64 = 0;
+    loop {
+        let page: redis::RedisResult<(u64, Vec<String>)> =
+            redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(format!("{root}*")).arg("COUNT").arg(1000).query(&mut con);
+        let Ok((next, keys)) = page else { return };
+        if !keys.is_empty() {
+            let _: redis::RedisResult<i64> = redis::cmd("DEL").arg(&keys).query(&mut con);
+        }
+        if next == 0 {
+            return;
+        }
+        cursor = next;
     }
 }
 

@@ -30,6 +30,8 @@ pub(crate) struct Done {
     pub lane: Lane,
     pub kind: String,
     pub attempt: u32,
+    /// Attempts made before this entry existed.
+    pub base: u32,
     pub result: String,
     pub attempt_json: String,
     pub run: Duration,
@@ -163,10 +165,10 @@ async fn write(
     }
     if !dones.is_empty() {
         let mut inv = scripts.finish.prepare_invoke();
-        inv.key(keys.revoked()).arg(keys.root()).arg(GROUP).arg(now).arg(ttl);
+        inv.key(keys.revoked()).arg(keys.root()).arg(GROUP).arg(now).arg(ttl).arg(&sh.name);
         for d in dones {
             inv.key(keys.lane(d.lane));
-            inv.arg(&d.id).arg(&d.entry).arg(d.attempt).arg(&d.result).arg(&d.attempt_json);
+            inv.arg(&d.id).arg(&d.entry).arg(d.attempt).arg(&d.result).arg(&d.attempt_json).arg(d.base);
         }
         finish_inv = inv;
         pipe.invoke_script(&finish_inv);

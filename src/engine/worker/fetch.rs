@@ -126,17 +126,25 @@ pub(super) async fn fetch_loop(sh: Arc<Shared>, stop: CancellationToken) {
         // Non-blocking reads, lane by lane in priority order, each for the room left.
         let mut took = 0;
         let mut failed = None;
+        let mut empty = Vec::new();
         for &lane in &order {
             let room = sh.lane_free(lane).saturating_sub(sh.backlog_len(lane)).min(sh.opts.batch);
             if room == 0 {
                 continue;
             }
+            empty.push((lane, room));
             last_tried[lane.index()] = Instant::now();
             match read(&mut con, &sh, &[lane], room, None).await {
                 Ok(ds) => {
+                    let filled = ds.len() == room;
                     took += ds.len();
                     sh.accept(ds);
                     launch_ready(&sh, &order);
+                    if filled {
+                        // This lane may hold more: serve it again before any lower lane, so
+                        // nothing lower starts while a higher lane still has work queued.
+                        break;
+                    }
                 }
                 Err(e) => {
                     failed = Some(e);
@@ -145,7 +153,9 @@ pub(super) async fn fetch_loop(sh: Arc<Shared>, stop: CancellationToken) {
             }
         }
         if failed.is_none() && took == 0 {
-            let open: Vec<Lane> = order.iter().copied().filter(|l| sh.lane_free(*l) > sh.backlog_len(*l)).collect();
+            // Block only on lanes just found empty. Lanes skipped for want of room are not
+            // read here even if room has freed meanwhile: the next pass reads them in order.
+            let open: Vec<Lane> = empty.iter().map(|(l, _)| *l).collect();
             if open.is_empty() {
                 // Every lane is at its limit: wait for capacity (or the stop signal).
                 tokio::select! {
@@ -155,7 +165,7 @@ pub(super) async fn fetch_loop(sh: Arc<Shared>, stop: CancellationToken) {
                 }
                 continue;
             }
-            let room = open.iter().map(|l| sh.lane_free(*l)).min().unwrap_or(1).clamp(1, sh.opts.batch);
+            let room = empty.iter().map(|(_, r)| *r).min().unwrap_or(1).clamp(1, sh.opts.batch);
             match read(&mut con, &sh, &open, room, Some(BLOCK)).await {
                 Ok(ds) => {
                     for d in &ds {

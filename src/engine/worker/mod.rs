@@ -295,7 +295,7 @@ fn start_inner(engine: Engine, opts: WorkerOptions, shutdown: CancellationToken,
     let upkeep_stop = CancellationToken::new();
     let fetch = tokio::spawn(fetch::fetch_loop(shared.clone(), reading.clone()));
     let commit = tokio::spawn(commit::commit_loop(shared.clone(), rx));
-    let upkeep = tokio::spawn(upkeep::upkeep_loop(shared.clone(), upkeep_stop.clone()));
+    let upkeep = tokio::spawn(upkeep::upkeep_loop(shared.clone(), reading.clone(), upkeep_stop.clone()));
     let listener = tokio::spawn(upkeep::cancel_listener(shared.clone(), upkeep_stop.clone()));
     let loops = vec![fetch.abort_handle(), commit.abort_handle(), upkeep.abort_handle(), listener.abort_handle()];
     let sh = shared.clone();

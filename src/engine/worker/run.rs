@@ -153,6 +153,7 @@ fn record(
                 lane: d.lane,
                 kind: d.kind.clone(),
                 attempt: d.attempt(),
+                base: d.base,
                 result,
                 attempt_json: attempt_json(sh, d, started_ms, elapsed, "success", None),
                 run: elapsed,

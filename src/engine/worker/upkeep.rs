@@ -24,7 +24,9 @@ const DEAD_CONSUMER_AFTER: Duration = Duration::from_secs(3600);
 /// Heartbeats older than this are removed from the workers list.
 const STALE_HEARTBEAT: Duration = Duration::from_secs(300);
 
-pub(super) async fn upkeep_loop(sh: Arc<Shared>, stop: CancellationToken) {
+/// Runs until `stop`; once `reading` is cancelled (shutdown) it claims nothing new but keeps
+/// renewing what the worker still holds.
+pub(super) async fn upkeep_loop(sh: Arc<Shared>, reading: CancellationToken, stop: CancellationToken) {
     let vt = sh.engine.config().visibility_timeout;
     let renew_every = sh.engine.config().claim_renewal_interval();
     let scan_every = (vt / 4).max(Duration::from_millis(100));
@@ -42,10 +44,12 @@ pub(super) async fn upkeep_loop(sh: Arc<Shared>, stop: CancellationToken) {
                 renew(&sh, &mut con).await?;
                 last_renew = Instant::now();
             }
-            let scan = last_scan.elapsed() >= scan_every;
-            claim(&sh, &mut con, scan).await?;
-            if scan {
-                last_scan = Instant::now();
+            if !reading.is_cancelled() {
+                let scan = last_scan.elapsed() >= scan_every;
+                claim(&sh, &mut con, scan).await?;
+                if scan {
+                    last_scan = Instant::now();
+                }
             }
             if last_beat.elapsed() >= HEARTBEAT_EVERY {
                 heartbeat(&sh, &mut con, started).await?;

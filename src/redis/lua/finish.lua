@@ -5,13 +5,16 @@
 -- (the revoked set) keep REVOKED. Acknowledged entries are then trimmed from the head of each
 -- lane, never past the oldest pending or undelivered entry.
 -- KEYS[1] revoked set; then per attempt: the lane stream
--- ARGV[1] key root, ARGV[2] group, ARGV[3] now (ms), ARGV[4] retention (ms);
--- then per attempt: task id, entry id, attempt number, result JSON, attempt JSON
+-- ARGV[1] key root, ARGV[2] group, ARGV[3] now (ms), ARGV[4] retention (ms), ARGV[5] worker;
+-- then per attempt: task id, entry id, attempt number, result JSON, attempt JSON, base
+-- (attempts before this entry: numbers between it and this attempt that left no record were
+-- lost with a dead worker and are recorded as such)
 -- Returns per attempt: 'SUCCESS', 'REVOKED' (cancelled meanwhile) or 'STALE' (someone else acked).
 local revoked = KEYS[1]
-local root, group, now, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local root, group, now, ttl, worker = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local n = #KEYS - 1
-local per = 5
+local per = 6
+local head = 5
 local out = {}
 
 -- group the entries by lane and ack each lane's in one call
@@ -20,7 +23,7 @@ for i = 1, n do
   local stream = KEYS[i + 1]
   if not lanes[stream] then lanes[stream] = {}; order[#order + 1] = stream end
   local l = lanes[stream]
-  l[#l + 1] = ARGV[4 + (i - 1) * per + 2]
+  l[#l + 1] = ARGV[head + (i - 1) * per + 2]
 end
 local all_acked = true
 for _, stream in ipairs(order) do
@@ -29,17 +32,27 @@ for _, stream in ipairs(order) do
 end
 
 local ids = {}
-for i = 1, n do ids[i] = ARGV[4 + (i - 1) * per + 1] end
+for i = 1, n do ids[i] = ARGV[head + (i - 1) * per + 1] end
 local is_revoked = redis.call('SMISMEMBER', revoked, unpack(ids))
 
 for i = 1, n do
-  local a = 5 + (i - 1) * per
-  local id, attempt_no, result, attempt = ARGV[a], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
+  local a = head + 1 + (i - 1) * per
+  local id, entry, attempt_no, result, attempt, base = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], tonumber(ARGV[a + 5])
   local key = root .. 'task:' .. id
   local stale = false
   if not all_acked then
-    local state = redis.call('HGET', key, 'state')
-    stale = state == 'SUCCESS' or state == 'FAILURE'
+    -- Some entry of this batch was acked elsewhere first. Those attempts lost the race: their
+    -- task finished, was cancelled while waiting, dead-lettered or redriven (a new entry).
+    local f = redis.call('HMGET', key, 'state', 'entry')
+    stale = f[1] == 'SUCCESS' or f[1] == 'FAILURE' or f[2] ~= entry or (f[1] == 'REVOKED' and is_revoked[i] == 0)
+  end
+  if not stale then
+    for j = base + 1, tonumber(attempt_no) - 1 do
+      if redis.call('HEXISTS', key, 'a:' .. j) == 0 then
+        redis.call('HSET', key, 'a:' .. j, cjson.encode({attempt = j, outcome = 'lost',
+          error = 'worker stopped responding; reclaimed after the visibility timeout'}))
+      end
+    end
   end
   if stale then
     out[i] = 'STALE'
@@ -50,7 +63,7 @@ for i = 1, n do
     out[i] = 'REVOKED'
   else
     redis.call('HSET', key, 'state', 'SUCCESS', 'result', result, 'finished_at', now,
-      'attempts', attempt_no, 'a:' .. attempt_no, attempt)
+      'attempts', attempt_no, 'a:' .. attempt_no, attempt, 'worker', worker)
     redis.call('PEXPIRE', key, ttl)
     out[i] = 'SUCCESS'
   end
