@@ -42,6 +42,21 @@ impl Roles {
     }
 }
 
+/// Every task kind this build knows: the diagnostic kinds and the webhook kinds.
+pub fn registry() -> Registry {
+    let mut r = Registry::new();
+    crate::ingest::register(&mut r);
+    r
+}
+
+/// The key set for Pub/Sub push tokens, when Pub/Sub is configured.
+pub fn jwks(c: &Config) -> anyhow::Result<Option<Arc<crate::ingest::jwt::Jwks>>> {
+    if c.google_pubsub_audience.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(Arc::new(crate::ingest::jwt::Jwks::new(&c.google_jwks, crate::http_client::client()?))))
+}
+
 /// Warnings about Redis settings known to lose work, one line each.
 pub async fn guardrails(engine: &Engine) -> Result<Vec<String>, redis::RedisError> {
     let mut con = engine.conn();
@@ -152,7 +167,7 @@ pub async fn serve(config: Config, roles: Roles, lanes: Vec<Lane>) -> anyhow::Re
     };
     let admin_token = config.admin_token.clone().unwrap_or_else(web::auth::random_token);
     let listen = config.listen.clone();
-    let engine = Engine::new(config, &url, Registry::new())?;
+    let engine = Engine::new(config, &url, registry())?;
     match guardrails(&engine).await {
         Ok(warnings) => warnings.iter().for_each(|w| tracing::warn!("{w}")),
         Err(e) => tracing::warn!(error = %e, url = %url, "Redis does not answer yet; starting anyway and retrying"),
@@ -172,7 +187,7 @@ pub async fn serve(config: Config, roles: Roles, lanes: Vec<Lane>) -> anyhow::Re
         let ready = Arc::new(AtomicBool::new(false));
         tokio::spawn(watch_readiness(engine.clone(), ready.clone(), shutdown.clone()));
         tokio::spawn(crate::telemetry::sample_lanes(engine.clone(), Duration::from_secs(1), shutdown.clone()));
-        let state = AppState { engine: engine.clone(), admin_token: Arc::new(admin_token.clone()), ready, prometheus };
+        let state = AppState { jwks: jwks(engine.config())?, engine: engine.clone(), admin_token: Arc::new(admin_token.clone()), ready, prometheus };
         let listener =
             tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("cannot listen on {listen}"))?;
         let addr = listener.local_addr()?;

@@ -8,11 +8,11 @@ use serde_json::{Value, json};
 
 use crate::config::Config;
 use crate::engine::dlq::DlqFilter;
-use crate::engine::{Engine, Lane, Registry, TaskSpec};
+use crate::engine::{Engine, Lane, TaskSpec};
 
 fn engine(config: Config) -> anyhow::Result<Engine> {
     let url = config.redis_url_or_default().to_string();
-    Ok(Engine::new(config, &url, Registry::new())?)
+    Ok(Engine::new(config, &url, crate::app::registry())?)
 }
 
 fn print(v: &impl serde::Serialize) -> anyhow::Result<()> {

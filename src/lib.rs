@@ -1,7 +1,7 @@
 //! Switchyard: customer-conversation webhooks onto Redis Streams, and the workers that answer.
 //!
 //! The data path, in the order a message travels:
-//! - `ingest` (to come) verifies and parses platform webhooks and appends them to a lane;
+//! - [`ingest`] verifies and parses platform webhooks and appends them to a lane, deduplicated;
 //! - [`engine`] is the task engine: lanes as streams with consumer groups, the producer, the
 //!   worker runtime (read, run, record in batches), retries by `XCLAIM`, the dead-letter queue;
 //! - [`web`] serves the JSON API, health and metrics;
@@ -17,6 +17,8 @@ pub mod bench;
 pub mod commands;
 pub mod config;
 pub mod engine;
+pub mod http_client;
+pub mod ingest;
 pub mod redis;
 pub mod telemetry;
 pub mod web;

@@ -28,18 +28,25 @@ impl Engine {
 
     /// Queue many tasks with as few round trips as possible; ids come back in the same order.
     pub async fn enqueue_batch(&self, specs: Vec<TaskSpec>) -> Result<Vec<String>, EngineError> {
+        Ok(self.enqueue_many(specs).await?.into_iter().map(|(id, _)| id).collect())
+    }
+
+    /// As [`Engine::enqueue_batch`], telling for each task whether it was queued now (`true`) or
+    /// its idempotency key named an earlier task (`false`, with that task's id).
+    pub async fn enqueue_many(&self, specs: Vec<TaskSpec>) -> Result<Vec<(String, bool)>, EngineError> {
         let prepared = specs.into_iter().map(|s| self.prepare(s)).collect::<Result<Vec<_>, _>>()?;
-        let mut out = vec![String::new(); prepared.len()];
+        let mut out = vec![(String::new(), false); prepared.len()];
         for lane in Lane::ALL {
             let idx: Vec<usize> = (0..prepared.len()).filter(|&i| prepared[i].lane == lane).collect();
             for chunk in idx.chunks(CHUNK) {
                 let ids = self.enqueue_chunk(lane, chunk.iter().map(|&i| &prepared[i])).await?;
                 for (&i, id) in chunk.iter().zip(ids) {
-                    if id == prepared[i].id {
+                    let created = id == prepared[i].id;
+                    if created {
                         metrics::counter!("switchyard_tasks_enqueued_total", "lane" => lane.as_str(), "kind" => prepared[i].kind.clone())
                             .increment(1);
                     }
-                    out[i] = id;
+                    out[i] = (id, created);
                 }
             }
         }

@@ -1,7 +1,6 @@
 //! The JSON API of the task engine (SPEC §6).
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -11,18 +10,19 @@ use serde_json::json;
 
 use super::AppState;
 use super::error::ApiError;
+use crate::ingest::RawBody;
 use crate::engine::TaskSpec;
 use crate::engine::dlq::DlqFilter;
 
 /// Parse a JSON body whatever its content type, with a 400 that says what is wrong.
-fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     if body.is_empty() {
         return Err(ApiError::BadRequest("the request needs a JSON body".into()));
     }
     serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
 }
 
-pub async fn enqueue(State(s): State<AppState>, body: Bytes) -> Result<impl IntoResponse, ApiError> {
+pub async fn enqueue(State(s): State<AppState>, RawBody(body): RawBody) -> Result<impl IntoResponse, ApiError> {
     let spec: TaskSpec = parse_body(&body)?;
     let task_id = s.engine.enqueue(spec).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({"task_id": task_id, "status": "PENDING"}))))
@@ -97,7 +97,7 @@ pub struct RedriveBody {
     dry_run: bool,
 }
 
-pub async fn dlq_redrive(State(s): State<AppState>, body: Bytes) -> Result<impl IntoResponse, ApiError> {
+pub async fn dlq_redrive(State(s): State<AppState>, RawBody(body): RawBody) -> Result<impl IntoResponse, ApiError> {
     let b: RedriveBody = parse_body(&body)?;
     let older_than = match b.older_than.as_deref() {
         None => None,

@@ -23,7 +23,7 @@ pub async fn require_admin(State(state): State<AppState>, req: Request, next: Ne
         .map(str::trim);
     match given {
         Some(token) if token_matches(&state.admin_token, token) => next.run(req).await,
-        _ => ApiError::Unauthorized.into_response(),
+        _ => ApiError::Unauthorized("missing or wrong admin token".into()).into_response(),
     }
 }
 

@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
-use tower_http::limit::RequestBodyLimitLayer;
+use axum::extract::DefaultBodyLimit;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::engine::Engine;
@@ -33,6 +33,8 @@ pub struct AppState {
     /// Redis reachable and the groups present, as last checked.
     pub ready: Arc<AtomicBool>,
     pub prometheus: PrometheusHandle,
+    /// Google's signing keys for Pub/Sub push tokens, when Pub/Sub is configured.
+    pub jwks: Option<Arc<crate::ingest::jwt::Jwks>>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -53,10 +55,11 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .merge(admin)
+        .merge(crate::ingest::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(record_http))
-        .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, Duration::from_secs(30)))
         .with_state(state)
 }

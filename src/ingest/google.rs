@@ -1,0 +1,149 @@
+//! Google's push formats: a Pub/Sub push envelope, and RCS Business Messaging, which uses the
+//! same envelope with the agent's messages and events in `message.data`.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+use serde_json::{Value, json};
+
+use super::event::{EventKind, InboundEvent, Platform, content_id, text_of};
+use super::meta::ParseError;
+
+/// The parts of a push envelope, with the ids in either spelling Google uses.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    pub message_id: String,
+    pub publish_time: Option<String>,
+    pub subscription: String,
+    pub attributes: Value,
+    /// `message.data` decoded from base64 (empty when absent).
+    pub data: Vec<u8>,
+}
+
+fn either<'a>(v: &'a Value, camel: &str, snake: &str) -> Option<&'a Value> {
+    v.get(camel).or_else(|| v.get(snake))
+}
+
+pub fn envelope(body: &[u8]) -> Result<Envelope, ParseError> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| ParseError::Json(e.to_string()))?;
+    let m = v.get("message").filter(|m| m.is_object()).ok_or_else(|| ParseError::Shape("missing `message` object".into()))?;
+    let message_id = either(m, "messageId", "message_id")
+        .and_then(|id| text_of(Some(id)))
+        .ok_or_else(|| ParseError::Shape("missing `message.messageId`".into()))?;
+    let data = match m.get("data") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(s)) => STANDARD
+            .decode(s.trim())
+            .or_else(|_| URL_SAFE.decode(s.trim()))
+            .map_err(|_| ParseError::Shape("`message.data` is not base64".into()))?,
+        Some(_) => return Err(ParseError::Shape("`message.data` must be a base64 string".into())),
+    };
+    Ok(Envelope {
+        message_id,
+        publish_time: either(m, "publishTime", "publish_time").and_then(|t| text_of(Some(t))),
+        subscription: text_of(v.get("subscription")).unwrap_or_default(),
+        attributes: m.get("attributes").cloned().unwrap_or(Value::Null),
+        data,
+    })
+}
+
+fn rfc3339_ms(t: Option<&str>) -> Option<u64> {
+    let t = humantime::parse_rfc3339_weak(t?.trim_end_matches('Z')).ok()?;
+    t.duration_since(std::time::UNIX_EPOCH).ok().map(|d| d.as_millis() as u64)
+}
+
+/// A Pub/Sub notification: one event, its data decoded (JSON when it is JSON).
+pub fn pubsub_event(env: &Envelope) -> InboundEvent {
+    let data = serde_json::from_slice::<Value>(&env.data)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&env.data).into_owned()));
+    InboundEvent {
+        platform: Platform::Pubsub,
+        kind: EventKind::Notification,
+        id: env.message_id.clone(),
+        account: env.subscription.clone(),
+        customer: String::new(),
+        text: None,
+        timestamp_ms: rfc3339_ms(env.publish_time.as_deref()),
+        raw: json!({
+            "message_id": env.message_id,
+            "publish_time": env.publish_time,
+            "subscription": env.subscription,
+            "attributes": env.attributes,
+            "data": data,
+        }),
+    }
+}
+
+/// An RBM message or event, from the decoded `message.data`.
+pub fn rbm_event(env: &Envelope) -> Result<InboundEvent, ParseError> {
+    let d: Value = serde_json::from_slice(&env.data).map_err(|e| ParseError::Json(format!("message.data: {e}")))?;
+    if !d.is_object() {
+        return Err(ParseError::Shape("RBM data must be a JSON object".into()));
+    }
+    let customer = text_of(d.get("senderPhoneNumber")).unwrap_or_default();
+    let account = text_of(d.get("agentId")).unwrap_or_default();
+    let timestamp_ms = rfc3339_ms(d.get("sendTime").and_then(Value::as_str));
+    let message_id = text_of(d.get("messageId"));
+    let (kind, id, text) = if let Some(event_type) = text_of(d.get("eventType")) {
+        let kind = match event_type.as_str() {
+            "DELIVERED" => EventKind::Delivery,
+            "READ" => EventKind::Read,
+            "IS_TYPING" => EventKind::Typing,
+            _ => EventKind::Other,
+        };
+        let id = text_of(d.get("eventId"))
+            .or_else(|| message_id.as_ref().map(|m| format!("{m}:{event_type}")))
+            .unwrap_or_else(|| content_id("rbmevent", &d));
+        (kind, id, None)
+    } else {
+        let text = text_of(d.get("text"))
+            .or_else(|| d.get("suggestionResponse").and_then(|s| text_of(s.get("text")).or_else(|| text_of(s.get("postbackData")))));
+        let id = message_id.ok_or_else(|| ParseError::Shape("RBM message without `messageId`".into()))?;
+        (EventKind::Message, id, text)
+    };
+    Ok(InboundEvent { platform: Platform::Rbm, kind, id, account, customer, text, timestamp_ms, raw: d })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn camel_and_snake_case_envelopes() {
+        let camel = br#"{"message":{"data":"eyJhIjoxfQ==","messageId":"111","publishTime":"2026-01-01T00:00:00.123Z","attributes":{"k":"v"}},"subscription":"projects/p/subscriptions/s"}"#;
+        let snake = br#"{"message":{"data":"eyJhIjoxfQ==","message_id":"111","publish_time":"2026-01-01T00:00:00.123Z"},"subscription":"projects/p/subscriptions/s"}"#;
+        for body in [&camel[..], &snake[..]] {
+            let env = envelope(body).unwrap();
+            let ev = pubsub_event(&env);
+            assert_eq!((ev.id.as_str(), ev.kind), ("111", EventKind::Notification));
+            assert_eq!(ev.raw["data"], json!({"a": 1}));
+            assert_eq!(ev.timestamp_ms, Some(1_767_225_600_123));
+        }
+    }
+
+    #[test]
+    fn bad_envelopes() {
+        assert!(envelope(b"[]").is_err());
+        assert!(envelope(br#"{"message":{"data":"eyJ="}}"#).is_err(), "no message id");
+        assert!(envelope(br#"{"message":{"messageId":"1","data":"%%%"}}"#).is_err());
+        assert!(envelope(br#"{"message":{"messageId":"1","data":5}}"#).is_err());
+    }
+
+    #[test]
+    fn rbm_messages_and_events() {
+        let mk = |data: &str| Envelope {
+            message_id: "x".into(),
+            publish_time: None,
+            subscription: String::new(),
+            attributes: Value::Null,
+            data: data.as_bytes().to_vec(),
+        };
+        let m = rbm_event(&mk(r#"{"senderPhoneNumber":"+12223334444","messageId":"msg-1","sendTime":"2026-01-01T00:00:00Z","agentId":"bot@rbm.goog","text":"Hi"}"#)).unwrap();
+        assert_eq!((m.kind, m.id.as_str(), m.customer.as_str(), m.text.as_deref()), (EventKind::Message, "msg-1", "+12223334444", Some("Hi")));
+        let e = rbm_event(&mk(r#"{"senderPhoneNumber":"+1","eventType":"READ","eventId":"ev-9","messageId":"msg-1","agentId":"a"}"#)).unwrap();
+        assert_eq!((e.kind, e.id.as_str()), (EventKind::Read, "ev-9"));
+        let s = rbm_event(&mk(r#"{"senderPhoneNumber":"+1","messageId":"m2","suggestionResponse":{"postbackData":"yes","text":"Yes"}}"#)).unwrap();
+        assert_eq!(s.text.as_deref(), Some("Yes"));
+        assert!(rbm_event(&mk("not json")).is_err());
+        assert!(rbm_event(&mk(r#"{"text":"no id"}"#)).is_err());
+    }
+}
