@@ -187,7 +187,13 @@ pub async fn serve(config: Config, roles: Roles, lanes: Vec<Lane>) -> anyhow::Re
         let ready = Arc::new(AtomicBool::new(false));
         tokio::spawn(watch_readiness(engine.clone(), ready.clone(), shutdown.clone()));
         tokio::spawn(crate::telemetry::sample_lanes(engine.clone(), Duration::from_secs(1), shutdown.clone()));
-        let state = AppState { jwks: jwks(engine.config())?, engine: engine.clone(), admin_token: Arc::new(admin_token.clone()), ready, prometheus };
+        let state = AppState {
+            jwks: jwks(engine.config())?,
+            engine: engine.clone(),
+            admin_token: Arc::new(admin_token.clone()),
+            ready,
+            prometheus,
+        };
         let listener =
             tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("cannot listen on {listen}"))?;
         let addr = listener.local_addr()?;

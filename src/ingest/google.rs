@@ -25,7 +25,10 @@ fn either<'a>(v: &'a Value, camel: &str, snake: &str) -> Option<&'a Value> {
 
 pub fn envelope(body: &[u8]) -> Result<Envelope, ParseError> {
     let v: Value = serde_json::from_slice(body).map_err(|e| ParseError::Json(e.to_string()))?;
-    let m = v.get("message").filter(|m| m.is_object()).ok_or_else(|| ParseError::Shape("missing `message` object".into()))?;
+    let m = v
+        .get("message")
+        .filter(|m| m.is_object())
+        .ok_or_else(|| ParseError::Shape("missing `message` object".into()))?;
     let message_id = either(m, "messageId", "message_id")
         .and_then(|id| text_of(Some(id)))
         .ok_or_else(|| ParseError::Shape("missing `message.messageId`".into()))?;
@@ -95,8 +98,9 @@ pub fn rbm_event(env: &Envelope) -> Result<InboundEvent, ParseError> {
             .unwrap_or_else(|| content_id("rbmevent", &d));
         (kind, id, None)
     } else {
-        let text = text_of(d.get("text"))
-            .or_else(|| d.get("suggestionResponse").and_then(|s| text_of(s.get("text")).or_else(|| text_of(s.get("postbackData")))));
+        let text = text_of(d.get("text")).or_else(|| {
+            d.get("suggestionResponse").and_then(|s| text_of(s.get("text")).or_else(|| text_of(s.get("postbackData"))))
+        });
         let id = message_id.ok_or_else(|| ParseError::Shape("RBM message without `messageId`".into()))?;
         (EventKind::Message, id, text)
     };
@@ -138,10 +142,19 @@ mod tests {
             data: data.as_bytes().to_vec(),
         };
         let m = rbm_event(&mk(r#"{"senderPhoneNumber":"+12223334444","messageId":"msg-1","sendTime":"2026-01-01T00:00:00Z","agentId":"bot@rbm.goog","text":"Hi"}"#)).unwrap();
-        assert_eq!((m.kind, m.id.as_str(), m.customer.as_str(), m.text.as_deref()), (EventKind::Message, "msg-1", "+12223334444", Some("Hi")));
-        let e = rbm_event(&mk(r#"{"senderPhoneNumber":"+1","eventType":"READ","eventId":"ev-9","messageId":"msg-1","agentId":"a"}"#)).unwrap();
+        assert_eq!(
+            (m.kind, m.id.as_str(), m.customer.as_str(), m.text.as_deref()),
+            (EventKind::Message, "msg-1", "+12223334444", Some("Hi"))
+        );
+        let e = rbm_event(&mk(
+            r#"{"senderPhoneNumber":"+1","eventType":"READ","eventId":"ev-9","messageId":"msg-1","agentId":"a"}"#,
+        ))
+        .unwrap();
         assert_eq!((e.kind, e.id.as_str()), (EventKind::Read, "ev-9"));
-        let s = rbm_event(&mk(r#"{"senderPhoneNumber":"+1","messageId":"m2","suggestionResponse":{"postbackData":"yes","text":"Yes"}}"#)).unwrap();
+        let s = rbm_event(&mk(
+            r#"{"senderPhoneNumber":"+1","messageId":"m2","suggestionResponse":{"postbackData":"yes","text":"Yes"}}"#,
+        ))
+        .unwrap();
         assert_eq!(s.text.as_deref(), Some("Yes"));
         assert!(rbm_event(&mk("not json")).is_err());
         assert!(rbm_event(&mk(r#"{"text":"no id"}"#)).is_err());

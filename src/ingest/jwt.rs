@@ -11,7 +11,7 @@ use serde::Deserialize;
 /// How long a fetched key set is trusted before it is fetched again.
 const CACHE_FOR: Duration = Duration::from_secs(3600);
 /// Unknown key ids cause a refresh at most this often, so forged tokens cannot hammer the source.
-const MIN_REFRESH: Duration = Duration::from_secs(10);
+const MIN_REFRESH: Duration = Duration::from_secs(2);
 const ISSUERS: [&str; 2] = ["https://accounts.google.com", "accounts.google.com"];
 const LEEWAY_S: u64 = 60;
 
@@ -40,7 +40,13 @@ impl Jwks {
     async fn fetch(&self) -> Result<JwkSet, String> {
         *self.last_fetch.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
         let text = if self.source.starts_with("http://") || self.source.starts_with("https://") {
-            let resp = self.http.get(&self.source).timeout(Duration::from_secs(5)).send().await.map_err(|e| format!("JWKS fetch: {e}"))?;
+            let resp = self
+                .http
+                .get(&self.source)
+                .timeout(Duration::from_secs(5))
+                .send()
+                .await
+                .map_err(|e| format!("JWKS fetch: {e}"))?;
             if !resp.status().is_success() {
                 return Err(format!("JWKS fetch: HTTP {}", resp.status()));
             }
@@ -66,8 +72,14 @@ impl Jwks {
         if let Some(k) = self.cached_key(kid) {
             return k;
         }
-        let recently = self.last_fetch.lock().unwrap_or_else(|e| e.into_inner()).is_some_and(|t| t.elapsed() < MIN_REFRESH);
-        let stale = self.cache.lock().unwrap_or_else(|e| e.into_inner()).as_ref().is_none_or(|(_, at)| at.elapsed() > CACHE_FOR);
+        let recently =
+            self.last_fetch.lock().unwrap_or_else(|e| e.into_inner()).is_some_and(|t| t.elapsed() < MIN_REFRESH);
+        let stale = self
+            .cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_none_or(|(_, at)| at.elapsed() > CACHE_FOR);
         if recently && !stale {
             return Err(format!("unknown signing key {kid}"));
         }

@@ -24,7 +24,8 @@ pub fn parse(body: &[u8]) -> Result<Vec<InboundEvent>, ParseError> {
         "whatsapp_business_account" => Platform::Whatsapp,
         other => return Err(ParseError::Shape(format!("unsupported object `{other}`"))),
     };
-    let entries = v.get("entry").and_then(Value::as_array).ok_or_else(|| ParseError::Shape("missing `entry` array".into()))?;
+    let entries =
+        v.get("entry").and_then(Value::as_array).ok_or_else(|| ParseError::Shape("missing `entry` array".into()))?;
     let mut out = Vec::new();
     for entry in entries {
         if !entry.is_object() {
@@ -128,10 +129,8 @@ fn whatsapp_text(m: &Value) -> Option<String> {
 /// `changes[].value.messages[]` and `statuses[]`; other fields are recorded whole.
 fn whatsapp_change(waba: &str, change: &Value, out: &mut Vec<InboundEvent>) {
     let value = change.get("value").cloned().unwrap_or(Value::Null);
-    let phone_id = value
-        .get("metadata")
-        .and_then(|m| text_of(m.get("phone_number_id")))
-        .unwrap_or_else(|| waba.to_string());
+    let phone_id =
+        value.get("metadata").and_then(|m| text_of(m.get("phone_number_id"))).unwrap_or_else(|| waba.to_string());
     let mut found = false;
     if let Some(messages) = value.get("messages").and_then(Value::as_array) {
         for m in messages {
@@ -186,7 +185,10 @@ mod tests {
         ]}]}"#;
         let evs = parse(body).unwrap();
         let kinds: Vec<EventKind> = evs.iter().map(|e| e.kind).collect();
-        assert_eq!(kinds, vec![EventKind::Message, EventKind::Echo, EventKind::Delivery, EventKind::Read, EventKind::Postback]);
+        assert_eq!(
+            kinds,
+            vec![EventKind::Message, EventKind::Echo, EventKind::Delivery, EventKind::Read, EventKind::Postback]
+        );
         assert_eq!((evs[0].id.as_str(), evs[0].customer.as_str(), evs[0].text.as_deref()), ("m_1", "U1", Some("hi")));
         assert_eq!(evs[1].customer, "U1", "an echo's customer is its recipient");
         assert_eq!(evs[1].timestamp_ms, Some(1457764197628), "string timestamps are read");
@@ -201,7 +203,8 @@ mod tests {
         let evs = parse(ig).unwrap();
         assert_eq!((evs[0].platform, evs[0].id.as_str()), (Platform::Instagram, "ig_m"));
 
-        let wa = br#"{"object":"whatsapp_business_account","entry":[{"id":"WABA","changes":[{"field":"messages","value":{
+        let wa =
+            br#"{"object":"whatsapp_business_account","entry":[{"id":"WABA","changes":[{"field":"messages","value":{
             "messaging_product":"whatsapp","metadata":{"display_phone_number":"15550001111","phone_number_id":"PN1"},
             "contacts":[{"profile":{"name":"Ann"},"wa_id":"4477"}],
             "messages":[{"from":"4477","id":"wamid.A","timestamp":"1700000000","type":"text","text":{"body":"price?"}}],

@@ -51,7 +51,9 @@ pub async fn accept(engine: &Engine, events: Vec<InboundEvent>) -> Result<Accept
         .map(|e| {
             let key = e.dedup_key();
             let kind = task_kind(e.platform);
-            TaskSpec::new(kind, serde_json::to_value(&e).unwrap_or(Value::Null)).on_lane(Lane::Webhooks).idempotency_key(key)
+            TaskSpec::new(kind, serde_json::to_value(&e).unwrap_or(Value::Null))
+                .on_lane(Lane::Webhooks)
+                .idempotency_key(key)
         })
         .collect();
     let results = engine.enqueue_many(specs).await?;
@@ -64,20 +66,29 @@ pub async fn accept(engine: &Engine, events: Vec<InboundEvent>) -> Result<Accept
             out.duplicates += 1;
             "duplicate"
         };
-        metrics::counter!("switchyard_webhooks_received_total", "platform" => platform.as_str(), "outcome" => outcome).increment(1);
+        metrics::counter!("switchyard_webhooks_received_total", "platform" => platform.as_str(), "outcome" => outcome)
+            .increment(1);
     }
     Ok(out)
 }
 
 /// Count a request turned away (bad signature, bad body): once per request.
 pub fn count_rejected(platform: &'static str) {
-    metrics::counter!("switchyard_webhooks_received_total", "platform" => platform, "outcome" => "rejected").increment(1);
+    metrics::counter!("switchyard_webhooks_received_total", "platform" => platform, "outcome" => "rejected")
+        .increment(1);
 }
 
 /// Register the kinds that carry webhook events. Their processing — conversations, replies,
 /// analytics — hangs off these handlers; on their own they record what arrived.
 pub fn register(r: &mut Registry) {
-    for p in [Platform::Messenger, Platform::Instagram, Platform::Whatsapp, Platform::Pubsub, Platform::Rbm, Platform::Generic] {
+    for p in [
+        Platform::Messenger,
+        Platform::Instagram,
+        Platform::Whatsapp,
+        Platform::Pubsub,
+        Platform::Rbm,
+        Platform::Generic,
+    ] {
         r.register(task_kind(p), Lane::Webhooks, |ctx| async move {
             match serde_json::from_value::<InboundEvent>(ctx.payload.clone()) {
                 Ok(ev) => Outcome::Done(json!({"event": ev.kind, "id": ev.id, "customer": ev.customer})),
@@ -107,10 +118,29 @@ mod fuzz {
         ];
         leaf.prop_recursive(4, 64, 8, |inner| {
             let keys = prop_oneof![
-                Just("object"), Just("entry"), Just("messaging"), Just("changes"), Just("value"), Just("messages"),
-                Just("statuses"), Just("message"), Just("mid"), Just("text"), Just("sender"), Just("id"),
-                Just("timestamp"), Just("is_echo"), Just("delivery"), Just("read"), Just("postback"), Just("data"),
-                Just("messageId"), Just("eventType"), Just("metadata"), Just("watermark"), Just("from"),
+                Just("object"),
+                Just("entry"),
+                Just("messaging"),
+                Just("changes"),
+                Just("value"),
+                Just("messages"),
+                Just("statuses"),
+                Just("message"),
+                Just("mid"),
+                Just("text"),
+                Just("sender"),
+                Just("id"),
+                Just("timestamp"),
+                Just("is_echo"),
+                Just("delivery"),
+                Just("read"),
+                Just("postback"),
+                Just("data"),
+                Just("messageId"),
+                Just("eventType"),
+                Just("metadata"),
+                Just("watermark"),
+                Just("from"),
             ];
             prop_oneof![
                 prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),

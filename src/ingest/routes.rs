@@ -39,7 +39,8 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
 }
 
 fn answer(a: Accepted) -> Response {
-    (StatusCode::OK, axum::Json(json!({"status": "accepted", "accepted": a.accepted, "duplicates": a.duplicates}))).into_response()
+    (StatusCode::OK, axum::Json(json!({"status": "accepted", "accepted": a.accepted, "duplicates": a.duplicates})))
+        .into_response()
 }
 
 fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -86,7 +87,8 @@ async fn facebook(State(s): State<AppState>, headers: HeaderMap, RawBody(body): 
 
 async fn pubsub(State(s): State<AppState>, headers: HeaderMap, RawBody(body): RawBody) -> Result<Response, ApiError> {
     let c = s.engine.config();
-    let (Some(aud), Some(sa), Some(jwks)) = (c.google_pubsub_audience.as_deref(), c.google_pubsub_service_account.as_deref(), s.jwks.as_ref())
+    let (Some(aud), Some(sa), Some(jwks)) =
+        (c.google_pubsub_audience.as_deref(), c.google_pubsub_service_account.as_deref(), s.jwks.as_ref())
     else {
         return Err(not_configured("GOOGLE_PUBSUB_AUDIENCE / GOOGLE_PUBSUB_SERVICE_ACCOUNT"));
     };
@@ -107,7 +109,9 @@ struct RbmHandshake {
 
 fn rbm_handshake(configured: Option<&str>, h: RbmHandshake) -> Response {
     match (configured, h.client_token.as_deref(), h.secret) {
-        (Some(want), Some(got), Some(secret)) if verify::same_secret(want, got) => (StatusCode::OK, secret).into_response(),
+        (Some(want), Some(got), Some(secret)) if verify::same_secret(want, got) => {
+            (StatusCode::OK, secret).into_response()
+        }
         _ => ApiError::Forbidden("clientToken does not match".into()).into_response(),
     }
 }
@@ -117,8 +121,10 @@ async fn rbm_handshake_get(State(s): State<AppState>, Query(h): Query<RbmHandsha
 }
 
 async fn rbm(State(s): State<AppState>, headers: HeaderMap, RawBody(body): RawBody) -> Result<Response, ApiError> {
-    let token = s.engine.config().google_rbm_client_token.clone().ok_or_else(|| not_configured("GOOGLE_RBM_CLIENT_TOKEN"))?;
-    let v: Value = serde_json::from_slice(&body).map_err(|e| rejected("rbm", ApiError::BadRequest(format!("body is not JSON: {e}"))))?;
+    let token =
+        s.engine.config().google_rbm_client_token.clone().ok_or_else(|| not_configured("GOOGLE_RBM_CLIENT_TOKEN"))?;
+    let v: Value = serde_json::from_slice(&body)
+        .map_err(|e| rejected("rbm", ApiError::BadRequest(format!("body is not JSON: {e}"))))?;
     if v.get("clientToken").is_some() && v.get("message").is_none() {
         let h: RbmHandshake = serde_json::from_value(v).map_err(|e| ApiError::BadRequest(e.to_string()))?;
         return Ok(rbm_handshake(Some(&token), h));
@@ -136,10 +142,17 @@ async fn generic(
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
-    let secret = s.engine.config().generic_secrets.get(&source).cloned().ok_or_else(|| ApiError::NotFound(format!("unknown source `{source}`")))?;
+    let secret = s
+        .engine
+        .config()
+        .generic_secrets
+        .get(&source)
+        .cloned()
+        .ok_or_else(|| ApiError::NotFound(format!("unknown source `{source}`")))?;
     verify::check_sha256(secret.as_bytes(), &body, header(&headers, "x-signature-256"))
         .map_err(|why| rejected("generic", ApiError::Unauthorized(why.into())))?;
-    let v: Value = serde_json::from_slice(&body).map_err(|e| rejected("generic", ApiError::BadRequest(format!("body is not JSON: {e}"))))?;
+    let v: Value = serde_json::from_slice(&body)
+        .map_err(|e| rejected("generic", ApiError::BadRequest(format!("body is not JSON: {e}"))))?;
     let id = header(&headers, "x-event-id")
         .map(str::to_string)
         .or_else(|| text_of(v.get("id")))

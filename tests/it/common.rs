@@ -358,7 +358,7 @@ impl TestEnv {
 
     /// An engine on `url`, with the test settings adjusted by `adjust`, groups created.
     pub async fn with(name: &str, url: &str, adjust: impl FnOnce(&mut Config)) -> TestEnv {
-        let env = TestEnv::lazy(name, url, adjust, Registry::new());
+        let env = TestEnv::lazy(name, url, adjust, switchyard::app::registry());
         env.engine.ensure_groups().await.expect("create consumer groups");
         env
     }
@@ -411,6 +411,7 @@ impl TestEnv {
             admin_token: Arc::new(TOKEN.to_string()),
             ready: ready.clone(),
             prometheus: switchyard::telemetry::prometheus(),
+            jwks: switchyard::app::jwks(&self.config).expect("Pub/Sub key set"),
         };
         (web::router(state), ready)
     }

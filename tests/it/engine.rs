@@ -4,14 +4,12 @@
 //! Redis), and asserts what a user would see: task records, the DLQ, the HTTP answers. Tests
 //! wait for conditions; the only time assertions are minimums (a backoff was observed).
 
-mod common;
-
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::common::*;
 use axum::http::StatusCode;
-use common::*;
 use serde_json::{Value, json};
 use switchyard::engine::{Lane, Outcome, Registry, TaskSpec, TaskState, format_ms, now_ms};
 

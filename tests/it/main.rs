@@ -1,0 +1,7 @@
+//! Integration tests against a real Redis: one binary, one key prefix per test, run in parallel.
+//!
+//! `common` starts the shared `redis-server` (or uses `SWITCHYARD_TEST_REDIS_URL`) and holds the
+//! helpers; `engine` covers the task engine and its API; `webhooks` the ingestion endpoints.
+
+mod common;
+mod engine;
