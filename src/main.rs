@@ -128,6 +128,15 @@ enum BenchCmd {
         #[arg(long, default_value_t = 256)]
         concurrency: usize,
     },
+    /// Signed, unique Facebook webhooks over HTTP under wrk, against an in-process API.
+    Ingest {
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 2)]
+        threads: u32,
+        #[arg(long, default_value_t = 32)]
+        connections: u32,
+    },
     /// Enqueue at a steady rate against a running worker; report enqueue-to-start waits.
     Latency {
         #[arg(long, default_value_t = 5000)]
@@ -185,6 +194,11 @@ async fn main() {
                 println!("{}", serde_json::to_string(&r)?);
                 Ok(())
             })
+        }
+        Command::Bench(BenchCmd::Ingest { seconds, threads, connections }) => {
+            bench::ingest(config, seconds, threads, connections)
+                .await
+                .and_then(|r| Ok(println!("{}", serde_json::to_string(&r)?)))
         }
         Command::Bench(BenchCmd::Latency { rate, seconds, concurrency }) => {
             bench::latency(config, rate, seconds, concurrency).await.and_then(|r| {

@@ -1,5 +1,10 @@
-//! `switchyard bench drain`: no-op tasks through the whole engine path (records, acks, retries
-//! armed), measured end to end on the configured Redis.
+//! Benchmarks on the configured Redis: `drain` (no-op tasks through the whole engine path:
+//! records, acks, retries armed), `latency` (enqueue-to-start at a steady rate) and `ingest`
+//! (signed webhooks over HTTP under wrk).
+
+mod ingest;
+
+pub use ingest::{IngestReport, ingest};
 
 use std::time::{Duration, Instant};
 
@@ -137,7 +142,7 @@ pub async fn latency(mut config: Config, rate: u64, seconds: u64, concurrency: u
 }
 
 /// Remove every key under the benchmark's prefix.
-async fn cleanup(engine: &Engine) {
+pub(crate) async fn cleanup(engine: &Engine) {
     let mut con = engine.conn();
     let pattern = format!("{}*", engine.keys().root());
     let mut cursor: u64 = 0;
