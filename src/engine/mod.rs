@@ -88,6 +88,8 @@ pub struct Engine {
 }
 
 struct Inner {
+    /// The group-commit queue of enqueues, started on first use.
+    batcher: std::sync::OnceLock<producer::Batcher>,
     config: Config,
     keys: Keys,
     scripts: Scripts,
@@ -102,6 +104,7 @@ impl Engine {
         let conn = crate::redis::connect_lazy(redis_url)?;
         Ok(Engine {
             inner: Arc::new(Inner {
+                batcher: std::sync::OnceLock::new(),
                 keys: Keys::new(&config.key_prefix),
                 config,
                 scripts: Scripts::new(),

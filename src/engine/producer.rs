@@ -1,14 +1,59 @@
-//! Putting tasks on lanes: one script call per lane per batch.
+//! Putting tasks on lanes: one script call per lane per batch, and group commit across callers.
+//!
+//! Every enqueue goes through one batching task per engine. While up to [`IN_FLIGHT`] script
+//! calls are on their way, new requests queue up and go out together in the next call: an idle
+//! producer pays one round trip, a busy one (a webhook endpoint under load) shares each round
+//! trip among everything that arrived meanwhile.
 
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use super::{Engine, EngineError, Lane, TaskSpec, new_task_id, now_ms};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
-/// Largest payload accepted for one task, as JSON.
-pub const MAX_PAYLOAD_BYTES: usize = 1 << 20;
+use super::{Engine, EngineError, Inner, Lane, TaskSpec, new_task_id, now_ms};
+
+/// Largest payload accepted for one task, as JSON: room for a whole webhook body (1 MiB) kept
+/// raw beside the text taken from it.
+pub const MAX_PAYLOAD_BYTES: usize = 4 << 20;
 
 /// Tasks per script call: big enough to amortise the round trip, small enough not to stall Redis.
 const CHUNK: usize = 500;
+
+/// Script calls of one engine's batcher under way at once.
+const IN_FLIGHT: usize = 4;
+
+pub(super) struct Job {
+    tasks: Vec<Prepared>,
+    reply: oneshot::Sender<Result<Vec<String>, EngineError>>,
+}
+
+pub(super) type Batcher = mpsc::UnboundedSender<Job>;
+
+/// Collect jobs into batches and send them, until every handle on the engine is gone.
+async fn run_batcher(engine: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Job>) {
+    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else { return };
+        let Some(first) = rx.recv().await else { return };
+        let mut size = first.tasks.len();
+        let mut jobs = vec![first];
+        while size < CHUNK {
+            match rx.try_recv() {
+                Ok(job) => {
+                    size += job.tasks.len();
+                    jobs.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        let Some(inner) = engine.upgrade() else { return };
+        let engine = Engine { inner };
+        tokio::spawn(async move {
+            engine.send_jobs(jobs).await;
+            drop(slot);
+        });
+    }
+}
 
 struct Prepared {
     lane: Lane,
@@ -35,22 +80,75 @@ impl Engine {
     /// its idempotency key named an earlier task (`false`, with that task's id).
     pub async fn enqueue_many(&self, specs: Vec<TaskSpec>) -> Result<Vec<(String, bool)>, EngineError> {
         let prepared = specs.into_iter().map(|s| self.prepare(s)).collect::<Result<Vec<_>, _>>()?;
-        let mut out = vec![(String::new(), false); prepared.len()];
+        if prepared.is_empty() {
+            return Ok(Vec::new());
+        }
+        let own: Vec<(String, Lane, String)> =
+            prepared.iter().map(|p| (p.id.clone(), p.lane, p.kind.clone())).collect();
+        let (reply, answer) = oneshot::channel();
+        let batcher = self.inner.batcher.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(run_batcher(Arc::downgrade(&self.inner), rx));
+            tx
+        });
+        batcher
+            .send(Job { tasks: prepared, reply })
+            .map_err(|_| EngineError::BadInput("the engine is shutting down".into()))?;
+        let ids = answer.await.map_err(|_| EngineError::BadInput("the engine is shutting down".into()))??;
+        Ok(own
+            .into_iter()
+            .zip(ids)
+            .map(|((mine, lane, kind), id)| {
+                let created = id == mine;
+                if created {
+                    metrics::counter!("switchyard_tasks_enqueued_total", "lane" => lane.as_str(), "kind" => kind)
+                        .increment(1);
+                }
+                (id, created)
+            })
+            .collect())
+    }
+
+    /// Send a batch of jobs: one script call per lane and chunk, then every job its answer.
+    async fn send_jobs(&self, jobs: Vec<Job>) {
+        let mut results: Vec<Result<Vec<String>, EngineError>> =
+            jobs.iter().map(|j| Ok(vec![String::new(); j.tasks.len()])).collect();
         for lane in Lane::ALL {
-            let idx: Vec<usize> = (0..prepared.len()).filter(|&i| prepared[i].lane == lane).collect();
-            for chunk in idx.chunks(CHUNK) {
-                let ids = self.enqueue_chunk(lane, chunk.iter().map(|&i| &prepared[i])).await?;
-                for (&i, id) in chunk.iter().zip(ids) {
-                    let created = id == prepared[i].id;
-                    if created {
-                        metrics::counter!("switchyard_tasks_enqueued_total", "lane" => lane.as_str(), "kind" => prepared[i].kind.clone())
-                            .increment(1);
+            let places: Vec<(usize, usize)> = jobs
+                .iter()
+                .enumerate()
+                .flat_map(|(j, job)| {
+                    job.tasks.iter().enumerate().filter(|(_, t)| t.lane == lane).map(move |(t, _)| (j, t))
+                })
+                .collect();
+            for chunk in places.chunks(CHUNK) {
+                match self.enqueue_chunk(lane, chunk.iter().map(|&(j, t)| &jobs[j].tasks[t])).await {
+                    Ok(ids) => {
+                        for (&(j, t), id) in chunk.iter().zip(ids) {
+                            match (id, &mut results[j]) {
+                                (Some(id), Ok(r)) => r[t] = id,
+                                // The lane is full: the job is refused. Its other tasks may be
+                                // stored; a retry with the same idempotency keys finds them.
+                                (None, r) => *r = Err(EngineError::LaneFull(lane)),
+                                (Some(_), Err(_)) => {}
+                            }
+                        }
                     }
-                    out[i] = (id, created);
+                    Err(e) => {
+                        for &(j, _) in chunk {
+                            results[j] = Err(match &e {
+                                EngineError::LaneFull(l) => EngineError::LaneFull(*l),
+                                EngineError::Redis(r) => EngineError::Redis(r.clone()),
+                                other => EngineError::BadInput(other.to_string()),
+                            });
+                        }
+                    }
                 }
             }
         }
-        Ok(out)
+        for (job, result) in jobs.into_iter().zip(results) {
+            let _ = job.reply.send(result);
+        }
     }
 
     fn prepare(&self, spec: TaskSpec) -> Result<Prepared, EngineError> {
@@ -85,7 +183,7 @@ impl Engine {
         &self,
         lane: Lane,
         tasks: impl Iterator<Item = &'a Prepared>,
-    ) -> Result<Vec<String>, EngineError> {
+    ) -> Result<Vec<Option<String>>, EngineError> {
         let c = self.config();
         let mut inv = self.scripts().enqueue.prepare_invoke();
         inv.key(self.keys().lane(lane))
@@ -99,10 +197,6 @@ impl Engine {
             inv.arg(&t.id).arg(&t.kind).arg(&t.payload).arg(t.max_attempts).arg(&t.idempotency_key);
         }
         let mut con = self.conn();
-        match inv.invoke_async::<Vec<String>>(&mut con).await {
-            Ok(ids) => Ok(ids),
-            Err(e) if e.to_string().contains("LANEFULL") => Err(EngineError::LaneFull(lane)),
-            Err(e) => Err(e.into()),
-        }
+        Ok(inv.invoke_async::<Vec<Option<String>>>(&mut con).await?)
     }
 }

@@ -72,15 +72,9 @@ impl Jwks {
         if let Some(k) = self.cached_key(kid) {
             return k;
         }
-        let recently =
-            self.last_fetch.lock().unwrap_or_else(|e| e.into_inner()).is_some_and(|t| t.elapsed() < MIN_REFRESH);
-        let stale = self
-            .cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .is_none_or(|(_, at)| at.elapsed() > CACHE_FOR);
-        if recently && !stale {
+        // Fetch at most every MIN_REFRESH, whatever the tokens say: forged kids or a broken key
+        // source must not turn every push into a fetch.
+        if self.last_fetch.lock().unwrap_or_else(|e| e.into_inner()).is_some_and(|t| t.elapsed() < MIN_REFRESH) {
             return Err(format!("unknown signing key {kid}"));
         }
         let set = self.fetch().await?;
@@ -104,8 +98,10 @@ impl Jwks {
         let data = jsonwebtoken::decode::<Claims>(token, &key, &v).map_err(|e| format!("token rejected: {e}"))?;
         let c = data.claims;
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        if c.iat.is_some_and(|iat| iat > now + LEEWAY_S) {
-            return Err("token issued in the future".into());
+        match c.iat {
+            None => return Err("token has no iat".into()),
+            Some(iat) if iat > now + LEEWAY_S => return Err("token issued in the future".into()),
+            Some(_) => {}
         }
         if c.email.as_deref() != Some(service_account) {
             return Err("token is not from the configured service account".into());

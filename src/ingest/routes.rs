@@ -1,6 +1,7 @@
 //! `/webhooks/...`: handshakes, verification, parsing, and the answer.
 
 use axum::Router;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -67,7 +68,8 @@ struct Handshake {
     challenge: Option<String>,
 }
 
-async fn facebook_handshake(State(s): State<AppState>, Query(q): Query<Handshake>) -> Response {
+async fn facebook_handshake(State(s): State<AppState>, q: Result<Query<Handshake>, QueryRejection>) -> Response {
+    let Ok(Query(q)) = q else { return ApiError::Forbidden("verification failed".into()).into_response() };
     let expected = s.engine.config().facebook_verify_token.as_deref();
     match (expected, q.mode.as_deref(), q.verify_token.as_deref(), q.challenge) {
         (Some(want), Some("subscribe"), Some(got), Some(challenge)) if verify::same_secret(want, got) => {
@@ -116,7 +118,8 @@ fn rbm_handshake(configured: Option<&str>, h: RbmHandshake) -> Response {
     }
 }
 
-async fn rbm_handshake_get(State(s): State<AppState>, Query(h): Query<RbmHandshake>) -> Response {
+async fn rbm_handshake_get(State(s): State<AppState>, h: Result<Query<RbmHandshake>, QueryRejection>) -> Response {
+    let Ok(Query(h)) = h else { return ApiError::Forbidden("clientToken does not match".into()).into_response() };
     rbm_handshake(s.engine.config().google_rbm_client_token.as_deref(), h)
 }
 

@@ -405,9 +405,15 @@ impl TestEnv {
 
     /// The HTTP router, with a readiness flag that starts true (see [`TestEnv::watch_readiness`]).
     pub fn router(&self) -> (Router, Arc<AtomicBool>) {
+        self.router_on(self.engine.clone())
+    }
+
+    /// As [`TestEnv::router`], on another engine (a second process: [`TestEnv::second_engine`]),
+    /// with a key set of its own.
+    pub fn router_on(&self, engine: Engine) -> (Router, Arc<AtomicBool>) {
         let ready = Arc::new(AtomicBool::new(true));
         let state = AppState {
-            engine: self.engine.clone(),
+            engine,
             admin_token: Arc::new(TOKEN.to_string()),
             ready: ready.clone(),
             prometheus: switchyard::telemetry::prometheus(),
@@ -437,6 +443,36 @@ impl TestEnv {
     pub async fn lane_len(&self, lane: Lane) -> u64 {
         let mut con = self.engine.conn();
         redis::cmd("XLEN").arg(self.lane_key(lane)).query_async(&mut con).await.expect("XLEN")
+    }
+
+    /// Every entry of a lane's stream, oldest first, as (task id, kind).
+    pub async fn lane_entries(&self, lane: Lane) -> Vec<(String, String)> {
+        let mut con = self.engine.conn();
+        let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(self.lane_key(lane))
+            .arg("-")
+            .arg("+")
+            .query_async(&mut con)
+            .await
+            .expect("XRANGE");
+        reply
+            .ids
+            .iter()
+            .map(|e| {
+                let id: String = e.get("id").unwrap_or_else(|| panic!("entry {} without a task id", e.id));
+                let kind: String = e.get("kind").unwrap_or_else(|| panic!("entry {} without a kind", e.id));
+                (id, kind)
+            })
+            .collect()
+    }
+
+    /// The records of every task in a lane's stream, oldest first.
+    pub async fn lane_tasks(&self, lane: Lane) -> Vec<TaskStatus> {
+        let mut out = Vec::new();
+        for (id, _) in self.lane_entries(lane).await {
+            out.push(self.status(&id).await);
+        }
+        out
     }
 
     /// Entries pending in a lane's group (`XPENDING` summary count).
@@ -567,6 +603,19 @@ pub async fn http(router: &Router, method: &str, path: &str, token: Option<&str>
         req = req.header("content-type", "application/json");
     }
     let req = req.body(body.map(|b| Body::from(b.to_string())).unwrap_or_else(Body::empty)).expect("request");
+    send(router, req).await
+}
+
+/// Call the router once with exactly these headers and these body bytes (webhooks sign bytes).
+pub async fn http_with(router: &Router, method: &str, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Resp {
+    let mut req = Request::builder().method(method).uri(path);
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    send(router, req.body(Body::from(body)).expect("request")).await
+}
+
+async fn send(router: &Router, req: Request<Body>) -> Resp {
     let resp = router.clone().oneshot(req).await.expect("router is infallible");
     let status = resp.status();
     let headers = resp.headers().clone();
