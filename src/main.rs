@@ -156,6 +156,12 @@ fn parse_lanes(s: &str) -> Result<LaneList, String> {
     Lane::parse_list(s).map(LaneList)
 }
 
+/// A benchmark's report, as one JSON line.
+fn print_line(report: impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
 fn parse_lane(s: &str) -> Result<Lane, String> {
     Lane::parse(s).ok_or_else(|| format!("unknown lane `{s}` (lanes: conversations, webhooks, analytics)"))
 }
@@ -190,21 +196,13 @@ async fn main() {
         }
         Command::Dlq(DlqCmd::Delete { ids }) => commands::dlq_delete(config, ids).await,
         Command::Bench(BenchCmd::Drain { tasks, concurrency }) => {
-            bench::drain(config, tasks, concurrency).await.and_then(|r| {
-                println!("{}", serde_json::to_string(&r)?);
-                Ok(())
-            })
+            bench::drain(config, tasks, concurrency).await.and_then(print_line)
         }
         Command::Bench(BenchCmd::Ingest { seconds, threads, connections }) => {
-            bench::ingest(config, seconds, threads, connections)
-                .await
-                .and_then(|r| Ok(println!("{}", serde_json::to_string(&r)?)))
+            bench::ingest(config, seconds, threads, connections).await.and_then(print_line)
         }
         Command::Bench(BenchCmd::Latency { rate, seconds, concurrency }) => {
-            bench::latency(config, rate, seconds, concurrency).await.and_then(|r| {
-                println!("{}", serde_json::to_string(&r)?);
-                Ok(())
-            })
+            bench::latency(config, rate, seconds, concurrency).await.and_then(print_line)
         }
     };
     if let Err(e) = result {
