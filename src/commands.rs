@@ -50,7 +50,7 @@ pub async fn tasks_enqueue(
         Some(p) => serde_json::from_str(&p).context("the payload must be JSON")?,
         None => Value::Null,
     };
-    let spec = TaskSpec { kind, payload, lane, idempotency_key: key, max_attempts };
+    let spec = TaskSpec { lane, idempotency_key: key, max_attempts, ..TaskSpec::new(kind, payload) };
     let id = engine(config)?.enqueue(spec).await?;
     print(&json!({"task_id": id}))
 }

@@ -18,8 +18,8 @@ use crate::redis::server::find_on_path;
 use crate::web::{self, AppState};
 
 const SECRET: &str = "bench_secret";
-/// Requests prepared per second of run: more than the server can take, so none repeats.
-const PER_SECOND: u64 = 100_000;
+/// Requests prepared per second of run: more than the server takes here, so none repeats.
+const PER_SECOND: u64 = 60_000;
 
 #[derive(Debug, Serialize)]
 pub struct IngestReport {
@@ -101,6 +101,7 @@ pub async fn ingest(mut config: Config, seconds: u64, threads: u32, connections:
         .arg(&script)
         .arg(format!("http://{addr}"))
         .env("REQS", &reqs)
+        .env("THREADS", threads.to_string())
         .output()
         .await?;
     stop.cancel();

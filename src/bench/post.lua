@@ -1,6 +1,7 @@
 -- wrk script for `switchyard bench ingest`: POST pre-signed webhook bodies read from $REQS
--- ("<signature>\t<body>" per line), each thread from its own part of the file so no body is
--- sent twice within a run.
+-- ("<signature>\t<body>" per line). Thread t of $THREADS keeps every line whose number is t
+-- modulo $THREADS, so no body is sent twice within a run and each thread prepares only its
+-- share (wrk's start-up time counts in its duration).
 local reqs = {}
 local idx = 0
 local threads = 0
@@ -9,12 +10,16 @@ function setup(thread)
   threads = threads + 1
 end
 function init(args)
+  local n = tonumber(os.getenv("THREADS") or "1")
+  local i = 0
   for line in io.lines(os.getenv("REQS")) do
-    local sig, body = line:match("^([^\t]+)\t(.*)$")
-    reqs[#reqs + 1] = wrk.format("POST", "/webhooks/facebook",
-      { ["Content-Type"] = "application/json", ["X-Hub-Signature-256"] = sig }, body)
+    if i % n == (tid or 0) then
+      local sig, body = line:match("^([^\t]+)\t(.*)$")
+      reqs[#reqs + 1] = wrk.format("POST", "/webhooks/facebook",
+        { ["Content-Type"] = "application/json", ["X-Hub-Signature-256"] = sig }, body)
+    end
+    i = i + 1
   end
-  idx = ((tid or 0) * math.floor(#reqs / 2)) % #reqs
 end
 function request()
   idx = idx % #reqs + 1

@@ -20,7 +20,7 @@ pub const MAX_PAYLOAD_BYTES: usize = 4 << 20;
 const CHUNK: usize = 500;
 
 /// Script calls of one engine's batcher under way at once.
-const IN_FLIGHT: usize = 4;
+const IN_FLIGHT: usize = 2;
 
 pub(super) struct Job {
     tasks: Vec<Prepared>,
@@ -158,7 +158,10 @@ impl Engine {
             Some(n @ 1..=100) => n,
             Some(n) => return Err(EngineError::BadInput(format!("max_attempts must be between 1 and 100, got {n}"))),
         };
-        let payload = serde_json::to_string(&spec.payload).map_err(|e| EngineError::BadInput(e.to_string()))?;
+        let payload = match spec.payload_json {
+            Some(json) => json,
+            None => serde_json::to_string(&spec.payload).map_err(|e| EngineError::BadInput(e.to_string()))?,
+        };
         if payload.len() > MAX_PAYLOAD_BYTES {
             return Err(EngineError::BadInput(format!(
                 "payload is {} bytes; the limit is {MAX_PAYLOAD_BYTES}",

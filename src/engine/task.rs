@@ -116,11 +116,27 @@ pub struct TaskSpec {
     pub idempotency_key: Option<String>,
     #[serde(default)]
     pub max_attempts: Option<u32>,
+    /// The payload already serialized (producers that have it as JSON text skip a round of
+    /// building and serializing a value); used instead of `payload` when set.
+    #[serde(skip)]
+    pub payload_json: Option<String>,
 }
 
 impl TaskSpec {
     pub fn new(kind: impl Into<String>, payload: Value) -> TaskSpec {
-        TaskSpec { kind: kind.into(), payload, lane: None, idempotency_key: None, max_attempts: None }
+        TaskSpec {
+            kind: kind.into(),
+            payload,
+            lane: None,
+            idempotency_key: None,
+            max_attempts: None,
+            payload_json: None,
+        }
+    }
+
+    /// A task whose payload is given as JSON text.
+    pub fn from_json(kind: impl Into<String>, payload_json: String) -> TaskSpec {
+        TaskSpec { payload_json: Some(payload_json), ..TaskSpec::new(kind, Value::Null) }
     }
 
     pub fn on_lane(mut self, lane: Lane) -> TaskSpec {

@@ -16,7 +16,7 @@ pub enum ParseError {
 }
 
 pub fn parse(body: &[u8]) -> Result<Vec<InboundEvent>, ParseError> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| ParseError::Json(e.to_string()))?;
+    let mut v: Value = serde_json::from_slice(body).map_err(|e| ParseError::Json(e.to_string()))?;
     let object = v.get("object").and_then(Value::as_str).ok_or_else(|| ParseError::Shape("missing `object`".into()))?;
     let platform = match object {
         "page" => Platform::Messenger,
@@ -24,8 +24,11 @@ pub fn parse(body: &[u8]) -> Result<Vec<InboundEvent>, ParseError> {
         "whatsapp_business_account" => Platform::Whatsapp,
         other => return Err(ParseError::Shape(format!("unsupported object `{other}`"))),
     };
-    let entries =
-        v.get("entry").and_then(Value::as_array).ok_or_else(|| ParseError::Shape("missing `entry` array".into()))?;
+    // Items are moved out of the parsed body into the events (their `raw`), not copied.
+    let entries = v
+        .get_mut("entry")
+        .and_then(Value::as_array_mut)
+        .ok_or_else(|| ParseError::Shape("missing `entry` array".into()))?;
     let mut out = Vec::new();
     for entry in entries {
         if !entry.is_object() {
@@ -33,9 +36,9 @@ pub fn parse(body: &[u8]) -> Result<Vec<InboundEvent>, ParseError> {
         }
         let account = text_of(entry.get("id")).unwrap_or_default();
         for key in ["messaging", "standby"] {
-            if let Some(items) = entry.get(key).and_then(Value::as_array) {
+            if let Some(items) = entry.get_mut(key).and_then(Value::as_array_mut) {
                 for item in items {
-                    out.push(messaging_item(platform, &account, item)?);
+                    out.push(messaging_item(platform, &account, item.take())?);
                 }
             }
         }
@@ -56,12 +59,12 @@ fn id_of(v: &Value, key: &str) -> String {
     v.get(key).and_then(|s| text_of(s.get("id"))).unwrap_or_default()
 }
 
-fn messaging_item(platform: Platform, page: &str, item: &Value) -> Result<InboundEvent, ParseError> {
+fn messaging_item(platform: Platform, page: &str, item: Value) -> Result<InboundEvent, ParseError> {
     if !item.is_object() {
         return Err(ParseError::Shape("a `messaging` item is not an object".into()));
     }
-    let sender = id_of(item, "sender");
-    let recipient = id_of(item, "recipient");
+    let sender = id_of(&item, "sender");
+    let recipient = id_of(&item, "recipient");
     let timestamp_ms = number_or_string(item.get("timestamp"));
     let ts = timestamp_ms.unwrap_or(0);
     let mut ev = InboundEvent {
@@ -72,7 +75,7 @@ fn messaging_item(platform: Platform, page: &str, item: &Value) -> Result<Inboun
         customer: sender.clone(),
         text: None,
         timestamp_ms,
-        raw: item.clone(),
+        raw: Value::Null,
     };
     if let Some(m) = item.get("message") {
         let mid = text_of(m.get("mid"));
@@ -84,11 +87,11 @@ fn messaging_item(platform: Platform, page: &str, item: &Value) -> Result<Inboun
         } else {
             ev.kind = EventKind::Message;
         }
-        ev.id = mid.unwrap_or_else(|| content_id("msg", item));
+        ev.id = mid.unwrap_or_else(|| content_id("msg", &item));
     } else if let Some(p) = item.get("postback") {
         ev.kind = EventKind::Postback;
         ev.text = text_of(p.get("title"));
-        ev.id = text_of(p.get("mid")).unwrap_or_else(|| content_id("postback", item));
+        ev.id = text_of(p.get("mid")).unwrap_or_else(|| content_id("postback", &item));
     } else if let Some(d) = item.get("delivery") {
         ev.kind = EventKind::Delivery;
         ev.id = format!("delivery:{sender}:{}", number_or_string(d.get("watermark")).unwrap_or(ts));
@@ -96,8 +99,9 @@ fn messaging_item(platform: Platform, page: &str, item: &Value) -> Result<Inboun
         ev.kind = EventKind::Read;
         ev.id = format!("read:{sender}:{}", number_or_string(r.get("watermark")).unwrap_or(ts));
     } else {
-        ev.id = content_id("event", item);
+        ev.id = content_id("event", &item);
     }
+    ev.raw = item;
     Ok(ev)
 }
 

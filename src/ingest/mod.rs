@@ -17,7 +17,7 @@ pub mod meta;
 mod routes;
 pub mod verify;
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 pub use event::{EventKind, InboundEvent, Platform};
 pub use routes::{RawBody, router};
@@ -51,7 +51,7 @@ pub async fn accept(engine: &Engine, events: Vec<InboundEvent>) -> Result<Accept
         .map(|e| {
             let key = e.dedup_key();
             let kind = task_kind(e.platform);
-            TaskSpec::new(kind, serde_json::to_value(&e).unwrap_or(Value::Null))
+            TaskSpec::from_json(kind, serde_json::to_string(&e).unwrap_or_else(|_| "null".into()))
                 .on_lane(Lane::Webhooks)
                 .idempotency_key(key)
         })

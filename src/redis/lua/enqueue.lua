@@ -29,13 +29,8 @@ for i = 0, n - 1 do
   else
     if room > 0 then room = room - 1 end
     local entry = redis.call('XADD', stream, '*', 'id', id, 'kind', kind, 'payload', payload, 'at', now_us, 'max', max)
-    local fields = {'id', id, 'kind', kind, 'lane', lane, 'state', 'PENDING', 'payload', payload, 'created_at', now,
-      'entry', entry, 'max_attempts', max, 'attempts', 0}
-    if idem ~= '' then
-      fields[#fields + 1] = 'idempotency_key'
-      fields[#fields + 1] = idem
-    end
-    redis.call('HSET', root .. 'task:' .. id, unpack(fields))
+    redis.call('HSET', root .. 'task:' .. id, 'kind', kind, 'lane', lane, 'state', 'PENDING', 'payload', payload,
+      'created_at', now, 'entry', entry, 'max_attempts', max)
     out[#out + 1] = id
   end
 end
