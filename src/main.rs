@@ -8,10 +8,6 @@ use switchyard::engine::Lane;
 use switchyard::engine::dlq::DlqFilter;
 use switchyard::{bench, commands, telemetry};
 
-/// Every request allocates (bodies, JSON, small strings); mimalloc keeps that off the profile.
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "switchyard",
