@@ -988,3 +988,45 @@ async fn a_partitioned_workers_late_success_does_not_undo_a_cancel() {
     );
     assert_eq!(s.result, Value::Null, "{s:?}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Start-up: the private redis-server and the guardrails
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_private_redis_server_keeps_an_append_only_file_and_stops() {
+    let dir = std::env::temp_dir().join(unique_prefix("private-redis"));
+    let p =
+        switchyard::redis::server::PrivateRedis::start(&dir, "redis://127.0.0.1:1").await.expect("start redis-server");
+    let url = p.url.clone();
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.expect("the private server answers");
+    let aof: Vec<String> = redis::cmd("CONFIG").arg("GET").arg("appendonly").query_async(&mut con).await.unwrap();
+    assert_eq!(aof[1], "yes", "work must survive a restart of the private server");
+    let policy: Vec<String> =
+        redis::cmd("CONFIG").arg("GET").arg("maxmemory-policy").query_async(&mut con).await.unwrap();
+    assert_eq!(policy[1], "noeviction");
+    let _: () = redis::cmd("SET").arg("k").arg("v").query_async(&mut con).await.unwrap();
+    drop(con);
+    p.stop().await;
+    assert!(dir.join("appendonlydir").is_dir(), "the append-only file is under the data directory");
+    let gone = redis::Client::open(url.as_str()).unwrap().get_multiplexed_async_connection().await;
+    assert!(gone.is_err(), "the private server is stopped with Switchyard");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guardrails_warn_about_settings_that_lose_work() {
+    // A server of the test's own, without persistence as many development servers run.
+    let server = RedisProcess::start_on_free_port();
+    let env = TestEnv::with("guardrails", &server.url(), |_| {}).await;
+    let warnings = switchyard::app::guardrails(&env.engine).await.expect("Redis answers");
+    assert!(warnings.iter().any(|w| w.contains("persistence is off")), "{warnings:?}");
+    let mut con = env.engine.conn();
+    let _: () =
+        redis::cmd("CONFIG").arg("SET").arg("maxmemory-policy").arg("allkeys-lru").query_async(&mut con).await.unwrap();
+    let warnings = switchyard::app::guardrails(&env.engine).await.expect("Redis answers");
+    assert!(warnings.iter().any(|w| w.contains("maxmemory-policy is allkeys-lru")), "{warnings:?}");
+    drop(env);
+    server.stop();
+}
