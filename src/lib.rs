@@ -4,6 +4,8 @@
 //! - [`ingest`] verifies and parses platform webhooks and appends them to a lane, deduplicated;
 //! - [`engine`] is the task engine: lanes as streams with consumer groups, the producer, the
 //!   worker runtime (read, run, record in batches), retries by `XCLAIM`, the dead-letter queue;
+//! - [`conversation`] holds the responders that answer customers, and [`delivery`] what sending
+//!   a reply back through a platform involves (error classification, text limits);
 //! - [`web`] serves the JSON API, health and metrics;
 //! - [`telemetry`] holds metric names, the Prometheus recorder and the lane sampler.
 //!
@@ -16,6 +18,8 @@ pub mod app;
 pub mod bench;
 pub mod commands;
 pub mod config;
+pub mod conversation;
+pub mod delivery;
 pub mod engine;
 pub mod http_client;
 pub mod ingest;

@@ -1,0 +1,3 @@
+//! Conversations: who said what, and what we answer. [`responder`] holds the built-in rules.
+
+pub mod responder;
