@@ -42,10 +42,11 @@ impl Roles {
     }
 }
 
-/// Every task kind this build knows: the diagnostic kinds and the webhook kinds.
+/// Every task kind this build knows: the diagnostic kinds, the webhook kinds and delivery.
 pub fn registry() -> Registry {
     let mut r = Registry::new();
     crate::ingest::register(&mut r);
+    crate::delivery::send::register(&mut r);
     r
 }
 

@@ -2,6 +2,7 @@
 //! ([`classify`]), and splitting long texts to the platforms' limits.
 
 pub mod classify;
+pub mod send;
 
 /// Split a reply into parts of at most `limit` characters, at whitespace where one is near the
 /// end of a part, so no word is cut unless a single word is longer than the limit.

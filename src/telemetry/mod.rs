@@ -45,6 +45,14 @@ fn describe() {
     describe_gauge!("switchyard_lane_consumers", "Consumers in a lane's group.");
     describe_gauge!("switchyard_dlq_depth", "Dead letters waiting for an operator.");
     describe_gauge!("switchyard_redis_up", "1 when Redis answered the last sample, else 0.");
+    describe_counter!(
+        "switchyard_deliveries_total",
+        "Reply parts sent to platforms, by platform and outcome (sent, retry, failed)."
+    );
+    describe_counter!(
+        "switchyard_webhooks_received_total",
+        "Webhook events accepted or duplicate, and requests rejected, by platform."
+    );
     describe_counter!("switchyard_http_requests_total", "HTTP requests served, by method, route and status.");
     describe_histogram!("switchyard_http_request_duration_seconds", metrics::Unit::Seconds, "HTTP request latency.");
 }

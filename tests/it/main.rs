@@ -1,8 +1,10 @@
 //! Integration tests against a real Redis: one binary, one key prefix per test, run in parallel.
 //!
 //! `common` starts the shared `redis-server` (or uses `SWITCHYARD_TEST_REDIS_URL`) and holds the
-//! helpers; `engine` covers the task engine and its API; `webhooks` the ingestion endpoints.
+//! helpers; `engine` covers the task engine and its API; `webhooks` the ingestion endpoints;
+//! `delivery` replies going out to a local stand-in for the platforms.
 
 mod common;
+mod delivery;
 mod engine;
 mod webhooks;

@@ -1,0 +1,205 @@
+//! The `delivery.send` task: one reply to one customer, through the platform it came from.
+//!
+//! A reply is split to the platform's limit and each part is sent once: after the platform
+//! accepts a part, a marker (`{sy}:sent:<reply>:<part>`) records it, so a redelivered or retried
+//! task skips what already went out and a customer never gets the same part twice. (A worker
+//! killed between the platform's answer and the marker can still cause one resend: delivery is
+//! at least once, and this is its only window.) Sends are rate limited per business account
+//! across every process, and answers are classified as SPEC §5 says: retry transient errors
+//! (honouring `Retry-After`), dead-letter permanent ones with the platform's error.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::classify::{self, Verdict};
+use super::split_text;
+use crate::engine::{Engine, Lane, Outcome, Registry, TaskContext};
+
+pub const KIND: &str = "delivery.send";
+
+/// Sends per second allowed per business account (Meta allows about 300 text sends per page).
+pub const PER_ACCOUNT_PER_SECOND: u64 = 250;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Channel {
+    Messenger,
+    Instagram,
+    Whatsapp,
+    Rbm,
+}
+
+impl Channel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Messenger => "messenger",
+            Channel::Instagram => "instagram",
+            Channel::Whatsapp => "whatsapp",
+            Channel::Rbm => "rbm",
+        }
+    }
+
+    /// Longest text one message may carry.
+    fn limit(self) -> usize {
+        match self {
+            Channel::Messenger | Channel::Instagram => 2000,
+            Channel::Whatsapp => 4096,
+            Channel::Rbm => 3072,
+        }
+    }
+}
+
+/// What a `delivery.send` task carries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outgoing {
+    pub channel: Channel,
+    /// Page, Instagram account, WhatsApp phone number id or RBM agent.
+    pub account: String,
+    /// PSID, IGSID, WhatsApp id or phone number.
+    pub customer: String,
+    pub text: String,
+    /// Unique per reply: the key of its sent-markers (and RBM's message id).
+    pub reply_id: String,
+}
+
+fn http() -> &'static reqwest::Client {
+    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+    CLIENT.get_or_init(|| crate::http_client::client().expect("the HTTP client builds with static settings"))
+}
+
+pub fn register(r: &mut Registry) {
+    r.register(KIND, Lane::Webhooks, |ctx| async move { deliver(ctx).await });
+}
+
+async fn deliver(ctx: TaskContext) -> Outcome {
+    let out: Outgoing = match serde_json::from_value(ctx.payload.clone()) {
+        Ok(o) => o,
+        Err(e) => return Outcome::fail(format!("not a reply: {e}")),
+    };
+    let engine = ctx.engine().clone();
+    let parts = split_text(&out.text, out.channel.limit());
+    let mut sent = 0;
+    for (i, part) in parts.iter().enumerate() {
+        let marker = format!("{}sent:{}:{i}", engine.keys().root(), out.reply_id);
+        match already_sent(&engine, &marker).await {
+            Ok(true) => continue,
+            Ok(false) => {}
+            Err(e) => return Outcome::retry(format!("redis: {e}")),
+        }
+        if let Some(wait) = rate_wait(&engine, &out.account).await {
+            return Outcome::retry_after(
+                wait,
+                format!("rate limit of {PER_ACCOUNT_PER_SECOND}/s for {} reached", out.account),
+            );
+        }
+        let verdict = send_part(&engine, &out, i, part).await;
+        let label = match &verdict {
+            Verdict::Sent => "sent",
+            Verdict::Retry { .. } => "retry",
+            Verdict::Permanent(_) => "failed",
+        };
+        metrics::counter!("switchyard_deliveries_total", "platform" => out.channel.as_str(), "outcome" => label)
+            .increment(1);
+        match verdict {
+            Verdict::Sent => {
+                sent += 1;
+                let ttl = engine.config().conversation_retention.as_millis() as u64;
+                let mut con = engine.conn();
+                let r: redis::RedisResult<()> =
+                    redis::cmd("SET").arg(&marker).arg(1).arg("PX").arg(ttl).query_async(&mut con).await;
+                if let Err(e) = r {
+                    tracing::warn!(reply = %out.reply_id, part = i, error = %e, "sent, but could not record it; a retry may send this part again");
+                }
+            }
+            Verdict::Retry { after, reason } => return Outcome::Retry { after, error: reason },
+            Verdict::Permanent(reason) => return Outcome::fail(reason),
+        }
+    }
+    Outcome::Done(json!({"parts": parts.len(), "sent_now": sent}))
+}
+
+async fn already_sent(engine: &Engine, marker: &str) -> redis::RedisResult<bool> {
+    let mut con = engine.conn();
+    redis::cmd("EXISTS").arg(marker).query_async(&mut con).await
+}
+
+/// `None` when a send may go now; otherwise how long until the next second's budget.
+async fn rate_wait(engine: &Engine, account: &str) -> Option<Duration> {
+    let now = crate::engine::now_ms();
+    let second = now / 1000;
+    let key = format!("{}rate:{account}:{second}", engine.keys().root());
+    let mut con = engine.conn();
+    let r: redis::RedisResult<(u64, ())> =
+        redis::pipe().cmd("INCR").arg(&key).cmd("PEXPIRE").arg(&key).arg(2000).query_async(&mut con).await;
+    match r {
+        Ok((n, ())) if n > PER_ACCOUNT_PER_SECOND => {
+            Some(Duration::from_millis(1000 - now % 1000 + fastrand::u64(0..200)))
+        }
+        // Without Redis there is no budget to check; the send's own errors decide.
+        _ => None,
+    }
+}
+
+async fn send_part(engine: &Engine, out: &Outgoing, i: usize, part: &str) -> Verdict {
+    let c = engine.config();
+    let (request, meta) = match out.channel {
+        Channel::Messenger | Channel::Instagram => {
+            let Some(token) = c.facebook_page_token.as_deref() else {
+                return Verdict::Permanent("FACEBOOK_PAGE_TOKEN is not configured".into());
+            };
+            let body =
+                json!({"recipient": {"id": out.customer}, "messaging_type": "RESPONSE", "message": {"text": part}});
+            (
+                http()
+                    .post(format!("{}/{}/messages", c.graph_url, out.account))
+                    .query(&[("access_token", token)])
+                    .json(&body),
+                true,
+            )
+        }
+        Channel::Whatsapp => {
+            let Some(token) = c.whatsapp_token.as_deref() else {
+                return Verdict::Permanent("WHATSAPP_TOKEN is not configured".into());
+            };
+            let body =
+                json!({"messaging_product": "whatsapp", "to": out.customer, "type": "text", "text": {"body": part}});
+            (http().post(format!("{}/{}/messages", c.graph_url, out.account)).bearer_auth(token).json(&body), true)
+        }
+        Channel::Rbm => {
+            let Some(token) = c.rbm_token.as_deref() else {
+                return Verdict::Permanent("RBM_TOKEN is not configured".into());
+            };
+            let body = json!({"contentMessage": {"text": part}});
+            let message_id = format!("{}-{i}", out.reply_id);
+            let url = format!("{}/v1/phones/{}/agentMessages", c.rbm_url, out.customer);
+            (http().post(url).query(&[("messageId", message_id.as_str())]).bearer_auth(token).json(&body), false)
+        }
+    };
+    let resp = match request.send().await {
+        Ok(r) => r,
+        Err(e) => return Verdict::Retry { after: None, reason: format!("send failed: {}", without_url(&e)) },
+    };
+    let status = resp.status().as_u16();
+    let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let body = resp.bytes().await.unwrap_or_default();
+    if meta {
+        classify::meta(status, retry_after.as_deref(), &body)
+    } else if status == 409 {
+        // RBM already has a message with this id: this part went out before.
+        Verdict::Sent
+    } else {
+        classify::http(status, retry_after.as_deref(), &body)
+    }
+}
+
+/// A transport error without its URL, which carries the page token as a query parameter.
+fn without_url(e: &reqwest::Error) -> String {
+    let mut msg = e.to_string();
+    if let Some(url) = e.url() {
+        msg = msg.replace(url.as_str(), "<graph url>");
+    }
+    msg
+}

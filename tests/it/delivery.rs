@@ -1,0 +1,201 @@
+//! Replies going out: a small local server plays Meta's Graph API and RBM, the client code is
+//! the real one. Each test checks what the customer would receive.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use switchyard::engine::{TaskSpec, TaskState};
+
+/// One request the platform received, and whether it accepted it.
+#[derive(Debug, Clone)]
+struct Seen {
+    path: String,
+    query: String,
+    auth: Option<String>,
+    body: Value,
+    status: u16,
+    at: Instant,
+}
+
+#[derive(Clone, Default)]
+struct Platform {
+    /// Answers to give, in order; when empty, 200 with a message id.
+    script: Arc<Mutex<VecDeque<(u16, Option<&'static str>, Value)>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Platform {
+    fn then(&self, status: u16, retry_after: Option<&'static str>, body: Value) -> &Self {
+        self.script.lock().unwrap().push_back((status, retry_after, body));
+        self
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    fn accepted(&self) -> Vec<Seen> {
+        self.seen().into_iter().filter(|s| s.status == 200).collect()
+    }
+
+    async fn start(&self) -> String {
+        async fn answer(State(p): State<Platform>, req: Request) -> Response {
+            let path = req.uri().path().to_string();
+            let query = req.uri().query().unwrap_or("").to_string();
+            let auth = req.headers().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_string);
+            let bytes = req.into_body().collect().await.unwrap().to_bytes();
+            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            let (status, retry_after, reply) =
+                p.script.lock().unwrap().pop_front().unwrap_or((200, None, json!({"message_id": "mid.ok"})));
+            p.seen.lock().unwrap().push(Seen { path, query, auth, body, status, at: Instant::now() });
+            let mut resp = (StatusCode::from_u16(status).unwrap(), axum::Json(reply)).into_response();
+            if let Some(r) = retry_after {
+                resp.headers_mut().insert("retry-after", r.parse().unwrap());
+            }
+            resp
+        }
+        let app = Router::new().fallback(answer).with_state(self.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{addr}")
+    }
+}
+
+async fn setup(name: &str) -> (TestEnv, Platform) {
+    let platform = Platform::default();
+    let base = platform.start().await;
+    let env = TestEnv::with(name, &redis_url(), |c| {
+        c.graph_url = format!("{base}/v24.0");
+        c.rbm_url = base.clone();
+        c.facebook_page_token = Some("PAGE_TOKEN".into());
+        c.whatsapp_token = Some("WA_TOKEN".into());
+        c.rbm_token = Some("RBM_TOKEN".into());
+    })
+    .await;
+    (env, platform)
+}
+
+fn reply(channel: &str, account: &str, customer: &str, text: &str, reply_id: &str) -> TaskSpec {
+    TaskSpec::new(
+        "delivery.send",
+        json!({"channel": channel, "account": account, "customer": customer, "text": text, "reply_id": reply_id}),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_messenger_reply_goes_to_the_right_page_recipient_and_token_once() {
+    let (env, platform) = setup("send-messenger").await;
+    let _worker = env.start_worker();
+    let id = env.engine.enqueue(reply("messenger", "PAGE1", "PSID1", "hello, world!", "r-1")).await.unwrap();
+    env.wait_state(&id, TaskState::Success).await;
+    let seen = platform.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].path, "/v24.0/PAGE1/messages");
+    assert_eq!(seen[0].query, "access_token=PAGE_TOKEN");
+    assert_eq!(
+        seen[0].body,
+        json!({"recipient": {"id": "PSID1"}, "messaging_type": "RESPONSE", "message": {"text": "hello, world!"}})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_error_then_success_sends_one_reply() {
+    let (env, platform) = setup("send-500").await;
+    platform.then(500, None, json!({"error": {"message": "try later", "code": 1}}));
+    let _worker = env.start_worker();
+    let id = env.engine.enqueue(reply("messenger", "PAGE1", "PSID1", "hi", "r-500")).await.unwrap();
+    let s = env.wait_state(&id, TaskState::Success).await;
+    assert_eq!(outcomes(&s), ["retry", "success"], "{s:?}");
+    assert_eq!(platform.seen().len(), 2);
+    assert_eq!(platform.accepted().len(), 1, "the customer receives the reply once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_token_goes_to_the_dlq_with_the_platform_error() {
+    let (env, platform) = setup("send-190").await;
+    platform.then(
+        400,
+        None,
+        json!({"error": {"message": "Error validating access token", "type": "OAuthException", "code": 190}}),
+    );
+    let _worker = env.start_worker();
+    let id = env.engine.enqueue(reply("messenger", "PAGE1", "PSID1", "hi", "r-190")).await.unwrap();
+    let s = env.wait_state(&id, TaskState::Failure).await;
+    assert_eq!(s.attempts, 1, "a permanent error is not retried: {s:?}");
+    let dead = env.engine.dlq_get(&id).await.unwrap().expect("a dead letter");
+    assert!(dead.error.contains("Meta error 190") && dead.error.contains("validating access token"), "{}", dead.error);
+    assert_eq!(platform.seen().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_requests_waits_as_long_as_retry_after_says() {
+    let (env, platform) = setup("send-429").await;
+    platform.then(429, Some("1"), json!({"error": {"message": "slow down", "code": 4}}));
+    let _worker = env.start_worker();
+    let id = env.engine.enqueue(reply("messenger", "PAGE1", "PSID1", "hi", "r-429")).await.unwrap();
+    env.wait_state(&id, TaskState::Success).await;
+    let seen = platform.seen();
+    assert_eq!(seen.len(), 2);
+    let gap = seen[1].at - seen[0].at;
+    assert!(gap >= Duration::from_millis(950), "Retry-After: 1 was not honoured ({gap:?})");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_reply_is_split_and_a_retry_sends_only_the_missing_part() {
+    let (env, platform) = setup("send-split").await;
+    let text = "palabra ".repeat(560); // 4480 characters: three parts of at most 2000
+    platform.then(200, None, json!({"message_id": "m1"})).then(200, None, json!({"message_id": "m2"}));
+    platform.then(503, None, json!({"error": {"message": "unavailable", "code": 2}}));
+    let _worker = env.start_worker();
+    let id = env.engine.enqueue(reply("messenger", "PAGE1", "PSID1", &text, "r-split")).await.unwrap();
+    env.wait_state(&id, TaskState::Success).await;
+    let accepted = platform.accepted();
+    let parts: Vec<String> = accepted.iter().map(|s| s.body["message"]["text"].as_str().unwrap().to_string()).collect();
+    assert_eq!(parts.len(), 3, "each part reaches the customer exactly once: {parts:?}");
+    assert!(parts.iter().all(|p| p.chars().count() <= 2000));
+    assert_eq!(parts.join(" "), text.trim());
+    assert_eq!(platform.seen().len(), 4, "only the failed part was sent again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_reply_delivered_twice_is_sent_once() {
+    let (env, platform) = setup("send-dup").await;
+    let _worker = env.start_worker();
+    let a = env.engine.enqueue(reply("messenger", "PAGE1", "PSID1", "only once", "r-dup")).await.unwrap();
+    env.wait_state(&a, TaskState::Success).await;
+    let b = env.engine.enqueue(reply("messenger", "PAGE1", "PSID1", "only once", "r-dup")).await.unwrap();
+    env.wait_state(&b, TaskState::Success).await;
+    assert_eq!(platform.seen().len(), 1, "a redelivered reply must not reach the customer twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whatsapp_and_rbm_round_trips() {
+    let (env, platform) = setup("send-wa-rbm").await;
+    let _worker = env.start_worker();
+    let wa = env.engine.enqueue(reply("whatsapp", "PN1", "4477", "hola", "r-wa")).await.unwrap();
+    env.wait_state(&wa, TaskState::Success).await;
+    platform.then(409, None, json!({"error": {"code": 409, "message": "already exists"}}));
+    let rbm = env.engine.enqueue(reply("rbm", "bot@rbm.goog", "+12223334444", "Hi there", "r-rbm")).await.unwrap();
+    env.wait_state(&rbm, TaskState::Success).await;
+    let seen = platform.seen();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[0].path, "/v24.0/PN1/messages");
+    assert_eq!(seen[0].auth.as_deref(), Some("Bearer WA_TOKEN"));
+    assert_eq!(
+        seen[0].body,
+        json!({"messaging_product": "whatsapp", "to": "4477", "type": "text", "text": {"body": "hola"}})
+    );
+    assert_eq!(seen[1].path, "/v1/phones/+12223334444/agentMessages");
+    assert_eq!(seen[1].query, "messageId=r-rbm-0");
+    assert_eq!(seen[1].auth.as_deref(), Some("Bearer RBM_TOKEN"));
+    assert_eq!(seen[1].body, json!({"contentMessage": {"text": "Hi there"}}));
+}
