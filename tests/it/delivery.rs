@@ -25,10 +25,13 @@ struct Seen {
     at: Instant,
 }
 
+/// An answer to give: status, `Retry-After`, body.
+type Answer = (u16, Option<&'static str>, Value);
+
 #[derive(Clone, Default)]
 struct Platform {
     /// Answers to give, in order; when empty, 200 with a message id.
-    script: Arc<Mutex<VecDeque<(u16, Option<&'static str>, Value)>>>,
+    script: Arc<Mutex<VecDeque<Answer>>>,
     seen: Arc<Mutex<Vec<Seen>>>,
 }
 
