@@ -2,8 +2,10 @@
 //!
 //! `common` starts the shared `redis-server` (or uses `SWITCHYARD_TEST_REDIS_URL`) and holds the
 //! helpers; `engine` covers the task engine and its API; `webhooks` the ingestion endpoints;
-//! `delivery` replies going out to a local stand-in for the platforms.
+//! `delivery` replies going out to a local stand-in for the platforms; `binary` the `switchyard`
+//! command itself.
 
+mod binary;
 mod common;
 mod delivery;
 mod engine;

@@ -1,0 +1,87 @@
+//! The `switchyard` binary itself: `serve` on a Redis, the CLI against it, and a clean stop on
+//! SIGTERM that finishes the work in hand.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::common::*;
+use serde_json::Value;
+use switchyard::engine::TaskState;
+
+fn cli(url: &str, prefix: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(args)
+        .env("SWITCHYARD_REDIS_URL", url)
+        .env("SWITCHYARD_KEY_PREFIX", prefix)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run switchyard");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_runs_tasks_from_the_cli_and_drains_on_sigterm() {
+    let env = TestEnv::new("binary").await;
+    let port = free_port();
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["serve", "--roles", "api,worker"])
+        .env("SWITCHYARD_REDIS_URL", &env.url)
+        .env("SWITCHYARD_KEY_PREFIX", &env.prefix)
+        .env("SWITCHYARD_LISTEN", format!("127.0.0.1:{port}"))
+        .env("SWITCHYARD_ADMIN_TOKEN", "cli-token")
+        .env("SWITCHYARD_SHUTDOWN_GRACE", "20s")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start switchyard serve");
+
+    let (ok, out, err) = cli(&env.url, &env.prefix, &["check"]);
+    assert!(ok, "check failed: {out}{err}");
+    assert!(out.contains("groups: present"), "{out}");
+
+    let (ok, out, err) =
+        cli(&env.url, &env.prefix, &["tasks", "enqueue", "diag.sleep", "--payload", r#"{"ms": 1500}"#]);
+    assert!(ok, "{err}");
+    let id = serde_json::from_str::<Value>(&out).unwrap()["task_id"].as_str().unwrap().to_string();
+    env.wait_state(&id, TaskState::Started).await;
+
+    // SIGTERM while the task runs: the process finishes it within the grace period, then exits.
+    let status = Command::new("kill").args(["-TERM", &serve.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + WAIT;
+    let exit = loop {
+        if let Some(s) = serve.try_wait().unwrap() {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "serve did not stop after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(exit.success(), "serve exited with {exit}");
+    let s = env.status(&id).await;
+    assert_eq!(s.status, TaskState::Success, "the running task was finished before exit: {s:?}");
+
+    let (ok, out, _) = cli(&env.url, &env.prefix, &["tasks", "status", &id]);
+    assert!(ok && out.contains("\"SUCCESS\""), "{out}");
+    let (ok, _, err) = cli(&env.url, &env.prefix, &["tasks", "status", "01NOSUCHTASK0000000000000"]);
+    assert!(!ok && err.contains("no task"), "{err}");
+    let (ok, _, err) = cli(&env.url, &env.prefix, &["tasks", "enqueue", "no.such.kind"]);
+    assert!(!ok && err.contains("unknown task kind"), "{err}");
+}
+
+#[test]
+fn a_bad_setting_stops_start_up_with_one_clear_line() {
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["check"])
+        .env("SWITCHYARD_VISIBILITY_TIMEOUT", "soon")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("SWITCHYARD_VISIBILITY_TIMEOUT") && err.contains("soon"), "{err}");
+}
