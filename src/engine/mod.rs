@@ -71,9 +71,17 @@ pub enum EngineError {
 impl EngineError {
     /// True when Redis could not be reached or did not answer in time (as opposed to refusing).
     pub fn is_unavailable(&self) -> bool {
+        /// Server answers that mean "not now" rather than "no": loading its data after a restart,
+        /// busy with a script, a replica without its primary, out of memory, read-only after a
+        /// failover, a cluster moving slots.
+        const NOT_NOW: [&str; 7] = ["LOADING", "BUSY", "MASTERDOWN", "OOM", "READONLY", "TRYAGAIN", "CLUSTERDOWN"];
         match self {
             EngineError::Redis(e) => {
-                e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal()
+                e.is_io_error()
+                    || e.is_timeout()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal()
+                    || e.code().is_some_and(|c| NOT_NOW.contains(&c))
             }
             _ => false,
         }

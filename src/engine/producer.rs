@@ -195,7 +195,8 @@ impl Engine {
             .arg(lane.as_str())
             .arg(c.idempotency_window.max(Duration::from_millis(1)).as_millis() as u64)
             .arg(c.lane_depth_limit)
-            .arg(super::now_us());
+            .arg(super::now_us())
+            .arg(crate::redis::GROUP);
         for t in tasks {
             inv.arg(&t.id).arg(&t.kind).arg(&t.payload).arg(t.max_attempts).arg(&t.idempotency_key);
         }

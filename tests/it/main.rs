@@ -9,4 +9,5 @@ mod binary;
 mod common;
 mod delivery;
 mod engine;
+mod faults;
 mod webhooks;

@@ -49,6 +49,8 @@ pub(crate) struct Failed {
     pub retry_at: u64,
     /// `RETRY`, or `PENDING` for work handed back.
     pub next_state: &'static str,
+    /// Times the entry was delivered, this attempt's delivery included.
+    pub deliveries: u32,
     pub run: Duration,
 }
 
@@ -80,15 +82,35 @@ pub(super) async fn commit_loop(sh: Arc<Shared>, mut rx: mpsc::UnboundedReceiver
         if batch.is_empty() {
             continue;
         }
-        write_until_stored(&sh, &mut con, batch).await;
+        // Once the worker is stopping, Redis gets a bounded time to take the last outcomes; what
+        // it cannot take stays pending there and is reclaimed by another worker.
+        let deadline = closing.then(|| std::time::Instant::now() + GIVE_UP_AFTER_CLOSE);
+        write_until_stored(&sh, &mut con, batch, deadline).await;
     }
 }
 
-/// Write a batch, retrying while Redis is away: an outcome is never dropped.
-async fn write_until_stored(sh: &Arc<Shared>, con: &mut redis::aio::ConnectionManager, batch: Vec<Event>) {
+/// How long a stopping worker keeps trying to record its last outcomes.
+const GIVE_UP_AFTER_CLOSE: Duration = Duration::from_secs(10);
+
+/// Write a batch, retrying while Redis is away: an outcome is never dropped while the worker
+/// runs. At shutdown (`deadline`) the process may give up: the entries are still pending in
+/// Redis, so another worker runs them again after the visibility timeout — late, never lost.
+async fn write_until_stored(
+    sh: &Arc<Shared>,
+    con: &mut redis::aio::ConnectionManager,
+    batch: Vec<Event>,
+    deadline: Option<std::time::Instant>,
+) {
     let (starts, dones, fails) = split(batch);
     let mut backoff = Backoff::new();
     loop {
+        if deadline.is_some_and(|d| std::time::Instant::now() > d) {
+            tracing::error!(
+                events = starts.len() + dones.len() + fails.len(),
+                "Redis did not take the last outcomes before shutdown; their tasks will be reclaimed and run again"
+            );
+            return;
+        }
         match write(sh, con, &starts, &dones, &fails).await {
             Ok(replies) => {
                 after_write(sh, &starts, &dones, &fails, replies);
@@ -176,7 +198,7 @@ async fn write(
     if !fails.is_empty() {
         let mut inv = scripts.fail.prepare_invoke();
         inv.key(keys.dlq()).key(keys.dlq_lanes());
-        inv.arg(keys.root()).arg(GROUP).arg(now).arg(ttl).arg(c.dlq_max);
+        inv.arg(keys.root()).arg(GROUP).arg(now).arg(ttl).arg(c.dlq_max).arg(&sh.name);
         for f in fails {
             inv.key(keys.lane(f.lane)).key(keys.retry(f.lane));
             inv.arg(&f.id)
@@ -185,7 +207,8 @@ async fn write(
                 .arg(&f.attempt_json)
                 .arg(&f.error)
                 .arg(f.retry_at)
-                .arg(f.next_state);
+                .arg(f.next_state)
+                .arg(f.deliveries.saturating_sub(1));
         }
         fail_inv = inv;
         pipe.invoke_script(&fail_inv);

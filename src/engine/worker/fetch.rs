@@ -127,9 +127,19 @@ pub(super) async fn fetch_loop(sh: Arc<Shared>, stop: CancellationToken) {
         let mut took = 0;
         let mut failed = None;
         let mut empty = Vec::new();
+        // The pool's room is taken once per pass: room that frees while a higher lane is being
+        // looked at goes to the next pass, which starts from the highest lane again — never to a
+        // lower lane of this one.
+        let backlog_total: usize = Lane::ALL.iter().map(|l| sh.backlog_len(*l)).sum();
+        let mut pool_left = sh.pool.available_permits().saturating_sub(backlog_total);
         for &lane in &order {
-            let room = sh.lane_free(lane).saturating_sub(sh.backlog_len(lane)).min(sh.opts.batch);
+            if pool_left == 0 {
+                break;
+            }
+            let lane_room = sh.lane_limits[lane.index()].available_permits().saturating_sub(sh.backlog_len(lane));
+            let room = pool_left.min(lane_room).min(sh.opts.batch);
             if room == 0 {
+                // This lane is at its own limit; lower lanes may use the pool.
                 continue;
             }
             empty.push((lane, room));
@@ -137,6 +147,7 @@ pub(super) async fn fetch_loop(sh: Arc<Shared>, stop: CancellationToken) {
             match read(&mut con, &sh, &[lane], room, None).await {
                 Ok(ds) => {
                     let filled = ds.len() == room;
+                    pool_left -= ds.len();
                     took += ds.len();
                     sh.accept(ds);
                     launch_ready(&sh, &order);

@@ -132,6 +132,8 @@ pub(crate) struct Shared {
     recently_cancelled: Mutex<HashMap<String, Instant>>,
     completed: AtomicU64,
     redis_ok: AtomicBool,
+    /// Held while claiming; shutdown takes it to know no claim is under way.
+    claim_gate: tokio::sync::Mutex<()>,
     /// Enqueue-to-start waits in µs, kept only when a benchmark asks.
     waits: Option<Mutex<hdrhistogram::Histogram<u64>>>,
 }
@@ -288,6 +290,7 @@ fn start_inner(engine: Engine, opts: WorkerOptions, shutdown: CancellationToken,
         recently_cancelled: Mutex::new(HashMap::new()),
         completed: AtomicU64::new(0),
         redis_ok: AtomicBool::new(true),
+        claim_gate: tokio::sync::Mutex::new(()),
         waits: measure
             .then(|| Mutex::new(hdrhistogram::Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid bounds"))),
     });
@@ -302,7 +305,12 @@ fn start_inner(engine: Engine, opts: WorkerOptions, shutdown: CancellationToken,
     let join = tokio::spawn(async move {
         shutdown.cancelled().await;
         let _ = fetch.await;
+        // A claim under way when reading stopped may still add to the backlog: wait for it, so
+        // the drain below hands back everything this worker holds.
+        let no_more_claims = sh.claim_gate.lock().await;
         drain(&sh).await;
+        // Reading has stopped, so the upkeep loop claims nothing more; let it run on to renew.
+        drop(no_more_claims);
         sh.commit(Event::Close);
         let _ = commit.await;
         upkeep_stop.cancel();

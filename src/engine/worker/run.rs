@@ -60,6 +60,9 @@ async fn run(sh: Arc<Shared>, d: Delivery, permits: (OwnedSemaphorePermit, Owned
     let ended = if d.deliveries > d.max {
         // Delivered more often than it may run: its workers keep dying on it. Do not run it again.
         Ended::Exhausted
+    } else if stop.reason() == Some(StopReason::Revoked) {
+        // Cancelled between the read and now: the record says REVOKED; do not start it.
+        Ended::Outcome(Outcome::fail("cancelled before it started"))
     } else if let Some(reg) = sh.engine.registry().get(&d.kind) {
         let payload: Value = serde_json::from_str(&d.payload).unwrap_or(Value::Null);
         let ctx = TaskContext {
@@ -98,11 +101,18 @@ async fn run(sh: Arc<Shared>, d: Delivery, permits: (OwnedSemaphorePermit, Owned
     drop(permits);
     let elapsed = t0.elapsed();
     let event = record(&sh, &d, ended, started_ms, elapsed, stop.reason());
-    if let Some(f) = sh.in_flight.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&d.id) {
-        f.phase = Phase::Committing;
-        f.abort = None;
+    // Shutdown may have handed this attempt back meanwhile: then that is its record.
+    let still_running = match sh.in_flight.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&d.id) {
+        Some(f) if f.phase == Phase::Running => {
+            f.phase = Phase::Committing;
+            f.abort = None;
+            true
+        }
+        _ => false,
+    };
+    if still_running {
+        sh.commit(event);
     }
-    sh.commit(event);
     sh.wake.notify_one();
 }
 
@@ -197,6 +207,7 @@ fn record(
         error,
         retry_at,
         next_state: "RETRY",
+        deliveries: d.deliveries,
         run: elapsed,
     })
 }
@@ -222,6 +233,7 @@ pub(super) fn handback(d: &Delivery, why: &str) -> Event {
         error: why.to_string(),
         retry_at: now_ms(),
         next_state: "PENDING",
+        deliveries: d.deliveries,
         run: Duration::ZERO,
     })
 }

@@ -44,6 +44,7 @@ pub(super) async fn upkeep_loop(sh: Arc<Shared>, reading: CancellationToken, sto
                 renew(&sh, &mut con).await?;
                 last_renew = Instant::now();
             }
+            let gate = sh.claim_gate.lock().await;
             if !reading.is_cancelled() {
                 let scan = last_scan.elapsed() >= scan_every;
                 claim(&sh, &mut con, scan).await?;
@@ -51,6 +52,7 @@ pub(super) async fn upkeep_loop(sh: Arc<Shared>, reading: CancellationToken, sto
                     last_scan = Instant::now();
                 }
             }
+            drop(gate);
             if last_beat.elapsed() >= HEARTBEAT_EVERY {
                 heartbeat(&sh, &mut con, started).await?;
                 check_revoked(&sh, &mut con).await?;
@@ -126,6 +128,12 @@ async fn claim(sh: &Arc<Shared>, con: &mut redis::aio::ConnectionManager, scan: 
                 }
                 got.push(d);
             }
+        }
+        // An entry this worker already holds came back through the idle scan only because its
+        // renewals failed for a while; it is running here, so it is not started twice.
+        {
+            let fl = sh.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+            got.retain(|d| !fl.contains_key(&d.id));
         }
         if !got.is_empty() {
             sh.accept(got);

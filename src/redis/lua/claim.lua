@@ -3,6 +3,8 @@
 -- visibility timeout) and that are not waiting out a backoff. Removing a due entry from the
 -- retry set and claiming it happen together, so exactly one worker gets it. Entries of tasks
 -- cancelled or finished meanwhile are acked and deleted instead of handed out.
+-- The worker's own entries idle past the timeout are included: it lost track of them (a read
+-- whose reply was lost) and would otherwise hold them until it restarts under another name.
 -- KEYS[1] lane stream, KEYS[2] lane retry set
 -- ARGV[1] key root, ARGV[2] group, ARGV[3] consumer, ARGV[4] now (ms), ARGV[5] visibility timeout (ms; 0: skip the scan for dead workers),
 -- ARGV[6] most entries to hand out
@@ -49,7 +51,9 @@ if #out < budget and vt > 0 then
   for _, p in ipairs(idle) do
     if #out >= budget then break end
     local entry, owner = p[1], p[2]
-    if owner ~= me and not redis.call('ZSCORE', retry, entry) then
+    -- Our own entries count too: one idle that long is one whose read reply never reached us
+    -- (we renew every entry we know of well inside the timeout); the worker skips any it holds.
+    if not redis.call('ZSCORE', retry, entry) then
       take(entry, tonumber(p[4]), vt, 'reclaim')
     end
   end

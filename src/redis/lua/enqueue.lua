@@ -3,18 +3,35 @@
 -- idempotency key is answered with the earlier task even when the lane is full.
 -- KEYS[1] lane stream
 -- ARGV[1] key root, ARGV[2] now (ms), ARGV[3] lane, ARGV[4] idempotency window (ms),
--- ARGV[5] depth limit (0: none), ARGV[6] now (µs, kept in the entry to measure waits); then per
--- task: id, kind, payload, max attempts, idempotency key ('' for none)
+-- ARGV[5] depth limit (0: none), ARGV[6] now (µs, kept in the entry to measure waits),
+-- ARGV[7] consumer group; then per task: id, kind, payload, max attempts, idempotency key ('' for none)
+-- The depth that counts is the lane's outstanding work (entries not yet read plus entries
+-- delivered and not acked), not XLEN: acked entries wait behind the oldest pending one to be
+-- trimmed, and must not make a lane look full.
 -- Returns per task: its own id, the earlier task's id when the idempotency key was seen, or
 -- false when the lane is full (nothing was stored for it, its idempotency key included).
 local stream, root, now, lane = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
 local window, limit = ARGV[4], tonumber(ARGV[5])
-local now_us = ARGV[6]
-local n = (#ARGV - 6) / 5
-local room = limit > 0 and (limit - redis.call('XLEN', stream)) or -1
+local now_us, group = ARGV[6], ARGV[7]
+local n = (#ARGV - 7) / 5
+local room = -1
+if limit > 0 then
+  local depth
+  local groups = redis.pcall('XINFO', 'GROUPS', stream)
+  if type(groups) == 'table' and not groups.err then
+    for _, g in ipairs(groups) do
+      local f = {}
+      for j = 1, #g, 2 do f[g[j]] = g[j + 1] end
+      if f['name'] == group and type(f['lag']) == 'number' then depth = f['lag'] + f['pending'] end
+    end
+  end
+  -- Redis cannot tell the lag after a deletion past the group's position: count the stream.
+  depth = depth or redis.call('XLEN', stream)
+  room = math.max(limit - depth, 0)
+end
 local out = {}
 for i = 0, n - 1 do
-  local a = 7 + i * 5
+  local a = 8 + i * 5
   local id, kind, payload, max, idem = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
   local earlier = false
   if idem ~= '' then

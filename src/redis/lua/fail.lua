@@ -2,23 +2,29 @@
 -- id goes into the lane's retry set, due at the given time), or move the task to the DLQ with its
 -- whole attempt history, ack and delete the entry — atomically, so a task is always in exactly
 -- one place. A task cancelled meanwhile is acked and stays REVOKED.
+-- Only the worker that holds the entry may record a failure: a worker whose claim was taken
+-- over (it stalled past the visibility timeout) gets 'STALE' and changes nothing, so it cannot
+-- re-arm a retry under the live owner; and a batch replayed after a lost reply finds the entry
+-- moved on, or applies the same values again.
 -- KEYS[1] dlq stream, KEYS[2] dlq per-lane counts; then per attempt: lane stream, lane retry set
--- ARGV[1] key root, ARGV[2] group, ARGV[3] now (ms), ARGV[4] retention (ms), ARGV[5] dlq cap (0: none);
+-- ARGV[1] key root, ARGV[2] group, ARGV[3] now (ms), ARGV[4] retention (ms), ARGV[5] dlq cap (0: none),
+-- ARGV[6] the recording worker (consumer name);
 -- then per attempt: task id, entry id, attempt number, attempt JSON, error, retry at (ms; 0: dead),
--- next state ('RETRY', or 'PENDING' for work handed back at shutdown, which costs no attempt)
+-- next state ('RETRY', or 'PENDING' for work handed back at shutdown, which costs no attempt),
+-- deliveries before this one (the count a hand-back restores)
 -- Returns per attempt: 'RETRY', 'PENDING', 'FAILURE', 'REVOKED' or 'STALE'.
 local dlq, counts = KEYS[1], KEYS[2]
-local root, group, now, ttl, cap = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
+local root, group, now, ttl, cap, worker = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6]
 local out = {}
-local per = 7
+local per = 8
 for i = 1, (#KEYS - 2) / 2 do
   local stream, retry = KEYS[1 + 2 * i], KEYS[2 + 2 * i]
-  local a = 6 + (i - 1) * per
-  local id, entry, n, attempt, err, at, next_state =
-    ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], tonumber(ARGV[a + 5]), ARGV[a + 6]
+  local a = 7 + (i - 1) * per
+  local id, entry, n, attempt, err, at, next_state, before =
+    ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], tonumber(ARGV[a + 5]), ARGV[a + 6], ARGV[a + 7]
   local key = root .. 'task:' .. id
   local pending = redis.call('XPENDING', stream, group, entry, entry, 1)
-  if #pending == 0 then
+  if #pending == 0 or pending[1][2] ~= worker or redis.call('HGET', key, 'entry') ~= entry then
     out[i] = 'STALE'
   else
     local state = redis.call('HGET', key, 'state')
@@ -30,9 +36,9 @@ for i = 1, (#KEYS - 2) / 2 do
       redis.call('PEXPIRE', key, ttl)
       out[i] = 'REVOKED'
     elseif next_state == 'PENDING' then
-      -- handed back, not failed: undo this delivery's count so it costs no attempt
-      local count = tonumber(pending[1][4])
-      redis.call('XCLAIM', stream, group, pending[1][2], 0, entry, 'RETRYCOUNT', math.max(count - 1, 0), 'JUSTID')
+      -- handed back, not failed: restore the count from before this delivery so it costs no
+      -- attempt (an absolute value, so a replay cannot lower it twice)
+      redis.call('XCLAIM', stream, group, worker, 0, entry, 'RETRYCOUNT', before, 'JUSTID')
       redis.call('HSET', key, 'state', 'PENDING')
       redis.call('ZADD', retry, ARGV[a + 5], entry)
       out[i] = 'PENDING'
