@@ -38,23 +38,59 @@ pub fn rss_mb() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Enqueue `tasks` no-op tasks (in batches), then drain them with one worker of `concurrency`.
-/// Uses its own key prefix and removes its keys afterwards.
-pub async fn drain(mut config: Config, tasks: u64, concurrency: usize) -> anyhow::Result<DrainReport> {
-    config.key_prefix = format!("{}-bench-{}", config.key_prefix, std::process::id());
+/// An engine of its own for one benchmark: a key prefix nobody else uses, one lane's worker
+/// sized to `concurrency`.
+async fn bench_engine(mut config: Config, tag: &str, concurrency: usize) -> anyhow::Result<Engine> {
+    config.key_prefix = format!("{}-bench-{tag}-{}", config.key_prefix, std::process::id());
     config.concurrency = concurrency;
     config.concurrency_analytics = concurrency;
     let url = config.redis_url_or_default().to_string();
     let engine = Engine::new(config, &url, Registry::new())?;
     engine.ensure_groups().await?;
+    Ok(engine)
+}
 
+async fn enqueue_noops(engine: &Engine, n: u64) -> anyhow::Result<()> {
+    let specs = (0..n).map(|_| TaskSpec::new("diag.noop", Value::Null).on_lane(Lane::Analytics)).collect();
+    engine.enqueue_batch(specs).await?;
+    Ok(())
+}
+
+/// Stop the worker, remove the benchmark's keys, and report.
+async fn finish(
+    engine: &Engine,
+    handle: worker::WorkerHandle,
+    stop: CancellationToken,
+    (tasks, concurrency, enqueue_s, drain_s): (u64, usize, f64, f64),
+) -> DrainReport {
+    let waits = handle.waits();
+    stop.cancel();
+    handle.wait().await;
+    cleanup(engine).await;
+    let (p50, p99) = waits
+        .map(|h| (h.value_at_quantile(0.5) as f64 / 1e3, h.value_at_quantile(0.99) as f64 / 1e3))
+        .unwrap_or((0.0, 0.0));
+    DrainReport {
+        tasks,
+        concurrency,
+        enqueue_per_s: tasks as f64 / enqueue_s,
+        drain_per_s: tasks as f64 / drain_s,
+        wait_p50_ms: p50,
+        wait_p99_ms: p99,
+        rss_mb: rss_mb(),
+        key_prefix: engine.config().key_prefix.clone(),
+    }
+}
+
+/// Enqueue `tasks` no-op tasks (in batches), then drain them with one worker of `concurrency`.
+/// Its waits are the queueing time of a full backlog, not a latency (see [`latency`]).
+pub async fn drain(config: Config, tasks: u64, concurrency: usize) -> anyhow::Result<DrainReport> {
+    let engine = bench_engine(config, "drain", concurrency).await?;
     let t0 = Instant::now();
-    let batch = 1000;
     let mut left = tasks;
     while left > 0 {
-        let n = left.min(batch);
-        let specs = (0..n).map(|_| TaskSpec::new("diag.noop", Value::Null).on_lane(Lane::Analytics)).collect();
-        engine.enqueue_batch(specs).await?;
+        let n = left.min(1000);
+        enqueue_noops(&engine, n).await?;
         left -= n;
     }
     let enqueue_s = t0.elapsed().as_secs_f64();
@@ -70,40 +106,18 @@ pub async fn drain(mut config: Config, tasks: u64, concurrency: usize) -> anyhow
         }
     }
     let drain_s = t1.elapsed().as_secs_f64();
-    let waits = handle.waits();
-    stop.cancel();
-    handle.wait().await;
-    cleanup(&engine).await;
-    // Waits here are measured from a full backlog: the queue-time of a drain, not an idle lane.
-    let (p50, p99) = waits
-        .map(|h| (h.value_at_quantile(0.5) as f64 / 1e3, h.value_at_quantile(0.99) as f64 / 1e3))
-        .unwrap_or((0.0, 0.0));
-    Ok(DrainReport {
-        tasks,
-        concurrency,
-        enqueue_per_s: tasks as f64 / enqueue_s,
-        drain_per_s: tasks as f64 / drain_s,
-        wait_p50_ms: p50,
-        wait_p99_ms: p99,
-        rss_mb: rss_mb(),
-        key_prefix: engine.config().key_prefix.clone(),
-    })
+    Ok(finish(&engine, handle, stop, (tasks, concurrency, enqueue_s, drain_s)).await)
 }
 
 /// Paced latency: `rate` tasks/s for `seconds` against a running worker, so waits show the
 /// enqueue-to-start time of a lane that keeps up.
-pub async fn latency(mut config: Config, rate: u64, seconds: u64, concurrency: usize) -> anyhow::Result<DrainReport> {
-    config.key_prefix = format!("{}-bench-lat-{}", config.key_prefix, std::process::id());
-    config.concurrency = concurrency;
-    config.concurrency_analytics = concurrency;
-    let url = config.redis_url_or_default().to_string();
-    let engine = Engine::new(config, &url, Registry::new())?;
-    engine.ensure_groups().await?;
+pub async fn latency(config: Config, rate: u64, seconds: u64, concurrency: usize) -> anyhow::Result<DrainReport> {
+    let engine = bench_engine(config, "latency", concurrency).await?;
     let stop = CancellationToken::new();
     let opts = WorkerOptions::from_config(engine.config(), vec![Lane::Analytics]);
     let handle = worker::start_measured(engine.clone(), opts, stop.clone());
     let total = rate * seconds;
-    // Small batches every millisecond-ish tick: a steady stream, not bursts.
+    // Small batches 200 times a second: a steady stream, not bursts.
     let ticks_per_s = 200u64;
     let per_tick = (rate / ticks_per_s).max(1);
     let mut interval = tokio::time::interval(Duration::from_micros(1_000_000 / ticks_per_s));
@@ -113,8 +127,7 @@ pub async fn latency(mut config: Config, rate: u64, seconds: u64, concurrency: u
     while sent < total {
         interval.tick().await;
         let n = per_tick.min(total - sent);
-        let specs = (0..n).map(|_| TaskSpec::new("diag.noop", Value::Null).on_lane(Lane::Analytics)).collect();
-        engine.enqueue_batch(specs).await?;
+        enqueue_noops(&engine, n).await?;
         sent += n;
     }
     let send_s = t0.elapsed().as_secs_f64();
@@ -122,23 +135,7 @@ pub async fn latency(mut config: Config, rate: u64, seconds: u64, concurrency: u
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let drain_s = t0.elapsed().as_secs_f64();
-    let waits = handle.waits();
-    stop.cancel();
-    handle.wait().await;
-    cleanup(&engine).await;
-    let (p50, p99) = waits
-        .map(|h| (h.value_at_quantile(0.5) as f64 / 1e3, h.value_at_quantile(0.99) as f64 / 1e3))
-        .unwrap_or((0.0, 0.0));
-    Ok(DrainReport {
-        tasks: total,
-        concurrency,
-        enqueue_per_s: total as f64 / send_s,
-        drain_per_s: total as f64 / drain_s,
-        wait_p50_ms: p50,
-        wait_p99_ms: p99,
-        rss_mb: rss_mb(),
-        key_prefix: engine.config().key_prefix.clone(),
-    })
+    Ok(finish(&engine, handle, stop, (total, concurrency, send_s, drain_s)).await)
 }
 
 /// Remove every key under the benchmark's prefix.
