@@ -140,7 +140,7 @@ pub async fn watch_readiness(engine: Engine, ready: Arc<AtomicBool>, stop: Cance
         let ok = engine.ensure_groups().await.is_ok();
         if ok != ready.swap(ok, Ordering::Relaxed) {
             if ok {
-                tracing::info!("Redis reachable again; ready");
+                tracing::info!("Redis reachable and consumer groups present; ready");
             } else {
                 tracing::warn!("Redis unreachable; not ready");
             }
