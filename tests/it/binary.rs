@@ -23,22 +23,36 @@ fn cli(url: &str, prefix: &str, args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// The `serve` child, killed if the test ends before it stopped by itself.
+struct Serve(std::process::Child);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_runs_tasks_from_the_cli_and_drains_on_sigterm() {
     let env = TestEnv::new("binary").await;
     let port = free_port();
-    let mut serve = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(["serve", "--roles", "api,worker"])
-        .env("SWITCHYARD_REDIS_URL", &env.url)
-        .env("SWITCHYARD_KEY_PREFIX", &env.prefix)
-        .env("SWITCHYARD_LISTEN", format!("127.0.0.1:{port}"))
-        .env("SWITCHYARD_ADMIN_TOKEN", "cli-token")
-        .env("SWITCHYARD_SHUTDOWN_GRACE", "20s")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start switchyard serve");
+    let mut serve = Serve(
+        Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["serve", "--roles", "api,worker"])
+            .env("SWITCHYARD_REDIS_URL", &env.url)
+            .env("SWITCHYARD_KEY_PREFIX", &env.prefix)
+            .env("SWITCHYARD_LISTEN", format!("127.0.0.1:{port}"))
+            .env("SWITCHYARD_ADMIN_TOKEN", "cli-token")
+            .env("SWITCHYARD_SHUTDOWN_GRACE", "20s")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start switchyard serve"),
+    );
 
     let (ok, out, err) = cli(&env.url, &env.prefix, &["check"]);
     assert!(ok, "check failed: {out}{err}");
@@ -51,11 +65,11 @@ async fn serve_runs_tasks_from_the_cli_and_drains_on_sigterm() {
     env.wait_state(&id, TaskState::Started).await;
 
     // SIGTERM while the task runs: the process finishes it within the grace period, then exits.
-    let status = Command::new("kill").args(["-TERM", &serve.id().to_string()]).status().unwrap();
+    let status = Command::new("kill").args(["-TERM", &serve.0.id().to_string()]).status().unwrap();
     assert!(status.success());
     let deadline = std::time::Instant::now() + WAIT;
     let exit = loop {
-        if let Some(s) = serve.try_wait().unwrap() {
+        if let Some(s) = serve.0.try_wait().unwrap() {
             break s;
         }
         assert!(std::time::Instant::now() < deadline, "serve did not stop after SIGTERM");
