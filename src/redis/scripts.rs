@@ -12,6 +12,7 @@ pub struct Scripts {
     pub cancel: Script,
     pub redrive: Script,
     pub dlq_delete: Script,
+    pub quarantine: Script,
 }
 
 impl Scripts {
@@ -26,6 +27,7 @@ impl Scripts {
             cancel: Script::new(include_str!("lua/cancel.lua")),
             redrive: Script::new(include_str!("lua/redrive.lua")),
             dlq_delete: Script::new(include_str!("lua/dlq_delete.lua")),
+            quarantine: Script::new(include_str!("lua/quarantine.lua")),
         }
     }
 
@@ -41,6 +43,7 @@ impl Scripts {
             &self.cancel,
             &self.redrive,
             &self.dlq_delete,
+            &self.quarantine,
         ] {
             s.load_async(con).await?;
         }

@@ -240,3 +240,51 @@ async fn finished_entries_do_not_count_against_the_depth_limit() {
     let r = env.engine.enqueue(TaskSpec::new("diag.noop", json!({}))).await;
     assert!(r.is_ok(), "refused as full while only one task was live");
 }
+
+/// A stream entry that is not a task (written by hand, or by a foreign producer) is moved to the
+/// DLQ with its raw fields: it neither circulates between workers nor holds back trimming.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_that_is_not_a_task_goes_to_the_dlq_with_its_fields() {
+    let env = TestEnv::new("malformed").await;
+    let mut con = env.engine.conn();
+    let _: String = redis::cmd("XADD")
+        .arg(env.lane_key(Lane::Analytics))
+        .arg("*")
+        .arg("hello")
+        .arg("world")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let _w = env.start_worker();
+    let ok = env.engine.enqueue(TaskSpec::new("diag.noop", json!({}))).await.unwrap();
+    env.wait_state(&ok, TaskState::Success).await;
+    let letters = wait_for("the malformed entry in the DLQ", async || {
+        let l = env.engine.dlq_list(&Default::default(), 10).await.unwrap();
+        (!l.is_empty()).then_some(l)
+    })
+    .await;
+    assert!(letters[0].error.contains("malformed"), "{:?}", letters[0]);
+    assert_eq!(letters[0].payload, json!({"hello": "world"}));
+    assert_eq!(env.lane_pending(Lane::Analytics).await, 0);
+    assert_eq!(env.engine.queues_status().await.unwrap().queues["analytics"].dead, 1);
+}
+
+/// With `DLQ_MAX` set, the oldest dead letters make room for new ones, and the per-lane counts
+/// and the dropped tasks' records follow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capped_dlq_keeps_its_counts_true() {
+    let env = TestEnv::with("dlqcap", &redis_url(), |c| c.dlq_max = 2).await;
+    let _w = env.start_worker();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let id = env.engine.enqueue(TaskSpec::new("diag.fail", json!({"permanent": true}))).await.unwrap();
+        env.wait_state(&id, TaskState::Failure).await;
+        ids.push(id);
+    }
+    assert_eq!(env.engine.dlq_depth().await.unwrap(), 2);
+    assert_eq!(env.engine.queues_status().await.unwrap().queues["analytics"].dead, 2);
+    assert!(env.engine.dlq_get(&ids[0]).await.unwrap().is_none(), "the oldest letter made room");
+    let mut con = env.engine.conn();
+    let ttl: i64 = redis::cmd("PTTL").arg(env.engine.keys().task(&ids[0])).query_async(&mut con).await.unwrap();
+    assert!(ttl > 0, "the dropped task's record expires like any finished task's ({ttl})");
+}

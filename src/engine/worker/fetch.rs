@@ -45,8 +45,12 @@ pub fn parse_entries(v: &Value) -> Vec<(String, Vec<(String, String)>)> {
         .collect()
 }
 
-/// An `XREADGROUP` reply, `[[stream, entries], ...]` (or a map in RESP3), as deliveries.
-fn parse_read(sh: &Shared, v: &Value) -> Vec<Delivery> {
+/// An entry that is not a task, as read: its lane, id and fields.
+type Malformed = (Lane, String, Vec<(String, String)>);
+
+/// An `XREADGROUP` reply, `[[stream, entries], ...]` (or a map in RESP3), as deliveries, and the
+/// entries that are not tasks.
+fn parse_read(sh: &Shared, v: &Value) -> (Vec<Delivery>, Vec<Malformed>) {
     let streams: Vec<(&Value, &Value)> = match v {
         Value::Array(items) => items
             .iter()
@@ -56,20 +60,46 @@ fn parse_read(sh: &Shared, v: &Value) -> Vec<Delivery> {
             })
             .collect(),
         Value::Map(m) => m.iter().map(|(k, v)| (k, v)).collect(),
-        _ => return Vec::new(),
+        _ => return (Vec::new(), Vec::new()),
     };
     let mut out = Vec::new();
+    let mut bad = Vec::new();
     for (key, entries) in streams {
         let Some(key) = crate::engine::status::value_str(key) else { continue };
         let Some(lane) = Lane::ALL.into_iter().find(|l| sh.engine.keys().lane(*l) == key) else { continue };
         for (entry, fields) in parse_entries(entries) {
             match Delivery::from_fields(lane, entry.clone(), &fields, 1) {
                 Some(d) => out.push(d),
-                None => tracing::warn!(%lane, entry, "stream entry without id or kind; left pending for inspection"),
+                None => bad.push((lane, entry, fields)),
             }
         }
     }
-    out
+    (out, bad)
+}
+
+/// Dead-letter entries that are not tasks, with their raw fields.
+async fn quarantine(sh: &Shared, bad: Vec<Malformed>) -> redis::RedisResult<()> {
+    let mut con = sh.engine.conn();
+    for (lane, entry, fields) in bad {
+        tracing::warn!(%lane, entry, "stream entry without task id or kind; moved to the dead-letter queue");
+        let raw: serde_json::Map<String, serde_json::Value> =
+            fields.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect();
+        let _: Value = sh
+            .engine
+            .scripts()
+            .quarantine
+            .key(sh.engine.keys().dlq())
+            .key(sh.engine.keys().dlq_lanes())
+            .key(sh.engine.keys().lane(lane))
+            .arg(GROUP)
+            .arg(crate::engine::now_ms())
+            .arg(lane.as_str())
+            .arg(&entry)
+            .arg(serde_json::Value::Object(raw).to_string())
+            .invoke_async(&mut con)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Lanes in the order to serve them now: priority order, except that a lane this worker has not
@@ -235,7 +265,11 @@ async fn read(
         cmd.arg(">");
     }
     let v: Value = cmd.query_async(con).await?;
-    Ok(parse_read(sh, &v))
+    let (deliveries, bad) = parse_read(sh, &v);
+    if !bad.is_empty() {
+        quarantine(sh, bad).await?;
+    }
+    Ok(deliveries)
 }
 
 #[cfg(test)]

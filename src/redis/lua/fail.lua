@@ -57,12 +57,20 @@ for i = 1, (#KEYS - 2) / 2 do
       local fields = {'task_id', id, 'kind', f[1] or '', 'lane', f[2] or '', 'payload', f[3] or 'null',
         'error', err, 'attempts', '[' .. table.concat(history, ',') .. ']', 'failed_at', now,
         'created_at', f[4] or now}
-      local dead
       if cap > 0 then
-        dead = redis.call('XADD', dlq, 'MAXLEN', cap, '*', unpack(fields))
-      else
-        dead = redis.call('XADD', dlq, '*', unpack(fields))
+        -- DLQ_MAX drops the oldest dead letters to make room: keep the per-lane counts true and
+        -- let the dropped tasks' records expire.
+        while redis.call('XLEN', dlq) >= cap do
+          local oldest = redis.call('XRANGE', dlq, '-', '+', 'COUNT', 1)[1]
+          if not oldest then break end
+          local of = {}
+          for j = 1, #oldest[2], 2 do of[oldest[2][j]] = oldest[2][j + 1] end
+          if of.lane then redis.call('HINCRBY', counts, of.lane, -1) end
+          if of.task_id and of.task_id ~= '' then redis.call('PEXPIRE', root .. 'task:' .. of.task_id, ttl) end
+          redis.call('XDEL', dlq, oldest[1])
+        end
       end
+      local dead = redis.call('XADD', dlq, '*', unpack(fields))
       redis.call('HINCRBY', counts, f[2] or '', 1)
       redis.call('XACK', stream, group, entry)
       redis.call('XDEL', stream, entry)
