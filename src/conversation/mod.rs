@@ -1,3 +1,4 @@
-//! Conversations: who said what, and what we answer. [`responder`] holds the built-in rules.
+//! Conversations: who said what ([`store`]), and what we answer ([`responder`]).
 
 pub mod responder;
+pub mod store;

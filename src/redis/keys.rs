@@ -66,6 +66,16 @@ impl Keys {
         format!("{}revoked", self.root)
     }
 
+    /// Hash with one conversation's summary: platform, account, customer, times, counts, hand-off.
+    pub fn conversation(&self, id: &str) -> String {
+        format!("{}conv:{}", self.root, id)
+    }
+
+    /// List of one conversation's turns (JSON), oldest first.
+    pub fn conversation_log(&self, id: &str) -> String {
+        format!("{}conv:{}:log", self.root, id)
+    }
+
     /// Pub/sub channel on which cancellations of running tasks are announced.
     pub fn cancel_channel(&self) -> String {
         format!("{}cancel", self.root)

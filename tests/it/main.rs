@@ -2,11 +2,13 @@
 //!
 //! `common` starts the shared `redis-server` (or uses `SWITCHYARD_TEST_REDIS_URL`) and holds the
 //! helpers; `engine` covers the task engine and its API; `webhooks` the ingestion endpoints;
-//! `delivery` replies going out to a local stand-in for the platforms; `binary` the `switchyard`
+//! `delivery` replies going out to a local stand-in for the platforms; `conversations` the
+//! conversation store; `faults` races and Redis faults; `binary` the `switchyard`
 //! command itself.
 
 mod binary;
 mod common;
+mod conversations;
 mod delivery;
 mod engine;
 mod faults;

@@ -1,0 +1,161 @@
+//! Conversations in Redis: a summary hash and a list of turns per (platform, business account,
+//! customer), both kept for `CONVERSATION_RETENTION` after the last turn.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::responder::{Intent, Turn};
+use crate::engine::{Engine, EngineError, now_ms};
+
+/// Who a conversation is between.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ConversationKey {
+    pub platform: String,
+    pub account: String,
+    pub customer: String,
+}
+
+impl ConversationKey {
+    pub fn new(platform: &str, account: &str, customer: &str) -> ConversationKey {
+        ConversationKey { platform: platform.into(), account: account.into(), customer: customer.into() }
+    }
+
+    /// The conversation's id: `platform:account:customer`.
+    pub fn id(&self) -> String {
+        format!("{}:{}:{}", self.platform, self.account, self.customer)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Who {
+    Customer,
+    Agent,
+    /// Recorded, never answered: echoes of the business's own messages, deliveries, reads.
+    System,
+}
+
+impl Who {
+    fn as_str(self) -> &'static str {
+        match self {
+            Who::Customer => "customer",
+            Who::Agent => "agent",
+            Who::System => "system",
+        }
+    }
+}
+
+/// One turn as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredTurn {
+    pub who: Who,
+    pub text: String,
+    /// `message`, `reply`, `echo`, `delivery`, `read`, …
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intent: Option<Intent>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
+    pub at_ms: u64,
+}
+
+impl StoredTurn {
+    /// As the responder sees it.
+    pub fn as_turn(&self) -> Turn {
+        Turn { from_customer: self.who == Who::Customer, text: self.text.clone(), intent: self.intent }
+    }
+}
+
+/// A conversation's summary.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Summary {
+    pub conversation_id: String,
+    pub platform: String,
+    pub account: String,
+    pub customer: String,
+    pub created_at: u64,
+    pub updated_at: u64,
+    pub customer_turns: u64,
+    pub agent_turns: u64,
+    pub handed_off: bool,
+}
+
+pub struct Store {
+    engine: Engine,
+    append: redis::Script,
+}
+
+impl Store {
+    pub fn new(engine: Engine) -> Store {
+        Store { engine, append: redis::Script::new(include_str!("../redis/lua/conv_append.lua")) }
+    }
+
+    /// Append a turn; `false` when its event id was already recorded.
+    pub async fn append(&self, key: &ConversationKey, turn: &StoredTurn) -> Result<bool, EngineError> {
+        let id = key.id();
+        let json = serde_json::to_string(turn).map_err(|e| EngineError::BadInput(e.to_string()))?;
+        let mut con = self.engine.conn();
+        let added: i64 = self
+            .append
+            .key(self.engine.keys().conversation(&id))
+            .key(self.engine.keys().conversation_log(&id))
+            .arg(json)
+            .arg(turn.event_id.as_deref().unwrap_or(""))
+            .arg(now_ms())
+            .arg(self.engine.config().conversation_retention.as_millis() as u64)
+            .arg(&key.platform)
+            .arg(&key.account)
+            .arg(&key.customer)
+            .arg(turn.who.as_str())
+            .invoke_async(&mut con)
+            .await?;
+        Ok(added == 1)
+    }
+
+    /// The last `n` turns, oldest first.
+    pub async fn history(&self, id: &str, n: usize) -> Result<Vec<StoredTurn>, EngineError> {
+        let mut con = self.engine.conn();
+        let raw: Vec<String> = redis::cmd("LRANGE")
+            .arg(self.engine.keys().conversation_log(id))
+            .arg(-(n.max(1) as i64))
+            .arg(-1)
+            .query_async(&mut con)
+            .await?;
+        Ok(raw.iter().filter_map(|t| serde_json::from_str(t).ok()).collect())
+    }
+
+    /// Hand the conversation to a person (automatic replies stop) or release it.
+    pub async fn set_handoff(&self, id: &str, on: bool) -> Result<(), EngineError> {
+        let mut con = self.engine.conn();
+        let _: () = redis::cmd("HSET")
+            .arg(self.engine.keys().conversation(id))
+            .arg("handoff")
+            .arg(u8::from(on))
+            .query_async(&mut con)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn summary(&self, id: &str) -> Result<Option<Summary>, EngineError> {
+        let mut con = self.engine.conn();
+        let h: HashMap<String, String> =
+            redis::cmd("HGETALL").arg(self.engine.keys().conversation(id)).query_async(&mut con).await?;
+        if h.is_empty() {
+            return Ok(None);
+        }
+        let num = |k: &str| h.get(k).and_then(|v| v.parse().ok()).unwrap_or(0);
+        let text = |k: &str| h.get(k).cloned().unwrap_or_default();
+        Ok(Some(Summary {
+            conversation_id: id.to_string(),
+            platform: text("platform"),
+            account: text("account"),
+            customer: text("customer"),
+            created_at: num("created_at"),
+            updated_at: num("updated_at"),
+            customer_turns: num("turns:customer"),
+            agent_turns: num("turns:agent"),
+            handed_off: h.get("handoff").map(String::as_str) == Some("1"),
+        }))
+    }
+}

@@ -1,0 +1,18 @@
+-- Append one turn to a conversation, once: a turn carrying an event id already recorded is
+-- ignored, so a redelivered webhook or a retried task never writes a turn twice. Keeps the
+-- summary (times, counts) and the retention of both keys.
+-- KEYS[1] conversation hash, KEYS[2] conversation log
+-- ARGV[1] turn JSON, ARGV[2] event id ('' for none), ARGV[3] now (ms), ARGV[4] retention (ms),
+-- ARGV[5] platform, ARGV[6] account, ARGV[7] customer, ARGV[8] who ('customer', 'agent' or 'system')
+-- Returns 1 when appended, 0 when the event was already there.
+local conv, log = KEYS[1], KEYS[2]
+if ARGV[2] ~= '' and redis.call('HSETNX', conv, 'event:' .. ARGV[2], 1) == 0 then return 0 end
+redis.call('RPUSH', log, ARGV[1])
+if redis.call('HSETNX', conv, 'created_at', ARGV[3]) == 1 then
+  redis.call('HSET', conv, 'platform', ARGV[5], 'account', ARGV[6], 'customer', ARGV[7])
+end
+redis.call('HSET', conv, 'updated_at', ARGV[3])
+redis.call('HINCRBY', conv, 'turns:' .. ARGV[8], 1)
+redis.call('PEXPIRE', conv, ARGV[4])
+redis.call('PEXPIRE', log, ARGV[4])
+return 1
