@@ -136,11 +136,7 @@ impl Engine {
                     }
                     Err(e) => {
                         for &(j, _) in chunk {
-                            results[j] = Err(match &e {
-                                EngineError::LaneFull(l) => EngineError::LaneFull(*l),
-                                EngineError::Redis(r) => EngineError::Redis(r.clone()),
-                                other => EngineError::BadInput(other.to_string()),
-                            });
+                            results[j] = Err(EngineError::Redis(e.clone()));
                         }
                     }
                 }
@@ -186,7 +182,7 @@ impl Engine {
         &self,
         lane: Lane,
         tasks: impl Iterator<Item = &'a Prepared>,
-    ) -> Result<Vec<Option<String>>, EngineError> {
+    ) -> redis::RedisResult<Vec<Option<String>>> {
         let c = self.config();
         let mut inv = self.scripts().enqueue.prepare_invoke();
         inv.key(self.keys().lane(lane))
@@ -201,6 +197,6 @@ impl Engine {
             inv.arg(&t.id).arg(&t.kind).arg(&t.payload).arg(t.max_attempts).arg(&t.idempotency_key);
         }
         let mut con = self.conn();
-        Ok(inv.invoke_async::<Vec<Option<String>>>(&mut con).await?)
+        inv.invoke_async(&mut con).await
     }
 }

@@ -20,7 +20,7 @@ pub mod verify;
 use serde_json::json;
 
 pub use event::{EventKind, InboundEvent, Platform};
-pub use routes::{RawBody, router};
+pub use routes::router;
 
 use crate::engine::{Engine, EngineError, Lane, Outcome, Registry, TaskSpec};
 

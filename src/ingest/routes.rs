@@ -2,7 +2,7 @@
 
 use axum::Router;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 
 use super::event::{EventKind, InboundEvent, Platform, content_id, text_of};
 use super::{Accepted, accept, count_rejected, google, meta, verify};
-use crate::web::AppState;
 use crate::web::error::ApiError;
+use crate::web::{AppState, RawBody};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -20,23 +20,6 @@ pub fn router() -> Router<AppState> {
         .route("/webhooks/google/pubsub", post(pubsub))
         .route("/webhooks/google/rbm", get(rbm_handshake_get).post(rbm))
         .route("/webhooks/generic/{source}", post(generic))
-}
-
-/// The raw body, whatever its content type; over the limit → 413 as JSON.
-pub struct RawBody(pub axum::body::Bytes);
-
-impl<S: Send + Sync> FromRequest<S> for RawBody {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::body::Bytes::from_request(req, state).await {
-            Ok(b) => Ok(RawBody(b)),
-            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                Err(ApiError::TooLarge(format!("body is over the {} byte limit", crate::web::BODY_LIMIT)))
-            }
-            Err(e) => Err(ApiError::BadRequest(e.body_text())),
-        }
-    }
 }
 
 fn answer(a: Accepted) -> Response {

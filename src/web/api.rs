@@ -9,10 +9,10 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use super::AppState;
+use super::RawBody;
 use super::error::ApiError;
 use crate::engine::TaskSpec;
 use crate::engine::dlq::DlqFilter;
-use crate::ingest::RawBody;
 
 /// Parse a JSON body whatever its content type, with a 400 that says what is wrong.
 fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {

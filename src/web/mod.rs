@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{FromRequest, MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -22,6 +22,23 @@ use tower_http::timeout::TimeoutLayer;
 
 use crate::engine::Engine;
 use error::ApiError;
+
+/// The raw body, whatever its content type; over the limit → 413 as JSON.
+pub struct RawBody(pub axum::body::Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = error::ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::body::Bytes::from_request(req, state).await {
+            Ok(b) => Ok(RawBody(b)),
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(error::ApiError::TooLarge(format!("body is over the {} byte limit", BODY_LIMIT)))
+            }
+            Err(e) => Err(error::ApiError::BadRequest(e.body_text())),
+        }
+    }
+}
 
 /// Largest request body accepted.
 pub const BODY_LIMIT: usize = 1 << 20;

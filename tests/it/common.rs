@@ -427,6 +427,19 @@ impl TestEnv {
         tokio::spawn(switchyard::app::watch_readiness(self.engine.clone(), ready, self.background.clone()));
     }
 
+    /// Wait until the task runs on the named worker.
+    pub async fn wait_started_by(&self, id: &str, worker: &str) {
+        wait_until(&format!("worker {worker} started task {id}"), async || {
+            self.engine
+                .task_status(id)
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|s| s.status == TaskState::Started && s.worker.as_deref() == Some(worker))
+        })
+        .await;
+    }
+
     pub async fn status(&self, id: &str) -> TaskStatus {
         self.engine.task_status(id).await.expect("task status").unwrap_or_else(|| panic!("no record for task {id}"))
     }

@@ -143,15 +143,7 @@ async fn a_vanished_workers_task_is_finished_by_another() {
     let a = env.start_worker();
     let a_name = a.name();
     let id = env.engine.enqueue(sleep_task(1500)).await.unwrap();
-    wait_until("worker A started the task", async || {
-        env.engine
-            .task_status(&id)
-            .await
-            .ok()
-            .flatten()
-            .is_some_and(|s| s.status == TaskState::Started && s.worker.as_deref() == Some(a_name.as_str()))
-    })
-    .await;
+    env.wait_started_by(&id, &a_name).await;
 
     let b = env.start_worker_on(env.second_engine(), |_| {});
     let b_name = b.name();
@@ -899,15 +891,7 @@ async fn partitioned_setup(name: &str, later: fn(u32) -> Outcome) -> Partitioned
     let a = env.start_worker_on(env.engine_via(&proxy.url()), |_| {});
     let a_name = a.name();
     let id = env.engine.enqueue(TaskSpec::new("test.hold", json!({}))).await.unwrap();
-    wait_until("worker A started the task", async || {
-        env.engine
-            .task_status(&id)
-            .await
-            .ok()
-            .flatten()
-            .is_some_and(|s| s.status == TaskState::Started && s.worker.as_deref() == Some(a_name.as_str()))
-    })
-    .await;
+    env.wait_started_by(&id, &a_name).await;
     proxy.partition();
     let b = env.start_worker();
     Partitioned { server: Some(server), proxy, gate, env, a, b, id }

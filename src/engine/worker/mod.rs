@@ -50,7 +50,7 @@ impl WorkerOptions {
         WorkerOptions {
             lanes,
             concurrency: c.concurrency,
-            lane_concurrency: [c.concurrency_conversations, c.concurrency_webhooks, c.concurrency_analytics],
+            lane_concurrency: Lane::ALL.map(|l| c.lane_concurrency(l)),
             batch: 256,
             name: None,
         }
