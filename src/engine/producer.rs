@@ -62,6 +62,7 @@ struct Prepared {
     payload: String,
     max_attempts: u32,
     idempotency_key: String,
+    order_key: String,
 }
 
 impl Engine {
@@ -168,6 +169,10 @@ impl Engine {
         if idempotency_key.len() > 512 {
             return Err(EngineError::BadInput("idempotency_key is longer than 512 bytes".into()));
         }
+        let order_key = spec.order_key.unwrap_or_default();
+        if order_key.len() > 512 {
+            return Err(EngineError::BadInput("order_key is longer than 512 bytes".into()));
+        }
         Ok(Prepared {
             lane: spec.lane.unwrap_or(registered.lane),
             id: new_task_id(),
@@ -175,6 +180,7 @@ impl Engine {
             payload,
             max_attempts,
             idempotency_key,
+            order_key,
         })
     }
 
@@ -192,11 +198,18 @@ impl Engine {
             .arg(c.idempotency_window.max(Duration::from_millis(1)).as_millis() as u64)
             .arg(c.lane_depth_limit)
             .arg(super::now_us())
-            .arg(crate::redis::GROUP);
+            .arg(crate::redis::GROUP)
+            .arg(order_ttl(c).as_millis() as u64);
         for t in tasks {
-            inv.arg(&t.id).arg(&t.kind).arg(&t.payload).arg(t.max_attempts).arg(&t.idempotency_key);
+            inv.arg(&t.id).arg(&t.kind).arg(&t.payload).arg(t.max_attempts).arg(&t.idempotency_key).arg(&t.order_key);
         }
         let mut con = self.conn();
         inv.invoke_async(&mut con).await
     }
+}
+
+/// How long an order key's sequence outlives its last enqueue: longer than any task of it can
+/// wait, so a sequence never restarts under a task still queued.
+fn order_ttl(c: &crate::config::Config) -> Duration {
+    (c.task_retention * 2).max(Duration::from_secs(7 * 24 * 3600))
 }

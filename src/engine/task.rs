@@ -116,6 +116,10 @@ pub struct TaskSpec {
     pub idempotency_key: Option<String>,
     #[serde(default)]
     pub max_attempts: Option<u32>,
+    /// Tasks with the same order key run one at a time, in the order they were queued (a
+    /// conversation's messages, its replies). Retries keep their place: the next one waits.
+    #[serde(default)]
+    pub order_key: Option<String>,
     /// The payload already serialized (producers that have it as JSON text skip a round of
     /// building and serializing a value); used instead of `payload` when set.
     #[serde(skip)]
@@ -130,6 +134,7 @@ impl TaskSpec {
             lane: None,
             idempotency_key: None,
             max_attempts: None,
+            order_key: None,
             payload_json: None,
         }
     }
@@ -146,6 +151,12 @@ impl TaskSpec {
 
     pub fn idempotency_key(mut self, key: impl Into<String>) -> TaskSpec {
         self.idempotency_key = Some(key.into());
+        self
+    }
+
+    /// Run after every task queued earlier with the same order key has settled.
+    pub fn ordered_by(mut self, key: impl Into<String>) -> TaskSpec {
+        self.order_key = Some(key.into());
         self
     }
 

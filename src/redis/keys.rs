@@ -76,6 +76,12 @@ impl Keys {
         format!("{}conv:{}:log", self.root, id)
     }
 
+    /// Hash of one order key's sequence: `next` (last number given), `done` (all before it have
+    /// settled) and sequence number → task id for the tasks not yet passed.
+    pub fn order(&self, key: &str) -> String {
+        format!("{}order:{}", self.root, key)
+    }
+
     /// Pub/sub channel on which cancellations of running tasks are announced.
     pub fn cancel_channel(&self) -> String {
         format!("{}cancel", self.root)

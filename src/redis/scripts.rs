@@ -13,6 +13,7 @@ pub struct Scripts {
     pub redrive: Script,
     pub dlq_delete: Script,
     pub quarantine: Script,
+    pub turn: Script,
 }
 
 impl Scripts {
@@ -28,6 +29,7 @@ impl Scripts {
             redrive: Script::new(include_str!("lua/redrive.lua")),
             dlq_delete: Script::new(include_str!("lua/dlq_delete.lua")),
             quarantine: Script::new(include_str!("lua/quarantine.lua")),
+            turn: Script::new(include_str!("lua/turn.lua")),
         }
     }
 
@@ -44,6 +46,7 @@ impl Scripts {
             &self.redrive,
             &self.dlq_delete,
             &self.quarantine,
+            &self.turn,
         ] {
             s.load_async(con).await?;
         }

@@ -52,6 +52,8 @@ pub(crate) struct Failed {
     /// Times the entry was delivered, this attempt's delivery included.
     pub deliveries: u32,
     pub run: Duration,
+    /// An ordered task put back to wait for its turn: not an outcome, not counted.
+    pub deferred: bool,
 }
 
 pub(crate) enum Event {
@@ -249,6 +251,9 @@ fn after_write(sh: &Shared, starts: &[Start], dones: &[Done], fails: &[Failed], 
     }
     for (f, outcome) in fails.iter().zip(&r.failed) {
         fl.remove(&f.id);
+        if f.deferred {
+            continue;
+        }
         let label = match outcome.as_str() {
             "RETRY" => "retry",
             "FAILURE" => "failure",
@@ -267,6 +272,7 @@ fn after_write(sh: &Shared, starts: &[Start], dones: &[Done], fails: &[Failed], 
         }
     }
     drop(fl);
-    sh.completed.fetch_add((dones.len() + fails.len()) as u64, Ordering::Relaxed);
+    let deferred = fails.iter().filter(|f| f.deferred).count();
+    sh.completed.fetch_add((dones.len() + fails.len() - deferred) as u64, Ordering::Relaxed);
     sh.wake.notify_one();
 }

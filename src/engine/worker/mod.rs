@@ -73,6 +73,8 @@ pub(crate) struct Delivery {
     pub base: u32,
     /// Times this entry was delivered, this one included.
     pub deliveries: u32,
+    /// The order key and this task's number in its sequence, for ordered tasks.
+    pub order: Option<(String, u64)>,
 }
 
 impl Delivery {
@@ -87,6 +89,10 @@ impl Delivery {
             max: get("max").and_then(|v| v.parse().ok()).unwrap_or(1),
             base: get("base").and_then(|v| v.parse().ok()).unwrap_or(0),
             deliveries,
+            order: match (get("okey"), get("seq").and_then(|v| v.parse().ok())) {
+                (Some(k), Some(n)) if !k.is_empty() => Some((k.to_string(), n)),
+                _ => None,
+            },
             entry,
         })
     }

@@ -45,6 +45,24 @@ enum Ended {
 }
 
 async fn run(sh: Arc<Shared>, d: Delivery, permits: (OwnedSemaphorePermit, OwnedSemaphorePermit), stop: StopSignal) {
+    if let Some((key, seq)) = &d.order
+        && let Some(at) = wait_turn(&sh, key, *seq, &stop).await
+    {
+        drop(permits);
+        let still_queued = match sh.in_flight.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&d.id) {
+            Some(f) if f.phase == Phase::Running => {
+                f.phase = Phase::Committing;
+                f.abort = None;
+                true
+            }
+            _ => false,
+        };
+        if still_queued {
+            sh.commit(defer(&d, at));
+        }
+        sh.wake.notify_one();
+        return;
+    }
     let attempt = d.attempt();
     let started_ms = now_ms();
     let t0 = Instant::now();
@@ -114,6 +132,50 @@ async fn run(sh: Arc<Shared>, d: Delivery, permits: (OwnedSemaphorePermit, Owned
         sh.commit(event);
     }
     sh.wake.notify_one();
+}
+
+/// How long an ordered task waits in place for the one before it before it gives its slot back.
+const TURN_WAIT: Duration = Duration::from_millis(500);
+/// When it gives its slot back, how long until it is looked at again (unless the one before it
+/// waits out a retry: then until that retry is due).
+const TURN_RECHECK: Duration = Duration::from_millis(200);
+
+/// Wait for an ordered task's turn: `None` when it may run now, else the time (ms) to look again.
+/// A stop request (cancel, shutdown) ends the wait: the attempt then goes its usual way.
+async fn wait_turn(sh: &Shared, key: &str, seq: u64, stop: &StopSignal) -> Option<u64> {
+    let deadline = Instant::now() + TURN_WAIT;
+    let mut pause = Duration::from_millis(1);
+    let mut con = sh.engine.conn();
+    loop {
+        if stop.reason().is_some() {
+            return None;
+        }
+        let r: redis::RedisResult<Vec<u64>> = sh
+            .engine
+            .scripts()
+            .turn
+            .key(sh.engine.keys().order(key))
+            .arg(sh.engine.keys().root())
+            .arg(seq)
+            .invoke_async(&mut con)
+            .await;
+        let retry_at = match r {
+            Ok(v) if v.first() == Some(&1) => return None,
+            Ok(v) => v.get(1).copied().unwrap_or(0),
+            Err(e) => {
+                tracing::debug!(error = %e, order_key = key, "could not check an ordered task's turn");
+                0
+            }
+        };
+        let now = now_ms();
+        let recheck = now + TURN_RECHECK.as_millis() as u64;
+        // The one before waits out a retry beyond this wait: no point holding the slot.
+        if retry_at > now + TURN_WAIT.as_millis() as u64 || Instant::now() + pause > deadline {
+            return Some(retry_at.max(recheck));
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
 }
 
 fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
@@ -209,7 +271,18 @@ fn record(
         next_state: "RETRY",
         deliveries: d.deliveries,
         run: elapsed,
+        deferred: false,
     })
+}
+
+/// Put an ordered task back until `at` (ms): the task before it has not settled. Costs no attempt.
+fn defer(d: &Delivery, at: u64) -> Event {
+    let mut ev = handback(d, "waiting for the task queued before it with the same order key");
+    if let Event::Failed(f) = &mut ev {
+        f.retry_at = at;
+        f.deferred = true;
+    }
+    ev
 }
 
 /// Give an entry back without counting a failure against it: it is due again at once, for any
@@ -235,5 +308,6 @@ pub(super) fn handback(d: &Delivery, why: &str) -> Event {
         next_state: "PENDING",
         deliveries: d.deliveries,
         run: Duration::ZERO,
+        deferred: false,
     })
 }

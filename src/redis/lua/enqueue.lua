@@ -4,7 +4,10 @@
 -- KEYS[1] lane stream
 -- ARGV[1] key root, ARGV[2] now (ms), ARGV[3] lane, ARGV[4] idempotency window (ms),
 -- ARGV[5] depth limit (0: none), ARGV[6] now (µs, kept in the entry to measure waits),
--- ARGV[7] consumer group; then per task: id, kind, payload, max attempts, idempotency key ('' for none)
+-- ARGV[7] consumer group, ARGV[8] how long an order key's sequence is kept (ms);
+-- then per task: id, kind, payload, max attempts, idempotency key ('' for none), order key ('' for none)
+-- Tasks with an order key get the next number of that key's sequence (in the entry and the record)
+-- and are listed under it, so workers can run them one after the other (see turn.lua).
 -- The depth that counts is the lane's outstanding work (entries not yet read plus entries
 -- delivered and not acked), not XLEN: acked entries wait behind the oldest pending one to be
 -- trimmed, and must not make a lane look full.
@@ -12,8 +15,9 @@
 -- false when the lane is full (nothing was stored for it, its idempotency key included).
 local stream, root, now, lane = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
 local window, limit = ARGV[4], tonumber(ARGV[5])
-local now_us, group = ARGV[6], ARGV[7]
-local n = (#ARGV - 7) / 5
+local now_us, group, order_ttl = ARGV[6], ARGV[7], ARGV[8]
+local per = 6
+local n = (#ARGV - 8) / per
 local room = -1
 if limit > 0 then
   local depth
@@ -31,8 +35,8 @@ if limit > 0 then
 end
 local out = {}
 for i = 0, n - 1 do
-  local a = 8 + i * 5
-  local id, kind, payload, max, idem = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
+  local a = 9 + i * per
+  local id, kind, payload, max, idem, okey = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
   local earlier = false
   if idem ~= '' then
     -- set only if absent, and learn the earlier owner in the same call
@@ -45,9 +49,20 @@ for i = 0, n - 1 do
     out[#out + 1] = false
   else
     if room > 0 then room = room - 1 end
-    local entry = redis.call('XADD', stream, '*', 'id', id, 'kind', kind, 'payload', payload, 'at', now_us, 'max', max)
-    redis.call('HSET', root .. 'task:' .. id, 'kind', kind, 'lane', lane, 'state', 'PENDING', 'payload', payload,
-      'created_at', now, 'entry', entry, 'max_attempts', max)
+    if okey == '' then
+      local entry = redis.call('XADD', stream, '*', 'id', id, 'kind', kind, 'payload', payload, 'at', now_us, 'max', max)
+      redis.call('HSET', root .. 'task:' .. id, 'kind', kind, 'lane', lane, 'state', 'PENDING', 'payload', payload,
+        'created_at', now, 'entry', entry, 'max_attempts', max)
+    else
+      local order = root .. 'order:' .. okey
+      local seq = redis.call('HINCRBY', order, 'next', 1)
+      redis.call('HSET', order, seq, id)
+      redis.call('PEXPIRE', order, order_ttl)
+      local entry = redis.call('XADD', stream, '*', 'id', id, 'kind', kind, 'payload', payload, 'at', now_us, 'max', max,
+        'okey', okey, 'seq', seq)
+      redis.call('HSET', root .. 'task:' .. id, 'kind', kind, 'lane', lane, 'state', 'PENDING', 'payload', payload,
+        'created_at', now, 'entry', entry, 'max_attempts', max, 'order_key', okey, 'seq', seq)
+    end
     out[#out + 1] = id
   end
 end

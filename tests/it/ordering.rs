@@ -1,0 +1,114 @@
+//! Ordered tasks: tasks queued with the same order key run one at a time, in queue order, across
+//! workers; a task waiting for its turn spends no attempt, and a predecessor that was cancelled,
+//! dead-lettered or succeeded never blocks the ones behind it.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+use serde_json::{Value, json};
+use switchyard::engine::{Lane, Outcome, Registry, TaskSpec, TaskState};
+
+/// (key, index, start, end) of every run.
+type Runs = Arc<Mutex<Vec<(String, u64, Instant, Instant)>>>;
+
+/// `test.step {"key", "i", "ms", "fail_first"?}`: sleeps, records its run; with `fail_first`
+/// its first attempt fails (retry).
+fn registry(runs: &Runs) -> Registry {
+    let mut r = Registry::new();
+    let seen = runs.clone();
+    r.register("test.step", Lane::Conversations, move |ctx| {
+        let seen = seen.clone();
+        async move {
+            let start = Instant::now();
+            tokio::time::sleep(Duration::from_millis(ctx.payload["ms"].as_u64().unwrap_or(0))).await;
+            if ctx.payload["fail_first"] == json!(true) && ctx.attempt == 1 {
+                return Outcome::retry("first attempt fails on purpose");
+            }
+            let key = ctx.payload["key"].as_str().unwrap_or_default().to_string();
+            seen.lock().unwrap().push((key, ctx.payload["i"].as_u64().unwrap_or(0), start, Instant::now()));
+            Outcome::Done(Value::Null)
+        }
+    });
+    r
+}
+
+fn step(key: &str, i: u64, ms: u64) -> TaskSpec {
+    TaskSpec::new("test.step", json!({"key": key, "i": i, "ms": ms})).ordered_by(key)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn same_key_runs_one_at_a_time_in_queue_order_across_workers() {
+    let runs: Runs = Arc::default();
+    let env = TestEnv::lazy("ordered", &redis_url(), |_| {}, registry(&runs));
+    env.engine.ensure_groups().await.unwrap();
+    let (keys, per_key) = (["a", "b", "c"], 8u64);
+    let mut specs = Vec::new();
+    for i in 0..per_key {
+        for k in keys {
+            specs.push(step(k, i, fastrand::u64(0..15)));
+        }
+    }
+    env.engine.enqueue_batch(specs).await.unwrap();
+    let _w1 = env.start_worker();
+    let _w2 = env.start_worker();
+    wait_until("every task ran", async || runs.lock().unwrap().len() == keys.len() * per_key as usize).await;
+
+    let runs = runs.lock().unwrap().clone();
+    for k in keys {
+        let mine: Vec<_> = runs.iter().filter(|r| r.0 == k).collect();
+        let order: Vec<u64> = mine.iter().map(|r| r.1).collect();
+        assert_eq!(order, (0..per_key).collect::<Vec<_>>(), "key {k} ran out of order");
+        for w in mine.windows(2) {
+            assert!(w[1].2 >= w[0].3, "key {k}: task {} started before task {} ended", w[1].1, w[0].1);
+        }
+    }
+    // Different keys are not serialized behind each other: some runs of different keys overlap.
+    let overlapping = runs.iter().any(|a| runs.iter().any(|b| a.0 != b.0 && a.2 < b.3 && b.2 < a.3));
+    assert!(overlapping, "tasks of different order keys should run side by side");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retrying_task_holds_back_the_next_and_waiting_costs_no_attempt() {
+    let runs: Runs = Arc::default();
+    let env = TestEnv::lazy("ordered-retry", &redis_url(), |_| {}, registry(&runs));
+    env.engine.ensure_groups().await.unwrap();
+    let first = env
+        .engine
+        .enqueue(TaskSpec::new("test.step", json!({"key": "k", "i": 0, "fail_first": true})).ordered_by("k"))
+        .await
+        .unwrap();
+    let second = env.engine.enqueue(step("k", 1, 0)).await.unwrap();
+    let _w = env.start_worker();
+
+    let s1 = env.wait_state(&first, TaskState::Success).await;
+    let s2 = env.wait_state(&second, TaskState::Success).await;
+    assert_eq!(s1.attempts, 2, "{s1:?}");
+    assert_eq!(s2.attempts, 1, "waiting for its turn must not spend an attempt: {s2:?}");
+    assert_eq!(outcomes(&s2), ["success"], "{s2:?}");
+    let order: Vec<u64> = runs.lock().unwrap().iter().map(|r| r.1).collect();
+    assert_eq!(order, [0, 1], "the second task ran before the first one's retry succeeded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cancelled_and_dead_predecessors_do_not_block_the_sequence() {
+    let runs: Runs = Arc::default();
+    let env = TestEnv::lazy("ordered-settled", &redis_url(), |_| {}, registry(&runs));
+    env.engine.ensure_groups().await.unwrap();
+    let dead = env
+        .engine
+        .enqueue(TaskSpec::new("diag.fail", json!({"permanent": true})).on_lane(Lane::Conversations).ordered_by("k"))
+        .await
+        .unwrap();
+    let cancelled = env.engine.enqueue(step("k", 1, 0)).await.unwrap();
+    let last = env.engine.enqueue(step("k", 2, 0)).await.unwrap();
+    env.engine.cancel(&cancelled).await.unwrap();
+    let _w = env.start_worker();
+
+    env.wait_state(&dead, TaskState::Failure).await;
+    let s = env.wait_state(&last, TaskState::Success).await;
+    assert_eq!(s.attempts, 1, "{s:?}");
+    assert_eq!(env.status(&cancelled).await.status, TaskState::Revoked);
+    let order: Vec<u64> = runs.lock().unwrap().iter().map(|r| r.1).collect();
+    assert_eq!(order, [2], "only the last task runs: the first is dead, the second cancelled");
+}
