@@ -47,6 +47,7 @@ pub fn registry() -> Registry {
     let mut r = Registry::new();
     crate::ingest::register(&mut r);
     crate::delivery::send::register(&mut r);
+    crate::conversation::flow::register(&mut r);
     r
 }
 

@@ -45,6 +45,8 @@ pub struct Config {
     pub llm_url: Option<String>,
     pub llm_api_key: Option<String>,
     pub llm_model: String,
+    /// How long the LLM may take before the built-in responder answers instead.
+    pub llm_timeout: Duration,
     /// Tasks one worker process runs at once, all lanes together.
     pub concurrency: usize,
     pub concurrency_conversations: usize,
@@ -92,6 +94,7 @@ impl Default for Config {
             llm_url: None,
             llm_api_key: None,
             llm_model: "gpt-4o-mini".into(),
+            llm_timeout: Duration::from_secs(8),
             concurrency: 64,
             concurrency_conversations: 64,
             concurrency_webhooks: 64,
@@ -205,6 +208,7 @@ impl Config {
         set_opt!(llm_url);
         set_opt!(llm_api_key);
         set_str!(llm_model);
+        set_parse!(llm_timeout, parse_duration);
         set_parse!(concurrency, parse_count);
         set_parse!(concurrency_conversations, parse_count);
         set_parse!(concurrency_webhooks, parse_count);
@@ -321,6 +325,7 @@ const KNOWN: &[&str] = &[
     "llm_url",
     "llm_api_key",
     "llm_model",
+    "llm_timeout",
     "concurrency",
     "concurrency_conversations",
     "concurrency_webhooks",

@@ -63,6 +63,14 @@ pub struct Outgoing {
     pub text: String,
     /// Unique per reply: the key of its sent-markers (and RBM's message id).
     pub reply_id: String,
+    /// When the message this answers was received (µs since the epoch; 0 when none): the reply
+    /// latency is measured from there to the platform's acceptance of the last part.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub received_us: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 fn http() -> &'static reqwest::Client {
@@ -90,10 +98,8 @@ async fn deliver(ctx: TaskContext) -> Outcome {
             Err(e) => return Outcome::retry(format!("redis: {e}")),
         }
         if let Some(wait) = rate_wait(&engine, &out.account).await {
-            return Outcome::retry_after(
-                wait,
-                format!("rate limit of {PER_ACCOUNT_PER_SECOND}/s for {} reached", out.account),
-            );
+            // Not a failure: the send waits for the account's next second, at no attempt cost.
+            return Outcome::Later(wait);
         }
         let verdict = send_part(&engine, &out, i, part).await;
         let label = match &verdict {
@@ -117,6 +123,10 @@ async fn deliver(ctx: TaskContext) -> Outcome {
             Verdict::Retry { after, reason } => return Outcome::Retry { after, error: reason },
             Verdict::Permanent(reason) => return Outcome::fail(reason),
         }
+    }
+    if sent > 0 && out.received_us > 0 {
+        let latency = crate::engine::now_us().saturating_sub(out.received_us) as f64 / 1e6;
+        metrics::histogram!("switchyard_reply_latency_seconds", "platform" => out.channel.as_str()).record(latency);
     }
     Outcome::Done(json!({"parts": parts.len(), "sent_now": sent}))
 }

@@ -14,6 +14,9 @@ pub enum Outcome {
     Retry { after: Option<Duration>, error: String },
     /// Failed for good: straight to the dead-letter queue.
     Fail(String),
+    /// Not failed, not done: run again after this wait (a rate limit's next window), at no
+    /// attempt cost. The task goes back to its lane, PENDING, for any worker.
+    Later(Duration),
 }
 
 impl Outcome {

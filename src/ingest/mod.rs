@@ -3,8 +3,10 @@
 //!
 //! Each platform has a file that verifies its signature scheme and parses its format into one
 //! [`InboundEvent`] type ([`meta`] for Messenger, Instagram and WhatsApp; [`google`] for Pub/Sub
-//! and RBM; generic sources are plain HMAC). Every event becomes a task on the `webhooks` lane
-//! whose idempotency key is the platform's message id: the dedup check and the append are one
+//! and RBM; generic sources are plain HMAC). A customer's message becomes a
+//! `conversation.process_message` task on the `conversations` lane, in its conversation's order;
+//! every other event a `webhook.<platform>` task on the `webhooks` lane, which records it. The
+//! idempotency key of either is the platform's message id: the dedup check and the append are one
 //! Lua script (the engine's enqueue), so a redelivered webhook — even two copies arriving at
 //! once on two processes — queues nothing new. A request is answered 200 only after that
 //! script returned; when Redis is away or the lane is over its depth limit it gets 503 with
@@ -22,7 +24,9 @@ use serde_json::json;
 pub use event::{EventKind, InboundEvent, Platform};
 pub use routes::router;
 
-use crate::engine::{Engine, EngineError, Lane, Outcome, Registry, TaskSpec};
+use crate::conversation::flow::Incoming;
+use crate::conversation::store::{ConversationKey, Store, StoredTurn, Who};
+use crate::engine::{Engine, EngineError, Lane, Outcome, Registry, TaskContext, TaskSpec, now_ms};
 
 /// The task kind that carries events of a platform.
 pub fn task_kind(p: Platform) -> &'static str {
@@ -50,10 +54,15 @@ pub async fn accept(engine: &Engine, events: Vec<InboundEvent>) -> Result<Accept
         .into_iter()
         .map(|e| {
             let key = e.dedup_key();
-            let kind = task_kind(e.platform);
-            TaskSpec::from_json(kind, serde_json::to_string(&e).unwrap_or_else(|_| "null".into()))
+            match Incoming::from_event(&e) {
+                Some(message) => message.task().idempotency_key(key),
+                None => TaskSpec::from_json(
+                    task_kind(e.platform),
+                    serde_json::to_string(&e).unwrap_or_else(|_| "null".into()),
+                )
                 .on_lane(Lane::Webhooks)
-                .idempotency_key(key)
+                .idempotency_key(key),
+            }
         })
         .collect();
     let results = engine.enqueue_many(specs).await?;
@@ -78,8 +87,9 @@ pub fn count_rejected(platform: &'static str) {
         .increment(1);
 }
 
-/// Register the kinds that carry webhook events. Their processing — conversations, replies,
-/// analytics — hangs off these handlers; on their own they record what arrived.
+/// Register the kinds that carry webhook events other than customers' messages (those go to
+/// the conversation flow): echoes, deliveries, reads, statuses are recorded in their
+/// conversation, never answered.
 pub fn register(r: &mut Registry) {
     for p in [
         Platform::Messenger,
@@ -89,13 +99,35 @@ pub fn register(r: &mut Registry) {
         Platform::Rbm,
         Platform::Generic,
     ] {
-        r.register(task_kind(p), Lane::Webhooks, |ctx| async move {
-            match serde_json::from_value::<InboundEvent>(ctx.payload.clone()) {
-                Ok(ev) => Outcome::Done(json!({"event": ev.kind, "id": ev.id, "customer": ev.customer})),
-                Err(e) => Outcome::fail(format!("not a webhook event: {e}")),
-            }
-        });
+        r.register(task_kind(p), Lane::Webhooks, |ctx| async move { record_event(ctx).await });
     }
+}
+
+/// Record an event that needs no answer in its conversation (when it belongs to one).
+async fn record_event(ctx: TaskContext) -> Outcome {
+    let ev = match serde_json::from_value::<InboundEvent>(ctx.payload.clone()) {
+        Ok(ev) => ev,
+        Err(e) => return Outcome::fail(format!("not a webhook event: {e}")),
+    };
+    let mut recorded = false;
+    if !ev.customer.is_empty() && !matches!(ev.platform, Platform::Pubsub | Platform::Generic) {
+        let kind = serde_json::to_value(ev.kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        let status = ev.raw.get("status").and_then(|s| s.as_str()).map(|s| format!(": {s}")).unwrap_or_default();
+        let turn = StoredTurn {
+            who: Who::System,
+            text: ev.text.clone().unwrap_or_else(|| format!("{kind}{status}")),
+            kind,
+            intent: None,
+            event_id: Some(ev.id.clone()),
+            at_ms: ev.timestamp_ms.unwrap_or_else(now_ms),
+        };
+        let key = ConversationKey::new(ev.platform.as_str(), &ev.account, &ev.customer);
+        match Store::new(ctx.engine().clone()).append(&key, &turn).await {
+            Ok(_) => recorded = true,
+            Err(e) => return Outcome::retry(format!("could not record the event: {e}")),
+        }
+    }
+    Outcome::Done(json!({"event": ev.kind, "id": ev.id, "customer": ev.customer, "recorded": recorded}))
 }
 
 #[cfg(test)]

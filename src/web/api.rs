@@ -15,7 +15,7 @@ use crate::engine::TaskSpec;
 use crate::engine::dlq::DlqFilter;
 
 /// Parse a JSON body whatever its content type, with a 400 that says what is wrong.
-fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+pub(super) fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     if body.is_empty() {
         return Err(ApiError::BadRequest("the request needs a JSON body".into()));
     }

@@ -3,6 +3,7 @@
 
 mod api;
 pub mod auth;
+mod conversations;
 pub mod error;
 
 use std::sync::Arc;
@@ -63,6 +64,10 @@ pub fn router(state: AppState) -> Router {
         .route("/conversations/tasks/{id}/cancel", post(api::cancel))
         .route("/conversations/tasks/queues/status", get(api::queues_status))
         .route("/conversations/tasks/active", get(api::active))
+        .route("/conversations/message", post(conversations::message))
+        .route("/conversations/webhook-interaction", post(conversations::webhook_interaction))
+        .route("/conversations/{id}", get(conversations::get))
+        .route("/conversations/{id}/continue", post(conversations::continue_conversation))
         .route("/dlq", get(api::dlq_list))
         .route("/dlq/redrive", post(api::dlq_redrive))
         .route("/dlq/{id}", get(api::dlq_show).delete(api::dlq_delete))

@@ -647,3 +647,110 @@ pub async fn admin(router: &Router, method: &str, path: &str, body: Option<&str>
 pub fn outcomes(s: &TaskStatus) -> Vec<String> {
     s.history.iter().map(|a| a.outcome.clone()).collect()
 }
+
+// ---------------------------------------------------------------------------------------------
+// A stand-in for the platforms' send APIs (Graph API, RBM)
+// ---------------------------------------------------------------------------------------------
+
+/// One request the platform received, and whether it accepted it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub path: String,
+    pub query: String,
+    pub auth: Option<String>,
+    pub body: Value,
+    pub status: u16,
+    pub at: Instant,
+}
+
+/// An answer to give: status, `Retry-After`, body.
+pub type Answer = (u16, Option<&'static str>, Value);
+
+/// A local server playing Meta's Graph API and RBM: answers from a script, records every request.
+#[derive(Clone, Default)]
+pub struct FakePlatform {
+    /// Answers to give, in order; when empty, 200 with a message id.
+    script: Arc<Mutex<std::collections::VecDeque<Answer>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl FakePlatform {
+    pub fn then(&self, status: u16, retry_after: Option<&'static str>, body: Value) -> &Self {
+        self.script.lock().unwrap().push_back((status, retry_after, body));
+        self
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    pub fn accepted(&self) -> Vec<Seen> {
+        self.seen().into_iter().filter(|s| s.status == 200).collect()
+    }
+
+    pub async fn start(&self) -> String {
+        async fn answer(
+            axum::extract::State(p): axum::extract::State<FakePlatform>,
+            req: axum::extract::Request,
+        ) -> axum::response::Response {
+            use axum::response::IntoResponse;
+            let path = req.uri().path().to_string();
+            let query = req.uri().query().unwrap_or("").to_string();
+            let auth = req.headers().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_string);
+            let bytes = req.into_body().collect().await.unwrap().to_bytes();
+            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            let (status, retry_after, reply) = p.script.lock().unwrap().pop_front().unwrap_or((
+                200,
+                None,
+                serde_json::json!({"message_id": "mid.ok"}),
+            ));
+            p.seen.lock().unwrap().push(Seen { path, query, auth, body, status, at: Instant::now() });
+            let mut resp = (StatusCode::from_u16(status).unwrap(), axum::Json(reply)).into_response();
+            if let Some(r) = retry_after {
+                resp.headers_mut().insert("retry-after", r.parse().unwrap());
+            }
+            resp
+        }
+        let app = Router::new().fallback(answer).with_state(self.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{addr}")
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Signing webhooks as the platforms do
+// ---------------------------------------------------------------------------------------------
+
+/// `sha256=<hex HMAC-SHA256(secret, body)>`, as Meta and generic sources sign.
+pub fn meta_sign(secret: &str, body: &[u8]) -> String {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// base64(HMAC-SHA512(client token, data)), as RBM signs.
+pub fn rbm_sign(token: &str, data: &[u8]) -> String {
+    use base64::Engine as _;
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha512>::new_from_slice(token.as_bytes()).expect("any key length");
+    mac.update(data);
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+/// The Pub/Sub push envelope RBM wraps its events in.
+pub fn rbm_envelope(pubsub_id: &str, data: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    serde_json::json!({
+        "message": {
+            "data": base64::engine::general_purpose::STANDARD.encode(data),
+            "messageId": pubsub_id,
+            "publishTime": "2026-01-01T00:00:00Z",
+        },
+        "subscription": "projects/p/subscriptions/rbm",
+    })
+    .to_string()
+    .into_bytes()
+}

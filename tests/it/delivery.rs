@@ -1,80 +1,14 @@
 //! Replies going out: a small local server plays Meta's Graph API and RBM, the client code is
 //! the real one. Each test checks what the customer would receive.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::common::*;
-use axum::Router;
-use axum::extract::{Request, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use http_body_util::BodyExt;
-use serde_json::{Value, json};
+use serde_json::json;
 use switchyard::engine::{TaskSpec, TaskState};
 
-/// One request the platform received, and whether it accepted it.
-#[derive(Debug, Clone)]
-struct Seen {
-    path: String,
-    query: String,
-    auth: Option<String>,
-    body: Value,
-    status: u16,
-    at: Instant,
-}
-
-/// An answer to give: status, `Retry-After`, body.
-type Answer = (u16, Option<&'static str>, Value);
-
-#[derive(Clone, Default)]
-struct Platform {
-    /// Answers to give, in order; when empty, 200 with a message id.
-    script: Arc<Mutex<VecDeque<Answer>>>,
-    seen: Arc<Mutex<Vec<Seen>>>,
-}
-
-impl Platform {
-    fn then(&self, status: u16, retry_after: Option<&'static str>, body: Value) -> &Self {
-        self.script.lock().unwrap().push_back((status, retry_after, body));
-        self
-    }
-
-    fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().clone()
-    }
-
-    fn accepted(&self) -> Vec<Seen> {
-        self.seen().into_iter().filter(|s| s.status == 200).collect()
-    }
-
-    async fn start(&self) -> String {
-        async fn answer(State(p): State<Platform>, req: Request) -> Response {
-            let path = req.uri().path().to_string();
-            let query = req.uri().query().unwrap_or("").to_string();
-            let auth = req.headers().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_string);
-            let bytes = req.into_body().collect().await.unwrap().to_bytes();
-            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            let (status, retry_after, reply) =
-                p.script.lock().unwrap().pop_front().unwrap_or((200, None, json!({"message_id": "mid.ok"})));
-            p.seen.lock().unwrap().push(Seen { path, query, auth, body, status, at: Instant::now() });
-            let mut resp = (StatusCode::from_u16(status).unwrap(), axum::Json(reply)).into_response();
-            if let Some(r) = retry_after {
-                resp.headers_mut().insert("retry-after", r.parse().unwrap());
-            }
-            resp
-        }
-        let app = Router::new().fallback(answer).with_state(self.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        format!("http://{addr}")
-    }
-}
-
-async fn setup(name: &str) -> (TestEnv, Platform) {
-    let platform = Platform::default();
+async fn setup(name: &str) -> (TestEnv, FakePlatform) {
+    let platform = FakePlatform::default();
     let base = platform.start().await;
     let env = TestEnv::with(name, &redis_url(), |c| {
         c.graph_url = format!("{base}/v24.0");

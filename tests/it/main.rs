@@ -3,7 +3,7 @@
 //! `common` starts the shared `redis-server` (or uses `SWITCHYARD_TEST_REDIS_URL`) and holds the
 //! helpers; `engine` covers the task engine and its API; `webhooks` the ingestion endpoints;
 //! `delivery` replies going out to a local stand-in for the platforms; `conversations` the
-//! conversation store; `faults` races and Redis faults; `ordering` tasks run in order per key; `binary` the `switchyard`
+//! conversation store; `faults` races and Redis faults; `ordering` tasks run in order per key; `flow` a webhook in, its reply out; `binary` the `switchyard`
 //! command itself.
 
 mod binary;
@@ -12,5 +12,6 @@ mod conversations;
 mod delivery;
 mod engine;
 mod faults;
+mod flow;
 mod ordering;
 mod webhooks;

@@ -216,6 +216,11 @@ fn record(
     elapsed: Duration,
     stop: Option<StopReason>,
 ) -> Event {
+    if let Ended::Outcome(Outcome::Later(wait)) = &ended
+        && stop.is_none()
+    {
+        return later(d, now_ms() + wait.as_millis() as u64, "asked to run again later");
+    }
     let (retryable, label, error, asked) = match ended {
         Ended::Outcome(Outcome::Done(v)) => {
             let result = serde_json::to_string(&v).unwrap_or_else(|_| "null".into());
@@ -233,6 +238,7 @@ fn record(
         }
         Ended::Outcome(Outcome::Retry { after, error }) => (true, "retry", error, after),
         Ended::Outcome(Outcome::Fail(error)) => (false, "failure", error, None),
+        Ended::Outcome(Outcome::Later(_)) => (true, "retry", "stopped while waiting to run again".into(), None),
         Ended::Panicked(msg) => (true, "panic", format!("panic: {msg}"), None),
         Ended::HardLimit(limit) => {
             (true, "timeout", format!("hard time limit of {} exceeded", humantime::format_duration(limit)), None)
@@ -277,7 +283,12 @@ fn record(
 
 /// Put an ordered task back until `at` (ms): the task before it has not settled. Costs no attempt.
 fn defer(d: &Delivery, at: u64) -> Event {
-    let mut ev = handback(d, "waiting for the task queued before it with the same order key");
+    later(d, at, "waiting for the task queued before it with the same order key")
+}
+
+/// Put a task back until `at` (ms) at no attempt cost, uncounted.
+fn later(d: &Delivery, at: u64, why: &str) -> Event {
+    let mut ev = handback(d, why);
     if let Event::Failed(f) = &mut ev {
         f.retry_at = at;
         f.deferred = true;

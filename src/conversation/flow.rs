@@ -1,0 +1,347 @@
+//! A customer's message, from the queue to the reply going out.
+//!
+//! `conversation.process_message` (lane `conversations`) records the message, asks a responder
+//! for the answer, records the answer and queues its delivery (`delivery.send`, lane `webhooks`).
+//! Both kinds are ordered tasks: messages under the conversation's id, deliveries under
+//! `out:<conversation id>`, so one conversation's messages are handled one at a time in the order
+//! they arrived, and its replies go out in that order too, on any number of workers.
+//!
+//! Every step is safe to run again: the message and the reply are recorded once each (by event
+//! id), and the delivery is queued under an idempotency key derived from the message, so a retried
+//! or reclaimed task never answers twice. Conversations handed to a person get no automatic reply
+//! until `conversation.continue` releases them.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::llm;
+use super::responder::{self, Language, Reply};
+use super::store::{ConversationKey, Store, StoredTurn, Who};
+use crate::delivery::send::{self as delivery, Channel, Outgoing};
+use crate::engine::{Engine, Lane, Outcome, Registry, TaskContext, TaskSpec, now_ms};
+use crate::ingest::{EventKind, InboundEvent, Platform};
+
+pub const PROCESS: &str = "conversation.process_message";
+pub const CONTINUE: &str = "conversation.continue";
+
+/// Turns of history given to the responder.
+const HISTORY: usize = 20;
+
+/// A customer message to answer: from a webhook or from the API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Incoming {
+    /// `messenger`, `instagram`, `whatsapp`, `rbm` (replies go back there) or `api`.
+    pub platform: String,
+    pub account: String,
+    pub customer: String,
+    pub text: String,
+    /// The platform's message id (or one made up for API messages): recorded once.
+    pub message_id: String,
+    /// When Switchyard received it (µs since the epoch): the start of the reply latency.
+    #[serde(default)]
+    pub received_us: u64,
+    /// The event as the platform sent it, for the dashboard.
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub raw: Value,
+}
+
+impl Incoming {
+    pub fn key(&self) -> ConversationKey {
+        ConversationKey::new(&self.platform, &self.account, &self.customer)
+    }
+
+    /// A webhook event that asks for an answer: a customer's message or a tapped button.
+    pub fn from_event(ev: &InboundEvent) -> Option<Incoming> {
+        let answerable = matches!(ev.kind, EventKind::Message | EventKind::Postback)
+            && matches!(ev.platform, Platform::Messenger | Platform::Instagram | Platform::Whatsapp | Platform::Rbm);
+        if !answerable || ev.customer.is_empty() {
+            return None;
+        }
+        Some(Incoming {
+            platform: ev.platform.as_str().to_string(),
+            account: ev.account.clone(),
+            customer: ev.customer.clone(),
+            text: ev.text.clone().filter(|t| !t.trim().is_empty()).unwrap_or_else(|| "(attachment)".into()),
+            message_id: ev.id.clone(),
+            received_us: crate::engine::now_us(),
+            raw: ev.raw.clone(),
+        })
+    }
+
+    /// The task that answers it, in the conversation's order.
+    pub fn task(&self) -> TaskSpec {
+        let payload = serde_json::to_string(self).unwrap_or_else(|_| "null".into());
+        TaskSpec::from_json(PROCESS, payload).on_lane(Lane::Conversations).ordered_by(self.key().id())
+    }
+}
+
+/// A conversation's id as given by an API caller: a full `platform:account:customer` id, or any
+/// other string, which names a conversation of the API itself (`api:api:<string>`).
+pub fn key_for_id(id: &str) -> ConversationKey {
+    let parts: Vec<&str> = id.splitn(3, ':').collect();
+    match parts.as_slice() {
+        [p, a, c] if !p.is_empty() && !a.is_empty() && !c.is_empty() => ConversationKey::new(p, a, c),
+        _ => ConversationKey::new("api", "api", id),
+    }
+}
+
+/// The task that continues a conversation: releases a hand-off and answers what is unanswered.
+pub fn continue_task(key: &ConversationKey, message: Option<String>) -> TaskSpec {
+    TaskSpec::new(CONTINUE, json!({"conversation": key, "message": message}))
+        .on_lane(Lane::Conversations)
+        .ordered_by(key.id())
+}
+
+pub fn register(r: &mut Registry) {
+    r.register(PROCESS, Lane::Conversations, |ctx| async move { process(ctx).await });
+    r.register(CONTINUE, Lane::Conversations, |ctx| async move { continue_conversation(ctx).await });
+}
+
+fn channel(platform: &str) -> Option<Channel> {
+    match platform {
+        "messenger" => Some(Channel::Messenger),
+        "instagram" => Some(Channel::Instagram),
+        "whatsapp" => Some(Channel::Whatsapp),
+        "rbm" => Some(Channel::Rbm),
+        _ => None,
+    }
+}
+
+async fn process(ctx: TaskContext) -> Outcome {
+    let inc: Incoming = match serde_json::from_value(ctx.payload.clone()) {
+        Ok(i) => i,
+        Err(e) => return Outcome::fail(format!("not a conversation message: {e}")),
+    };
+    let store = Store::new(ctx.engine().clone());
+    let key = inc.key();
+    let turn = StoredTurn {
+        who: Who::Customer,
+        text: inc.text.clone(),
+        kind: "message".into(),
+        intent: Some(responder::classify(&inc.text)),
+        event_id: Some(inc.message_id.clone()),
+        at_ms: now_ms(),
+    };
+    if let Err(e) = store.append(&key, &turn).await {
+        return Outcome::retry(format!("could not record the message: {e}"));
+    }
+    answer(ctx.engine(), &store, &key, &inc.text, &inc.message_id, inc.received_us).await
+}
+
+/// Answer one customer message (already recorded) unless the conversation is with a person.
+async fn answer(
+    engine: &Engine,
+    store: &Store,
+    key: &ConversationKey,
+    text: &str,
+    message_id: &str,
+    received_us: u64,
+) -> Outcome {
+    let id = key.id();
+    let (summary, history) = match tokio::try_join!(store.summary(&id), store.history(&id, HISTORY + 1)) {
+        Ok(v) => v,
+        Err(e) => return Outcome::retry(format!("could not read the conversation: {e}")),
+    };
+    if summary.is_some_and(|s| s.handed_off) {
+        metrics::counter!("switchyard_replies_total", "platform" => key.platform.clone(), "responder" => "none")
+            .increment(1);
+        return Outcome::Done(json!({
+            "conversation_id": id, "response": null, "handed_off": true,
+            "note": "the conversation is with a person; no automatic reply",
+        }));
+    }
+    let mut history: Vec<StoredTurn> =
+        history.into_iter().filter(|t| t.event_id.as_deref() != Some(message_id)).collect();
+    history.drain(..history.len().saturating_sub(HISTORY));
+    let (reply, responder) = respond(engine, &history, text).await;
+    finish_reply(engine, store, key, reply, responder, message_id, received_us).await
+}
+
+/// Record the reply to `answered` (a message id, or a continuation's task id), hand the
+/// conversation to a person when the reply says so, and queue the delivery in order.
+async fn finish_reply(
+    engine: &Engine,
+    store: &Store,
+    key: &ConversationKey,
+    reply: Reply,
+    responder: &'static str,
+    answered: &str,
+    received_us: u64,
+) -> Outcome {
+    let id = key.id();
+    let agent = StoredTurn {
+        who: Who::Agent,
+        text: reply.text.clone(),
+        kind: "reply".into(),
+        intent: Some(reply.intent),
+        event_id: Some(format!("reply:{answered}")),
+        at_ms: now_ms(),
+    };
+    if let Err(e) = store.append(key, &agent).await {
+        return Outcome::retry(format!("could not record the reply: {e}"));
+    }
+    if reply.handoff
+        && let Err(e) = store.set_handoff(&id, true).await
+    {
+        return Outcome::retry(format!("could not hand the conversation to a person: {e}"));
+    }
+    let mut delivery_task = Value::Null;
+    if let Some(channel) = channel(&key.platform) {
+        let reply_id = reply_id(&id, answered);
+        let out = Outgoing {
+            channel,
+            account: key.account.clone(),
+            customer: key.customer.clone(),
+            text: reply.text.clone(),
+            reply_id: reply_id.clone(),
+            received_us,
+        };
+        let spec = TaskSpec::new(delivery::KIND, serde_json::to_value(&out).unwrap_or_default())
+            .on_lane(Lane::Webhooks)
+            .ordered_by(format!("out:{id}"))
+            .idempotency_key(format!("reply:{reply_id}"));
+        match engine.enqueue(spec).await {
+            Ok(task) => delivery_task = json!(task),
+            Err(e) => return Outcome::retry(format!("could not queue the reply's delivery: {e}")),
+        }
+    }
+    metrics::counter!("switchyard_replies_total", "platform" => key.platform.clone(), "responder" => responder)
+        .increment(1);
+    Outcome::Done(json!({
+        "conversation_id": id,
+        "response": reply.text,
+        "intent": reply.intent,
+        "language": reply.language,
+        "responder": responder,
+        "handed_off": reply.handoff,
+        "delivery_task_id": delivery_task,
+    }))
+}
+
+/// The LLM's answer when one is configured and answers in time, else the built-in one. The
+/// built-in analysis (intent, hand-off) stands either way.
+async fn respond(engine: &Engine, history: &[StoredTurn], text: &str) -> (Reply, &'static str) {
+    let turns: Vec<responder::Turn> =
+        history.iter().filter(|t| t.who != Who::System).map(StoredTurn::as_turn).collect();
+    let builtin = responder::respond(&turns, text);
+    let c = engine.config();
+    if c.llm_url.is_none() {
+        return (builtin, "builtin");
+    }
+    match llm::reply(c, history, text).await {
+        Ok(answer) => (Reply { text: answer, ..builtin }, "llm"),
+        Err(e) => {
+            tracing::warn!(error = %e, "the LLM gave no reply; the built-in responder answers");
+            metrics::counter!("switchyard_llm_fallbacks_total").increment(1);
+            (builtin, "builtin")
+        }
+    }
+}
+
+/// A stable id for the reply to one message: the key of its sent-markers and RBM's message id.
+fn reply_id(conversation: &str, message_id: &str) -> String {
+    let digest = Sha256::digest(format!("{conversation}\n{message_id}").as_bytes());
+    format!("r{}", hex::encode(&digest[..12]))
+}
+
+#[derive(Deserialize)]
+struct Continuation {
+    conversation: ConversationKey,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+/// Release a hand-off and pick the conversation up again: answer the message given, or the
+/// customer's last message when it went unanswered, or ask whether there is anything else.
+async fn continue_conversation(ctx: TaskContext) -> Outcome {
+    let c: Continuation = match serde_json::from_value(ctx.payload.clone()) {
+        Ok(c) => c,
+        Err(e) => return Outcome::fail(format!("not a continuation: {e}")),
+    };
+    let store = Store::new(ctx.engine().clone());
+    let id = c.conversation.id();
+    if let Err(e) = store.set_handoff(&id, false).await {
+        return Outcome::retry(format!("could not release the conversation: {e}"));
+    }
+    let history = match store.history(&id, HISTORY).await {
+        Ok(h) => h,
+        Err(e) => return Outcome::retry(format!("could not read the conversation: {e}")),
+    };
+    let (text, message_id) = if let Some(text) = c.message {
+        let turn = StoredTurn {
+            who: Who::Customer,
+            text: text.clone(),
+            kind: "message".into(),
+            intent: Some(responder::classify(&text)),
+            event_id: Some(ctx.task_id.clone()),
+            at_ms: now_ms(),
+        };
+        if let Err(e) = store.append(&c.conversation, &turn).await {
+            return Outcome::retry(format!("could not record the message: {e}"));
+        }
+        (text, ctx.task_id.clone())
+    } else {
+        match history.iter().rev().find(|t| t.who != Who::System) {
+            Some(last) if last.who == Who::Customer => {
+                (last.text.clone(), last.event_id.clone().unwrap_or_else(|| ctx.task_id.clone()))
+            }
+            _ => return follow_up(ctx.engine(), &store, &c.conversation, &history, &ctx.task_id).await,
+        }
+    };
+    answer(ctx.engine(), &store, &c.conversation, &text, &message_id, crate::engine::now_us()).await
+}
+
+/// Nothing is unanswered: ask whether the customer needs anything else, in their language.
+async fn follow_up(
+    engine: &Engine,
+    store: &Store,
+    key: &ConversationKey,
+    history: &[StoredTurn],
+    task_id: &str,
+) -> Outcome {
+    let language = history
+        .iter()
+        .rev()
+        .find(|t| t.who == Who::Customer)
+        .map(|t| responder::detect_language(&t.text))
+        .unwrap_or(Language::En);
+    let text = match language {
+        Language::En => "Is there anything else I can help you with?",
+        Language::Es => "¿Hay algo más en lo que pueda ayudarte?",
+    };
+    // Recorded as a customer-less prompt: the follow-up is the answer to this continuation.
+    let prompt = StoredTurn {
+        who: Who::System,
+        text: "conversation continued".into(),
+        kind: "continue".into(),
+        intent: None,
+        event_id: Some(task_id.to_string()),
+        at_ms: now_ms(),
+    };
+    if let Err(e) = store.append(key, &prompt).await {
+        return Outcome::retry(format!("could not record the continuation: {e}"));
+    }
+    let reply = Reply { text: text.into(), intent: responder::Intent::Fallback, language, handoff: false };
+    finish_reply(engine, store, key, reply, "builtin", task_id, 0).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_from_callers_name_conversations() {
+        assert_eq!(key_for_id("messenger:P1:U1"), ConversationKey::new("messenger", "P1", "U1"));
+        assert_eq!(key_for_id("abc-123"), ConversationKey::new("api", "api", "abc-123"));
+        assert_eq!(key_for_id("a::b"), ConversationKey::new("api", "api", "a::b"));
+        assert_eq!(key_for_id("api:api:abc-123").id(), "api:api:abc-123");
+    }
+
+    #[test]
+    fn reply_ids_are_stable_per_message() {
+        assert_eq!(reply_id("c", "m1"), reply_id("c", "m1"));
+        assert_ne!(reply_id("c", "m1"), reply_id("c", "m2"));
+        assert_ne!(reply_id("c1", "m"), reply_id("c2", "m"));
+    }
+}
