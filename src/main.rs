@@ -137,6 +137,17 @@ enum BenchCmd {
         #[arg(long, default_value_t = 32)]
         connections: u32,
     },
+    /// Signed Messenger webhooks at a steady rate through the whole flow; report the time from
+    /// each webhook's POST to its reply reaching a local Send API stand-in.
+    Reply {
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        /// Conversations the messages are spread over (customers of ten pages).
+        #[arg(long, default_value_t = 1000)]
+        conversations: u64,
+    },
     /// Enqueue at a steady rate against a running worker; report enqueue-to-start waits.
     Latency {
         #[arg(long, default_value_t = 5000)]
@@ -200,6 +211,9 @@ async fn main() {
         }
         Command::Bench(BenchCmd::Ingest { seconds, threads, connections }) => {
             bench::ingest(config, seconds, threads, connections).await.and_then(print_line)
+        }
+        Command::Bench(BenchCmd::Reply { rate, seconds, conversations }) => {
+            bench::reply(config, rate, seconds, conversations).await.and_then(print_line)
         }
         Command::Bench(BenchCmd::Latency { rate, seconds, concurrency }) => {
             bench::latency(config, rate, seconds, concurrency).await.and_then(print_line)

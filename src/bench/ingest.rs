@@ -3,8 +3,6 @@
 //! answered event is in its lane exactly once.
 
 use std::io::Write;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -15,7 +13,6 @@ use crate::config::Config;
 use crate::engine::{Engine, Lane};
 use crate::ingest::verify::sha256_signature;
 use crate::redis::server::find_on_path;
-use crate::web::{self, AppState};
 
 const SECRET: &str = "bench_secret";
 /// Requests prepared per second of run: more than the server takes here, so none repeats.
@@ -78,20 +75,7 @@ pub async fn ingest(mut config: Config, seconds: u64, threads: u32, connections:
     let tag2 = tag.clone();
     tokio::task::spawn_blocking(move || write_requests(&path, n, &tag2)).await??;
 
-    let state = AppState {
-        engine: engine.clone(),
-        admin_token: Arc::new(crate::web::auth::random_token()),
-        ready: Arc::new(AtomicBool::new(true)),
-        prometheus: crate::telemetry::prometheus(),
-        jwks: None,
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let stop = tokio_util::sync::CancellationToken::new();
-    let s = stop.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, web::router(state)).with_graceful_shutdown(async move { s.cancelled().await }).await
-    });
+    let (addr, stop, server) = super::serve_api(&engine).await?;
 
     let out = tokio::process::Command::new(wrk)
         .arg(format!("-t{threads}"))
@@ -112,7 +96,8 @@ pub async fn ingest(mut config: Config, seconds: u64, threads: u32, connections:
         bail!("wrk printed no result: {}{}", text, String::from_utf8_lossy(&out.stderr));
     };
     let mut con = engine.conn();
-    let queued: u64 = redis::cmd("XLEN").arg(engine.keys().lane(Lane::Webhooks)).query_async(&mut con).await?;
+    // Customers' messages go to the conversations lane.
+    let queued: u64 = redis::cmd("XLEN").arg(engine.keys().lane(Lane::Conversations)).query_async(&mut con).await?;
     super::cleanup(&engine).await;
     let requests = field(line, "requests") as u64;
     let dur = field(line, "duration_s").max(1e-9);

@@ -3,8 +3,10 @@
 //! (signed webhooks over HTTP under wrk).
 
 mod ingest;
+mod reply;
 
 pub use ingest::{IngestReport, ingest};
+pub use reply::{ReplyReport, reply};
 
 use std::time::{Duration, Instant};
 
@@ -161,4 +163,27 @@ pub(crate) async fn cleanup(engine: &Engine) {
         }
         cursor = next;
     }
+}
+
+/// Serve the HTTP API of `engine` on a free loopback port until the returned token is cancelled.
+pub(crate) async fn serve_api(
+    engine: &Engine,
+) -> anyhow::Result<(std::net::SocketAddr, CancellationToken, tokio::task::JoinHandle<std::io::Result<()>>)> {
+    let state = crate::web::AppState {
+        engine: engine.clone(),
+        admin_token: std::sync::Arc::new(crate::web::auth::random_token()),
+        ready: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        prometheus: crate::telemetry::prometheus(),
+        jwks: None,
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let stop = CancellationToken::new();
+    let s = stop.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, crate::web::router(state))
+            .with_graceful_shutdown(async move { s.cancelled().await })
+            .await
+    });
+    Ok((addr, stop, server))
 }

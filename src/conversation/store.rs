@@ -1,8 +1,6 @@
 //! Conversations in Redis: a summary hash and a list of turns per (platform, business account,
 //! customer), both kept for `CONVERSATION_RETENTION` after the last turn.
 
-use std::collections::HashMap;
-
 use serde::{Deserialize, Serialize};
 
 use super::responder::{Intent, Turn};
@@ -138,24 +136,27 @@ impl Store {
     }
 
     pub async fn summary(&self, id: &str) -> Result<Option<Summary>, EngineError> {
+        // Named fields only: the hash also holds one marker per recorded event.
+        const FIELDS: [&str; 8] =
+            ["platform", "account", "customer", "created_at", "updated_at", "turns:customer", "turns:agent", "handoff"];
         let mut con = self.engine.conn();
-        let h: HashMap<String, String> =
-            redis::cmd("HGETALL").arg(self.engine.keys().conversation(id)).query_async(&mut con).await?;
-        if h.is_empty() {
+        let v: Vec<Option<String>> =
+            redis::cmd("HMGET").arg(self.engine.keys().conversation(id)).arg(&FIELDS[..]).query_async(&mut con).await?;
+        let get = |k: &str| FIELDS.iter().position(|f| *f == k).and_then(|i| v.get(i).cloned().flatten());
+        let Some(created_at) = get("created_at").and_then(|v| v.parse().ok()) else {
             return Ok(None);
-        }
-        let num = |k: &str| h.get(k).and_then(|v| v.parse().ok()).unwrap_or(0);
-        let text = |k: &str| h.get(k).cloned().unwrap_or_default();
+        };
+        let num = |k: &str| get(k).and_then(|v| v.parse().ok()).unwrap_or(0);
         Ok(Some(Summary {
             conversation_id: id.to_string(),
-            platform: text("platform"),
-            account: text("account"),
-            customer: text("customer"),
-            created_at: num("created_at"),
+            platform: get("platform").unwrap_or_default(),
+            account: get("account").unwrap_or_default(),
+            customer: get("customer").unwrap_or_default(),
+            created_at,
             updated_at: num("updated_at"),
             customer_turns: num("turns:customer"),
             agent_turns: num("turns:agent"),
-            handed_off: h.get("handoff").map(String::as_str) == Some("1"),
+            handed_off: get("handoff").as_deref() == Some("1"),
         }))
     }
 }

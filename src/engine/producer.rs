@@ -148,6 +148,12 @@ impl Engine {
         }
     }
 
+    /// How long an order key's sequence outlives its last enqueue: longer than any task of it can
+    /// wait, so a sequence never restarts under a task still queued.
+    pub(crate) fn order_ttl(&self) -> Duration {
+        (self.config().task_retention * 2).max(Duration::from_secs(7 * 24 * 3600))
+    }
+
     fn prepare(&self, spec: TaskSpec) -> Result<Prepared, EngineError> {
         let registered = self.registry().get(&spec.kind).ok_or_else(|| EngineError::UnknownKind(spec.kind.clone()))?;
         let max_attempts = match spec.max_attempts {
@@ -199,17 +205,11 @@ impl Engine {
             .arg(c.lane_depth_limit)
             .arg(super::now_us())
             .arg(crate::redis::GROUP)
-            .arg(order_ttl(c).as_millis() as u64);
+            .arg(self.order_ttl().as_millis() as u64);
         for t in tasks {
             inv.arg(&t.id).arg(&t.kind).arg(&t.payload).arg(t.max_attempts).arg(&t.idempotency_key).arg(&t.order_key);
         }
         let mut con = self.conn();
         inv.invoke_async(&mut con).await
     }
-}
-
-/// How long an order key's sequence outlives its last enqueue: longer than any task of it can
-/// wait, so a sequence never restarts under a task still queued.
-fn order_ttl(c: &crate::config::Config) -> Duration {
-    (c.task_retention * 2).max(Duration::from_secs(7 * 24 * 3600))
 }

@@ -60,6 +60,10 @@ impl StopSignal {
         self.token.cancel();
     }
 
+    pub(crate) fn token(&self) -> &CancellationToken {
+        &self.token
+    }
+
     pub fn reason(&self) -> Option<StopReason> {
         StopReason::from_u8(self.reason.load(Ordering::Acquire))
     }

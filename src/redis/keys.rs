@@ -82,6 +82,11 @@ impl Keys {
         format!("{}order:{}", self.root, key)
     }
 
+    /// Hash of one order key's parked tasks: sequence number → `lane TAB entry`.
+    pub fn order_parked(&self, key: &str) -> String {
+        format!("{}order:{}:parked", self.root, key)
+    }
+
     /// Pub/sub channel on which cancellations of running tasks are announced.
     pub fn cancel_channel(&self) -> String {
         format!("{}cancel", self.root)

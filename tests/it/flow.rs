@@ -260,9 +260,12 @@ async fn rbm_round_trip() {
 // The LLM responder
 // ---------------------------------------------------------------------------------------------
 
+/// Requests an LLM stand-in received: `Authorization` header and body.
+type LlmRequests = Arc<Mutex<Vec<(Option<String>, Value)>>>;
+
 /// A local chat-completions endpoint answering `answer` after `delay`, recording requests.
-async fn llm_server(answer: &'static str, delay: Duration) -> (String, Arc<Mutex<Vec<(Option<String>, Value)>>>) {
-    let seen: Arc<Mutex<Vec<(Option<String>, Value)>>> = Arc::default();
+async fn llm_server(answer: &'static str, delay: Duration) -> (String, LlmRequests) {
+    let seen: LlmRequests = Arc::default();
     let log = seen.clone();
     let app = Router::new().route(
         "/v1/chat/completions",

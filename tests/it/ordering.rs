@@ -112,3 +112,35 @@ async fn cancelled_and_dead_predecessors_do_not_block_the_sequence() {
     let order: Vec<u64> = runs.lock().unwrap().iter().map(|r| r.1).collect();
     assert_eq!(order, [2], "only the last task runs: the first is dead, the second cancelled");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_task_behind_a_long_one_is_parked_and_woken_when_it_settles() {
+    let runs: Runs = Arc::default();
+    let env = TestEnv::lazy("ordered-park", &redis_url(), |_| {}, registry(&runs));
+    env.engine.ensure_groups().await.unwrap();
+    let long = env.engine.enqueue(step("k", 0, 1500)).await.unwrap();
+    let next = env.engine.enqueue(step("k", 1, 0)).await.unwrap();
+    let _w = env.start_worker();
+
+    // While the first runs, the second waits parked in Redis: listed under the key, holding no
+    // worker slot, its entry due only at the safety net.
+    let parked = env.engine.keys().order_parked("k");
+    let mut con = env.engine.conn();
+    wait_until("the second task is parked", async || {
+        let n: u64 = redis::cmd("HLEN").arg(&parked).query_async(&mut con).await.unwrap();
+        n == 1
+    })
+    .await;
+    assert_eq!(env.status(&long).await.status, TaskState::Started);
+    assert_eq!(env.status(&next).await.status, TaskState::Pending);
+
+    // The first settling wakes it: the parked list is emptied by that commit, not by a timer.
+    env.wait_state(&long, TaskState::Success).await;
+    let left: u64 = redis::cmd("HLEN").arg(&parked).query_async(&mut con).await.unwrap();
+    assert_eq!(left, 0, "settling the first task wakes the parked one");
+    let s = env.wait_state(&next, TaskState::Success).await;
+    assert_eq!(s.attempts, 1, "parking costs no attempt: {s:?}");
+    assert_eq!(outcomes(&s), ["success"]);
+    let order: Vec<u64> = runs.lock().unwrap().iter().map(|r| r.1).collect();
+    assert_eq!(order, [0, 1]);
+}

@@ -2,9 +2,10 @@
 //!
 //! Each test plays a platform: it signs bodies as Meta, Google or a generic source would, sends
 //! them through the router, and asserts what the platform sees (status, body, `Retry-After`) and
-//! what an operator finds on the `webhooks` lane (one task per event, deduplicated; nothing on a
-//! rejection). Pub/Sub tokens are checked against a small local key server whose keys the test
-//! switches at run time.
+//! what an operator finds queued (one task per event, deduplicated; nothing on a rejection): a
+//! customer's message on the `conversations` lane, every other event on the `webhooks` lane.
+//! Pub/Sub tokens are checked against a small local key server whose keys the test switches at
+//! run time.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -147,6 +148,21 @@ async fn queued(env: &TestEnv) -> Vec<TaskStatus> {
     tasks
 }
 
+/// The customers' messages queued on the conversations lane, oldest first.
+async fn messages(env: &TestEnv) -> Vec<TaskStatus> {
+    let tasks = env.lane_tasks(Lane::Conversations).await;
+    for t in &tasks {
+        assert_eq!(t.lane, Some(Lane::Conversations), "{t:?}");
+        assert_eq!(t.kind, "conversation.process_message", "{t:?}");
+    }
+    tasks
+}
+
+/// How many events are queued: messages and other events together.
+async fn queued_len(env: &TestEnv) -> u64 {
+    env.lane_len(Lane::Conversations).await + env.lane_len(Lane::Webhooks).await
+}
+
 // ---------------------------------------------------------------------------------------------
 // Meta: handshake, signatures, dedup
 // ---------------------------------------------------------------------------------------------
@@ -191,7 +207,7 @@ async fn facebook_handshake_echoes_the_challenge_only_for_the_configured_token()
     ] {
         http(&bare_router, "GET", path, None, None).await.assert_error(StatusCode::FORBIDDEN, "forbidden");
     }
-    assert_eq!(env.lane_len(Lane::Webhooks).await, 0);
+    assert_eq!(queued_len(&env).await, 0);
 }
 
 #[tokio::test]
@@ -203,19 +219,20 @@ async fn the_public_facebook_vector_queues_one_normalized_event() {
     let r = post_fb(&router, FB_BODY.as_bytes(), Some(FB_SIG)).await;
     assert_accepted(&r, 1, 0);
 
-    let tasks = queued(&env).await;
+    let tasks = messages(&env).await;
     assert_eq!(tasks.len(), 1, "{tasks:?}");
+    assert_eq!(queued_len(&env).await, 1, "the message is queued once, on the conversations lane");
     let t = &tasks[0];
-    assert_eq!(t.kind, "webhook.messenger");
+    assert_eq!(t.kind, "conversation.process_message");
     assert_eq!(t.status, switchyard::engine::TaskState::Pending);
     let ev = &t.payload;
     assert_eq!(ev["platform"], "messenger", "{ev}");
-    assert_eq!(ev["kind"], "message", "{ev}");
-    assert_eq!(ev["id"], "m_abc", "{ev}");
+    assert_eq!(ev["message_id"], "m_abc", "{ev}");
     assert_eq!(ev["customer"], "PSID", "{ev}");
     assert_eq!(ev["account"], "PAGE_ID", "{ev}");
     assert_eq!(ev["text"], "hello, world!", "{ev}");
-    assert_eq!(ev["timestamp_ms"], 1457764197627u64, "{ev}");
+    let received_s = ev["received_us"].as_u64().expect("received_us") / 1_000_000;
+    assert!(received_s <= now_s() && received_s + 60 >= now_s(), "received just now: {ev}");
     let raw_item = &serde_json::from_str::<Value>(FB_BODY).unwrap()["entry"][0]["messaging"][0];
     assert_eq!(&ev["raw"], raw_item, "the messaging item is kept as sent");
 }
@@ -225,18 +242,19 @@ async fn a_redelivery_is_a_duplicate_on_any_process() {
     let env = meta_env("fb-redeliver").await;
     let (router, _) = env.router();
     assert_accepted(&post_fb(&router, FB_BODY.as_bytes(), Some(FB_SIG)).await, 1, 0);
-    let first = env.lane_entries(Lane::Webhooks).await;
+    let first = env.lane_entries(Lane::Conversations).await;
 
     assert_accepted(&post_fb(&router, FB_BODY.as_bytes(), Some(FB_SIG)).await, 0, 1);
     // Another process (its own engine and connection) recognises it as well.
     let (other, _) = env.router_on(env.second_engine());
     assert_accepted(&post_fb(&other, FB_BODY.as_bytes(), Some(FB_SIG)).await, 0, 1);
 
-    assert_eq!(env.lane_entries(Lane::Webhooks).await, first, "a redelivery queues nothing new");
+    assert_eq!(env.lane_entries(Lane::Conversations).await, first, "a redelivery queues nothing new");
+    assert_eq!(queued_len(&env).await, 1, "a redelivery queues nothing new");
 
     // The same message twice in one batch is queued once.
     assert_accepted(&post_fb_signed(&router, messenger_body(&["m_twice", "m_twice"]).as_bytes()).await, 1, 1);
-    assert_eq!(env.lane_len(Lane::Webhooks).await, 2);
+    assert_eq!(queued_len(&env).await, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -260,9 +278,10 @@ async fn concurrent_copies_on_two_processes_queue_one_task() {
         duplicates += r.json["duplicates"].as_u64().expect("duplicates count");
     }
     assert_eq!((accepted, duplicates), (1, copies - 1), "exactly one copy was accepted");
-    let entries = env.lane_entries(Lane::Webhooks).await;
+    let entries = env.lane_entries(Lane::Conversations).await;
     assert_eq!(entries.len(), 1, "{entries:?}");
-    assert_eq!(entries[0].1, "webhook.messenger");
+    assert_eq!(entries[0].1, "conversation.process_message");
+    assert_eq!(queued_len(&env).await, 1, "nothing else was queued");
 }
 
 #[tokio::test]
@@ -290,7 +309,7 @@ async fn bad_signatures_are_401_and_queue_nothing() {
         assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{what}: {}", r.text);
         r.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
     }
-    assert_eq!(env.lane_len(Lane::Webhooks).await, 0, "a rejected webhook queues nothing");
+    assert_eq!(queued_len(&env).await, 0, "a rejected webhook queues nothing");
 
     // The same body properly signed afterwards is new: the refusals left no dedup marks.
     assert_accepted(&post_fb(&router, body, Some(FB_SIG)).await, 1, 0);
@@ -306,7 +325,7 @@ async fn non_ascii_is_hashed_as_meta_escapes_it() {
     let sig = sign(FB_SECRET, body.as_bytes());
 
     assert_accepted(&post_fb(&router, body.as_bytes(), Some(&sig)).await, 1, 0);
-    let tasks = queued(&env).await;
+    let tasks = messages(&env).await;
     assert_eq!(tasks.len(), 1);
     assert_eq!(tasks[0].payload["text"], "café 😀");
     assert_eq!(tasks[0].payload["raw"]["message"]["text"], "café 😀");
@@ -316,7 +335,7 @@ async fn non_ascii_is_hashed_as_meta_escapes_it() {
     let reserialized = serde_json::to_string(&serde_json::from_str::<Value>(body).unwrap()).unwrap();
     assert!(reserialized.contains("café 😀") && reserialized != body);
     post_fb(&router, reserialized.as_bytes(), Some(&sig)).await.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
-    assert_eq!(env.lane_len(Lane::Webhooks).await, 1);
+    assert_eq!(queued_len(&env).await, 1);
 }
 
 #[tokio::test]
@@ -337,17 +356,18 @@ async fn a_batch_of_1000_events_is_queued_whole() {
     let body = json!({"object": "page", "entry": entries}).to_string();
 
     assert_accepted(&post_fb_signed(&router, body.as_bytes()).await, 1000, 0);
-    let queued = env.lane_entries(Lane::Webhooks).await;
+    let queued = env.lane_entries(Lane::Conversations).await;
     assert_eq!(queued.len(), 1000);
-    assert!(queued.iter().all(|(_, kind)| kind == "webhook.messenger"));
+    assert_eq!(queued_len(&env).await, 1000);
+    assert!(queued.iter().all(|(_, kind)| kind == "conversation.process_message"));
     let ids: std::collections::HashSet<&String> = queued.iter().map(|(id, _)| id).collect();
     assert_eq!(ids.len(), 1000, "one task per event");
     let last = env.status(&queued[999].0).await;
-    assert_eq!((last.payload["id"].as_str(), last.payload["account"].as_str()), (Some("m_9_99"), Some("P9")));
+    assert_eq!((last.payload["message_id"].as_str(), last.payload["account"].as_str()), (Some("m_9_99"), Some("P9")));
 
     // The whole batch again: every event is a duplicate.
     assert_accepted(&post_fb_signed(&router, body.as_bytes()).await, 0, 1000);
-    assert_eq!(env.lane_len(Lane::Webhooks).await, 1000);
+    assert_eq!(queued_len(&env).await, 1000);
 }
 
 #[tokio::test]
@@ -380,9 +400,10 @@ async fn malformed_misshapen_and_oversized_bodies_are_refused() {
     post_fb_signed(&router, &over).await.assert_error(StatusCode::PAYLOAD_TOO_LARGE, "too_large");
     post_fb(&router, &vec![b'x'; 2 * limit], None).await.assert_error(StatusCode::PAYLOAD_TOO_LARGE, "too_large");
 
-    let tasks = queued(&env).await;
+    let tasks = messages(&env).await;
     assert_eq!(tasks.len(), 1, "only the body at the limit was queued: {tasks:?}");
-    assert_eq!(tasks[0].payload["id"], "m_big");
+    assert_eq!(queued_len(&env).await, 1, "only the body at the limit was queued");
+    assert_eq!(tasks[0].payload["message_id"], "m_big");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -432,13 +453,19 @@ async fn a_lane_over_its_depth_limit_is_503_with_retry_after() {
     let r = post_fb_signed(&router, messenger_body(&["m_3"]).as_bytes()).await;
     assert_retry_later(&r);
 
-    let ids: Vec<Value> = queued(&env).await.into_iter().map(|t| t.payload["id"].clone()).collect();
+    let ids: Vec<Value> = messages(&env).await.into_iter().map(|t| t.payload["message_id"].clone()).collect();
     assert_eq!(ids, [json!("m_1"), json!("m_2")], "the first two are queued, the third is not");
+    assert_eq!(queued_len(&env).await, 2, "the third is queued nowhere");
 
     // The refused event left no dedup mark: once the lane has room it is accepted as new.
     let mut con = env.engine.conn();
-    let _: i64 =
-        redis::cmd("XTRIM").arg(env.lane_key(Lane::Webhooks)).arg("MAXLEN").arg(0).query_async(&mut con).await.unwrap();
+    let _: i64 = redis::cmd("XTRIM")
+        .arg(env.lane_key(Lane::Conversations))
+        .arg("MAXLEN")
+        .arg(0)
+        .query_async(&mut con)
+        .await
+        .unwrap();
     assert_accepted(&post_fb_signed(&router, messenger_body(&["m_3"]).as_bytes()).await, 1, 0);
 }
 
@@ -460,10 +487,16 @@ async fn a_full_lane_still_acknowledges_redeliveries_and_counts_only_new_events(
 
     // Room for one more (a worker finished m_1): a batch of one stored and one new event fits.
     let mut con = env.engine.conn();
-    let _: i64 =
-        redis::cmd("XTRIM").arg(env.lane_key(Lane::Webhooks)).arg("MAXLEN").arg(1).query_async(&mut con).await.unwrap();
+    let _: i64 = redis::cmd("XTRIM")
+        .arg(env.lane_key(Lane::Conversations))
+        .arg("MAXLEN")
+        .arg(1)
+        .query_async(&mut con)
+        .await
+        .unwrap();
     assert_accepted(&post_fb_signed(&router, messenger_body(&["m_2", "m_3"]).as_bytes()).await, 1, 1);
-    assert_eq!(env.lane_len(Lane::Webhooks).await, 2);
+    assert_eq!(env.lane_len(Lane::Conversations).await, 2);
+    assert_eq!(queued_len(&env).await, 2);
 }
 
 #[tokio::test]
@@ -503,18 +536,19 @@ async fn whatsapp_messages_and_statuses_dedup_on_the_message_id() {
     .to_string();
 
     assert_accepted(&post_fb_signed(&router, body.as_bytes()).await, 2, 0);
-    let tasks = queued(&env).await;
-    assert_eq!(tasks.len(), 2);
-    assert!(tasks.iter().all(|t| t.kind == "webhook.whatsapp"), "{tasks:?}");
-    let (m, s) = (&tasks[0].payload, &tasks[1].payload);
-    assert_eq!((m["kind"].as_str(), m["id"].as_str()), (Some("message"), Some("wamid.X")), "{m}");
+    let (msgs, events) = (messages(&env).await, queued(&env).await);
+    assert_eq!((msgs.len(), events.len()), (1, 1), "{msgs:?} {events:?}");
+    assert_eq!(events[0].kind, "webhook.whatsapp", "{events:?}");
+    let (m, s) = (&msgs[0].payload, &events[0].payload);
+    assert_eq!((m["platform"].as_str(), m["message_id"].as_str()), (Some("whatsapp"), Some("wamid.X")), "{m}");
     assert_eq!(
         (m["customer"].as_str(), m["account"].as_str(), m["text"].as_str()),
         (Some("4477"), Some("PNID"), Some("price?"))
     );
-    assert_eq!(m["timestamp_ms"], 1_700_000_000_000u64, "string timestamps are read");
+    assert_eq!(m["raw"], value["messages"][0], "the message is kept as sent");
     assert_eq!(s["kind"], "status", "{s}");
     assert_eq!((s["customer"].as_str(), s["text"].as_str()), (Some("4477"), Some("delivered")));
+    assert_eq!(s["timestamp_ms"], 1_700_000_001_000u64, "string timestamps are read");
 
     assert_accepted(&post_fb_signed(&router, body.as_bytes()).await, 0, 2);
     // A redelivery dressed differently (other contacts, no status) is still the same message.
@@ -523,7 +557,7 @@ async fn whatsapp_messages_and_statuses_dedup_on_the_message_id() {
     v["contacts"] = json!([{"profile": {"name": "Ann B."}, "wa_id": "4477"}]);
     v.as_object_mut().unwrap().remove("statuses");
     assert_accepted(&post_fb_signed(&router, again.to_string().as_bytes()).await, 0, 1);
-    assert_eq!(env.lane_len(Lane::Webhooks).await, 2);
+    assert_eq!(queued_len(&env).await, 2);
 }
 
 #[tokio::test]
@@ -540,6 +574,19 @@ async fn instagram_echo_delivery_and_read_are_queued_with_their_kinds() {
     ]}]}"#;
     assert_accepted(&post_fb_signed(&router, page.as_bytes()).await, 3, 0);
 
+    let want = |kind: &str, ev: &str, id: &str, customer: &str| {
+        (kind.to_string(), ev.to_string(), id.to_string(), customer.to_string())
+    };
+    let msgs = messages(&env).await;
+    let seen: Vec<(String, String, String, String)> = msgs
+        .iter()
+        .map(|t| {
+            let p = &t.payload;
+            let s = |k: &str| p[k].as_str().unwrap_or_default().to_string();
+            (t.kind.clone(), s("platform"), s("message_id"), s("customer"))
+        })
+        .collect();
+    assert_eq!(seen, [want("conversation.process_message", "instagram", "ig_m1", "IGSID")]);
     let tasks = queued(&env).await;
     let seen: Vec<(String, String, String, String)> = tasks
         .iter()
@@ -549,19 +596,15 @@ async fn instagram_echo_delivery_and_read_are_queued_with_their_kinds() {
             (t.kind.clone(), s("kind"), s("id"), s("customer"))
         })
         .collect();
-    let want = |kind: &str, ev: &str, id: &str, customer: &str| {
-        (kind.to_string(), ev.to_string(), id.to_string(), customer.to_string())
-    };
     assert_eq!(
         seen,
         [
-            want("webhook.instagram", "message", "ig_m1", "IGSID"),
             want("webhook.messenger", "echo", "m_echo", "U1"),
             want("webhook.messenger", "delivery", "delivery:U1:1457764197628", "U1"),
             want("webhook.messenger", "read", "read:U1:1457764197628", "U1"),
         ]
     );
-    assert_eq!(tasks[1].payload["timestamp_ms"], 1457764197628u64, "a string timestamp is read");
+    assert_eq!(tasks[0].payload["timestamp_ms"], 1457764197628u64, "a string timestamp is read");
     assert_accepted(&post_fb_signed(&router, page.as_bytes()).await, 0, 3);
 }
 
@@ -683,7 +726,7 @@ async fn pubsub_push_is_authenticated_by_googles_token() {
     let snake_again = json!({"message": {"data": STANDARD.encode(br#"{"n":2}"#), "messageId": "2"},
                              "subscription": "projects/p/subscriptions/s"});
     assert_accepted(&push(&router, Some(&good), &snake_again).await, 0, 1);
-    assert_eq!(env.lane_len(Lane::Webhooks).await, 2);
+    assert_eq!(queued_len(&env).await, 2);
 
     // Tokens that must not pass.
     let fresh = camel_envelope("3", &json!({"n": 3}));
@@ -718,7 +761,7 @@ async fn pubsub_push_is_authenticated_by_googles_token() {
     let b_token = jwt(KEY_B, "test-key-b", &google_claims());
     let r = push(&router, Some(&b_token), &fresh).await;
     r.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
-    assert_eq!(env.lane_len(Lane::Webhooks).await, 2, "no refused push was queued");
+    assert_eq!(queued_len(&env).await, 2, "no refused push was queued");
 
     // ...until the source serves the new key: past the 2 s refresh guard, the unknown kid makes
     // the key set be fetched again, and the same token passes.
@@ -727,7 +770,7 @@ async fn pubsub_push_is_authenticated_by_googles_token() {
     tokio::time::sleep(Duration::from_millis(2200)).await;
     assert_accepted(&push(&router, Some(&b_token), &fresh).await, 1, 0);
     assert!(keys.fetches() > before, "the key set was fetched again");
-    assert_eq!(env.lane_len(Lane::Webhooks).await, 3);
+    assert_eq!(queued_len(&env).await, 3);
 }
 
 #[tokio::test]
@@ -744,7 +787,7 @@ async fn a_push_token_without_iat_is_refused() {
         let r = push(&router, Some(&jwt(KEY_A, "test-key-a", &claims)), &camel_envelope("1", &json!({}))).await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED, "a token {what}: {}", r.text);
     }
-    assert_eq!(env.lane_len(Lane::Webhooks).await, 0);
+    assert_eq!(queued_len(&env).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -759,7 +802,7 @@ async fn an_unusable_key_source_is_not_fetched_on_every_push() {
         let r = push(&router, Some(&token), &camel_envelope(&format!("k{i}"), &json!({}))).await;
         assert!(!r.status.is_success(), "a push that could not be verified was acknowledged: {r:?}");
     }
-    assert_eq!(env.lane_len(Lane::Webhooks).await, 0);
+    assert_eq!(queued_len(&env).await, 0);
     // jwt.rs: the source is fetched again at most every 2 s, "so forged tokens cannot hammer
     // the source" — which must hold too while the source answers garbage or not at all.
     let allowed = 2 + (started.elapsed().as_secs_f64() / 2.0) as usize;
@@ -784,7 +827,7 @@ async fn unconfigured_endpoints_are_404() {
     http_with(&router, "POST", "/webhooks/google/rbm", &[("x-goog-signature", RBM_SIG)], envelope.into_bytes())
         .await
         .assert_error(StatusCode::NOT_FOUND, "not_found");
-    assert_eq!(env.lane_len(Lane::Webhooks).await, 0);
+    assert_eq!(queued_len(&env).await, 0);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -824,13 +867,15 @@ async fn rbm_handshake_messages_and_events() {
 
     assert_eq!(rbm_sign(RBM_DATA.as_bytes()), RBM_SIG, "the test signs as SPEC §4 says");
     assert_accepted(&post_rbm(&router, rbm_envelope("p-1", RBM_DATA), Some(RBM_SIG)).await, 1, 0);
-    let tasks = queued(&env).await;
-    assert_eq!(tasks.len(), 1);
-    assert_eq!(tasks[0].kind, "webhook.rbm");
-    let ev = &tasks[0].payload;
-    assert_eq!((ev["kind"].as_str(), ev["id"].as_str()), (Some("message"), Some("msg-1")), "{ev}");
+    let msgs = messages(&env).await;
+    assert_eq!(msgs.len(), 1);
+    assert_eq!(queued_len(&env).await, 1);
+    assert_eq!(msgs[0].kind, "conversation.process_message");
+    let ev = &msgs[0].payload;
+    assert_eq!((ev["platform"].as_str(), ev["message_id"].as_str()), (Some("rbm"), Some("msg-1")), "{ev}");
     assert_eq!((ev["customer"].as_str(), ev["account"].as_str()), (Some("+12223334444"), Some("bot@rbm.goog")));
     assert_eq!(ev["text"], "Hi");
+    assert_eq!(ev["raw"], serde_json::from_str::<Value>(RBM_DATA).unwrap(), "the decoded data is kept");
 
     // Redelivered, even under another Pub/Sub message id: the RBM message id decides.
     assert_accepted(&post_rbm(&router, rbm_envelope("p-1", RBM_DATA), Some(RBM_SIG)).await, 0, 1);
@@ -851,14 +896,15 @@ async fn rbm_handshake_messages_and_events() {
         assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{what}: {}", r.text);
         r.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
     }
-    assert_eq!(env.lane_len(Lane::Webhooks).await, 1);
+    assert_eq!(queued_len(&env).await, 1);
 
     let read = r#"{"senderPhoneNumber":"+12223334444","eventType":"READ","eventId":"ev-1","messageId":"msg-1","sendTime":"2026-01-01T00:00:05Z","agentId":"bot@rbm.goog"}"#;
     assert_accepted(&post_rbm(&router, rbm_envelope("p-4", read), Some(&rbm_sign(read.as_bytes()))).await, 1, 0);
     let tasks = queued(&env).await;
-    assert_eq!(tasks.len(), 2);
-    let ev = &tasks[1].payload;
-    assert_eq!((tasks[1].kind.as_str(), ev["kind"].as_str()), ("webhook.rbm", Some("read")), "{ev}");
+    assert_eq!(tasks.len(), 1);
+    assert_eq!(queued_len(&env).await, 2);
+    let ev = &tasks[0].payload;
+    assert_eq!((tasks[0].kind.as_str(), ev["kind"].as_str()), ("webhook.rbm", Some("read")), "{ev}");
     assert_eq!(ev["customer"], "+12223334444");
 }
 
@@ -913,7 +959,7 @@ async fn generic_sources_sign_with_their_own_secret() {
     post_generic(&router, "crm", b"{oops", Some(&sign("k1", b"{oops")), Some("evt-4"))
         .await
         .assert_error(StatusCode::BAD_REQUEST, "bad_request");
-    assert_eq!(env.lane_len(Lane::Webhooks).await, 1);
+    assert_eq!(queued_len(&env).await, 1);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -991,5 +1037,5 @@ async fn wrong_methods_are_405_and_unknown_routes_404() {
         r.assert_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
     }
     http(&router, "POST", "/webhooks/nope", None, Some("{}")).await.assert_error(StatusCode::NOT_FOUND, "not_found");
-    assert_eq!(env.lane_len(Lane::Webhooks).await, 0);
+    assert_eq!(queued_len(&env).await, 0);
 }

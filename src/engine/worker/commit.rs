@@ -26,6 +26,8 @@ pub(crate) struct Start {
 
 pub(crate) struct Done {
     pub id: String,
+    /// Its order key, for ordered tasks: waiters of that key are woken once it is stored.
+    pub order_key: Option<String>,
     pub entry: String,
     pub lane: Lane,
     pub kind: String,
@@ -39,6 +41,7 @@ pub(crate) struct Done {
 
 pub(crate) struct Failed {
     pub id: String,
+    pub order_key: Option<String>,
     pub entry: String,
     pub lane: Lane,
     pub kind: String,
@@ -192,7 +195,13 @@ async fn write(
         inv.key(keys.revoked()).arg(keys.root()).arg(GROUP).arg(now).arg(ttl).arg(&sh.name);
         for d in dones {
             inv.key(keys.lane(d.lane));
-            inv.arg(&d.id).arg(&d.entry).arg(d.attempt).arg(&d.result).arg(&d.attempt_json).arg(d.base);
+            inv.arg(&d.id)
+                .arg(&d.entry)
+                .arg(d.attempt)
+                .arg(&d.result)
+                .arg(&d.attempt_json)
+                .arg(d.base)
+                .arg(d.order_key.as_deref().unwrap_or(""));
         }
         finish_inv = inv;
         pipe.invoke_script(&finish_inv);
@@ -210,7 +219,8 @@ async fn write(
                 .arg(&f.error)
                 .arg(f.retry_at)
                 .arg(f.next_state)
-                .arg(f.deliveries.saturating_sub(1));
+                .arg(f.deliveries.saturating_sub(1))
+                .arg(f.order_key.as_deref().unwrap_or(""));
         }
         fail_inv = inv;
         pipe.invoke_script(&fail_inv);
@@ -272,6 +282,11 @@ fn after_write(sh: &Shared, starts: &[Start], dones: &[Done], fails: &[Failed], 
         }
     }
     drop(fl);
+    for key in
+        dones.iter().filter_map(|d| d.order_key.as_deref()).chain(fails.iter().filter_map(|f| f.order_key.as_deref()))
+    {
+        sh.ring_turn_bell(key);
+    }
     let deferred = fails.iter().filter(|f| f.deferred).count();
     sh.completed.fetch_add((dones.len() + fails.len() - deferred) as u64, Ordering::Relaxed);
     sh.wake.notify_one();

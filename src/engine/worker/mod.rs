@@ -138,6 +138,13 @@ pub(crate) struct Shared {
     recently_cancelled: Mutex<HashMap<String, Instant>>,
     completed: AtomicU64,
     redis_ok: AtomicBool,
+    /// Rung when this worker recorded a task of an order key: tasks parked behind it are due now,
+    /// so the upkeep loop claims at once instead of at its next tick.
+    claim_now: Notify,
+    /// Places for ordered tasks waiting for their turn (they hold no slot meanwhile).
+    waiting: Arc<Semaphore>,
+    /// Per order key with a task waiting here: rung when a task of that key is recorded.
+    turn_bells: Mutex<HashMap<String, Arc<Notify>>>,
     /// Held while claiming; shutdown takes it to know no claim is under way.
     claim_gate: tokio::sync::Mutex<()>,
     /// Enqueue-to-start waits in µs, kept only when a benchmark asks.
@@ -202,6 +209,28 @@ impl Shared {
     fn held_entries(&self, lane: Lane) -> Vec<(String, String)> {
         let fl = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
         fl.iter().filter(|(_, f)| f.lane == lane).map(|(id, f)| (id.clone(), f.entry.clone())).collect()
+    }
+
+    /// The bell a task waiting for its turn under `key` listens to.
+    fn turn_bell(&self, key: &str) -> Arc<Notify> {
+        let mut bells = self.turn_bells.lock().unwrap_or_else(|e| e.into_inner());
+        bells.entry(key.to_string()).or_default().clone()
+    }
+
+    /// Drop the bell of `key` once nobody listens to it.
+    fn forget_turn_bell(&self, key: &str) {
+        let mut bells = self.turn_bells.lock().unwrap_or_else(|e| e.into_inner());
+        if bells.get(key).is_some_and(|b| Arc::strong_count(b) == 1) {
+            bells.remove(key);
+        }
+    }
+
+    fn ring_turn_bell(&self, key: &str) {
+        self.claim_now.notify_one();
+        let bell = self.turn_bells.lock().unwrap_or_else(|e| e.into_inner()).get(key).cloned();
+        if let Some(b) = bell {
+            b.notify_waiters();
+        }
     }
 
     fn stop_task(&self, task_id: &str, reason: super::StopReason) -> bool {
@@ -285,6 +314,7 @@ fn start_inner(engine: Engine, opts: WorkerOptions, shutdown: CancellationToken,
     let (tx, rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
         pool: Arc::new(Semaphore::new(opts.concurrency.max(1))),
+        waiting: Arc::new(Semaphore::new(opts.concurrency.max(1))),
         lane_limits: std::array::from_fn(|i| Arc::new(Semaphore::new(opts.lane_concurrency[i].max(1)))),
         engine,
         name,
@@ -297,6 +327,8 @@ fn start_inner(engine: Engine, opts: WorkerOptions, shutdown: CancellationToken,
         completed: AtomicU64::new(0),
         redis_ok: AtomicBool::new(true),
         claim_gate: tokio::sync::Mutex::new(()),
+        turn_bells: Mutex::new(HashMap::new()),
+        claim_now: Notify::new(),
         waits: measure
             .then(|| Mutex::new(hdrhistogram::Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid bounds"))),
     });

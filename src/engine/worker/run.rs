@@ -45,24 +45,26 @@ enum Ended {
 }
 
 async fn run(sh: Arc<Shared>, d: Delivery, permits: (OwnedSemaphorePermit, OwnedSemaphorePermit), stop: StopSignal) {
-    if let Some((key, seq)) = &d.order
-        && let Some(at) = wait_turn(&sh, key, *seq, &stop).await
-    {
-        drop(permits);
-        let still_queued = match sh.in_flight.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&d.id) {
-            Some(f) if f.phase == Phase::Running => {
-                f.phase = Phase::Committing;
-                f.abort = None;
-                true
+    let permits = match &d.order {
+        None => permits,
+        Some((key, seq)) => match wait_turn(&sh, &d, key, *seq, &stop, permits).await {
+            Waited::Run(permits) => permits,
+            Waited::Parked => {
+                // Parked in Redis (or no longer ours): this worker holds it no more.
+                sh.in_flight.lock().unwrap_or_else(|e| e.into_inner()).remove(&d.id);
+                sh.wake.notify_one();
+                return;
             }
-            _ => false,
-        };
-        if still_queued {
-            sh.commit(defer(&d, at));
-        }
-        sh.wake.notify_one();
-        return;
-    }
+            Waited::Unparked => {
+                // Redis did not take the parking: hand it back through the committer, which
+                // retries until Redis has it.
+                set_committing(&sh, &d.id);
+                sh.commit(later(&d, now_ms() + 200, "waiting for the task queued before it with the same order key"));
+                sh.wake.notify_one();
+                return;
+            }
+        },
+    };
     let attempt = d.attempt();
     let started_ms = now_ms();
     let t0 = Instant::now();
@@ -134,47 +136,132 @@ async fn run(sh: Arc<Shared>, d: Delivery, permits: (OwnedSemaphorePermit, Owned
     sh.wake.notify_one();
 }
 
-/// How long an ordered task waits in place for the one before it before it gives its slot back.
-const TURN_WAIT: Duration = Duration::from_millis(500);
-/// When it gives its slot back, how long until it is looked at again (unless the one before it
-/// waits out a retry: then until that retry is due).
-const TURN_RECHECK: Duration = Duration::from_millis(200);
+/// How long an ordered task waits here for the one before it before it is parked in Redis.
+const TURN_WAIT: Duration = Duration::from_millis(250);
+/// Longest pause between two looks while waiting (a commit of the same key here wakes it sooner).
+const TURN_POLL: Duration = Duration::from_millis(20);
+/// A parked task is looked at again after this long even if nothing woke it (a safety net: the
+/// task before it settling wakes it).
+const PARKED_AT_MOST: Duration = Duration::from_secs(5);
 
-/// Wait for an ordered task's turn: `None` when it may run now, else the time (ms) to look again.
+type Permits = (OwnedSemaphorePermit, OwnedSemaphorePermit);
+
+enum Waited {
+    /// Its turn: run, with these slots.
+    Run(Permits),
+    /// Parked in Redis, or no longer this worker's.
+    Parked,
+    /// Could not be parked (Redis unreachable).
+    Unparked,
+}
+
+fn set_committing(sh: &Shared, id: &str) {
+    if let Some(f) = sh.in_flight.lock().unwrap_or_else(|e| e.into_inner()).get_mut(id) {
+        f.phase = Phase::Committing;
+        f.abort = None;
+    }
+}
+
+/// Wait for an ordered task's turn: its slot back when it may run, else parked.
+///
+/// The common case is one look: the task before it has settled. Otherwise the task waits here a
+/// little — holding none of the worker's slots (the one before it may need one), only one of its
+/// waiting places, and woken at once when a task of the same key is recorded by this worker —
+/// and then, or at once when no waiting place is free, it is parked in Redis: handed back at no
+/// attempt cost and due again as soon as a task of its key settles anywhere (turn.lua, wake.lua).
 /// A stop request (cancel, shutdown) ends the wait: the attempt then goes its usual way.
-async fn wait_turn(sh: &Shared, key: &str, seq: u64, stop: &StopSignal) -> Option<u64> {
-    let deadline = Instant::now() + TURN_WAIT;
-    let mut pause = Duration::from_millis(1);
+async fn wait_turn(sh: &Shared, d: &Delivery, key: &str, seq: u64, stop: &StopSignal, permits: Permits) -> Waited {
     let mut con = sh.engine.conn();
-    loop {
-        if stop.reason().is_some() {
-            return None;
+    if turn(sh, &mut con, d, key, seq, false).await == Turn::Go {
+        return Waited::Run(permits);
+    }
+    drop(permits);
+    sh.wake.notify_one();
+    let ready = match sh.waiting.clone().try_acquire_owned() {
+        Ok(_place) => {
+            let bell = sh.turn_bell(key);
+            let deadline = Instant::now() + TURN_WAIT;
+            let mut pause = Duration::from_millis(1);
+            let ready = loop {
+                tokio::select! {
+                    _ = bell.notified() => {}
+                    _ = tokio::time::sleep(pause) => pause = (pause * 2).min(TURN_POLL),
+                    _ = stop.token().cancelled() => break true,
+                }
+                if turn(sh, &mut con, d, key, seq, false).await == Turn::Go {
+                    break true;
+                }
+                if Instant::now() >= deadline {
+                    break false;
+                }
+            };
+            drop(bell);
+            sh.forget_turn_bell(key);
+            ready
         }
-        let r: redis::RedisResult<Vec<u64>> = sh
-            .engine
-            .scripts()
-            .turn
-            .key(sh.engine.keys().order(key))
-            .arg(sh.engine.keys().root())
-            .arg(seq)
-            .invoke_async(&mut con)
-            .await;
-        let retry_at = match r {
-            Ok(v) if v.first() == Some(&1) => return None,
-            Ok(v) => v.get(1).copied().unwrap_or(0),
-            Err(e) => {
-                tracing::debug!(error = %e, order_key = key, "could not check an ordered task's turn");
-                0
-            }
-        };
-        let now = now_ms();
-        let recheck = now + TURN_RECHECK.as_millis() as u64;
-        // The one before waits out a retry beyond this wait: no point holding the slot.
-        if retry_at > now + TURN_WAIT.as_millis() as u64 || Instant::now() + pause > deadline {
-            return Some(retry_at.max(recheck));
+        Err(_) => false,
+    };
+    if !ready {
+        match turn(sh, &mut con, d, key, seq, true).await {
+            Turn::Go => {}
+            Turn::Gone => return Waited::Parked,
+            Turn::Wait | Turn::Error => return Waited::Unparked,
         }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+    // Its turn: take a slot again, as any task does.
+    match (sh.pool.clone().acquire_owned().await, sh.lane_limits[d.lane.index()].clone().acquire_owned().await) {
+        (Ok(pool), Ok(lane)) => Waited::Run((pool, lane)),
+        _ => Waited::Unparked,
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Turn {
+    Go,
+    Wait,
+    /// Parked in Redis, or the entry is not this worker's any more.
+    Gone,
+    Error,
+}
+
+/// One look at the task's turn; with `park`, a task that may not run yet is parked.
+async fn turn(
+    sh: &Shared,
+    con: &mut redis::aio::ConnectionManager,
+    d: &Delivery,
+    key: &str,
+    seq: u64,
+    park: bool,
+) -> Turn {
+    let keys = sh.engine.keys();
+    let mut inv = sh.engine.scripts().turn.prepare_invoke();
+    inv.key(keys.order(key))
+        .key(keys.order_parked(key))
+        .key(keys.lane(d.lane))
+        .key(keys.retry(d.lane))
+        .arg(keys.root())
+        .arg(seq);
+    if park {
+        inv.arg("1")
+            .arg(d.lane.as_str())
+            .arg(&d.entry)
+            .arg(&sh.name)
+            .arg(crate::redis::GROUP)
+            .arg(d.deliveries.saturating_sub(1))
+            .arg(now_ms() + PARKED_AT_MOST.as_millis() as u64)
+            .arg(sh.engine.order_ttl().as_millis() as u64);
+    } else {
+        inv.arg("");
+    }
+    let r: redis::RedisResult<Vec<u64>> = inv.invoke_async(con).await;
+    match r {
+        Ok(v) if v.first() == Some(&1) => Turn::Go,
+        Ok(v) if matches!(v.first(), Some(2 | 3)) => Turn::Gone,
+        Ok(_) => Turn::Wait,
+        Err(e) => {
+            tracing::debug!(error = %e, order_key = key, "could not look at an ordered task's turn");
+            Turn::Error
+        }
     }
 }
 
@@ -225,6 +312,7 @@ fn record(
         Ended::Outcome(Outcome::Done(v)) => {
             let result = serde_json::to_string(&v).unwrap_or_else(|_| "null".into());
             return Event::Done(Done {
+                order_key: d.order.as_ref().map(|o| o.0.clone()),
                 id: d.id.clone(),
                 entry: d.entry.clone(),
                 lane: d.lane,
@@ -266,6 +354,7 @@ fn record(
         0
     };
     Event::Failed(Failed {
+        order_key: d.order.as_ref().map(|o| o.0.clone()),
         id: d.id.clone(),
         entry: d.entry.clone(),
         lane: d.lane,
@@ -279,11 +368,6 @@ fn record(
         run: elapsed,
         deferred: false,
     })
-}
-
-/// Put an ordered task back until `at` (ms): the task before it has not settled. Costs no attempt.
-fn defer(d: &Delivery, at: u64) -> Event {
-    later(d, at, "waiting for the task queued before it with the same order key")
 }
 
 /// Put a task back until `at` (ms) at no attempt cost, uncounted.
@@ -308,6 +392,7 @@ pub(super) fn handback(d: &Delivery, why: &str) -> Event {
         error: Some(why.to_string()),
     };
     Event::Failed(Failed {
+        order_key: d.order.as_ref().map(|o| o.0.clone()),
         id: d.id.clone(),
         entry: d.entry.clone(),
         lane: d.lane,

@@ -80,6 +80,7 @@ pub(super) async fn upkeep_loop(sh: Arc<Shared>, reading: CancellationToken, sto
         }
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
+            _ = sh.claim_now.notified() => {}
             _ = stop.cancelled() => return,
         }
     }

@@ -24,6 +24,11 @@ else
 end
 redis.call('HSET', key, 'state', 'REVOKED', 'finished_at', now, 'error', 'cancelled')
 redis.call('HDEL', key, 'retry_at')
+-- a queued or retrying task has settled here; tasks parked behind it look at their turn again
+if where ~= 'running' then
+  local root = string.sub(key, 1, #key - #('task:' .. id))
+  wake_parked(root, redis.call('HGET', key, 'order_key'), now)
+end
 if where == 'running' then
   redis.call('SADD', KEYS[4], id)
   redis.call('PUBLISH', channel, id)

@@ -11,17 +11,19 @@
 -- ARGV[6] the recording worker (consumer name);
 -- then per attempt: task id, entry id, attempt number, attempt JSON, error, retry at (ms; 0: dead),
 -- next state ('RETRY', or 'PENDING' for work handed back at shutdown, which costs no attempt),
--- deliveries before this one (the count a hand-back restores)
+-- deliveries before this one (the count a hand-back restores), order key ('' for none: tasks
+-- parked behind it are woken once it settles)
 -- Returns per attempt: 'RETRY', 'PENDING', 'FAILURE', 'REVOKED' or 'STALE'.
 local dlq, counts = KEYS[1], KEYS[2]
 local root, group, now, ttl, cap, worker = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6]
 local out = {}
-local per = 8
+local per = 9
 for i = 1, (#KEYS - 2) / 2 do
   local stream, retry = KEYS[1 + 2 * i], KEYS[2 + 2 * i]
   local a = 7 + (i - 1) * per
   local id, entry, n, attempt, err, at, next_state, before =
     ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], tonumber(ARGV[a + 5]), ARGV[a + 6], ARGV[a + 7]
+  local okey = ARGV[a + 8]
   local key = root .. 'task:' .. id
   local pending = redis.call('XPENDING', stream, group, entry, entry, 1)
   if #pending == 0 or pending[1][2] ~= worker or redis.call('HGET', key, 'entry') ~= entry then
@@ -34,6 +36,7 @@ for i = 1, (#KEYS - 2) / 2 do
       redis.call('SREM', root .. 'revoked', id)
       redis.call('HSET', key, 'a:' .. n, attempt, 'attempts', n)
       redis.call('PEXPIRE', key, ttl)
+      wake_parked(root, okey, now)
       out[i] = 'REVOKED'
     elseif next_state == 'PENDING' then
       -- handed back, not failed: restore the count from before this delivery so it costs no
@@ -77,6 +80,7 @@ for i = 1, (#KEYS - 2) / 2 do
       redis.call('HSET', key, 'state', 'FAILURE', 'error', err, 'finished_at', now, 'attempts', n, 'dead_letter', dead)
       redis.call('HDEL', key, 'retry_at')
       redis.call('PERSIST', key)
+      wake_parked(root, okey, now)
       out[i] = 'FAILURE'
     end
   end
