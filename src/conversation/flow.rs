@@ -41,6 +41,9 @@ pub struct Incoming {
     /// When Switchyard received it (µs since the epoch): the start of the reply latency.
     #[serde(default)]
     pub received_us: u64,
+    /// When the customer sent it, as the platform says (ms since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp_ms: Option<u64>,
     /// The event as the platform sent it, for the dashboard.
     #[serde(default, skip_serializing_if = "Value::is_null")]
     pub raw: Value,
@@ -65,6 +68,7 @@ impl Incoming {
             text: ev.text.clone().filter(|t| !t.trim().is_empty()).unwrap_or_else(|| "(attachment)".into()),
             message_id: ev.id.clone(),
             received_us: crate::engine::now_us(),
+            timestamp_ms: ev.timestamp_ms,
             raw: ev.raw.clone(),
         })
     }
@@ -121,7 +125,7 @@ async fn process(ctx: TaskContext) -> Outcome {
         kind: "message".into(),
         intent: Some(responder::classify(&inc.text)),
         event_id: Some(inc.message_id.clone()),
-        at_ms: now_ms(),
+        at_ms: inc.timestamp_ms.unwrap_or_else(now_ms),
     };
     if let Err(e) = store.append(&key, &turn).await {
         return Outcome::retry(format!("could not record the message: {e}"));

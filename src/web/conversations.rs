@@ -66,6 +66,7 @@ async fn handle(engine: &Engine, req: MessageRequest, async_default: bool) -> Re
         text: req.message,
         message_id: format!("api:{}", new_task_id()),
         received_us: now_us(),
+        timestamp_ms: None,
         raw: req.platform.map(|p| json!({"platform": p})).unwrap_or_default(),
     };
     let task_id = engine.enqueue(incoming.task()).await?;

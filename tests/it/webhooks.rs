@@ -17,10 +17,8 @@ use axum::Router;
 use axum::http::StatusCode;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use hmac::{Hmac, Mac};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
-use sha2::{Sha256, Sha512};
 use switchyard::config::Config;
 use switchyard::engine::{Lane, TaskStatus};
 
@@ -45,20 +43,6 @@ const KEY_A: &[u8] = include_bytes!("../fixtures/jwt_a.der");
 const KEY_B: &[u8] = include_bytes!("../fixtures/jwt_b.der");
 const JWKS_A: &str = include_str!("../fixtures/jwks.json");
 const JWKS_AB: &str = include_str!("../fixtures/jwks_ab.json");
-
-/// `sha256=<hex HMAC-SHA256(secret, body)>`, as Meta and generic sources sign.
-fn sign(secret: &str, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
-}
-
-/// base64(HMAC-SHA512(client token, data)), as RBM signs.
-fn rbm_sign(data: &[u8]) -> String {
-    let mut mac = Hmac::<Sha512>::new_from_slice(RBM_TOKEN.as_bytes()).expect("any key length");
-    mac.update(data);
-    STANDARD.encode(mac.finalize().into_bytes())
-}
 
 fn now_s() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock after 1970").as_secs()
@@ -119,7 +103,7 @@ async fn post_fb(router: &Router, body: &[u8], sig: Option<&str>) -> Resp {
 
 /// POST a body to `/webhooks/facebook` signed with the app secret.
 async fn post_fb_signed(router: &Router, body: &[u8]) -> Resp {
-    post_fb(router, body, Some(&sign(FB_SECRET, body))).await
+    post_fb(router, body, Some(&meta_sign(FB_SECRET, body))).await
 }
 
 /// Assert a 200 `{"accepted": n, "duplicates": d}` answer.
@@ -214,7 +198,7 @@ async fn facebook_handshake_echoes_the_challenge_only_for_the_configured_token()
 async fn the_public_facebook_vector_queues_one_normalized_event() {
     let env = meta_env("fb-vector").await;
     let (router, _) = env.router();
-    assert_eq!(sign(FB_SECRET, FB_BODY.as_bytes()), FB_SIG, "the test signs as SPEC §4 says");
+    assert_eq!(meta_sign(FB_SECRET, FB_BODY.as_bytes()), FB_SIG, "the test signs as SPEC §4 says");
 
     let r = post_fb(&router, FB_BODY.as_bytes(), Some(FB_SIG)).await;
     assert_accepted(&r, 1, 0);
@@ -231,6 +215,7 @@ async fn the_public_facebook_vector_queues_one_normalized_event() {
     assert_eq!(ev["customer"], "PSID", "{ev}");
     assert_eq!(ev["account"], "PAGE_ID", "{ev}");
     assert_eq!(ev["text"], "hello, world!", "{ev}");
+    assert_eq!(ev["timestamp_ms"], 1457764197627u64, "{ev}");
     let received_s = ev["received_us"].as_u64().expect("received_us") / 1_000_000;
     assert!(received_s <= now_s() && received_s + 60 >= now_s(), "received just now: {ev}");
     let raw_item = &serde_json::from_str::<Value>(FB_BODY).unwrap()["entry"][0]["messaging"][0];
@@ -291,11 +276,11 @@ async fn bad_signatures_are_401_and_queue_nothing() {
     let body = FB_BODY.as_bytes();
     // A valid signature of an earlier, different body.
     let earlier = messenger_body(&["m_earlier"]);
-    let stale = sign(FB_SECRET, earlier.as_bytes());
+    let stale = meta_sign(FB_SECRET, earlier.as_bytes());
     // A `sha1=` header of SHA-1 length (40 hex digits), as Meta's legacy X-Hub-Signature carries.
     let sha1_header = format!("sha1={}", &FB_SIG["sha256=".len()..][..40]);
     let bad = [
-        ("forged with another secret", Some(sign("not_the_app_secret", body))),
+        ("forged with another secret", Some(meta_sign("not_the_app_secret", body))),
         ("missing", None),
         ("empty", Some(String::new())),
         ("sha1= scheme", Some(sha1_header)),
@@ -322,7 +307,7 @@ async fn non_ascii_is_hashed_as_meta_escapes_it() {
     // As Meta sends it: non-ASCII as lowercase \u escapes (a surrogate pair for the emoji).
     let body = r#"{"object":"page","entry":[{"id":"PAGE_ID","time":1458692752478,"messaging":[{"sender":{"id":"PSID"},"recipient":{"id":"PAGE_ID"},"timestamp":1457764197627,"message":{"mid":"m_cafe","text":"caf\u00e9 \ud83d\ude00"}}]}]}"#;
     assert!(body.is_ascii());
-    let sig = sign(FB_SECRET, body.as_bytes());
+    let sig = meta_sign(FB_SECRET, body.as_bytes());
 
     assert_accepted(&post_fb(&router, body.as_bytes(), Some(&sig)).await, 1, 0);
     let tasks = messages(&env).await;
@@ -429,13 +414,18 @@ async fn redis_unreachable_is_503_with_retry_after() {
     assert_retry_later(&r);
 
     let body = br#"{"id":"evt-1","text":"hello"}"#;
-    let r =
-        http_with(&router, "POST", "/webhooks/generic/crm", &[("x-signature-256", &sign("k1", body))], body.to_vec())
-            .await;
+    let r = http_with(
+        &router,
+        "POST",
+        "/webhooks/generic/crm",
+        &[("x-signature-256", &meta_sign("k1", body))],
+        body.to_vec(),
+    )
+    .await;
     assert_retry_later(&r);
 
     // Verification still comes first: a forged request is 401 whether Redis answers or not.
-    post_fb(&router, FB_BODY.as_bytes(), Some(&sign("nope", FB_BODY.as_bytes())))
+    post_fb(&router, FB_BODY.as_bytes(), Some(&meta_sign("nope", FB_BODY.as_bytes())))
         .await
         .assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
 }
@@ -509,7 +499,7 @@ async fn a_body_under_the_limit_is_not_refused_for_its_size() {
     // 600 KiB of text: well under the 1 MiB body limit.
     let body = json!({"id": "big-1", "customer": "c-1", "text": "x".repeat(600 * 1024)}).to_string();
     assert!(body.len() < switchyard::web::BODY_LIMIT);
-    let r = post_generic(&router, "crm", body.as_bytes(), Some(&sign("k1", body.as_bytes())), None).await;
+    let r = post_generic(&router, "crm", body.as_bytes(), Some(&meta_sign("k1", body.as_bytes())), None).await;
     assert_accepted(&r, 1, 0);
     let tasks = queued(&env).await;
     assert_eq!(tasks.len(), 1);
@@ -834,15 +824,6 @@ async fn unconfigured_endpoints_are_404() {
 // Google RCS Business Messaging
 // ---------------------------------------------------------------------------------------------
 
-fn rbm_envelope(pubsub_id: &str, data: &str) -> Vec<u8> {
-    json!({
-        "message": {"data": STANDARD.encode(data), "messageId": pubsub_id, "publishTime": "2026-01-01T00:00:00Z"},
-        "subscription": "projects/p/subscriptions/rbm",
-    })
-    .to_string()
-    .into_bytes()
-}
-
 async fn post_rbm(router: &Router, body: Vec<u8>, sig: Option<&str>) -> Resp {
     let mut headers = vec![("content-type", "application/json")];
     if let Some(s) = sig {
@@ -865,7 +846,7 @@ async fn rbm_handshake_messages_and_events() {
     let r = http(&router, "GET", "/webhooks/google/rbm?clientToken=SJENCPGJESMGUFPY&secret=s3cret", None, None).await;
     assert_eq!((r.status, r.text.as_str()), (StatusCode::OK, "s3cret"));
 
-    assert_eq!(rbm_sign(RBM_DATA.as_bytes()), RBM_SIG, "the test signs as SPEC §4 says");
+    assert_eq!(rbm_sign(RBM_TOKEN, RBM_DATA.as_bytes()), RBM_SIG, "the test signs as SPEC §4 says");
     assert_accepted(&post_rbm(&router, rbm_envelope("p-1", RBM_DATA), Some(RBM_SIG)).await, 1, 0);
     let msgs = messages(&env).await;
     assert_eq!(msgs.len(), 1);
@@ -883,9 +864,7 @@ async fn rbm_handshake_messages_and_events() {
 
     // Signatures: of other data, under another token, missing, not base64.
     let other = RBM_DATA.replace("msg-1", "msg-2");
-    let mut mac = Hmac::<Sha512>::new_from_slice(b"WRONGTOKEN").unwrap();
-    mac.update(other.as_bytes());
-    let wrong_token = STANDARD.encode(mac.finalize().into_bytes());
+    let wrong_token = rbm_sign("WRONGTOKEN", other.as_bytes());
     for (what, sig) in [
         ("another message's signature", Some(RBM_SIG.to_string())),
         ("signed with another token", Some(wrong_token)),
@@ -899,7 +878,11 @@ async fn rbm_handshake_messages_and_events() {
     assert_eq!(queued_len(&env).await, 1);
 
     let read = r#"{"senderPhoneNumber":"+12223334444","eventType":"READ","eventId":"ev-1","messageId":"msg-1","sendTime":"2026-01-01T00:00:05Z","agentId":"bot@rbm.goog"}"#;
-    assert_accepted(&post_rbm(&router, rbm_envelope("p-4", read), Some(&rbm_sign(read.as_bytes()))).await, 1, 0);
+    assert_accepted(
+        &post_rbm(&router, rbm_envelope("p-4", read), Some(&rbm_sign(RBM_TOKEN, read.as_bytes()))).await,
+        1,
+        0,
+    );
     let tasks = queued(&env).await;
     assert_eq!(tasks.len(), 1);
     assert_eq!(queued_len(&env).await, 2);
@@ -932,7 +915,7 @@ async fn generic_sources_sign_with_their_own_secret() {
     let (router, _) = env.router();
     let body = br#"{"customer":"c-42","text":"order shipped"}"#;
 
-    let r = post_generic(&router, "crm", body, Some(&sign("k1", body)), Some("evt-1")).await;
+    let r = post_generic(&router, "crm", body, Some(&meta_sign("k1", body)), Some("evt-1")).await;
     assert_accepted(&r, 1, 0);
     let tasks = queued(&env).await;
     assert_eq!(tasks.len(), 1);
@@ -946,17 +929,17 @@ async fn generic_sources_sign_with_their_own_secret() {
 
     // The event id decides, not the body.
     let other = br#"{"customer":"c-42","text":"order shipped (resent)"}"#;
-    assert_accepted(&post_generic(&router, "crm", other, Some(&sign("k1", other)), Some("evt-1")).await, 0, 1);
+    assert_accepted(&post_generic(&router, "crm", other, Some(&meta_sign("k1", other)), Some("evt-1")).await, 0, 1);
 
-    post_generic(&router, "shop", body, Some(&sign("k1", body)), Some("evt-2"))
+    post_generic(&router, "shop", body, Some(&meta_sign("k1", body)), Some("evt-2"))
         .await
         .assert_error(StatusCode::NOT_FOUND, "not_found");
-    for sig in [Some(sign("k2", body)), None, Some(sign("k1", other))] {
+    for sig in [Some(meta_sign("k2", body)), None, Some(meta_sign("k1", other))] {
         post_generic(&router, "crm", body, sig.as_deref(), Some("evt-3"))
             .await
             .assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
     }
-    post_generic(&router, "crm", b"{oops", Some(&sign("k1", b"{oops")), Some("evt-4"))
+    post_generic(&router, "crm", b"{oops", Some(&meta_sign("k1", b"{oops")), Some("evt-4"))
         .await
         .assert_error(StatusCode::BAD_REQUEST, "bad_request");
     assert_eq!(queued_len(&env).await, 1);
@@ -1004,7 +987,7 @@ async fn metrics_count_accepted_duplicate_and_rejected_webhooks() {
         .assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
     post_fb_signed(&router, b"{}").await.assert_error(StatusCode::BAD_REQUEST, "bad_request");
     let body = br#"{"id":"g-1"}"#;
-    assert_accepted(&post_generic(&router, "crm", body, Some(&sign("k1", body)), None).await, 1, 0);
+    assert_accepted(&post_generic(&router, "crm", body, Some(&meta_sign("k1", body)), None).await, 1, 0);
     post_generic(&router, "crm", body, None, None).await.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
 
     let after = received(&router).await;
