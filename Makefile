@@ -25,9 +25,13 @@ lint:
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 
-## Switchyard's drain benchmark, then the peers' on the same machine and Redis.
+## Switchyard's benchmarks (see BENCHMARKS.md), then the peers' on the same machine and Redis.
 bench: build
+	@scripts/setup.sh wrk
 	$(BIN) bench drain --tasks 200000 --concurrency 256
 	$(BIN) bench latency --rate 5000 --seconds 10
+	$(BIN) bench ingest --seconds 10
+	$(BIN) bench reply --rate 1000 --seconds 30
 bench-peers:
 	../shared/bench/peers.sh drain 20000
+	../shared/bench/peers.sh ingest 10

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Install what Switchyard needs to run and test on Debian/Ubuntu: redis-server (7.0 or newer).
+# Install what Switchyard needs to run and test on Debian/Ubuntu: redis-server (7.0 or newer),
+# plus any commands named as arguments (`scripts/setup.sh wrk` for the benchmarks).
 # As root it installs through apt; otherwise it prints the exact command to run.
 set -euo pipefail
 
 need=()
-command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+for cmd in redis-server "$@"; do
+  command -v "$cmd" >/dev/null 2>&1 || need+=("$cmd")
+done
 
 if ((${#need[@]} == 0)); then
   exit 0
