@@ -23,7 +23,7 @@ impl Scripts {
             start: Script::new(include_str!("lua/start.lua")),
             finish: Script::new(concat!(include_str!("lua/wake.lua"), include_str!("lua/finish.lua"))),
             fail: Script::new(concat!(include_str!("lua/wake.lua"), include_str!("lua/fail.lua"))),
-            claim: Script::new(include_str!("lua/claim.lua")),
+            claim: Script::new(concat!(include_str!("lua/wake.lua"), include_str!("lua/claim.lua"))),
             renew: Script::new(include_str!("lua/renew.lua")),
             cancel: Script::new(concat!(include_str!("lua/wake.lua"), include_str!("lua/cancel.lua"))),
             redrive: Script::new(include_str!("lua/redrive.lua")),

@@ -12,8 +12,9 @@ use switchyard::engine::{Lane, Outcome, Registry, TaskSpec, TaskState};
 /// (key, index, start, end) of every run.
 type Runs = Arc<Mutex<Vec<(String, u64, Instant, Instant)>>>;
 
-/// `test.step {"key", "i", "ms", "fail_first"?}`: sleeps, records its run; with `fail_first`
-/// its first attempt fails (retry).
+/// `test.step {"key", "i", "ms", "fail_first"?, "dead_first"?, "retry_long"?}`: sleeps (deaf to
+/// stop requests, as a handler in the middle of a call is), records its run. Its first attempt
+/// fails with `fail_first` (retry), `dead_first` (permanently) or `retry_long` (retry in a minute).
 fn registry(runs: &Runs) -> Registry {
     let mut r = Registry::new();
     let seen = runs.clone();
@@ -21,8 +22,15 @@ fn registry(runs: &Runs) -> Registry {
         let seen = seen.clone();
         async move {
             let start = Instant::now();
+            let first = ctx.attempt == 1;
+            if first && ctx.payload["dead_first"] == json!(true) {
+                return Outcome::fail("dead on purpose");
+            }
+            if first && ctx.payload["retry_long"] == json!(true) {
+                return Outcome::retry_after(Duration::from_secs(60), "a long backoff on purpose");
+            }
             tokio::time::sleep(Duration::from_millis(ctx.payload["ms"].as_u64().unwrap_or(0))).await;
-            if ctx.payload["fail_first"] == json!(true) && ctx.attempt == 1 {
+            if first && ctx.payload["fail_first"] == json!(true) {
                 return Outcome::retry("first attempt fails on purpose");
             }
             let key = ctx.payload["key"].as_str().unwrap_or_default().to_string();
@@ -143,4 +151,121 @@ async fn a_task_behind_a_long_one_is_parked_and_woken_when_it_settles() {
     assert_eq!(outcomes(&s), ["success"]);
     let order: Vec<u64> = runs.lock().unwrap().iter().map(|r| r.1).collect();
     assert_eq!(order, [0, 1]);
+}
+
+/// The run of task `i` (start, end), once it ran.
+fn run_of(runs: &Runs, i: u64) -> Option<(Instant, Instant)> {
+    runs.lock().unwrap().iter().find(|r| r.1 == i).map(|r| (r.2, r.3))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cancelled_task_holds_back_the_next_until_its_handler_has_stopped() {
+    let runs: Runs = Arc::default();
+    let env = TestEnv::lazy("ordered-cancel-running", &redis_url(), |_| {}, registry(&runs));
+    env.engine.ensure_groups().await.unwrap();
+    let first = env.engine.enqueue(step("k", 0, 1500)).await.unwrap();
+    let next = env.engine.enqueue(step("k", 1, 0)).await.unwrap();
+    let _w = env.start_worker();
+    env.wait_state(&first, TaskState::Started).await;
+    env.engine.cancel(&first).await.unwrap();
+    env.wait_state(&next, TaskState::Success).await;
+    // The first handler is deaf to the cancel: it runs its 1.5 s and records its run.
+    let (_, first_end) = run_of(&runs, 0).expect("the cancelled handler ran to its end");
+    let (next_start, _) = run_of(&runs, 1).unwrap();
+    assert!(next_start >= first_end, "the next task started while the cancelled one still ran");
+    assert_eq!(env.status(&first).await.status, TaskState::Revoked);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_shutdown_parks_waiting_tasks_instead_of_running_them() {
+    let runs: Runs = Arc::default();
+    let env = TestEnv::lazy(
+        "ordered-shutdown",
+        &redis_url(),
+        |c| c.shutdown_grace = Duration::from_millis(10),
+        registry(&runs),
+    );
+    env.engine.ensure_groups().await.unwrap();
+    let first = env.engine.enqueue(step("k", 0, 1500)).await.unwrap();
+    let next = env.engine.enqueue(step("k", 1, 0)).await.unwrap();
+    let w = env.start_worker();
+    env.wait_state(&first, TaskState::Started).await;
+    w.stop().await;
+    assert!(run_of(&runs, 1).is_none(), "the waiting task ran at shutdown, before the one before it settled");
+    let s = env.status(&next).await;
+    assert_eq!(s.status, TaskState::Pending, "handed back: {s:?}");
+
+    // Another worker finishes both, in order; waiting cost the second no attempt.
+    let _w2 = env.start_worker();
+    let s = env.wait_state(&next, TaskState::Success).await;
+    assert_eq!(outcomes(&s), ["success"], "{s:?}");
+    let (next_start, _) = run_of(&runs, 1).unwrap();
+    let (_, first_end) = run_of(&runs, 0).expect("the first task ran");
+    assert!(next_start >= first_end);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redriven_task_keeps_its_place_and_wakes_the_next() {
+    let runs: Runs = Arc::default();
+    let env = TestEnv::lazy("ordered-redrive", &redis_url(), |_| {}, registry(&runs));
+    env.engine.ensure_groups().await.unwrap();
+    let first = env
+        .engine
+        .enqueue(TaskSpec::new("test.step", json!({"key": "k", "i": 0, "ms": 600, "dead_first": true})).ordered_by("k"))
+        .await
+        .unwrap();
+    let w = env.start_worker();
+    let dead = env.wait_state(&first, TaskState::Failure).await;
+    w.stop().await;
+    let next = env.engine.enqueue(step("k", 1, 0)).await.unwrap();
+    let letter = dead.dead_letter.clone().expect("a dead letter");
+    env.engine.dlq_redrive(&[letter], &Default::default(), false, false, |_| {}).await.unwrap();
+    let entries = env.lane_entries(Lane::Conversations).await;
+    assert_eq!(entries.len(), 2, "{entries:?}");
+
+    let _w = env.start_worker();
+    env.wait_state(&next, TaskState::Success).await;
+    let order: Vec<u64> = runs.lock().unwrap().iter().map(|r| r.1).collect();
+    assert_eq!(order, [0, 1], "the redriven task runs before the one queued behind it");
+    // The redriven task settling woke the next one: nothing is left parked.
+    let mut con = env.engine.conn();
+    let parked: u64 = redis::cmd("HLEN").arg(env.engine.keys().order_parked("k")).query_async(&mut con).await.unwrap();
+    assert_eq!(parked, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn parked_tasks_do_not_hide_a_dead_workers_entries() {
+    let runs: Runs = Arc::default();
+    let env = TestEnv::lazy("ordered-reclaim", &redis_url(), |_| {}, registry(&runs));
+    env.engine.ensure_groups().await.unwrap();
+    let small = |o: &mut switchyard::engine::worker::WorkerOptions| {
+        o.concurrency = 2;
+        o.lane_concurrency = [2, 2, 2];
+    };
+    // A head waiting out a long retry, and twenty tasks parked behind it.
+    let head = env
+        .engine
+        .enqueue(TaskSpec::new("test.step", json!({"key": "k", "i": 0, "retry_long": true})).ordered_by("k"))
+        .await
+        .unwrap();
+    env.engine.enqueue_batch((1..=20).map(|i| step("k", i, 0)).collect()).await.unwrap();
+    let w1 = env.start_worker_on(env.engine.clone(), small);
+    env.wait_state(&head, TaskState::Retry).await;
+    let parked = env.engine.keys().order_parked("k");
+    let mut con = env.engine.conn();
+    wait_until("twenty tasks parked", async || {
+        let n: u64 = redis::cmd("HLEN").arg(&parked).query_async(&mut con).await.unwrap();
+        n == 20
+    })
+    .await;
+    w1.stop().await;
+
+    // A worker dies holding an unrelated task: another one reclaims it past the parked entries.
+    let lone = env.engine.enqueue(TaskSpec::new("test.step", json!({"key": "x", "i": 99, "ms": 100}))).await.unwrap();
+    let w2 = env.start_worker_on(env.engine.clone(), small);
+    env.wait_started_by(&lone, &w2.name()).await;
+    w2.kill();
+    let w3 = env.start_worker_on(env.engine.clone(), small);
+    env.wait_started_by(&lone, &w3.name()).await;
+    env.wait_state(&lone, TaskState::Success).await;
 }

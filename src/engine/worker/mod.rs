@@ -111,6 +111,8 @@ enum Phase {
     Running,
     /// The outcome is on its way to Redis.
     Committing,
+    /// An ordered task being parked in Redis to wait for its turn: a claim of it replaces it.
+    Parking,
 }
 
 struct InFlight {

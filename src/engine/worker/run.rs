@@ -9,7 +9,7 @@ use serde_json::Value;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::commit::{Done, Event, Failed, Start};
-use super::{Delivery, Phase, Shared};
+use super::{Delivery, Phase, Shared, set_phase};
 use crate::engine::registry::StopSignal;
 use crate::engine::{Attempt, Outcome, StopReason, TaskContext, now_ms, now_us};
 
@@ -50,8 +50,13 @@ async fn run(sh: Arc<Shared>, d: Delivery, permits: (OwnedSemaphorePermit, Owned
         Some((key, seq)) => match wait_turn(&sh, &d, key, *seq, &stop, permits).await {
             Waited::Run(permits) => permits,
             Waited::Parked => {
-                // Parked in Redis (or no longer ours): this worker holds it no more.
-                sh.in_flight.lock().unwrap_or_else(|e| e.into_inner()).remove(&d.id);
+                // Parked in Redis (or no longer ours): this worker holds it no more — unless it
+                // was woken and claimed here meanwhile, as a new delivery.
+                let mut fl = sh.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+                if fl.get(&d.id).is_some_and(|f| f.phase == Phase::Parking) {
+                    fl.remove(&d.id);
+                }
+                drop(fl);
                 sh.wake.notify_one();
                 return;
             }
@@ -186,7 +191,9 @@ async fn wait_turn(sh: &Shared, d: &Delivery, key: &str, seq: u64, stop: &StopSi
                 tokio::select! {
                     _ = bell.notified() => {}
                     _ = tokio::time::sleep(pause) => pause = (pause * 2).min(TURN_POLL),
-                    _ = stop.token().cancelled() => break true,
+                    // Cancelled: run on, so the attempt is recorded REVOKED. Any other stop
+                    // (shutdown, a lost claim) parks it: handed back, or found not ours.
+                    _ = stop.token().cancelled() => break stop.reason() == Some(StopReason::Revoked),
                 }
                 if turn(sh, &mut con, d, key, seq, false).await == Turn::Go {
                     break true;
@@ -202,10 +209,15 @@ async fn wait_turn(sh: &Shared, d: &Delivery, key: &str, seq: u64, stop: &StopSi
         Err(_) => false,
     };
     if !ready {
+        // From here on a claim of this entry (woken the moment it is parked) replaces it here.
+        set_phase(sh, &d.id, Phase::Parking);
         match turn(sh, &mut con, d, key, seq, true).await {
-            Turn::Go => {}
+            Turn::Go => set_phase(sh, &d.id, Phase::Running),
             Turn::Gone => return Waited::Parked,
-            Turn::Wait | Turn::Error => return Waited::Unparked,
+            Turn::Wait | Turn::Error => {
+                set_phase(sh, &d.id, Phase::Running);
+                return Waited::Unparked;
+            }
         }
     }
     // Its turn: take a slot again, as any task does.
@@ -304,7 +316,7 @@ fn record(
     stop: Option<StopReason>,
 ) -> Event {
     if let Ended::Outcome(Outcome::Later(wait)) = &ended
-        && stop.is_none()
+        && stop != Some(StopReason::Revoked)
     {
         return later(d, now_ms() + wait.as_millis() as u64, "asked to run again later");
     }

@@ -131,10 +131,11 @@ async fn claim(sh: &Arc<Shared>, con: &mut redis::aio::ConnectionManager, scan: 
             }
         }
         // An entry this worker already holds came back through the idle scan only because its
-        // renewals failed for a while; it is running here, so it is not started twice.
+        // renewals failed for a while; it is running here, so it is not started twice. One being
+        // parked here was woken as soon as it was parked: the claim is its next delivery.
         {
             let fl = sh.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-            got.retain(|d| !fl.contains_key(&d.id));
+            got.retain(|d| fl.get(&d.id).is_none_or(|f| f.phase == super::Phase::Parking));
         }
         if !got.is_empty() {
             sh.accept(got);

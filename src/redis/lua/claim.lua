@@ -31,6 +31,8 @@ local function take(entry, deliveries, min_idle, reason)
     redis.call('XACK', stream, group, entry)
     redis.call('XDEL', stream, entry)
     redis.call('SREM', root .. 'revoked', id)
+    -- settled here (its worker died before recording it): tasks parked behind it may go
+    wake_parked(root, field(e[2], 'okey'), now)
     return false
   end
   out[#out + 1] = {entry, e[2], deliveries + 1, reason}
@@ -46,16 +48,23 @@ for _, entry in ipairs(due) do
   end
 end
 
-if #out < budget and vt > 0 then
-  local idle = redis.call('XPENDING', stream, group, 'IDLE', vt, '-', '+', (budget - #out) * 4)
+-- Entries waiting out a backoff or parked behind an order key are idle too, and skipped; page
+-- on past them (a bounded number of pages) so they cannot hide a dead worker's entries.
+local from = '-'
+for _ = 1, 8 do
+  if #out >= budget or vt <= 0 then break end
+  local page = (budget - #out) * 4
+  local idle = redis.call('XPENDING', stream, group, 'IDLE', vt, from, '+', page)
   for _, p in ipairs(idle) do
     if #out >= budget then break end
-    local entry, owner = p[1], p[2]
+    local entry = p[1]
     -- Our own entries count too: one idle that long is one whose read reply never reached us
     -- (we renew every entry we know of well inside the timeout); the worker skips any it holds.
     if not redis.call('ZSCORE', retry, entry) then
       take(entry, tonumber(p[4]), vt, 'reclaim')
     end
   end
+  if #idle < page then break end
+  from = '(' .. idle[#idle][1]
 end
 return out

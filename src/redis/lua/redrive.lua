@@ -1,6 +1,7 @@
 -- Send dead letters back to their lanes: each becomes a new stream entry of the same task id,
 -- its record PENDING again with its attempt history kept; the dead letter is deleted in the
--- same step, so a task is never both dead and queued.
+-- same step, so a task is never both dead and queued. An ordered task keeps its order key and
+-- number: it runs once every task before it has settled, and wakes those parked behind it.
 -- KEYS[1] dlq stream, KEYS[2] dlq per-lane counts
 -- ARGV[1] key root, ARGV[2] now (ms), ARGV[3..] dead-letter entry ids
 -- Returns the task ids sent back.
@@ -15,8 +16,13 @@ for i = 3, #ARGV do
     local key = root .. 'task:' .. f.task_id
     local base = tonumber(redis.call('HGET', key, 'attempts') or '0') or 0
     local max = redis.call('HGET', key, 'max_attempts') or '4'
-    local entry = redis.call('XADD', root .. 'lane:' .. f.lane, '*', 'id', f.task_id, 'kind', f.kind,
-      'payload', f.payload, 'at', now, 'max', max, 'base', base)
+    local fields = {'id', f.task_id, 'kind', f.kind, 'payload', f.payload, 'at', now, 'max', max, 'base', base}
+    local order = redis.call('HMGET', key, 'order_key', 'seq')
+    if order[1] and order[2] then
+      fields[#fields + 1] = 'okey'; fields[#fields + 1] = order[1]
+      fields[#fields + 1] = 'seq'; fields[#fields + 1] = order[2]
+    end
+    local entry = redis.call('XADD', root .. 'lane:' .. f.lane, '*', unpack(fields))
     redis.call('HSET', key, 'id', f.task_id, 'kind', f.kind, 'lane', f.lane, 'payload', f.payload,
       'state', 'PENDING', 'entry', entry, 'max_attempts', max, 'attempts', base,
       'created_at', f.created_at or now, 'redriven_at', now)

@@ -1,5 +1,6 @@
 -- May the task numbered `seq` in an order key's sequence run now? Only once every task before it
--- has settled: succeeded, failed for good (dead-lettered), been cancelled, or expired. Settled
+-- has settled: succeeded, failed for good (dead-lettered), been cancelled (and, if it was running,
+-- stopped: until its worker records it, it is in the revoked set), or expired. Settled
 -- predecessors are passed lazily, here: the sequence keeps `done`, the number up to which all
 -- have settled, and moves it on as far as it can. Nothing else has to advance it, so a task
 -- cancelled while queued, dead-lettered or lost with its record cannot block the ones behind it.
@@ -25,6 +26,8 @@ while done < seq - 1 do
     if f[1] == 'PENDING' or f[1] == 'STARTED' or f[1] == 'RETRY' then
       blocked = true
       if f[1] == 'RETRY' then waiting_at = tonumber(f[2] or '0') or 0 end
+    elseif f[1] == 'REVOKED' and redis.call('SISMEMBER', root .. 'revoked', id) == 1 then
+      blocked = true
     end
   end
   if blocked then break end

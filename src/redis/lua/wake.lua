@@ -1,13 +1,19 @@
--- Shared by the scripts that settle a task (finish, fail, cancel; prepended to each): wake the
--- tasks parked behind an order key (turn.lua parks them), so each looks at its turn again now.
--- A parked entry claimed meanwhile is left alone (ZADD XX).
+-- Shared by the scripts that settle a task (finish, fail, cancel, claim; prepended to each): wake
+-- the first task parked behind an order key (turn.lua parks them), so it looks at its turn again
+-- now. Only the first: when it settles it wakes the next, so a long queue behind one key costs one
+-- claim per task, not one per task per settle. A parked entry claimed meanwhile (its safety net
+-- fired) is left alone (ZADD XX); it wakes the next when it settles.
 local function wake_parked(root, okey, now)
   if not okey or okey == '' then return end
   local parked = root .. 'order:' .. okey .. ':parked'
   local all = redis.call('HGETALL', parked)
-  for j = 2, #all, 2 do
-    local lane, entry = string.match(all[j], '^([^\t]+)\t(.+)$')
-    if lane then redis.call('ZADD', root .. 'retry:' .. lane, 'XX', now, entry) end
+  local first, where
+  for j = 1, #all, 2 do
+    local seq = tonumber(all[j])
+    if seq and (not first or seq < first) then first, where = seq, all[j + 1] end
   end
-  if #all > 0 then redis.call('DEL', parked) end
+  if not first then return end
+  local lane, entry = string.match(where, '^([^\t]+)\t(.+)$')
+  if lane then redis.call('ZADD', root .. 'retry:' .. lane, 'XX', now, entry) end
+  redis.call('HDEL', parked, first)
 end
