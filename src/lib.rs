@@ -6,6 +6,8 @@
 //!   worker runtime (read, run, record in batches), retries by `XCLAIM`, the dead-letter queue;
 //! - [`conversation`] holds the responders that answer customers, and [`delivery`] what sending
 //!   a reply back through a platform involves (error classification, text limits);
+//! - [`analytics`] computes conversation figures and performance reports, and cleans up;
+//! - [`schedule`] fires periodic work exactly once per tick across processes;
 //! - [`web`] serves the JSON API, health and metrics;
 //! - [`telemetry`] holds metric names, the Prometheus recorder and the lane sampler.
 //!
@@ -14,6 +16,7 @@
 //! down), [`commands`] (the CLI's operations) and [`bench`].
 #![forbid(unsafe_code)]
 
+pub mod analytics;
 pub mod app;
 pub mod bench;
 pub mod commands;
@@ -24,5 +27,6 @@ pub mod engine;
 pub mod http_client;
 pub mod ingest;
 pub mod redis;
+pub mod schedule;
 pub mod telemetry;
 pub mod web;

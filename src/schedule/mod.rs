@@ -1,0 +1,1 @@
+//! Periodic work, fired exactly once per tick across every process.
