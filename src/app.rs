@@ -48,6 +48,7 @@ pub fn registry() -> Registry {
     crate::ingest::register(&mut r);
     crate::delivery::send::register(&mut r);
     crate::conversation::flow::register(&mut r);
+    crate::analytics::cleanup::register(&mut r);
     r
 }
 
@@ -184,6 +185,11 @@ pub async fn serve(config: Config, roles: Roles, lanes: Vec<Lane>) -> anyhow::Re
         .worker
         .then(|| worker::start(engine.clone(), WorkerOptions::from_config(engine.config(), lanes), shutdown.clone()));
 
+    let scheduler = roles.scheduler.then(|| {
+        let defs = crate::schedule::from_config(engine.config());
+        crate::schedule::start(engine.clone(), defs, crate::schedule::process_name(), shutdown.clone())
+    });
+
     let mut server = None;
     if roles.api {
         let ready = Arc::new(AtomicBool::new(false));
@@ -212,6 +218,9 @@ pub async fn serve(config: Config, roles: Roles, lanes: Vec<Lane>) -> anyhow::Re
         w.wait().await;
     }
     if let Some(s) = server {
+        let _ = tokio::time::timeout(Duration::from_secs(5), s).await;
+    }
+    if let Some(s) = scheduler {
         let _ = tokio::time::timeout(Duration::from_secs(5), s).await;
     }
     if let Some(p) = private {

@@ -68,7 +68,15 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Entries the dead-letter queue may hold (0: no cap; nothing is ever dropped silently).
     pub dlq_max: u64,
+    /// Schedule name → cron expression with a seconds field, or `off`.
+    pub schedules: BTreeMap<String, String>,
+    /// How long the scheduler's lease lasts unless renewed: the longest a tick waits when the
+    /// process holding it dies.
+    pub scheduler_lease: Duration,
 }
+
+/// The schedules there are, with their defaults (SPEC §7).
+pub const SCHEDULES: &[(&str, &str)] = &[("performance_report", "0 */5 * * * *"), ("cleanup", "0 0 * * * *")];
 
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 
@@ -112,6 +120,8 @@ impl Default for Config {
             idempotency_window: Duration::from_secs(24 * 3600),
             shutdown_grace: Duration::from_secs(30),
             dlq_max: 0,
+            schedules: SCHEDULES.iter().map(|(n, e)| (n.to_string(), e.to_string())).collect(),
+            scheduler_lease: Duration::from_secs(10),
         }
     }
 }
@@ -132,6 +142,7 @@ impl Config {
     /// As [`Config::load`], with the environment given (tests use this).
     pub fn load_from(file: Option<&str>, env: &[(String, String)]) -> Result<Config, ConfigError> {
         let mut raw: BTreeMap<String, Raw> = BTreeMap::new();
+        let mut schedules: Vec<(String, Raw)> = Vec::new();
         if let Some(path) = file {
             let text =
                 std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_string(), source })?;
@@ -145,7 +156,20 @@ impl Config {
                     toml::Value::Integer(i) => i.to_string(),
                     toml::Value::Float(f) => f.to_string(),
                     toml::Value::Boolean(b) => b.to_string(),
-                    toml::Value::Table(_) if key == "schedules" => continue,
+                    toml::Value::Table(t) if key == "schedules" => {
+                        for (name, v) in t {
+                            let toml::Value::String(expr) = v else {
+                                return Err(ConfigError::Parse {
+                                    path: path.to_string(),
+                                    message: format!(
+                                        "schedule `{name}` must be a string (a cron expression or \"off\")"
+                                    ),
+                                });
+                            };
+                            schedules.push((name.clone(), Raw { value: expr, name: format!("schedules.{name}") }));
+                        }
+                        continue;
+                    }
                     _ => {
                         return Err(ConfigError::Parse {
                             path: path.to_string(),
@@ -162,6 +186,10 @@ impl Config {
         for (name, value) in env {
             let Some(key) = name.strip_prefix("SWITCHYARD_") else { continue };
             let key = key.to_ascii_lowercase();
+            if let Some(schedule) = key.strip_prefix("schedule_") {
+                schedules.push((schedule.to_string(), Raw { value: value.clone(), name: name.clone() }));
+                continue;
+            }
             if KNOWN.contains(&key.as_str()) {
                 raw.insert(key, Raw { value: value.clone(), name: name.clone() });
             }
@@ -226,6 +254,18 @@ impl Config {
         set_parse!(idempotency_window, parse_duration);
         set_parse!(shutdown_grace, parse_duration);
         set_parse!(dlq_max, |r: &Raw| parse_num::<u64>(r));
+        set_parse!(scheduler_lease, parse_duration);
+        for (name, r) in schedules {
+            if !SCHEDULES.iter().any(|(n, _)| *n == name) {
+                let known: Vec<&str> = SCHEDULES.iter().map(|(n, _)| *n).collect();
+                return Err(invalid(&r, &format!("no schedule named `{name}` (schedules: {})", known.join(", "))));
+            }
+            let expr = r.value.trim().to_string();
+            if !expr.eq_ignore_ascii_case("off") {
+                crate::schedule::parse_cron(&expr).map_err(|e| invalid(&r, &e))?;
+            }
+            c.schedules.insert(name, expr);
+        }
         c.validate()?;
         Ok(c)
     }
@@ -343,6 +383,7 @@ const KNOWN: &[&str] = &[
     "idempotency_window",
     "shutdown_grace",
     "dlq_max",
+    "scheduler_lease",
 ];
 
 fn invalid(r: &Raw, message: &str) -> ConfigError {

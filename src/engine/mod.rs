@@ -131,7 +131,7 @@ impl Engine {
         &self.inner.keys
     }
 
-    pub(crate) fn scripts(&self) -> &Scripts {
+    pub fn scripts(&self) -> &Scripts {
         &self.inner.scripts
     }
 

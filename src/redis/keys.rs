@@ -87,6 +87,21 @@ impl Keys {
         format!("{}order:{}:parked", self.root, key)
     }
 
+    /// The scheduler's lease: the name of the process that fires ticks.
+    pub fn scheduler_lease(&self) -> String {
+        format!("{}scheduler:lease", self.root)
+    }
+
+    /// The scheduler's fencing counter: a new token each time the lease changes hands.
+    pub fn scheduler_fence(&self) -> String {
+        format!("{}scheduler:fence", self.root)
+    }
+
+    /// Hash of one schedule's state: `last_tick`, `last_run`, `last_task`, `next_run`, `fired_by`.
+    pub fn schedule(&self, name: &str) -> String {
+        format!("{}schedule:{}", self.root, name)
+    }
+
     /// Pub/sub channel on which cancellations of running tasks are announced.
     pub fn cancel_channel(&self) -> String {
         format!("{}cancel", self.root)

@@ -14,6 +14,9 @@ pub struct Scripts {
     pub dlq_delete: Script,
     pub quarantine: Script,
     pub turn: Script,
+    pub lease: Script,
+    pub fire: Script,
+    pub trim: Script,
 }
 
 impl Scripts {
@@ -30,6 +33,9 @@ impl Scripts {
             dlq_delete: Script::new(include_str!("lua/dlq_delete.lua")),
             quarantine: Script::new(include_str!("lua/quarantine.lua")),
             turn: Script::new(include_str!("lua/turn.lua")),
+            lease: Script::new(include_str!("lua/lease.lua")),
+            fire: Script::new(include_str!("lua/fire.lua")),
+            trim: Script::new(include_str!("lua/trim.lua")),
         }
     }
 
@@ -47,6 +53,9 @@ impl Scripts {
             &self.dlq_delete,
             &self.quarantine,
             &self.turn,
+            &self.lease,
+            &self.fire,
+            &self.trim,
         ] {
             s.load_async(con).await?;
         }

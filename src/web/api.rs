@@ -128,3 +128,16 @@ pub async fn dlq_delete(State(s): State<AppState>, Path(id): Path<String>) -> Re
         n => Ok(Json(json!({"deleted": n}))),
     }
 }
+
+/// `GET /schedules`: every schedule with its cron, next run, last run and last result.
+pub async fn schedules(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let defs = crate::schedule::from_config(s.engine.config());
+    Ok(Json(crate::schedule::list(&s.engine, &defs).await?))
+}
+
+/// `POST /schedules/{name}/run`: queue a schedule's task now.
+pub async fn schedule_run(State(s): State<AppState>, Path(name): Path<String>) -> Result<impl IntoResponse, ApiError> {
+    let defs = crate::schedule::from_config(s.engine.config());
+    let task_id = crate::schedule::run_now(&s.engine, &defs, &name).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"schedule": name, "task_id": task_id}))))
+}

@@ -3,7 +3,7 @@
 //! `common` starts the shared `redis-server` (or uses `SWITCHYARD_TEST_REDIS_URL`) and holds the
 //! helpers; `engine` covers the task engine and its API; `webhooks` the ingestion endpoints;
 //! `delivery` replies going out to a local stand-in for the platforms; `conversations` the
-//! conversation store; `faults` races and Redis faults; `ordering` tasks run in order per key; `flow` a webhook in, its reply out; `binary` the `switchyard`
+//! conversation store; `faults` races and Redis faults; `ordering` tasks run in order per key; `flow` a webhook in, its reply out; `schedule` the scheduler; `binary` the `switchyard`
 //! command itself.
 
 mod binary;
@@ -14,4 +14,5 @@ mod engine;
 mod faults;
 mod flow;
 mod ordering;
+mod schedule;
 mod webhooks;
