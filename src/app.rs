@@ -49,6 +49,7 @@ pub fn registry() -> Registry {
     crate::delivery::send::register(&mut r);
     crate::conversation::flow::register(&mut r);
     crate::analytics::cleanup::register(&mut r);
+    crate::analytics::report::register(&mut r);
     r
 }
 

@@ -3,3 +3,4 @@
 
 pub mod cleanup;
 pub mod conversation;
+pub mod report;

@@ -36,6 +36,7 @@ pub mod dlq;
 mod outcome;
 mod producer;
 mod registry;
+pub mod stats;
 pub mod status;
 mod task;
 pub mod worker;

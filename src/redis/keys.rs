@@ -102,6 +102,16 @@ impl Keys {
         format!("{}schedule:{}", self.root, name)
     }
 
+    /// Hash of one minute's per-kind figures: `worker|lane|kind` → JSON (counts, histograms).
+    pub fn stats(&self, minute: u64) -> String {
+        format!("{}stats:{}", self.root, minute)
+    }
+
+    /// List of performance reports, newest first (the last 100).
+    pub fn reports(&self) -> String {
+        format!("{}reports", self.root)
+    }
+
     /// Pub/sub channel on which cancellations of running tasks are announced.
     pub fn cancel_channel(&self) -> String {
         format!("{}cancel", self.root)

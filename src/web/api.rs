@@ -141,3 +141,19 @@ pub async fn schedule_run(State(s): State<AppState>, Path(name): Path<String>) -
     let task_id = crate::schedule::run_now(&s.engine, &defs, &name).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({"schedule": name, "task_id": task_id}))))
 }
+
+/// `POST /analytics/reports`: queue a performance report (`{"minutes"?}`, default 5).
+pub async fn report_request(State(s): State<AppState>, RawBody(body): RawBody) -> Result<impl IntoResponse, ApiError> {
+    let payload: serde_json::Value =
+        if body.iter().all(u8::is_ascii_whitespace) { json!({}) } else { parse_body(&body)? };
+    let task_id = s.engine.enqueue(TaskSpec::new(crate::analytics::report::KIND, payload)).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"task_id": task_id, "status": "PENDING"}))))
+}
+
+/// `GET /analytics/reports/latest`: the newest report.
+pub async fn report_latest(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    match crate::analytics::report::latest(&s.engine).await? {
+        Some(r) => Ok(Json(r)),
+        None => Err(ApiError::NotFound("no report yet; POST /analytics/reports queues one".into())),
+    }
+}

@@ -68,6 +68,8 @@ pub fn router(state: AppState) -> Router {
         .route("/conversations/webhook-interaction", post(conversations::webhook_interaction))
         .route("/conversations/{id}", get(conversations::get))
         .route("/conversations/{id}/continue", post(conversations::continue_conversation))
+        .route("/analytics/reports", post(api::report_request))
+        .route("/analytics/reports/latest", get(api::report_latest))
         .route("/schedules", get(api::schedules))
         .route("/schedules/{name}/run", post(api::schedule_run))
         .route("/dlq", get(api::dlq_list))

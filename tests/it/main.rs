@@ -6,6 +6,7 @@
 //! conversation store; `faults` races and Redis faults; `ordering` tasks run in order per key; `flow` a webhook in, its reply out; `schedule` the scheduler; `binary` the `switchyard`
 //! command itself.
 
+mod analytics;
 mod binary;
 mod common;
 mod conversations;

@@ -10,6 +10,7 @@ use redis::Value;
 use tokio::sync::mpsc;
 
 use super::{Backoff, Shared};
+use crate::engine::stats::Counted;
 use crate::engine::{Lane, StopReason, now_ms};
 use crate::redis::GROUP;
 use crate::redis::scripts::is_noscript;
@@ -258,6 +259,12 @@ fn after_write(sh: &Shared, starts: &[Start], dones: &[Done], fails: &[Failed], 
             .increment(1);
         metrics::histogram!("switchyard_task_run_seconds", "lane" => d.lane.as_str(), "kind" => d.kind.clone())
             .record(d.run.as_secs_f64());
+        let counted = match label {
+            "success" => Counted::Succeeded,
+            "revoked" => Counted::Revoked,
+            _ => Counted::Nothing,
+        };
+        sh.stats.outcome(d.lane, &d.kind, counted, d.run.as_micros() as u64);
     }
     for (f, outcome) in fails.iter().zip(&r.failed) {
         fl.remove(&f.id);
@@ -280,6 +287,13 @@ fn after_write(sh: &Shared, starts: &[Start], dones: &[Done], fails: &[Failed], 
             metrics::histogram!("switchyard_task_run_seconds", "lane" => f.lane.as_str(), "kind" => f.kind.clone())
                 .record(f.run.as_secs_f64());
         }
+        let counted = match label {
+            "retry" => Counted::Retried,
+            "failure" => Counted::Failed,
+            "revoked" => Counted::Revoked,
+            _ => Counted::Nothing,
+        };
+        sh.stats.outcome(f.lane, &f.kind, counted, f.run.as_micros() as u64);
     }
     drop(fl);
     for key in

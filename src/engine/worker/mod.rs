@@ -143,6 +143,8 @@ pub(crate) struct Shared {
     /// Rung when this worker recorded a task of an order key: tasks parked behind it are due now,
     /// so the upkeep loop claims at once instead of at its next tick.
     claim_now: Notify,
+    /// Per-kind figures for performance reports, flushed to Redis every second.
+    stats: crate::engine::stats::Collector,
     /// Places for ordered tasks waiting for their turn (they hold no slot meanwhile).
     waiting: Arc<Semaphore>,
     /// Per order key with a task waiting here: rung when a task of that key is recorded.
@@ -331,6 +333,7 @@ fn start_inner(engine: Engine, opts: WorkerOptions, shutdown: CancellationToken,
         claim_gate: tokio::sync::Mutex::new(()),
         turn_bells: Mutex::new(HashMap::new()),
         claim_now: Notify::new(),
+        stats: Default::default(),
         waits: measure
             .then(|| Mutex::new(hdrhistogram::Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid bounds"))),
     });
@@ -356,6 +359,7 @@ fn start_inner(engine: Engine, opts: WorkerOptions, shutdown: CancellationToken,
         upkeep_stop.cancel();
         let _ = upkeep.await;
         let _ = listener.await;
+        let _ = sh.stats.flush(&sh.engine, &sh.name).await;
         upkeep::deregister(&sh).await;
         tracing::info!(worker = %sh.name, completed = sh.completed.load(Ordering::Relaxed), "worker stopped");
     });

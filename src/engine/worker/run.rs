@@ -76,6 +76,7 @@ async fn run(sh: Arc<Shared>, d: Delivery, permits: (OwnedSemaphorePermit, Owned
     if d.deliveries == 1 && d.base == 0 && d.at_us > 0 {
         let wait_us = now_us().saturating_sub(d.at_us);
         metrics::histogram!("switchyard_task_wait_seconds", "lane" => d.lane.as_str()).record(wait_us as f64 / 1e6);
+        sh.stats.wait(d.lane, &d.kind, wait_us);
         if let Some(w) = &sh.waits {
             let _ = w.lock().unwrap_or_else(|e| e.into_inner()).record(wait_us.max(1));
         }

@@ -19,6 +19,8 @@ use crate::redis::scripts::is_noscript;
 /// How often due retries are looked for.
 const CLAIM_EVERY: Duration = Duration::from_millis(100);
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
+/// How often the per-kind figures go to Redis.
+const STATS_EVERY: Duration = Duration::from_secs(1);
 /// Consumers idle this long with nothing pending are removed from the group.
 const DEAD_CONSUMER_AFTER: Duration = Duration::from_secs(3600);
 /// Heartbeats older than this are removed from the workers list.
@@ -35,6 +37,7 @@ pub(super) async fn upkeep_loop(sh: Arc<Shared>, reading: CancellationToken, sto
     let mut last_scan = Instant::now() - scan_every;
     let mut last_beat = Instant::now() - HEARTBEAT_EVERY;
     let mut last_prune = Instant::now();
+    let mut last_flush = Instant::now();
     let mut backoff = Backoff::new();
     let started = now_ms();
     loop {
@@ -53,6 +56,10 @@ pub(super) async fn upkeep_loop(sh: Arc<Shared>, reading: CancellationToken, sto
                 }
             }
             drop(gate);
+            if last_flush.elapsed() >= STATS_EVERY {
+                sh.stats.flush(&sh.engine, &sh.name).await?;
+                last_flush = Instant::now();
+            }
             if last_beat.elapsed() >= HEARTBEAT_EVERY {
                 heartbeat(&sh, &mut con, started).await?;
                 check_revoked(&sh, &mut con).await?;
