@@ -78,20 +78,25 @@ pub enum Counted {
     Nothing,
 }
 
-/// Minute (since the epoch), lane and kind.
-type Slot = (u64, Lane, String);
+/// One kind's figures, and whether they changed since the last flush.
+type ByKind = HashMap<String, (KindStats, bool)>;
 
-/// A worker's figures by slot, each with whether it changed since the last flush.
+/// A worker's figures by minute (since the epoch) and lane, then kind.
 #[derive(Default)]
 pub struct Collector {
-    slots: Mutex<HashMap<Slot, (KindStats, bool)>>,
+    slots: Mutex<HashMap<(u64, Lane), ByKind>>,
 }
 
 impl Collector {
     fn with(&self, lane: Lane, kind: &str, f: impl FnOnce(&mut KindStats)) {
         let minute = now_ms() / 60_000;
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        let slot = slots.entry((minute, lane, kind.to_string())).or_default();
+        let inner = slots.entry((minute, lane)).or_default();
+        // Look up before inserting: the kind's name is allocated once per minute, not per task.
+        let slot = match inner.get_mut(kind) {
+            Some(s) => s,
+            None => inner.entry(kind.to_string()).or_default(),
+        };
         f(&mut slot.0);
         slot.1 = true;
     }
@@ -125,16 +130,14 @@ impl Collector {
         let now_minute = now_ms() / 60_000;
         let dirty: Vec<(u64, String, String)> = {
             let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-            let out = slots
-                .iter_mut()
-                .filter(|(_, (_, d))| *d)
-                .map(|((m, lane, kind), (s, d))| {
+            let mut out = Vec::new();
+            for ((m, lane), kinds) in slots.iter_mut() {
+                for (kind, (s, d)) in kinds.iter_mut().filter(|(_, (_, d))| *d) {
                     *d = false;
                     let json = serde_json::to_string(s).unwrap_or_default();
-                    (*m, format!("{worker}|{}|{kind}", lane.as_str()), json)
-                })
-                .collect();
-            slots.retain(|(m, _, _), (_, d)| *m >= now_minute || *d);
+                    out.push((*m, format!("{worker}|{}|{kind}", lane.as_str()), json));
+                }
+            }
             out
         };
         if dirty.is_empty() {
@@ -148,12 +151,19 @@ impl Collector {
         }
         let mut con = engine.conn();
         let r: redis::RedisResult<()> = pipe.query_async(&mut con).await;
-        if r.is_err() {
+        if r.is_ok() {
+            // Minutes that are over and written are done with.
+            let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+            slots.retain(|(m, _), kinds| *m >= now_minute || kinds.values().any(|(_, d)| *d));
+        } else {
             // Keep them for the next flush.
             let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-            for ((m, lane, kind), (_, d)) in slots.iter_mut() {
-                if dirty.iter().any(|(dm, f, _)| dm == m && f.ends_with(&format!("|{}|{kind}", lane.as_str()))) {
-                    *d = true;
+            for ((m, lane), kinds) in slots.iter_mut() {
+                for (kind, (_, d)) in kinds.iter_mut() {
+                    let field = format!("{worker}|{}|{kind}", lane.as_str());
+                    if dirty.iter().any(|(dm, f, _)| dm == m && *f == field) {
+                        *d = true;
+                    }
                 }
             }
         }
