@@ -50,6 +50,7 @@ pub fn registry() -> Registry {
     crate::conversation::flow::register(&mut r);
     crate::analytics::cleanup::register(&mut r);
     crate::analytics::report::register(&mut r);
+    crate::analytics::conversation::register(&mut r);
     r
 }
 

@@ -212,6 +212,10 @@ async fn finish_reply(
     }
     metrics::counter!("switchyard_replies_total", "platform" => key.platform.clone(), "responder" => responder)
         .increment(1);
+    // The conversation's figures, once it has been quiet a moment (debounced).
+    if let Err(e) = crate::analytics::conversation::request(engine, &id).await {
+        tracing::debug!(conversation = %id, error = %e, "conversation analytics not queued");
+    }
     Outcome::Done(json!({
         "conversation_id": id,
         "response": reply.text,

@@ -191,6 +191,6 @@ pub async fn get(
         "customer_messages": summary.customer_turns,
         "replies": summary.agent_turns,
         "messages": messages,
-        "analytics": Value::Null,
+        "analytics": crate::analytics::conversation::load(&s.engine, &key.id()).await?,
     })))
 }

@@ -152,6 +152,17 @@ async fn a_burst_of_five_messages_is_answered_in_order_by_several_workers() {
         .flat_map(|(m, r)| [("customer".to_string(), m.to_string()), ("agent".to_string(), r.clone())])
         .collect();
     assert_eq!(turns, alternating, "each message is followed by its own answer");
+
+    // Once the conversation is quiet, its figures are computed once for the burst and shown.
+    let analytics = wait_for("the conversation's analytics", async || {
+        let a = admin(&router, "GET", "/conversations/messenger:PAGE1:PSID9", None).await.json["analytics"].clone();
+        (!a.is_null()).then_some(a)
+    })
+    .await;
+    assert_eq!(analytics["customer_messages"], 5, "{analytics}");
+    assert_eq!(analytics["agent_replies"], 5, "{analytics}");
+    assert_eq!(analytics["intents"]["pricing"], 1, "{analytics}");
+    assert!(analytics["first_reply_ms"].is_number(), "{analytics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -7,6 +7,7 @@
 //! command itself.
 
 mod analytics;
+mod analytics_conv;
 mod binary;
 mod common;
 mod conversations;
