@@ -59,7 +59,10 @@ fn describe() {
         "From a customer's message reaching Switchyard to the platform accepting the reply, by platform."
     );
     describe_counter!("switchyard_replies_total", "Replies produced, by platform and responder (builtin, llm, none).");
-    describe_counter!("switchyard_llm_fallbacks_total", "LLM answers that failed or timed out; the built-in one went out.");
+    describe_counter!(
+        "switchyard_llm_fallbacks_total",
+        "LLM answers that failed or timed out; the built-in one went out."
+    );
     describe_counter!("switchyard_http_requests_total", "HTTP requests served, by method, route and status.");
     describe_histogram!("switchyard_http_request_duration_seconds", metrics::Unit::Seconds, "HTTP request latency.");
 }

@@ -15,6 +15,7 @@ mod delivery;
 mod engine;
 mod faults;
 mod flow;
+mod metrics;
 mod ordering;
 mod schedule;
 mod webhooks;
