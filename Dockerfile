@@ -3,6 +3,8 @@ FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock rustfmt.toml ./
 COPY src src
+COPY templates templates
+COPY static static
 RUN cargo build --release --locked && cp target/release/switchyard /switchyard
 
 FROM debian:bookworm-slim

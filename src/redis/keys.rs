@@ -112,6 +112,11 @@ impl Keys {
         format!("{}reports", self.root)
     }
 
+    /// A dashboard session: its CSRF token, expiring with the session.
+    pub fn session(&self, id: &str) -> String {
+        format!("{}session:{}", self.root, id)
+    }
+
     /// Pub/sub channel on which cancellations of running tasks are announced.
     pub fn cancel_channel(&self) -> String {
         format!("{}cancel", self.root)

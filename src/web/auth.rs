@@ -14,6 +14,7 @@ pub fn token_matches(expected: &str, given: &str) -> bool {
     expected.len() == given.len() && bool::from(expected.as_bytes().ct_eq(given.as_bytes()))
 }
 
+/// The bearer token, or (for reads) the dashboard's session cookie.
 pub async fn require_admin(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let given = req
         .headers()
@@ -23,6 +24,9 @@ pub async fn require_admin(State(state): State<AppState>, req: Request, next: Ne
         .map(str::trim);
     match given {
         Some(token) if token_matches(&state.admin_token, token) => next.run(req).await,
+        None if super::dashboard::api_session_ok(&state.engine, req.method(), req.headers()).await => {
+            next.run(req).await
+        }
         _ => ApiError::Unauthorized("missing or wrong admin token".into()).into_response(),
     }
 }

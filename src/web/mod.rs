@@ -4,6 +4,7 @@
 mod api;
 pub mod auth;
 mod conversations;
+pub mod dashboard;
 pub mod error;
 
 use std::sync::Arc;
@@ -82,6 +83,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics_text))
         .merge(admin)
         .merge(crate::ingest::router())
+        .merge(dashboard::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(record_http))

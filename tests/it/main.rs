@@ -11,6 +11,7 @@ mod analytics_conv;
 mod binary;
 mod common;
 mod conversations;
+mod dashboard;
 mod delivery;
 mod engine;
 mod faults;

@@ -1,0 +1,765 @@
+//! The operator's dashboard: server-rendered pages (askama), live parts refreshed with htmx.
+//!
+//! Every figure comes from Redis, so it is the deployment's, not this process's. Logging in
+//! with the admin token opens a session kept in Redis (it survives restarts and is shared by
+//! every process) behind an HttpOnly, SameSite=Strict cookie. Every state-changing action is a
+//! POST that must carry the session's CSRF token (a form field, or the `X-CSRF-Token` header htmx
+//! sends) and must not come from another site; no page or action is served without a session.
+
+use std::collections::BTreeMap;
+
+use askama::Template;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::auth::{random_token, token_matches};
+use super::{AppState, RawBody};
+use crate::conversation::flow::key_for_id;
+use crate::conversation::store::Store;
+use crate::engine::{Engine, EngineError, Lane, format_ms};
+
+const COOKIE: &str = "sy_session";
+/// How long a session lasts.
+const SESSION_SECONDS: u64 = 12 * 3600;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/", get(|| async { Redirect::to("/ui/") }))
+        .route("/static/htmx.min.js", get(htmx))
+        .route("/static/switchyard.css", get(css))
+        .route("/ui/login", get(login_page).post(login))
+        .route("/ui/logout", post(logout))
+        .route("/ui/", get(overview))
+        .route("/ui/lanes", get(lanes))
+        .route("/ui/tasks", get(tasks))
+        .route("/ui/tasks/{id}/cancel", post(cancel))
+        .route("/ui/active", get(active))
+        .route("/ui/dlq", get(dlq))
+        .route("/ui/dlq/redrive", post(dlq_redrive))
+        .route("/ui/dlq/delete", post(dlq_delete))
+        .route("/ui/workers", get(workers))
+        .route("/ui/conversations", get(conversations))
+        .route("/ui/schedules", get(schedules))
+        .route("/ui/schedules/{name}/run", post(schedule_run))
+}
+
+async fn htmx() -> impl IntoResponse {
+    static_file("text/javascript; charset=utf-8", include_str!("../../static/htmx.min.js"))
+}
+
+async fn css() -> impl IntoResponse {
+    static_file("text/css; charset=utf-8", include_str!("../../static/switchyard.css"))
+}
+
+fn static_file(kind: &'static str, body: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, kind), (header::CACHE_CONTROL, "public, max-age=3600")], body).into_response()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sessions and CSRF
+// ---------------------------------------------------------------------------------------------
+
+/// A logged-in operator's session.
+pub struct Session {
+    id: String,
+    csrf: String,
+}
+
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
+}
+
+/// The session the request's cookie names, if it is still open.
+pub async fn session(engine: &Engine, headers: &HeaderMap) -> Option<Session> {
+    let id = cookie(headers, COOKIE).filter(|id| id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()))?;
+    let mut con = engine.conn();
+    let csrf: Option<String> = redis::cmd("GET").arg(engine.keys().session(&id)).query_async(&mut con).await.ok()?;
+    csrf.map(|csrf| Session { id, csrf })
+}
+
+fn is_htmx(headers: &HeaderMap) -> bool {
+    headers.get("hx-request").is_some_and(|v| v == "true")
+}
+
+/// The request's session, or the way to the login page: a redirect for a page, a 401 telling
+/// htmx to go there for a fragment.
+async fn require(state: &AppState, headers: &HeaderMap) -> Result<Session, Response> {
+    match session(&state.engine, headers).await {
+        Some(s) => Ok(s),
+        None if is_htmx(headers) => {
+            Err((StatusCode::UNAUTHORIZED, [("hx-redirect", "/ui/login")], "log in again").into_response())
+        }
+        None => Err(Redirect::to("/ui/login").into_response()),
+    }
+}
+
+/// A POST from a logged-in operator on this site, with the session's CSRF token.
+async fn require_post(state: &AppState, headers: &HeaderMap, form: &Form) -> Result<Session, Response> {
+    let s = require(state, headers).await?;
+    let cross_site = headers.get("sec-fetch-site").is_some_and(|v| v == "cross-site")
+        || match (headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()), headers.get(header::HOST)) {
+            (Some(origin), Some(host)) => {
+                let host = host.to_str().unwrap_or_default();
+                origin.split_once("://").map(|(_, h)| h) != Some(host)
+            }
+            _ => false,
+        };
+    let given = headers.get("x-csrf-token").and_then(|v| v.to_str().ok()).or_else(|| form.one("csrf"));
+    if cross_site || !given.is_some_and(|t| token_matches(&s.csrf, t)) {
+        return Err(
+            (StatusCode::FORBIDDEN, Html("<p>Forbidden: this action needs the page's CSRF token.</p>")).into_response()
+        );
+    }
+    Ok(s)
+}
+
+/// An `application/x-www-form-urlencoded` body (repeated fields kept).
+struct Form(Vec<(String, String)>);
+
+impl Form {
+    fn parse(body: &[u8]) -> Form {
+        Form(form_urlencoded::parse(body).map(|(k, v)| (k.into_owned(), v.into_owned())).collect())
+    }
+
+    fn one(&self, name: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    fn all(&self, name: &str) -> Vec<String> {
+        self.0.iter().filter(|(k, _)| k == name).map(|(_, v)| v.clone()).collect()
+    }
+}
+
+fn render(t: impl Template) -> Response {
+    match t.render() {
+        Ok(html) => Html(html).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "a dashboard template failed to render");
+            (StatusCode::INTERNAL_SERVER_ERROR, "template error").into_response()
+        }
+    }
+}
+
+fn failed(e: EngineError) -> Response {
+    let status = if e.is_unavailable() { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::INTERNAL_SERVER_ERROR };
+    tracing::warn!(error = %e, "dashboard request failed");
+    (status, Html(format!("<p class=\"error\">Redis did not answer: {}</p>", html_escape(&e.to_string()))))
+        .into_response()
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage {
+    error: Option<String>,
+}
+
+async fn login_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if session(&state.engine, &headers).await.is_some() {
+        return Redirect::to("/ui/").into_response();
+    }
+    render(LoginPage { error: None })
+}
+
+async fn login(State(state): State<AppState>, RawBody(body): RawBody) -> Response {
+    let form = Form::parse(&body);
+    let given = form.one("token").unwrap_or_default().trim().to_string();
+    if !token_matches(&state.admin_token, &given) {
+        let mut r = render(LoginPage { error: Some("That is not the admin token.".into()) });
+        *r.status_mut() = StatusCode::UNAUTHORIZED;
+        return r;
+    }
+    let (id, csrf) = (random_token(), random_token());
+    let mut con = state.engine.conn();
+    let stored: redis::RedisResult<()> = redis::cmd("SET")
+        .arg(state.engine.keys().session(&id))
+        .arg(&csrf)
+        .arg("EX")
+        .arg(SESSION_SECONDS)
+        .query_async(&mut con)
+        .await;
+    if let Err(e) = stored {
+        return failed(e.into());
+    }
+    let cookie = format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={SESSION_SECONDS}");
+    let mut r = Redirect::to("/ui/").into_response();
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
+}
+
+async fn logout(State(state): State<AppState>, headers: HeaderMap, RawBody(body): RawBody) -> Response {
+    let s = match require_post(&state, &headers, &Form::parse(&body)).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let mut con = state.engine.conn();
+    let _: redis::RedisResult<i64> =
+        redis::cmd("DEL").arg(state.engine.keys().session(&s.id)).query_async(&mut con).await;
+    let mut r = Redirect::to("/ui/login").into_response();
+    r.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static("sy_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+    );
+    r
+}
+
+// ---------------------------------------------------------------------------------------------
+// Overview
+// ---------------------------------------------------------------------------------------------
+
+struct LaneRow {
+    name: &'static str,
+    depth: u64,
+    lag: u64,
+    pending: u64,
+    active: u64,
+    retrying: u64,
+    consumers: u64,
+    dead: i64,
+    throughput: String,
+    failures: String,
+    run_p99: String,
+}
+
+struct QueuesView {
+    dlq_depth: u64,
+}
+
+#[derive(Template)]
+#[template(path = "lanes.html")]
+struct LanesPart {
+    q: QueuesView,
+    workers: u64,
+    lanes: Vec<LaneRow>,
+}
+
+#[derive(Template)]
+#[template(path = "overview.html")]
+struct OverviewPage {
+    csrf: String,
+    nav: &'static str,
+    q: QueuesView,
+    workers: u64,
+    lanes: Vec<LaneRow>,
+}
+
+async fn lanes_data(engine: &Engine) -> Result<(QueuesView, u64, Vec<LaneRow>), EngineError> {
+    let q = engine.queues_status().await?;
+    let mut con = engine.conn();
+    let workers: u64 = redis::cmd("HLEN").arg(engine.keys().workers()).query_async(&mut con).await?;
+    // The last minute of every worker's figures (bounded: one hash per minute).
+    let report = crate::analytics::report::build(engine, 1).await?;
+    let rows = Lane::ALL
+        .iter()
+        .map(|l| {
+            let s = q.queues.get(l.as_str());
+            let fig = &report["lanes"][l.as_str()];
+            let secs = report["window"]["seconds"].as_f64().unwrap_or(60.0).max(1.0);
+            let failed = fig["failed"].as_u64().unwrap_or(0) + fig["retried"].as_u64().unwrap_or(0);
+            LaneRow {
+                name: l.as_str(),
+                depth: s.map_or(0, |s| s.depth),
+                lag: s.map_or(0, |s| s.lag),
+                pending: s.map_or(0, |s| s.pending),
+                active: s.map_or(0, |s| s.active),
+                retrying: s.map_or(0, |s| s.retrying),
+                consumers: s.map_or(0, |s| s.consumers),
+                dead: s.map_or(0, |s| s.dead),
+                throughput: format!("{:.1}", fig["throughput_per_s"].as_f64().unwrap_or(0.0)),
+                failures: format!("{:.2}", failed as f64 / secs),
+                run_p99: fig["run_ms"]["p99"].as_f64().map_or("—".into(), |ms| format!("{ms:.1} ms")),
+            }
+        })
+        .collect();
+    Ok((QueuesView { dlq_depth: q.dlq_depth }, workers, rows))
+}
+
+async fn overview(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let s = match require(&state, &headers).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    match lanes_data(&state.engine).await {
+        Ok((q, workers, lanes)) if is_htmx(&headers) => render(LanesPart { q, workers, lanes }),
+        Ok((q, workers, lanes)) => render(OverviewPage { csrf: s.csrf, nav: "overview", q, workers, lanes }),
+        Err(e) => failed(e),
+    }
+}
+
+/// The live part of the overview (htmx polls it).
+async fn lanes(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(r) = require(&state, &headers).await {
+        return r;
+    }
+    match lanes_data(&state.engine).await {
+        Ok((q, workers, lanes)) => render(LanesPart { q, workers, lanes }),
+        Err(e) => failed(e),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tasks and active tasks
+// ---------------------------------------------------------------------------------------------
+
+struct AttemptRow {
+    attempt: u32,
+    outcome: String,
+    when: String,
+    duration: String,
+    worker: String,
+    error: String,
+}
+
+struct TaskView {
+    id: String,
+    kind: String,
+    state: String,
+    lane: String,
+    progress: u8,
+    attempts: u32,
+    max_attempts: u32,
+    created: String,
+    started: String,
+    finished: String,
+    error: String,
+    payload: String,
+    result: String,
+    history: Vec<AttemptRow>,
+    cancellable: bool,
+}
+
+#[derive(Template)]
+#[template(path = "tasks.html")]
+struct TasksPage {
+    csrf: String,
+    nav: &'static str,
+    query: String,
+    missing: Option<String>,
+    task: Option<TaskView>,
+}
+
+#[derive(Deserialize)]
+struct IdQuery {
+    #[serde(default)]
+    id: String,
+}
+
+fn pretty(v: &Value) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_default()
+}
+
+async fn tasks(State(state): State<AppState>, headers: HeaderMap, Query(q): Query<IdQuery>) -> Response {
+    let s = match require(&state, &headers).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let id = q.id.trim().to_string();
+    let (mut missing, mut task) = (None, None);
+    if !id.is_empty() {
+        match state.engine.task_status(&id).await {
+            Ok(Some(t)) => {
+                task = Some(TaskView {
+                    id: t.task_id.clone(),
+                    kind: t.kind.clone(),
+                    state: t.status.as_str().into(),
+                    lane: t.lane.map(|l| l.as_str().to_string()).unwrap_or_default(),
+                    progress: t.progress,
+                    attempts: t.attempts,
+                    max_attempts: t.max_attempts,
+                    created: t.created_at.clone().unwrap_or_default(),
+                    started: t.started_at.clone().unwrap_or_else(|| "—".into()),
+                    finished: t.finished_at.clone().unwrap_or_else(|| "—".into()),
+                    error: t.error.clone().unwrap_or_default(),
+                    payload: pretty(&t.payload),
+                    result: pretty(&t.result),
+                    cancellable: !t.status.is_finished(),
+                    history: t
+                        .history
+                        .iter()
+                        .map(|a| AttemptRow {
+                            attempt: a.attempt,
+                            outcome: a.outcome.clone(),
+                            when: a.started_at.map(format_ms).unwrap_or_default(),
+                            duration: a.duration_ms.map(|d| format!("{d:.1} ms")).unwrap_or_default(),
+                            worker: a.worker.clone().unwrap_or_default(),
+                            error: a.error.clone().unwrap_or_default(),
+                        })
+                        .collect(),
+                })
+            }
+            Ok(None) => missing = Some(format!("No task with id {id} (finished tasks are kept for TASK_RETENTION).")),
+            Err(e) => return failed(e),
+        }
+    }
+    render(TasksPage { csrf: s.csrf, nav: "tasks", query: id, missing, task })
+}
+
+async fn cancel(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    RawBody(body): RawBody,
+) -> Response {
+    if let Err(r) = require_post(&state, &headers, &Form::parse(&body)).await {
+        return r;
+    }
+    match state.engine.cancel(&id).await {
+        Ok(_) | Err(EngineError::Finished { .. }) => Redirect::to(&format!("/ui/tasks?id={id}")).into_response(),
+        Err(EngineError::NotFound(_)) => (StatusCode::NOT_FOUND, Html("<p>No such task.</p>")).into_response(),
+        Err(e) => failed(e),
+    }
+}
+
+struct ActiveGroup {
+    worker: String,
+    tasks: Vec<crate::engine::status::ActiveTask>,
+}
+
+#[derive(Template)]
+#[template(path = "active_rows.html")]
+struct ActiveRows {
+    groups: Vec<ActiveGroup>,
+}
+
+#[derive(Template)]
+#[template(path = "active.html")]
+struct ActivePage {
+    csrf: String,
+    nav: &'static str,
+    groups: Vec<ActiveGroup>,
+}
+
+async fn active(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let s = match require(&state, &headers).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let tasks = match state.engine.active_tasks(1000).await {
+        Ok(t) => t,
+        Err(e) => return failed(e),
+    };
+    let mut by_worker: BTreeMap<String, Vec<_>> = BTreeMap::new();
+    for t in tasks {
+        by_worker.entry(t.worker.clone()).or_default().push(t);
+    }
+    let groups = by_worker.into_iter().map(|(worker, tasks)| ActiveGroup { worker, tasks }).collect();
+    if is_htmx(&headers) {
+        render(ActiveRows { groups })
+    } else {
+        render(ActivePage { csrf: s.csrf, nav: "active", groups })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dead letters
+// ---------------------------------------------------------------------------------------------
+
+struct LetterRow {
+    id: String,
+    task_id: String,
+    kind: String,
+    lane: String,
+    failed_at: String,
+    attempts: usize,
+}
+
+struct LetterGroup {
+    error: String,
+    letters: Vec<LetterRow>,
+}
+
+#[derive(Template)]
+#[template(path = "dlq.html")]
+struct DlqPage {
+    csrf: String,
+    nav: &'static str,
+    notice: Option<String>,
+    groups: Vec<LetterGroup>,
+}
+
+/// Dead letters grouped by their error's first line (the newest thousand).
+async fn dlq_page(engine: &Engine, csrf: String, notice: Option<String>) -> Response {
+    let letters = match engine.dlq_list(&Default::default(), 1000).await {
+        Ok(l) => l,
+        Err(e) => return failed(e),
+    };
+    let mut groups: BTreeMap<String, Vec<LetterRow>> = BTreeMap::new();
+    for d in letters {
+        let first: String = d.error.lines().next().unwrap_or_default().chars().take(160).collect();
+        groups.entry(first).or_default().push(LetterRow {
+            id: d.id.clone(),
+            task_id: d.task_id.clone(),
+            kind: d.kind.clone(),
+            lane: d.lane.map(|l| l.as_str().to_string()).unwrap_or_default(),
+            failed_at: d.failed_at.clone().unwrap_or_default(),
+            attempts: d.attempts.len(),
+        });
+    }
+    let mut groups: Vec<LetterGroup> =
+        groups.into_iter().map(|(error, letters)| LetterGroup { error, letters }).collect();
+    groups.sort_by_key(|g| std::cmp::Reverse(g.letters.len()));
+    render(DlqPage { csrf, nav: "dlq", notice, groups })
+}
+
+async fn dlq(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    match require(&state, &headers).await {
+        Ok(s) => dlq_page(&state.engine, s.csrf, None).await,
+        Err(r) => r,
+    }
+}
+
+async fn dlq_redrive(State(state): State<AppState>, headers: HeaderMap, RawBody(body): RawBody) -> Response {
+    let form = Form::parse(&body);
+    let s = match require_post(&state, &headers, &form).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let ids = form.all("ids");
+    if ids.is_empty() {
+        return dlq_page(&state.engine, s.csrf, Some("Nothing selected.".into())).await;
+    }
+    let dry_run = form.one("dry_run").is_some();
+    match state.engine.dlq_redrive(&ids, &Default::default(), false, dry_run, |_| {}).await {
+        Ok(r) if dry_run => {
+            dlq_page(&state.engine, s.csrf, Some(format!("Dry run: {} would go back to their lanes.", r.matched))).await
+        }
+        Ok(r) => dlq_page(&state.engine, s.csrf, Some(format!("{} sent back to their lanes.", r.redriven))).await,
+        Err(e) => failed(e),
+    }
+}
+
+async fn dlq_delete(State(state): State<AppState>, headers: HeaderMap, RawBody(body): RawBody) -> Response {
+    let form = Form::parse(&body);
+    let s = match require_post(&state, &headers, &form).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    match state.engine.dlq_delete(&form.all("ids")).await {
+        Ok(n) => dlq_page(&state.engine, s.csrf, Some(format!("{n} dead letters deleted."))).await,
+        Err(e) => failed(e),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Workers, conversations, schedules
+// ---------------------------------------------------------------------------------------------
+
+struct WorkerRow {
+    name: String,
+    host: String,
+    pid: u64,
+    lanes: String,
+    concurrency: u64,
+    in_flight: u64,
+    completed: u64,
+    last_seen: String,
+}
+
+#[derive(Template)]
+#[template(path = "workers.html")]
+struct WorkersPage {
+    csrf: String,
+    nav: &'static str,
+    workers: Vec<WorkerRow>,
+}
+
+async fn workers(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let s = match require(&state, &headers).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let mut con = state.engine.conn();
+    let beats: BTreeMap<String, String> =
+        match redis::cmd("HGETALL").arg(state.engine.keys().workers()).query_async(&mut con).await {
+            Ok(b) => b,
+            Err(e) => return failed(e.into()),
+        };
+    let workers = beats
+        .into_iter()
+        .filter_map(|(name, beat)| {
+            let b: Value = serde_json::from_str(&beat).ok()?;
+            let lanes =
+                b["lanes"].as_array().map(|l| l.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "));
+            Some(WorkerRow {
+                name,
+                host: b["host"].as_str().unwrap_or_default().into(),
+                pid: b["pid"].as_u64().unwrap_or(0),
+                lanes: lanes.unwrap_or_default(),
+                concurrency: b["concurrency"].as_u64().unwrap_or(0),
+                in_flight: b["in_flight"].as_u64().unwrap_or(0),
+                completed: b["completed"].as_u64().unwrap_or(0),
+                last_seen: b["last_seen"].as_u64().map(format_ms).unwrap_or_default(),
+            })
+        })
+        .collect();
+    render(WorkersPage { csrf: s.csrf, nav: "workers", workers })
+}
+
+struct TurnRow {
+    at: String,
+    who: String,
+    kind: String,
+    text: String,
+}
+
+struct ConversationView {
+    id: String,
+    handed_off: bool,
+    customer_turns: u64,
+    agent_turns: u64,
+    created: String,
+    updated: String,
+    turns: Vec<TurnRow>,
+    analytics: String,
+}
+
+#[derive(Template)]
+#[template(path = "conversations.html")]
+struct ConversationsPage {
+    csrf: String,
+    nav: &'static str,
+    query: String,
+    missing: Option<String>,
+    conversation: Option<ConversationView>,
+}
+
+async fn conversations(State(state): State<AppState>, headers: HeaderMap, Query(q): Query<IdQuery>) -> Response {
+    let s = match require(&state, &headers).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let query = q.id.trim().to_string();
+    let (mut missing, mut conversation) = (None, None);
+    if !query.is_empty() {
+        let id = key_for_id(&query).id();
+        let store = Store::new(state.engine.clone());
+        match tokio::try_join!(
+            store.summary(&id),
+            store.history(&id, 200),
+            crate::analytics::conversation::load(&state.engine, &id)
+        ) {
+            Ok((Some(sum), turns, analytics)) => {
+                conversation = Some(ConversationView {
+                    id: sum.conversation_id.clone(),
+                    handed_off: sum.handed_off,
+                    customer_turns: sum.customer_turns,
+                    agent_turns: sum.agent_turns,
+                    created: format_ms(sum.created_at),
+                    updated: format_ms(sum.updated_at),
+                    turns: turns
+                        .iter()
+                        .map(|t| TurnRow {
+                            at: format_ms(t.at_ms),
+                            who: serde_json::to_value(t.who)
+                                .ok()
+                                .and_then(|v| v.as_str().map(str::to_string))
+                                .unwrap_or_default(),
+                            kind: t.kind.clone(),
+                            text: t.text.clone(),
+                        })
+                        .collect(),
+                    analytics: analytics.map(|a| pretty(&a)).unwrap_or_default(),
+                })
+            }
+            Ok((None, _, _)) => missing = Some(format!("No conversation {id}.")),
+            Err(e) => return failed(e),
+        }
+    }
+    render(ConversationsPage { csrf: s.csrf, nav: "conversations", query, missing, conversation })
+}
+
+struct ScheduleRow {
+    name: String,
+    cron: String,
+    kind: String,
+    next_run: String,
+    last_run: String,
+    last_result: String,
+}
+
+#[derive(Template)]
+#[template(path = "schedules.html")]
+struct SchedulesPage {
+    csrf: String,
+    nav: &'static str,
+    notice: Option<String>,
+    leader: String,
+    schedules: Vec<ScheduleRow>,
+}
+
+async fn schedules_page(engine: &Engine, csrf: String, notice: Option<String>) -> Response {
+    let defs = crate::schedule::from_config(engine.config());
+    let list = match crate::schedule::list(engine, &defs).await {
+        Ok(l) => l,
+        Err(e) => return failed(e),
+    };
+    let text = |v: &Value| v.as_str().map(str::to_string).unwrap_or_else(|| "—".into());
+    let schedules = list["schedules"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|s| ScheduleRow {
+                    name: text(&s["name"]),
+                    cron: text(&s["cron"]),
+                    kind: text(&s["kind"]),
+                    next_run: text(&s["next_run"]),
+                    last_run: text(&s["last_run"]),
+                    last_result: match &s["last_result"] {
+                        Value::Null => "—".into(),
+                        r => text(&r["status"]),
+                    },
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let leader = list["leader"].as_str().unwrap_or("no process (no scheduler running)").to_string();
+    render(SchedulesPage { csrf, nav: "schedules", notice, leader, schedules })
+}
+
+async fn schedules(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    match require(&state, &headers).await {
+        Ok(s) => schedules_page(&state.engine, s.csrf, None).await,
+        Err(r) => r,
+    }
+}
+
+async fn schedule_run(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    RawBody(body): RawBody,
+) -> Response {
+    let s = match require_post(&state, &headers, &Form::parse(&body)).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let defs = crate::schedule::from_config(state.engine.config());
+    match crate::schedule::run_now(&state.engine, &defs, &name).await {
+        Ok(task) => schedules_page(&state.engine, s.csrf, Some(format!("{name} queued as task {task}."))).await,
+        Err(EngineError::NotFound(m)) => (StatusCode::NOT_FOUND, Html(html_escape(&m))).into_response(),
+        Err(e) => failed(e),
+    }
+}
+
+/// Whether a request may use the JSON API on the strength of a dashboard session: reads only
+/// (writes through the API need the bearer token).
+pub async fn api_session_ok(engine: &Engine, method: &Method, headers: &HeaderMap) -> bool {
+    (method == Method::GET || method == Method::HEAD) && session(engine, headers).await.is_some()
+}

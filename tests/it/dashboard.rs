@@ -1,0 +1,221 @@
+//! The dashboard's pages and actions: a session required everywhere, login into an HttpOnly,
+//! SameSite=Strict cookie, CSRF-checked POSTs, htmx fragments versus full pages, and what each
+//! page shows of real work.
+
+use crate::common::*;
+use axum::Router;
+use axum::http::StatusCode;
+use serde_json::json;
+use switchyard::engine::{TaskSpec, TaskState};
+
+const PAGES: [&str; 8] =
+    ["/ui/", "/ui/lanes", "/ui/tasks", "/ui/active", "/ui/dlq", "/ui/workers", "/ui/conversations", "/ui/schedules"];
+
+/// Log in with the admin token; the session cookie (`name=value`) and the page's CSRF token.
+async fn log_in(router: &Router) -> (String, String) {
+    let r = http_with(
+        router,
+        "POST",
+        "/ui/login",
+        &[("content-type", "application/x-www-form-urlencoded")],
+        format!("token={TOKEN}").into_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    let set = r.headers.get("set-cookie").expect("a session cookie").to_str().unwrap().to_string();
+    assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict"), "{set}");
+    let cookie = set.split(';').next().unwrap().to_string();
+    let page = get(router, "/ui/", &cookie).await;
+    let csrf = page
+        .text
+        .split("\"X-CSRF-Token\": \"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("the page's CSRF token");
+    (cookie, csrf.to_string())
+}
+
+async fn get(router: &Router, path: &str, cookie: &str) -> Resp {
+    http_with(router, "GET", path, &[("cookie", cookie)], Vec::new()).await
+}
+
+async fn post_form(router: &Router, path: &str, cookie: &str, form: &str) -> Resp {
+    http_with(
+        router,
+        "POST",
+        path,
+        &[("cookie", cookie), ("content-type", "application/x-www-form-urlencoded"), ("sec-fetch-site", "same-origin")],
+        form.as_bytes().to_vec(),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_page_needs_a_session_and_login_opens_one() {
+    let env = TestEnv::new("ui-auth").await;
+    let (router, _) = env.router();
+    for page in PAGES {
+        let r = http(&router, "GET", page, None, None).await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "{page} without a session");
+        assert_eq!(r.headers.get("location").unwrap(), "/ui/login", "{page}");
+        let r = http_with(&router, "GET", page, &[("hx-request", "true")], Vec::new()).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{page} fragment without a session");
+        assert_eq!(r.headers.get("hx-redirect").unwrap(), "/ui/login");
+        let r = get(&router, page, "sy_session=0000000000000000000000000000000000000000000000000000000000000000").await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "{page} with a made-up session");
+    }
+    let r = http(&router, "GET", "/ui/login", None, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.text.contains("Admin token"));
+    let r = http_with(
+        &router,
+        "POST",
+        "/ui/login",
+        &[("content-type", "application/x-www-form-urlencoded")],
+        b"token=wrong".to_vec(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(r.text.contains("not the admin token"), "{}", r.text);
+    assert!(r.headers.get("set-cookie").is_none());
+
+    let (cookie, csrf) = log_in(&router).await;
+    for page in PAGES {
+        let r = get(&router, page, &cookie).await;
+        assert_eq!(r.status, StatusCode::OK, "{page}: {}", r.text);
+    }
+    // The API reads with the session too; writes still need the token.
+    assert_eq!(get(&router, "/conversations/tasks/queues/status", &cookie).await.status, StatusCode::OK);
+    let r = http_with(
+        &router,
+        "POST",
+        "/tasks",
+        &[("cookie", &cookie), ("content-type", "application/json")],
+        br#"{"kind":"diag.noop"}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+
+    // Logging out closes the session.
+    let r = post_form(&router, "/ui/logout", &cookie, &format!("csrf={csrf}")).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(get(&router, "/ui/", &cookie).await.status, StatusCode::SEE_OTHER);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fragments_for_htmx_and_full_pages_otherwise() {
+    let env = TestEnv::new("ui-htmx").await;
+    let (router, _) = env.router();
+    let (cookie, _) = log_in(&router).await;
+    env.engine.enqueue_batch((0..7).map(|_| TaskSpec::new("diag.noop", json!({}))).collect()).await.unwrap();
+
+    let full = get(&router, "/ui/", &cookie).await;
+    assert!(full.text.contains("<html") && full.text.contains("hx-get=\"/ui/lanes\""), "{}", full.text);
+    let part = http_with(&router, "GET", "/ui/", &[("cookie", &cookie), ("hx-request", "true")], Vec::new()).await;
+    assert!(!part.text.contains("<html"), "a fragment, not a page: {}", part.text);
+    assert!(part.text.contains("data-lane=\"analytics\""));
+    let depth = part.text.split("data-lane=\"analytics\"").nth(1).unwrap();
+    assert!(depth.contains("<td class=\"num depth\">7</td>"), "the lane's depth: {depth}");
+
+    let full = get(&router, "/ui/active", &cookie).await;
+    assert!(full.text.contains("<html"));
+    let part =
+        http_with(&router, "GET", "/ui/active", &[("cookie", &cookie), ("hx-request", "true")], Vec::new()).await;
+    assert!(!part.text.contains("<html") && part.text.contains("Nothing is running"), "{}", part.text);
+    let css = http(&router, "GET", "/static/switchyard.css", None, None).await;
+    assert_eq!(css.status, StatusCode::OK);
+    assert!(http(&router, "GET", "/static/htmx.min.js", None, None).await.text.contains("htmx"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actions_need_the_csrf_token_and_do_what_they_say() {
+    let env = TestEnv::new("ui-actions").await;
+    let (router, _) = env.router();
+    let (cookie, csrf) = log_in(&router).await;
+    let _w = env.start_worker();
+    let dead = env.engine.enqueue(TaskSpec::new("diag.fail", json!({"permanent": true}))).await.unwrap();
+    env.wait_state(&dead, TaskState::Failure).await;
+    let letter = env.engine.dlq_get(&dead).await.unwrap().unwrap().id;
+
+    let page = get(&router, "/ui/dlq", &cookie).await;
+    assert!(page.text.contains(&dead) && page.text.contains("permanent"), "{}", page.text);
+
+    // Without the token, with a wrong one, or from another site: refused, nothing changes.
+    let form = format!("ids={letter}");
+    assert_eq!(post_form(&router, "/ui/dlq/redrive", &cookie, &form).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        post_form(&router, "/ui/dlq/redrive", &cookie, &format!("{form}&csrf=nope")).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let cross = http_with(
+        &router,
+        "POST",
+        "/ui/dlq/redrive",
+        &[("cookie", &cookie), ("content-type", "application/x-www-form-urlencoded"), ("sec-fetch-site", "cross-site")],
+        format!("{form}&csrf={csrf}").into_bytes(),
+    )
+    .await;
+    assert_eq!(cross.status, StatusCode::FORBIDDEN);
+    let no_session = post_form(&router, "/ui/dlq/redrive", "sy_session=x", &format!("{form}&csrf={csrf}")).await;
+    assert_eq!(no_session.status, StatusCode::SEE_OTHER);
+    assert!(env.engine.dlq_get(&dead).await.unwrap().is_some(), "still dead");
+
+    // A dry run says what would happen and changes nothing.
+    let r = post_form(&router, "/ui/dlq/redrive", &cookie, &format!("{form}&dry_run=1&csrf={csrf}")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.text.contains("Dry run: 1 would go back"), "{}", r.text);
+    assert!(env.engine.dlq_get(&dead).await.unwrap().is_some());
+
+    // With the token (as htmx sends it, in a header): redriven, and gone from the page.
+    let r = http_with(
+        &router,
+        "POST",
+        "/ui/dlq/redrive",
+        &[("cookie", &cookie), ("content-type", "application/x-www-form-urlencoded"), ("x-csrf-token", &csrf)],
+        form.into_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.text.contains("1 sent back"), "{}", r.text);
+    // (The task fails again at once — it fails on purpose — as a new dead letter: the old one is gone.)
+    assert!(!r.text.contains(&letter), "the letter left the page");
+    assert!(env.engine.dlq_get(&letter).await.unwrap().is_none());
+
+    // Task page: the attempt timeline; cancel from the page.
+    let t = get(&router, &format!("/ui/tasks?id={dead}"), &cookie).await;
+    assert!(t.text.contains("diag.fail") && t.text.contains("class=\"failure\""), "{}", t.text);
+    let slow = env.engine.enqueue(TaskSpec::new("diag.sleep", json!({"ms": 60000}))).await.unwrap();
+    env.wait_state(&slow, TaskState::Started).await;
+    let r = post_form(&router, &format!("/ui/tasks/{slow}/cancel"), &cookie, &format!("csrf={csrf}")).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    env.wait_state(&slow, TaskState::Revoked).await;
+
+    // Delete a dead letter; run a schedule now; workers show their heartbeat.
+    let dead2 = env.engine.enqueue(TaskSpec::new("diag.fail", json!({"permanent": true}))).await.unwrap();
+    env.wait_state(&dead2, TaskState::Failure).await;
+    let r = post_form(&router, "/ui/dlq/delete", &cookie, &format!("ids={dead2}&csrf={csrf}")).await;
+    assert!(r.text.contains("1 dead letters deleted"), "{}", r.text);
+    let r = post_form(&router, "/ui/schedules/cleanup/run", &cookie, &format!("csrf={csrf}")).await;
+    assert!(r.text.contains("cleanup queued as task"), "{}", r.text);
+    wait_until("the worker's heartbeat is listed", async || {
+        get(&router, "/ui/workers", &cookie).await.text.contains(&_w.name())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversation_shows_its_transcript() {
+    let env = TestEnv::new("ui-conv").await;
+    let (router, _) = env.router();
+    let (cookie, _) = log_in(&router).await;
+    let _w = env.start_worker();
+    let r = admin(&router, "POST", "/conversations/message", Some(r#"{"message": "<b>hello</b>", "user_id": "ui-1"}"#))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.json);
+    let page = get(&router, "/ui/conversations?id=ui-1", &cookie).await;
+    assert!(page.text.contains("api:api:ui-1"), "{}", page.text);
+    assert!(page.text.contains("hello") && !page.text.contains("<b>hello"), "customer text is escaped: {}", page.text);
+    assert!(page.text.contains("turn-agent"));
+    let missing = get(&router, "/ui/conversations?id=nobody", &cookie).await;
+    assert!(missing.text.contains("No conversation"));
+}
