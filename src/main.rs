@@ -148,6 +148,15 @@ enum BenchCmd {
         #[arg(long, default_value_t = 1000)]
         conversations: u64,
     },
+    /// Time the dashboard's overview with a lane of N entries and a DLQ of M dead letters.
+    Overview {
+        #[arg(long, default_value_t = 1_000_000)]
+        entries: u64,
+        #[arg(long, default_value_t = 100_000)]
+        dead: u64,
+        #[arg(long, default_value_t = 200)]
+        renders: u64,
+    },
     /// Enqueue at a steady rate against a running worker; report enqueue-to-start waits.
     Latency {
         #[arg(long, default_value_t = 5000)]
@@ -214,6 +223,9 @@ async fn main() {
         }
         Command::Bench(BenchCmd::Reply { rate, seconds, conversations }) => {
             bench::reply(config, rate, seconds, conversations).await.and_then(print_line)
+        }
+        Command::Bench(BenchCmd::Overview { entries, dead, renders }) => {
+            bench::overview(config, entries, dead, renders).await.and_then(print_line)
         }
         Command::Bench(BenchCmd::Latency { rate, seconds, concurrency }) => {
             bench::latency(config, rate, seconds, concurrency).await.and_then(print_line)

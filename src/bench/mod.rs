@@ -3,9 +3,11 @@
 //! (signed webhooks over HTTP under wrk).
 
 mod ingest;
+mod overview;
 mod reply;
 
 pub use ingest::{IngestReport, ingest};
+pub use overview::{OverviewReport, overview};
 pub use reply::{ReplyReport, reply};
 
 use std::time::{Duration, Instant};
