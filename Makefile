@@ -17,8 +17,10 @@ build: setup
 run: build
 	$(BIN) serve
 
-## The whole test suite, against real Redis servers the tests start themselves.
-test: setup
+## The whole test suite, against real Redis servers the tests start themselves; the dashboard is
+## also tested in a headless Chromium, and /metrics with promtool (fetched on first use).
+test:
+	@scripts/setup.sh chromium
 	cargo test --all-targets
 
 lint:

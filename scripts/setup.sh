@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what Switchyard needs to run and test on Debian/Ubuntu: redis-server (7.0 or newer),
-# plus any commands named as arguments (`scripts/setup.sh wrk` for the benchmarks).
+# plus any commands named as arguments, each from the Debian package of the same name
+# (`scripts/setup.sh chromium` for the dashboard's browser test, `wrk` for the benchmarks).
 # As root it installs through apt; otherwise it prints the exact command to run.
 set -euo pipefail
 

@@ -30,6 +30,7 @@ const SESSION_SECONDS: u64 = 12 * 3600;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/", get(|| async { Redirect::to("/ui/") }))
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .route("/static/htmx.min.js", get(htmx))
         .route("/static/switchyard.css", get(css))
         .route("/ui/login", get(login_page).post(login))

@@ -9,6 +9,7 @@
 mod analytics;
 mod analytics_conv;
 mod binary;
+mod browser;
 mod common;
 mod conversations;
 mod dashboard;
