@@ -112,6 +112,32 @@ pub async fn build(engine: &Engine, minutes: u64) -> Result<Value, EngineError> 
     }))
 }
 
+/// Each of the last `minutes` minutes (oldest first, the current one last): every lane's
+/// figures merged over its kinds and every worker.
+pub async fn per_minute(engine: &Engine, minutes: u64) -> Result<Vec<(u64, BTreeMap<String, KindStats>)>, EngineError> {
+    let to_minute = now_ms() / 60_000;
+    let from_minute = to_minute + 1 - minutes.max(1);
+    let mut con = engine.conn();
+    let mut pipe = redis::pipe();
+    for m in from_minute..=to_minute {
+        pipe.cmd("HGETALL").arg(engine.keys().stats(m));
+    }
+    let data: Vec<BTreeMap<String, String>> = pipe.query_async(&mut con).await?;
+    Ok((from_minute..=to_minute)
+        .zip(data)
+        .map(|(m, fields)| {
+            let mut lanes: BTreeMap<String, KindStats> = BTreeMap::new();
+            for (field, json) in fields {
+                let Some(lane) = field.split('|').nth(1) else { continue };
+                if let Ok(s) = serde_json::from_str::<KindStats>(&json) {
+                    lanes.entry(lane.to_string()).or_default().merge(&s);
+                }
+            }
+            (m, lanes)
+        })
+        .collect())
+}
+
 async fn store(engine: &Engine, report: &Value) -> Result<(), EngineError> {
     let mut con = engine.conn();
     let key = engine.keys().reports();

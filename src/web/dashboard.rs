@@ -37,6 +37,7 @@ pub fn router() -> Router<AppState> {
         .route("/ui/logout", post(logout))
         .route("/ui/", get(overview))
         .route("/ui/lanes", get(lanes))
+        .route("/ui/graphs", get(graphs))
         .route("/ui/tasks", get(tasks))
         .route("/ui/tasks/{id}/cancel", post(cancel))
         .route("/ui/active", get(active))
@@ -763,4 +764,76 @@ async fn schedule_run(
 /// (writes through the API need the bearer token).
 pub async fn api_session_ok(engine: &Engine, method: &Method, headers: &HeaderMap) -> bool {
     (method == Method::GET || method == Method::HEAD) && session(engine, headers).await.is_some()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Graphs: the last half hour, per minute, server-rendered SVG
+// ---------------------------------------------------------------------------------------------
+
+/// One lane's line in a graph.
+struct Series {
+    lane: &'static str,
+    color: &'static str,
+    points: String,
+    last: String,
+}
+
+struct Graph {
+    title: &'static str,
+    max: String,
+    series: Vec<Series>,
+}
+
+#[derive(Template)]
+#[template(path = "graphs.html")]
+struct GraphsPart {
+    graphs: Vec<Graph>,
+}
+
+const GRAPH_MINUTES: u64 = 30;
+const COLORS: [&str; 3] = ["#2156d9", "#067647", "#b54708"];
+
+/// A graph of one figure per lane and minute: points scaled into a 300×80 box.
+fn graph(title: &'static str, unit: &str, values: &[[f64; 3]]) -> Graph {
+    let max = values.iter().flat_map(|v| v.iter().copied()).fold(0.0_f64, f64::max);
+    let scale = if max > 0.0 { 76.0 / max } else { 0.0 };
+    let step = 300.0 / (values.len().max(2) - 1) as f64;
+    let series = Lane::ALL
+        .iter()
+        .map(|l| {
+            let i = l.index();
+            let points = values
+                .iter()
+                .enumerate()
+                .map(|(x, v)| format!("{:.1},{:.1}", x as f64 * step, 78.0 - v[i] * scale))
+                .collect::<Vec<_>>()
+                .join(" ");
+            let last = values.last().map(|v| format!("{:.2}{unit}", v[i])).unwrap_or_default();
+            Series { lane: l.as_str(), color: COLORS[i], points, last }
+        })
+        .collect();
+    Graph { title, max: format!("{max:.2}{unit}"), series }
+}
+
+async fn graphs(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(r) = require(&state, &headers).await {
+        return r;
+    }
+    let minutes = match crate::analytics::report::per_minute(&state.engine, GRAPH_MINUTES).await {
+        Ok(m) => m,
+        Err(e) => return failed(e),
+    };
+    let figure = |f: &dyn Fn(&crate::engine::stats::KindStats) -> f64| -> Vec<[f64; 3]> {
+        minutes.iter().map(|(_, lanes)| Lane::ALL.map(|l| lanes.get(l.as_str()).map_or(0.0, f))).collect()
+    };
+    let done = figure(&|s| s.succeeded as f64 / 60.0);
+    let failed_ = figure(&|s| (s.failed + s.retried) as f64 / 60.0);
+    let p99 = figure(&|s| if s.run_us.is_empty() { 0.0 } else { s.run_us.value_at_quantile(0.99) as f64 / 1e3 });
+    render(GraphsPart {
+        graphs: vec![
+            graph("Done per second", "/s", &done),
+            graph("Failed or retried per second", "/s", &failed_),
+            graph("Run time p99", " ms", &p99),
+        ],
+    })
 }

@@ -219,3 +219,28 @@ async fn a_conversation_shows_its_transcript() {
     let missing = get(&router, "/ui/conversations?id=nobody", &cookie).await;
     assert!(missing.text.contains("No conversation"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overview_graphs_the_last_half_hour() {
+    let env = TestEnv::new("ui-graphs").await;
+    let (router, _) = env.router();
+    let (cookie, _) = log_in(&router).await;
+    let overview = get(&router, "/ui/", &cookie).await;
+    assert!(overview.text.contains("hx-get=\"/ui/graphs\""), "{}", overview.text);
+    let _w = env.start_worker();
+    let ids = env.engine.enqueue_batch((0..6).map(|_| TaskSpec::new("diag.noop", json!({}))).collect()).await.unwrap();
+    for id in &ids {
+        env.wait_state(id, TaskState::Success).await;
+    }
+    // Six tasks done this minute (0.10 per second; less if the minute turned meanwhile), drawn as
+    // the analytics line's last point of the first graph.
+    let part = wait_for("the graphs show the work", async || {
+        let r =
+            http_with(&router, "GET", "/ui/graphs", &[("cookie", &cookie), ("hx-request", "true")], Vec::new()).await;
+        let rate: f64 = r.text.split("analytics ").nth(1)?.split("/s").next()?.parse().ok()?;
+        (rate > 0.0 && rate <= 0.1).then_some(r.text)
+    })
+    .await;
+    assert!(!part.contains("<html") && part.matches("<svg").count() == 3, "{part}");
+    assert_eq!(part.matches("<polyline").count(), 9, "three lanes on each of three graphs");
+}
