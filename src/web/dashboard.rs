@@ -347,20 +347,80 @@ struct TaskView {
     cancellable: bool,
 }
 
+struct RecentRow {
+    id: String,
+    kind: String,
+    lane: &'static str,
+    state: String,
+    queued: String,
+}
+
 #[derive(Template)]
 #[template(path = "tasks.html")]
 struct TasksPage {
     csrf: String,
     nav: &'static str,
     query: String,
+    kind: String,
     missing: Option<String>,
     task: Option<TaskView>,
+    recent: Vec<RecentRow>,
 }
 
 #[derive(Deserialize)]
 struct IdQuery {
     #[serde(default)]
     id: String,
+    /// Search the recent tasks by kind (a part of it).
+    #[serde(default)]
+    kind: String,
+}
+
+/// Tasks still in their lanes (queued, running or waiting to retry), newest first, the latest
+/// `RECENT` of each lane, whose kind contains `kind`.
+async fn recent_tasks(engine: &Engine, kind: &str) -> Result<Vec<RecentRow>, EngineError> {
+    const RECENT: usize = 50;
+    let mut con = engine.conn();
+    let mut rows = Vec::new();
+    for lane in Lane::ALL {
+        let v: redis::Value = redis::cmd("XREVRANGE")
+            .arg(engine.keys().lane(lane))
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(RECENT * 4)
+            .query_async(&mut con)
+            .await?;
+        for (entry, fields) in crate::engine::worker::parse_entries(&v) {
+            let get = |k: &str| fields.iter().find(|(f, _)| f == k).map(|(_, v)| v.clone()).unwrap_or_default();
+            let task_kind = get("kind");
+            if !task_kind.contains(kind) {
+                continue;
+            }
+            let ms: u64 = entry.split('-').next().and_then(|m| m.parse().ok()).unwrap_or(0);
+            rows.push(RecentRow {
+                id: get("id"),
+                kind: task_kind,
+                lane: lane.as_str(),
+                state: String::new(),
+                queued: format_ms(ms),
+            });
+            if rows.iter().filter(|r| r.lane == lane.as_str()).count() >= RECENT {
+                break;
+            }
+        }
+    }
+    if !rows.is_empty() {
+        let mut pipe = redis::pipe();
+        for r in &rows {
+            pipe.cmd("HGET").arg(engine.keys().task(&r.id)).arg("state");
+        }
+        let states: Vec<Option<String>> = pipe.query_async(&mut con).await?;
+        for (r, s) in rows.iter_mut().zip(states) {
+            r.state = s.unwrap_or_else(|| "—".into());
+        }
+    }
+    Ok(rows)
 }
 
 fn pretty(v: &Value) -> String {
@@ -410,7 +470,16 @@ async fn tasks(State(state): State<AppState>, headers: HeaderMap, Query(q): Quer
             Err(e) => return failed(e),
         }
     }
-    render(TasksPage { csrf: s.csrf, nav: "tasks", query: id, missing, task })
+    let kind = q.kind.trim().to_string();
+    let recent = if task.is_none() {
+        match recent_tasks(&state.engine, &kind).await {
+            Ok(r) => r,
+            Err(e) => return failed(e),
+        }
+    } else {
+        Vec::new()
+    };
+    render(TasksPage { csrf: s.csrf, nav: "tasks", query: id, kind, missing, task, recent })
 }
 
 async fn cancel(

@@ -117,6 +117,14 @@ async fn fragments_for_htmx_and_full_pages_otherwise() {
     let depth = part.text.split("data-lane=\"analytics\"").nth(1).unwrap();
     assert!(depth.contains("<td class=\"num depth\">7</td>"), "the lane's depth: {depth}");
 
+    // Tasks in the lanes, searchable by kind.
+    env.engine.enqueue(TaskSpec::new("diag.sleep", json!({"ms": 1}))).await.unwrap();
+    let all = get(&router, "/ui/tasks", &cookie).await;
+    assert_eq!(all.text.matches("<td>diag.noop</td>").count(), 7, "{}", all.text);
+    let found = get(&router, "/ui/tasks?kind=sleep", &cookie).await;
+    assert!(found.text.contains("<td>diag.sleep</td>") && !found.text.contains("<td>diag.noop</td>"), "{}", found.text);
+    assert!(found.text.contains("PENDING"));
+
     let full = get(&router, "/ui/active", &cookie).await;
     assert!(full.text.contains("<html"));
     let part =
