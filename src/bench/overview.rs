@@ -82,7 +82,7 @@ pub async fn overview(mut config: Config, entries: u64, dead: u64, renders: u64)
         jwks: None,
     };
     let router = crate::web::router(state);
-    let login = Request::post("/ui/login")
+    let login = Request::post("/login")
         .header("content-type", "application/x-www-form-urlencoded")
         .body(Body::from(format!("token={token}")))?;
     let resp = router.clone().oneshot(login).await?;

@@ -98,6 +98,7 @@ impl Store {
             .append
             .key(self.engine.keys().conversation(&id))
             .key(self.engine.keys().conversation_log(&id))
+            .key(self.engine.keys().conversations())
             .arg(json)
             .arg(turn.event_id.as_deref().unwrap_or(""))
             .arg(now_ms())
@@ -106,9 +107,23 @@ impl Store {
             .arg(&key.account)
             .arg(&key.customer)
             .arg(turn.who.as_str())
+            .arg(&id)
             .invoke_async(&mut con)
             .await?;
         Ok(added == 1)
+    }
+
+    /// The ids of the `n` conversations with the latest turns, newest first.
+    pub async fn recent(&self, n: usize) -> Result<Vec<(String, u64)>, EngineError> {
+        let mut con = self.engine.conn();
+        let v: Vec<(String, f64)> = redis::cmd("ZREVRANGE")
+            .arg(self.engine.keys().conversations())
+            .arg(0)
+            .arg(n.max(1) as i64 - 1)
+            .arg("WITHSCORES")
+            .query_async(&mut con)
+            .await?;
+        Ok(v.into_iter().map(|(id, at)| (id, at as u64)).collect())
     }
 
     /// The last `n` turns, oldest first.

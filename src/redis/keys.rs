@@ -117,6 +117,11 @@ impl Keys {
         format!("{}session:{}", self.root, id)
     }
 
+    /// Sorted set of conversation ids by the time of their last turn (ms).
+    pub fn conversations(&self) -> String {
+        format!("{}conversations", self.root)
+    }
+
     /// Pub/sub channel on which cancellations of running tasks are announced.
     pub fn cancel_channel(&self) -> String {
         format!("{}cancel", self.root)

@@ -33,13 +33,14 @@ pub fn router() -> Router<AppState> {
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .route("/static/htmx.min.js", get(htmx))
         .route("/static/switchyard.css", get(css))
-        .route("/ui/login", get(login_page).post(login))
-        .route("/ui/logout", post(logout))
+        .route("/login", get(login_page).post(login))
+        .route("/logout", post(logout))
         .route("/ui/", get(overview))
         .route("/ui/lanes", get(lanes))
         .route("/ui/graphs", get(graphs))
         .route("/ui/tasks", get(tasks))
         .route("/ui/tasks/{id}/cancel", post(cancel))
+        .route("/ui/tasks/{id}/retry", post(retry))
         .route("/ui/active", get(active))
         .route("/ui/dlq", get(dlq))
         .route("/ui/dlq/redrive", post(dlq_redrive))
@@ -101,9 +102,9 @@ async fn require(state: &AppState, headers: &HeaderMap) -> Result<Session, Respo
     match session(&state.engine, headers).await {
         Some(s) => Ok(s),
         None if is_htmx(headers) => {
-            Err((StatusCode::UNAUTHORIZED, [("hx-redirect", "/ui/login")], "log in again").into_response())
+            Err((StatusCode::UNAUTHORIZED, [("hx-redirect", "/login")], "log in again").into_response())
         }
-        None => Err(Redirect::to("/ui/login").into_response()),
+        None => Err(Redirect::to("/login").into_response()),
     }
 }
 
@@ -214,7 +215,7 @@ async fn logout(State(state): State<AppState>, headers: HeaderMap, RawBody(body)
     let mut con = state.engine.conn();
     let _: redis::RedisResult<i64> =
         redis::cmd("DEL").arg(state.engine.keys().session(&s.id)).query_async(&mut con).await;
-    let mut r = Redirect::to("/ui/login").into_response();
+    let mut r = Redirect::to("/login").into_response();
     r.headers_mut().insert(
         header::SET_COOKIE,
         HeaderValue::from_static("sy_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
@@ -345,6 +346,8 @@ struct TaskView {
     result: String,
     history: Vec<AttemptRow>,
     cancellable: bool,
+    /// Dead: it can be sent back to its lane.
+    retryable: bool,
 }
 
 struct RecentRow {
@@ -362,6 +365,7 @@ struct TasksPage {
     nav: &'static str,
     query: String,
     kind: String,
+    state: String,
     missing: Option<String>,
     task: Option<TaskView>,
     recent: Vec<RecentRow>,
@@ -374,6 +378,9 @@ struct IdQuery {
     /// Search the recent tasks by kind (a part of it).
     #[serde(default)]
     kind: String,
+    /// … and by state (`PENDING`, `STARTED`, `RETRY`).
+    #[serde(default)]
+    state: String,
 }
 
 /// Tasks still in their lanes (queued, running or waiting to retry), newest first, the latest
@@ -452,6 +459,7 @@ async fn tasks(State(state): State<AppState>, headers: HeaderMap, Query(q): Quer
                     payload: pretty(&t.payload),
                     result: pretty(&t.result),
                     cancellable: !t.status.is_finished(),
+                    retryable: t.dead_letter.is_some(),
                     history: t
                         .history
                         .iter()
@@ -473,13 +481,24 @@ async fn tasks(State(state): State<AppState>, headers: HeaderMap, Query(q): Quer
     let kind = q.kind.trim().to_string();
     let recent = if task.is_none() {
         match recent_tasks(&state.engine, &kind).await {
-            Ok(r) => r,
+            Ok(r) => {
+                r.into_iter().filter(|r| q.state.is_empty() || r.state.eq_ignore_ascii_case(q.state.trim())).collect()
+            }
             Err(e) => return failed(e),
         }
     } else {
         Vec::new()
     };
-    render(TasksPage { csrf: s.csrf, nav: "tasks", query: id, kind, missing, task, recent })
+    render(TasksPage {
+        csrf: s.csrf,
+        nav: "tasks",
+        query: id,
+        kind,
+        state: q.state.trim().to_uppercase(),
+        missing,
+        task,
+        recent,
+    })
 }
 
 async fn cancel(
@@ -494,6 +513,22 @@ async fn cancel(
     match state.engine.cancel(&id).await {
         Ok(_) | Err(EngineError::Finished { .. }) => Redirect::to(&format!("/ui/tasks?id={id}")).into_response(),
         Err(EngineError::NotFound(_)) => (StatusCode::NOT_FOUND, Html("<p>No such task.</p>")).into_response(),
+        Err(e) => failed(e),
+    }
+}
+
+/// Send a dead task back to its lane (its dead letter is redriven).
+async fn retry(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    RawBody(body): RawBody,
+) -> Response {
+    if let Err(r) = require_post(&state, &headers, &Form::parse(&body)).await {
+        return r;
+    }
+    match state.engine.dlq_redrive(std::slice::from_ref(&id), &Default::default(), false, false, |_| {}).await {
+        Ok(_) => Redirect::to(&format!("/ui/tasks?id={id}")).into_response(),
         Err(e) => failed(e),
     }
 }
@@ -709,6 +744,8 @@ struct ConversationsPage {
     query: String,
     missing: Option<String>,
     conversation: Option<ConversationView>,
+    /// The latest conversations: id and time of the last turn.
+    recent: Vec<(String, String)>,
 }
 
 async fn conversations(State(state): State<AppState>, headers: HeaderMap, Query(q): Query<IdQuery>) -> Response {
@@ -753,7 +790,15 @@ async fn conversations(State(state): State<AppState>, headers: HeaderMap, Query(
             Err(e) => return failed(e),
         }
     }
-    render(ConversationsPage { csrf: s.csrf, nav: "conversations", query, missing, conversation })
+    let recent = if conversation.is_none() {
+        match Store::new(state.engine.clone()).recent(50).await {
+            Ok(r) => r.into_iter().map(|(id, at)| (id, format_ms(at))).collect(),
+            Err(e) => return failed(e),
+        }
+    } else {
+        Vec::new()
+    };
+    render(ConversationsPage { csrf: s.csrf, nav: "conversations", query, missing, conversation, recent })
 }
 
 struct ScheduleRow {

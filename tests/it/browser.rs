@@ -167,7 +167,7 @@ async fn an_operator_logs_in_watches_a_lane_and_redrives_a_dead_letter() {
     }
 
     // Log in.
-    page.open(&format!("{base}/ui/login")).await;
+    page.open(&format!("{base}/login")).await;
     page.eval(&format!(
         "document.querySelector('#token').value = '{TOKEN}'; document.querySelector('form').submit(); true"
     ))

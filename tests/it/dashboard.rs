@@ -16,7 +16,7 @@ async fn log_in(router: &Router) -> (String, String) {
     let r = http_with(
         router,
         "POST",
-        "/ui/login",
+        "/login",
         &[("content-type", "application/x-www-form-urlencoded")],
         format!("token={TOKEN}").into_bytes(),
     )
@@ -57,20 +57,20 @@ async fn every_page_needs_a_session_and_login_opens_one() {
     for page in PAGES {
         let r = http(&router, "GET", page, None, None).await;
         assert_eq!(r.status, StatusCode::SEE_OTHER, "{page} without a session");
-        assert_eq!(r.headers.get("location").unwrap(), "/ui/login", "{page}");
+        assert_eq!(r.headers.get("location").unwrap(), "/login", "{page}");
         let r = http_with(&router, "GET", page, &[("hx-request", "true")], Vec::new()).await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{page} fragment without a session");
-        assert_eq!(r.headers.get("hx-redirect").unwrap(), "/ui/login");
+        assert_eq!(r.headers.get("hx-redirect").unwrap(), "/login");
         let r = get(&router, page, "sy_session=0000000000000000000000000000000000000000000000000000000000000000").await;
         assert_eq!(r.status, StatusCode::SEE_OTHER, "{page} with a made-up session");
     }
-    let r = http(&router, "GET", "/ui/login", None, None).await;
+    let r = http(&router, "GET", "/login", None, None).await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(r.text.contains("Admin token"));
     let r = http_with(
         &router,
         "POST",
-        "/ui/login",
+        "/login",
         &[("content-type", "application/x-www-form-urlencoded")],
         b"token=wrong".to_vec(),
     )
@@ -97,7 +97,7 @@ async fn every_page_needs_a_session_and_login_opens_one() {
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
 
     // Logging out closes the session.
-    let r = post_form(&router, "/ui/logout", &cookie, &format!("csrf={csrf}")).await;
+    let r = post_form(&router, "/logout", &cookie, &format!("csrf={csrf}")).await;
     assert_eq!(r.status, StatusCode::SEE_OTHER);
     assert_eq!(get(&router, "/ui/", &cookie).await.status, StatusCode::SEE_OTHER);
 }
@@ -124,6 +124,8 @@ async fn fragments_for_htmx_and_full_pages_otherwise() {
     let found = get(&router, "/ui/tasks?kind=sleep", &cookie).await;
     assert!(found.text.contains("<td>diag.sleep</td>") && !found.text.contains("<td>diag.noop</td>"), "{}", found.text);
     assert!(found.text.contains("PENDING"));
+    let none = get(&router, "/ui/tasks?state=RETRY", &cookie).await;
+    assert!(!none.text.contains("<td>diag.noop</td>") && none.text.contains("is in a lane"), "{}", none.text);
 
     let full = get(&router, "/ui/active", &cookie).await;
     assert!(full.text.contains("<html"));
@@ -201,6 +203,14 @@ async fn actions_need_the_csrf_token_and_do_what_they_say() {
     // Delete a dead letter; run a schedule now; workers show their heartbeat.
     let dead2 = env.engine.enqueue(TaskSpec::new("diag.fail", json!({"permanent": true}))).await.unwrap();
     env.wait_state(&dead2, TaskState::Failure).await;
+    // Retry from the task's page: it runs again (and, failing on purpose, dies again).
+    let r = post_form(&router, &format!("/ui/tasks/{dead2}/retry"), &cookie, &format!("csrf={csrf}")).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    wait_until("the retried task ran again", async || {
+        let s = env.status(&dead2).await;
+        s.attempts == 2 && s.status == TaskState::Failure
+    })
+    .await;
     let r = post_form(&router, "/ui/dlq/delete", &cookie, &format!("ids={dead2}&csrf={csrf}")).await;
     assert!(r.text.contains("1 dead letters deleted"), "{}", r.text);
     let r = post_form(&router, "/ui/schedules/cleanup/run", &cookie, &format!("csrf={csrf}")).await;
@@ -224,6 +234,8 @@ async fn a_conversation_shows_its_transcript() {
     assert!(page.text.contains("api:api:ui-1"), "{}", page.text);
     assert!(page.text.contains("hello") && !page.text.contains("<b>hello"), "customer text is escaped: {}", page.text);
     assert!(page.text.contains("turn-agent"));
+    let list = get(&router, "/ui/conversations", &cookie).await;
+    assert!(list.text.contains("/ui/conversations?id=api:api:ui-1"), "the latest conversations: {}", list.text);
     let missing = get(&router, "/ui/conversations?id=nobody", &cookie).await;
     assert!(missing.text.contains("No conversation"));
 }

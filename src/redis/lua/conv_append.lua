@@ -1,9 +1,11 @@
 -- Append one turn to a conversation, once: a turn carrying an event id already recorded is
 -- ignored, so a redelivered webhook or a retried task never writes a turn twice. Keeps the
 -- summary (times, counts) and the retention of both keys.
--- KEYS[1] conversation hash, KEYS[2] conversation log
+-- KEYS[1] conversation hash, KEYS[2] conversation log, KEYS[3] the index of conversations by
+-- last turn (for the dashboard's list; entries older than the retention are dropped here)
 -- ARGV[1] turn JSON, ARGV[2] event id ('' for none), ARGV[3] now (ms), ARGV[4] retention (ms),
--- ARGV[5] platform, ARGV[6] account, ARGV[7] customer, ARGV[8] who ('customer', 'agent' or 'system')
+-- ARGV[5] platform, ARGV[6] account, ARGV[7] customer, ARGV[8] who ('customer', 'agent' or 'system'),
+-- ARGV[9] the conversation's id
 -- Returns 1 when appended, 0 when the event was already there.
 local conv, log = KEYS[1], KEYS[2]
 if ARGV[2] ~= '' and redis.call('HSETNX', conv, 'event:' .. ARGV[2], 1) == 0 then return 0 end
@@ -15,4 +17,6 @@ redis.call('HSET', conv, 'updated_at', ARGV[3])
 redis.call('HINCRBY', conv, 'turns:' .. ARGV[8], 1)
 redis.call('PEXPIRE', conv, ARGV[4])
 redis.call('PEXPIRE', log, ARGV[4])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[9])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', tonumber(ARGV[3]) - tonumber(ARGV[4]))
 return 1
