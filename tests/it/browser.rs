@@ -209,6 +209,18 @@ async fn an_operator_logs_in_watches_a_lane_and_redrives_a_dead_letter() {
     env.wait_state(&task, TaskState::Success).await;
     w.stop().await;
 
+    // On a phone's screen every page fits its width (wide tables scroll inside themselves).
+    page.call(
+        "Emulation.setDeviceMetricsOverride",
+        json!({"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": true}),
+    )
+    .await;
+    for path in ["/ui/", "/ui/tasks", "/ui/dlq", "/ui/workers", "/ui/schedules"] {
+        page.open(&format!("{base}{path}")).await;
+        let fits = page.eval("document.documentElement.scrollWidth <= screen.width + 1").await;
+        assert_eq!(fits, json!(true), "{path} is wider than a phone's screen");
+    }
+
     // Drain events that arrived after the last command, then: no console errors.
     page.eval("true").await;
     assert!(page.errors.is_empty(), "console errors: {:?}", page.errors);
