@@ -51,6 +51,18 @@ async fn two_schedulers_fire_each_tick_once() {
     let stop = CancellationToken::new();
     let a = schedule::start(env.engine.clone(), every_second(), "sched-a".into(), stop.clone());
     let b = schedule::start(env.second_engine(), every_second(), "sched-b".into(), stop.clone());
+    // Before its first tick a schedule has no last run.
+    let mut con = env.engine.conn();
+    wait_until("the schedule is known", async || {
+        let t: Option<String> = redis::cmd("HGET")
+            .arg(env.engine.keys().schedule("tick"))
+            .arg("last_tick")
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        t.is_some()
+    })
+    .await;
     wait_until("five ticks fired", async || fired(&env).await.1 >= 5).await;
     stop.cancel();
     let _ = tokio::join!(a, b);
@@ -144,16 +156,41 @@ async fn a_stale_lease_holder_cannot_record_a_tick() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schedules_are_listed_and_can_run_now() {
-    let env = TestEnv::new("sched-api").await;
+    // Schedules that cannot tick during the test (yearly), so "nothing ran yet" holds.
+    let env = TestEnv::with("sched-api", &redis_url(), |c| {
+        c.schedules.insert("performance_report".into(), "0 0 0 1 1 *".into());
+        c.schedules.insert("cleanup".into(), "0 0 0 1 1 *".into());
+    })
+    .await;
     let (router, _) = env.router();
+    // A scheduler has seen the configured schedules; none has ticked yet.
+    let stop = CancellationToken::new();
+    let _s = schedule::start(
+        env.engine.clone(),
+        schedule::from_config(env.engine.config()),
+        "sched-api".into(),
+        stop.clone(),
+    );
+    let mut con = env.engine.conn();
+    wait_until("the scheduler knows the schedules", async || {
+        let t: Option<String> = redis::cmd("HGET")
+            .arg(env.engine.keys().schedule("cleanup"))
+            .arg("last_tick")
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        t.is_some()
+    })
+    .await;
     let r = admin(&router, "GET", "/schedules", None).await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.json);
     let list = r.json["schedules"].as_array().unwrap();
     let names: Vec<&str> = list.iter().map(|s| s["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["cleanup", "performance_report"]);
-    assert_eq!(list[1]["cron"], "0 */5 * * * *");
+    assert_eq!(list[1]["cron"], "0 0 0 1 1 *", "the configured expression");
     assert_eq!(list[1]["kind"], "analytics.performance_report");
-    assert!(list[1]["next_run"].is_string() && list[1]["last_run"].is_null());
+    assert!(list[1]["next_run"].is_string() && list[1]["last_run"].is_null(), "nothing ran yet: {}", list[1]);
+    assert_eq!(r.json["leader"], "sched-api");
 
     let r = admin(&router, "POST", "/schedules/cleanup/run", None).await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.json);
