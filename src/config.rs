@@ -468,6 +468,28 @@ mod tests {
     }
 
     #[test]
+    fn schedules_come_from_the_environment_with_defaults() {
+        let c = Config::load_from(None, &env(&[])).unwrap();
+        assert_eq!(c.schedules["performance_report"], "0 */5 * * * *");
+        assert_eq!(c.schedules["cleanup"], "0 0 * * * *");
+        let c = Config::load_from(
+            None,
+            &env(&[("SWITCHYARD_SCHEDULE_CLEANUP", "off"), ("SWITCHYARD_SCHEDULE_PERFORMANCE_REPORT", "0 * * * * *")]),
+        )
+        .unwrap();
+        assert_eq!(
+            (c.schedules["cleanup"].as_str(), c.schedules["performance_report"].as_str()),
+            ("off", "0 * * * * *")
+        );
+        let err =
+            Config::load_from(None, &env(&[("SWITCHYARD_SCHEDULE_CLEANUP", "*/5 * * * *")])).unwrap_err().to_string();
+        assert!(err.contains("SWITCHYARD_SCHEDULE_CLEANUP") && err.contains("seconds field"), "{err}");
+        let err =
+            Config::load_from(None, &env(&[("SWITCHYARD_SCHEDULE_BACKUP", "0 * * * * *")])).unwrap_err().to_string();
+        assert!(err.contains("no schedule named `backup`"), "{err}");
+    }
+
+    #[test]
     fn file_keys_are_checked() {
         let dir = std::env::temp_dir().join(format!("sy-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

@@ -24,19 +24,18 @@ pub async fn require_admin(State(state): State<AppState>, req: Request, next: Ne
         .map(str::trim);
     match given {
         Some(token) if token_matches(&state.admin_token, token) => next.run(req).await,
-        None if super::dashboard::api_session_ok(&state.engine, req.method(), req.headers()).await => {
-            next.run(req).await
-        }
+        None if super::dashboard::api_session_ok(&state, req.method(), req.headers()).await => next.run(req).await,
         _ => ApiError::Unauthorized("missing or wrong admin token".into()).into_response(),
     }
 }
 
-/// 32 random bytes from the kernel, hex-encoded.
+/// 32 random bytes from the kernel, hex-encoded. Without the kernel's randomness there is no
+/// safe token: that is fatal, never a predictable fallback.
 pub fn random_token() -> String {
+    use std::io::Read;
     let mut bytes = [0u8; 32];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        use std::io::Read;
-        let _ = f.read_exact(&mut bytes);
-    }
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .expect("the kernel's randomness (/dev/urandom) is readable");
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

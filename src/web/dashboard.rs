@@ -49,6 +49,7 @@ pub fn router() -> Router<AppState> {
         .route("/ui/conversations", get(conversations))
         .route("/ui/schedules", get(schedules))
         .route("/ui/schedules/{name}/run", post(schedule_run))
+        .layer(axum::middleware::map_response(security_headers))
 }
 
 async fn htmx() -> impl IntoResponse {
@@ -84,12 +85,25 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|(_, v)| v.to_string())
 }
 
-/// The session the request's cookie names, if it is still open.
-pub async fn session(engine: &Engine, headers: &HeaderMap) -> Option<Session> {
-    let id = cookie(headers, COOKIE).filter(|id| id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()))?;
-    let mut con = engine.conn();
-    let csrf: Option<String> = redis::cmd("GET").arg(engine.keys().session(&id)).query_async(&mut con).await.ok()?;
-    csrf.map(|csrf| Session { id, csrf })
+/// What a session records of the admin token it was opened with: a change of token closes
+/// every session opened with the old one.
+fn token_mark(admin_token: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(&Sha256::digest(format!("switchyard-session\n{admin_token}").as_bytes())[..16])
+}
+
+/// The session the request's cookie names, if it is still open (`Err` when Redis cannot tell).
+pub async fn session(state: &AppState, headers: &HeaderMap) -> Result<Option<Session>, EngineError> {
+    let Some(id) = cookie(headers, COOKIE).filter(|id| id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+    else {
+        return Ok(None);
+    };
+    let mut con = state.engine.conn();
+    let value: Option<String> = redis::cmd("GET").arg(state.engine.keys().session(&id)).query_async(&mut con).await?;
+    Ok(value.and_then(|v| {
+        let (csrf, mark) = v.split_once(' ')?;
+        token_matches(&token_mark(&state.admin_token), mark).then(|| Session { id, csrf: csrf.to_string() })
+    }))
 }
 
 fn is_htmx(headers: &HeaderMap) -> bool {
@@ -99,7 +113,7 @@ fn is_htmx(headers: &HeaderMap) -> bool {
 /// The request's session, or the way to the login page: a redirect for a page, a 401 telling
 /// htmx to go there for a fragment.
 async fn require(state: &AppState, headers: &HeaderMap) -> Result<Session, Response> {
-    match session(&state.engine, headers).await {
+    match session(state, headers).await.map_err(failed)? {
         Some(s) => Ok(s),
         None if is_htmx(headers) => {
             Err((StatusCode::UNAUTHORIZED, [("hx-redirect", "/login")], "log in again").into_response())
@@ -111,14 +125,9 @@ async fn require(state: &AppState, headers: &HeaderMap) -> Result<Session, Respo
 /// A POST from a logged-in operator on this site, with the session's CSRF token.
 async fn require_post(state: &AppState, headers: &HeaderMap, form: &Form) -> Result<Session, Response> {
     let s = require(state, headers).await?;
-    let cross_site = headers.get("sec-fetch-site").is_some_and(|v| v == "cross-site")
-        || match (headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()), headers.get(header::HOST)) {
-            (Some(origin), Some(host)) => {
-                let host = host.to_str().unwrap_or_default();
-                origin.split_once("://").map(|(_, h)| h) != Some(host)
-            }
-            _ => false,
-        };
+    // Browsers say where a request comes from; the CSRF token is the check that always holds
+    // (Origin is not compared with Host: proxies rewrite Host).
+    let cross_site = headers.get("sec-fetch-site").is_some_and(|v| v == "cross-site" || v == "same-site");
     let given = headers.get("x-csrf-token").and_then(|v| v.to_str().ok()).or_else(|| form.one("csrf"));
     if cross_site || !given.is_some_and(|t| token_matches(&s.csrf, t)) {
         return Err(
@@ -156,10 +165,26 @@ fn render(t: impl Template) -> Response {
 }
 
 fn failed(e: EngineError) -> Response {
-    let status = if e.is_unavailable() { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::INTERNAL_SERVER_ERROR };
     tracing::warn!(error = %e, "dashboard request failed");
-    (status, Html(format!("<p class=\"error\">Redis did not answer: {}</p>", html_escape(&e.to_string()))))
-        .into_response()
+    let (status, message) = if e.is_unavailable() {
+        (StatusCode::SERVICE_UNAVAILABLE, "Redis is unreachable; the page works again when it is back.")
+    } else {
+        (StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong; the server log says what.")
+    };
+    (status, [(header::RETRY_AFTER, "5")], Html(format!("<p class=\"error\">{message}</p>"))).into_response()
+}
+
+/// Headers on every dashboard answer: not framed, not cached, not sniffed, no referrer leaks.
+async fn security_headers(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert("content-security-policy", HeaderValue::from_static("frame-ancestors 'none'"));
+    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert("referrer-policy", HeaderValue::from_static("same-origin"));
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    r
 }
 
 fn html_escape(s: &str) -> String {
@@ -173,7 +198,7 @@ struct LoginPage {
 }
 
 async fn login_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if session(&state.engine, &headers).await.is_some() {
+    if let Ok(Some(_)) = session(&state, &headers).await {
         return Redirect::to("/ui/").into_response();
     }
     render(LoginPage { error: None })
@@ -191,7 +216,7 @@ async fn login(State(state): State<AppState>, RawBody(body): RawBody) -> Respons
     let mut con = state.engine.conn();
     let stored: redis::RedisResult<()> = redis::cmd("SET")
         .arg(state.engine.keys().session(&id))
-        .arg(&csrf)
+        .arg(format!("{csrf} {}", token_mark(&state.admin_token)))
         .arg("EX")
         .arg(SESSION_SECONDS)
         .query_async(&mut con)
@@ -876,8 +901,8 @@ async fn schedule_run(
 
 /// Whether a request may use the JSON API on the strength of a dashboard session: reads only
 /// (writes through the API need the bearer token).
-pub async fn api_session_ok(engine: &Engine, method: &Method, headers: &HeaderMap) -> bool {
-    (method == Method::GET || method == Method::HEAD) && session(engine, headers).await.is_some()
+pub async fn api_session_ok(state: &AppState, method: &Method, headers: &HeaderMap) -> bool {
+    (method == Method::GET || method == Method::HEAD) && matches!(session(state, headers).await, Ok(Some(_)))
 }
 
 // ---------------------------------------------------------------------------------------------

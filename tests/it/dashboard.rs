@@ -235,7 +235,7 @@ async fn a_conversation_shows_its_transcript() {
     assert!(page.text.contains("hello") && !page.text.contains("<b>hello"), "customer text is escaped: {}", page.text);
     assert!(page.text.contains("turn-agent"));
     let list = get(&router, "/ui/conversations", &cookie).await;
-    assert!(list.text.contains("/ui/conversations?id=api:api:ui-1"), "the latest conversations: {}", list.text);
+    assert!(list.text.contains("/ui/conversations?id=api%3Aapi%3Aui-1"), "the latest conversations: {}", list.text);
     let missing = get(&router, "/ui/conversations?id=nobody", &cookie).await;
     assert!(missing.text.contains("No conversation"));
 }
@@ -263,4 +263,37 @@ async fn the_overview_graphs_the_last_half_hour() {
     .await;
     assert!(!part.contains("<html") && part.matches("<svg").count() == 3, "{part}");
     assert_eq!(part.matches("<polyline").count(), 9, "three lanes on each of three graphs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_end_with_the_token_and_pages_are_not_framed_or_cached() {
+    let env = TestEnv::new("ui-token").await;
+    let (router, _) = env.router();
+    let (cookie, csrf) = log_in(&router).await;
+    let page = get(&router, "/ui/", &cookie).await;
+    assert_eq!(page.headers.get("x-frame-options").unwrap(), "DENY");
+    assert_eq!(page.headers.get("cache-control").unwrap(), "no-store");
+    assert_eq!(page.headers.get("x-content-type-options").unwrap(), "nosniff");
+
+    // A same-site (not same-origin) request is refused too.
+    let r = http_with(
+        &router,
+        "POST",
+        "/ui/schedules/cleanup/run",
+        &[("cookie", &cookie), ("content-type", "application/x-www-form-urlencoded"), ("sec-fetch-site", "same-site")],
+        format!("csrf={csrf}").into_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+
+    // The operator rotates the admin token: sessions opened with the old one are over.
+    let rotated = switchyard::web::router(switchyard::web::AppState {
+        engine: env.engine.clone(),
+        admin_token: std::sync::Arc::new("a-new-token".into()),
+        ready: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        prometheus: switchyard::telemetry::prometheus(),
+        jwks: None,
+    });
+    assert_eq!(get(&rotated, "/ui/", &cookie).await.status, StatusCode::SEE_OTHER);
+    assert_eq!(get(&router, "/ui/", &cookie).await.status, StatusCode::OK, "still valid where the token is unchanged");
 }
