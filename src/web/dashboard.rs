@@ -204,7 +204,7 @@ async fn login_page(State(state): State<AppState>, headers: HeaderMap) -> Respon
     render(LoginPage { error: None })
 }
 
-async fn login(State(state): State<AppState>, RawBody(body): RawBody) -> Response {
+async fn login(State(state): State<AppState>, headers: HeaderMap, RawBody(body): RawBody) -> Response {
     let form = Form::parse(&body);
     let given = form.one("token").unwrap_or_default().trim().to_string();
     if !token_matches(&state.admin_token, &given) {
@@ -224,7 +224,9 @@ async fn login(State(state): State<AppState>, RawBody(body): RawBody) -> Respons
     if let Err(e) = stored {
         return failed(e.into());
     }
-    let cookie = format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={SESSION_SECONDS}");
+    // Behind a TLS-terminating proxy the cookie is for HTTPS only.
+    let secure = if headers.get("x-forwarded-proto").is_some_and(|v| v == "https") { "; Secure" } else { "" };
+    let cookie = format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={SESSION_SECONDS}{secure}");
     let mut r = Redirect::to("/ui/").into_response();
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         r.headers_mut().insert(header::SET_COOKIE, v);

@@ -296,4 +296,15 @@ async fn sessions_end_with_the_token_and_pages_are_not_framed_or_cached() {
     });
     assert_eq!(get(&rotated, "/ui/", &cookie).await.status, StatusCode::SEE_OTHER);
     assert_eq!(get(&router, "/ui/", &cookie).await.status, StatusCode::OK, "still valid where the token is unchanged");
+
+    // Behind a TLS-terminating proxy the cookie is marked Secure.
+    let r = http_with(
+        &router,
+        "POST",
+        "/login",
+        &[("content-type", "application/x-www-form-urlencoded"), ("x-forwarded-proto", "https")],
+        format!("token={TOKEN}").into_bytes(),
+    )
+    .await;
+    assert!(r.headers.get("set-cookie").unwrap().to_str().unwrap().ends_with("; Secure"));
 }
