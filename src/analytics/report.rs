@@ -60,24 +60,15 @@ fn figures(s: &KindStats, seconds: f64) -> Value {
 /// The report over the last `minutes` whole minutes and the current one.
 pub async fn build(engine: &Engine, minutes: u64) -> Result<Value, EngineError> {
     let now = now_ms();
-    let to_minute = now / 60_000;
-    let from_minute = to_minute + 1 - minutes;
-    let mut con = engine.conn();
-    let mut pipe = redis::pipe();
-    for m in from_minute..=to_minute {
-        pipe.cmd("HGETALL").arg(engine.keys().stats(m));
-    }
-    let minutes_data: Vec<BTreeMap<String, String>> = pipe.query_async(&mut con).await?;
+    let minutes_data = read_minutes(engine, minutes).await?;
+    let from_ms = minutes_data.first().map_or(now, |(m, _)| m * 60_000);
     let mut kinds: BTreeMap<(String, String), KindStats> = BTreeMap::new();
-    for data in minutes_data {
-        for (field, json) in data {
-            let mut parts = field.splitn(3, '|');
-            let (Some(_worker), Some(lane), Some(kind)) = (parts.next(), parts.next(), parts.next()) else { continue };
-            let Ok(s) = serde_json::from_str::<KindStats>(&json) else { continue };
-            kinds.entry((lane.to_string(), kind.to_string())).or_default().merge(&s);
+    for (_, figures) in minutes_data {
+        for (key, s) in figures {
+            kinds.entry(key).or_default().merge(&s);
         }
     }
-    let from_ms = from_minute * 60_000;
+    let mut con = engine.conn();
     let seconds = ((now - from_ms) as f64 / 1e3).max(1.0);
     let mut lanes: BTreeMap<String, KindStats> = BTreeMap::new();
     let mut per_kind = Vec::new();
@@ -112,9 +103,12 @@ pub async fn build(engine: &Engine, minutes: u64) -> Result<Value, EngineError> 
     }))
 }
 
-/// Each of the last `minutes` minutes (oldest first, the current one last): every lane's
-/// figures merged over its kinds and every worker.
-pub async fn per_minute(engine: &Engine, minutes: u64) -> Result<Vec<(u64, BTreeMap<String, KindStats>)>, EngineError> {
+/// Each of the last `minutes` minutes (oldest first, the current one last): every worker's
+/// figures of each (lane, kind), merged over the workers.
+async fn read_minutes(
+    engine: &Engine,
+    minutes: u64,
+) -> Result<Vec<(u64, BTreeMap<(String, String), KindStats>)>, EngineError> {
     let to_minute = now_ms() / 60_000;
     let from_minute = to_minute + 1 - minutes.max(1);
     let mut con = engine.conn();
@@ -126,12 +120,30 @@ pub async fn per_minute(engine: &Engine, minutes: u64) -> Result<Vec<(u64, BTree
     Ok((from_minute..=to_minute)
         .zip(data)
         .map(|(m, fields)| {
-            let mut lanes: BTreeMap<String, KindStats> = BTreeMap::new();
+            let mut kinds: BTreeMap<(String, String), KindStats> = BTreeMap::new();
             for (field, json) in fields {
-                let Some(lane) = field.split('|').nth(1) else { continue };
+                // `worker|lane|kind`
+                let mut parts = field.splitn(3, '|');
+                let (Some(_), Some(lane), Some(kind)) = (parts.next(), parts.next(), parts.next()) else { continue };
                 if let Ok(s) = serde_json::from_str::<KindStats>(&json) {
-                    lanes.entry(lane.to_string()).or_default().merge(&s);
+                    kinds.entry((lane.to_string(), kind.to_string())).or_default().merge(&s);
                 }
+            }
+            (m, kinds)
+        })
+        .collect())
+}
+
+/// Each of the last `minutes` minutes (oldest first): every lane's figures, merged over its
+/// kinds and every worker.
+pub async fn per_minute(engine: &Engine, minutes: u64) -> Result<Vec<(u64, BTreeMap<String, KindStats>)>, EngineError> {
+    Ok(read_minutes(engine, minutes)
+        .await?
+        .into_iter()
+        .map(|(m, kinds)| {
+            let mut lanes: BTreeMap<String, KindStats> = BTreeMap::new();
+            for ((lane, _), s) in kinds {
+                lanes.entry(lane).or_default().merge(&s);
             }
             (m, lanes)
         })
