@@ -128,14 +128,15 @@ impl Collector {
     /// Write what changed since the last flush; forget minutes that are over.
     pub async fn flush(&self, engine: &Engine, worker: &str) -> redis::RedisResult<()> {
         let now_minute = now_ms() / 60_000;
-        let dirty: Vec<(u64, String, String)> = {
+        // (minute, lane, kind, figures as JSON) of what changed; the flags are cleared now and
+        // set again if the write fails.
+        let dirty: Vec<(u64, Lane, String, String)> = {
             let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
             let mut out = Vec::new();
             for ((m, lane), kinds) in slots.iter_mut() {
                 for (kind, (s, d)) in kinds.iter_mut().filter(|(_, (_, d))| *d) {
                     *d = false;
-                    let json = serde_json::to_string(s).unwrap_or_default();
-                    out.push((*m, format!("{worker}|{}|{kind}", lane.as_str()), json));
+                    out.push((*m, *lane, kind.clone(), serde_json::to_string(s).unwrap_or_default()));
                 }
             }
             out
@@ -144,26 +145,22 @@ impl Collector {
             return Ok(());
         }
         let mut pipe = redis::pipe();
-        for (minute, field, json) in &dirty {
+        for (minute, lane, kind, json) in &dirty {
             let key = engine.keys().stats(*minute);
-            pipe.cmd("HSET").arg(&key).arg(field).arg(json).ignore();
+            pipe.cmd("HSET").arg(&key).arg(format!("{worker}|{}|{kind}", lane.as_str())).arg(json).ignore();
             pipe.cmd("PEXPIRE").arg(&key).arg(KEEP_MS).ignore();
         }
         let mut con = engine.conn();
         let r: redis::RedisResult<()> = pipe.query_async(&mut con).await;
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         if r.is_ok() {
             // Minutes that are over and written are done with.
-            let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
             slots.retain(|(m, _), kinds| *m >= now_minute || kinds.values().any(|(_, d)| *d));
         } else {
             // Keep them for the next flush.
-            let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-            for ((m, lane), kinds) in slots.iter_mut() {
-                for (kind, (_, d)) in kinds.iter_mut() {
-                    let field = format!("{worker}|{}|{kind}", lane.as_str());
-                    if dirty.iter().any(|(dm, f, _)| dm == m && *f == field) {
-                        *d = true;
-                    }
+            for (m, lane, kind, _) in &dirty {
+                if let Some((_, d)) = slots.get_mut(&(*m, *lane)).and_then(|k| k.get_mut(kind)) {
+                    *d = true;
                 }
             }
         }
