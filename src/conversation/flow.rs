@@ -20,6 +20,7 @@ use super::responder::{self, Language, Reply};
 use super::store::{ConversationKey, Store, StoredTurn, Who};
 use crate::delivery::send::{self as delivery, Channel, Outgoing};
 use crate::engine::{Engine, Lane, Outcome, Registry, TaskContext, TaskSpec, now_ms};
+use crate::ingest::event::Raw;
 use crate::ingest::{EventKind, InboundEvent, Platform};
 
 pub const PROCESS: &str = "conversation.process_message";
@@ -45,8 +46,8 @@ pub struct Incoming {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timestamp_ms: Option<u64>,
     /// The event as the platform sent it, for the dashboard.
-    #[serde(default, skip_serializing_if = "Value::is_null")]
-    pub raw: Value,
+    #[serde(default, skip_serializing_if = "Raw::is_null")]
+    pub raw: Raw,
 }
 
 impl Incoming {
@@ -54,23 +55,25 @@ impl Incoming {
         ConversationKey::new(&self.platform, &self.account, &self.customer)
     }
 
-    /// A webhook event that asks for an answer: a customer's message or a tapped button.
-    pub fn from_event(ev: &InboundEvent) -> Option<Incoming> {
-        let answerable = matches!(ev.kind, EventKind::Message | EventKind::Postback)
-            && matches!(ev.platform, Platform::Messenger | Platform::Instagram | Platform::Whatsapp | Platform::Rbm);
-        if !answerable || ev.customer.is_empty() {
-            return None;
-        }
-        Some(Incoming {
+    /// Does a webhook event ask for an answer? A customer's message or a tapped button does.
+    pub fn answers(ev: &InboundEvent) -> bool {
+        matches!(ev.kind, EventKind::Message | EventKind::Postback)
+            && matches!(ev.platform, Platform::Messenger | Platform::Instagram | Platform::Whatsapp | Platform::Rbm)
+            && !ev.customer.is_empty()
+    }
+
+    /// The message of an event that [asks for an answer](Incoming::answers).
+    pub fn from_event(ev: InboundEvent) -> Incoming {
+        Incoming {
             platform: ev.platform.as_str().to_string(),
-            account: ev.account.clone(),
-            customer: ev.customer.clone(),
-            text: ev.text.clone().filter(|t| !t.trim().is_empty()).unwrap_or_else(|| "(attachment)".into()),
-            message_id: ev.id.clone(),
+            account: ev.account,
+            customer: ev.customer,
+            text: ev.text.filter(|t| !t.trim().is_empty()).unwrap_or_else(|| "(attachment)".into()),
+            message_id: ev.id,
             received_us: crate::engine::now_us(),
             timestamp_ms: ev.timestamp_ms,
-            raw: ev.raw.clone(),
-        })
+            raw: ev.raw,
+        }
     }
 
     /// The task that answers it, in the conversation's order.

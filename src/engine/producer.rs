@@ -5,12 +5,13 @@
 //! producer pays one round trip, a busy one (a webhook endpoint under load) shares each round
 //! trip among everything that arrived meanwhile.
 
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, LazyLock, Weak};
 use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::{Engine, EngineError, Inner, Lane, TaskSpec, new_task_id, now_ms};
+use crate::telemetry::Handles;
 
 /// Largest payload accepted for one task, as JSON: room for a whole webhook body (1 MiB) kept
 /// raw beside the text taken from it.
@@ -65,6 +66,16 @@ struct Prepared {
     order_key: String,
 }
 
+/// `switchyard_tasks_enqueued_total{lane, kind}`.
+fn enqueued(lane: Lane, kind: &str) -> metrics::Counter {
+    static HANDLES: LazyLock<Handles<metrics::Counter>> = LazyLock::new(Handles::new);
+    HANDLES.get(
+        kind,
+        lane as u32,
+        || metrics::counter!("switchyard_tasks_enqueued_total", "lane" => lane.as_str(), "kind" => kind.to_owned()),
+    )
+}
+
 impl Engine {
     /// Queue one task; returns its id (or, for a repeated idempotency key, the first task's id).
     pub async fn enqueue(&self, spec: TaskSpec) -> Result<String, EngineError> {
@@ -102,8 +113,7 @@ impl Engine {
             .map(|((mine, lane, kind), id)| {
                 let created = id == mine;
                 if created {
-                    metrics::counter!("switchyard_tasks_enqueued_total", "lane" => lane.as_str(), "kind" => kind)
-                        .increment(1);
+                    enqueued(lane, &kind).increment(1);
                 }
                 (id, created)
             })

@@ -1,7 +1,11 @@
 //! One normalized event type for every platform, with the raw item kept for the dashboard.
 
-use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,7 +67,7 @@ pub struct InboundEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timestamp_ms: Option<u64>,
     /// The item as the platform sent it.
-    pub raw: Value,
+    pub raw: Raw,
 }
 
 impl InboundEvent {
@@ -71,6 +75,177 @@ impl InboundEvent {
     pub fn dedup_key(&self) -> String {
         format!("webhook:{}:{}:{}", self.platform.as_str(), self.account, self.id)
     }
+}
+
+/// A piece of JSON kept as text: a webhook's item exactly as the platform sent it (escapes and
+/// key order included), copied once from the request body and written into the task as it is.
+#[derive(Debug, Clone)]
+pub struct Raw(Box<RawValue>);
+
+impl Raw {
+    /// JSON `null`.
+    pub fn null() -> Raw {
+        Raw(RawValue::from_string("null".into()).expect("null is JSON"))
+    }
+
+    pub fn from_raw(raw: &RawValue) -> Raw {
+        Raw(raw.to_owned())
+    }
+
+    pub fn from_value(v: &Value) -> Raw {
+        serde_json::value::to_raw_value(v).map(Raw).unwrap_or_else(|_| Raw::null())
+    }
+
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+
+    pub fn is_null(&self) -> bool {
+        self.0.get() == "null"
+    }
+
+    /// Parsed, for the rare reader that looks inside.
+    pub fn value(&self) -> Value {
+        serde_json::from_str(self.0.get()).unwrap_or(Value::Null)
+    }
+}
+
+impl Default for Raw {
+    fn default() -> Raw {
+        Raw::null()
+    }
+}
+
+impl PartialEq for Raw {
+    fn eq(&self, other: &Raw) -> bool {
+        self.0.get() == other.0.get() || self.value() == other.value()
+    }
+}
+
+impl Serialize for Raw {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Raw {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Raw, D::Error> {
+        Box::<RawValue>::deserialize(d).map(Raw)
+    }
+}
+
+/// A JSON object read lazily: each member's text, found by key, nothing parsed until asked for
+/// and nothing copied (strings without escapes are borrowed). A repeated key means its last
+/// value, as when the object is parsed whole.
+#[derive(Default)]
+pub struct Obj<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'a> Obj<'a> {
+    /// `raw` as an object; `None` when it is any other JSON value.
+    pub fn of(raw: &'a RawValue) -> Option<Obj<'a>> {
+        Obj::parse(raw.get())
+    }
+
+    /// `text` as an object; `None` when it is not a JSON object.
+    pub fn parse(text: &'a str) -> Option<Obj<'a>> {
+        if !text.trim_start().starts_with('{') {
+            return None;
+        }
+        serde_json::from_str(text).ok()
+    }
+
+    pub fn get(&self, key: &str) -> Option<&'a RawValue> {
+        self.0.iter().rev().find(|(k, _)| k == key).map(|(_, v)| *v)
+    }
+
+    /// A member that is itself an object.
+    pub fn obj(&self, key: &str) -> Option<Obj<'a>> {
+        self.get(key).and_then(Obj::of)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Obj<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Obj<'a>, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Obj<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut m: M) -> Result<Obj<'a>, M::Error> {
+                let mut members = Vec::with_capacity(m.size_hint().unwrap_or(8));
+                while let Some(k) = m.next_key::<Key<'a>>()? {
+                    members.push((k.0, m.next_value::<&'a RawValue>()?));
+                }
+                Ok(Obj(members))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
+/// An object's key: borrowed unless it holds escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Key<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Key<'a>, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Key<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'a>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'a>, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(V(std::marker::PhantomData))
+    }
+}
+
+/// A JSON array's items, unparsed; `None` when `raw` is not an array.
+pub fn items(raw: Option<&RawValue>) -> Option<Vec<&RawValue>> {
+    let raw = raw?;
+    if !raw.get().starts_with('[') {
+        return None;
+    }
+    serde_json::from_str(raw.get()).ok()
+}
+
+/// A string field, or a number written as text (as [`text_of`], without parsing the rest).
+pub fn raw_text(raw: Option<&RawValue>) -> Option<String> {
+    let t = raw?.get();
+    match t.as_bytes().first()? {
+        b'"' => serde_json::from_str::<Cow<str>>(t).ok().map(Cow::into_owned),
+        b'-' | b'0'..=b'9' => serde_json::from_str::<serde_json::Number>(t).ok().map(|n| n.to_string()),
+        _ => None,
+    }
+}
+
+/// A timestamp sent as a number or a string (as [`number_or_string`]).
+pub fn raw_number_or_string(raw: Option<&RawValue>) -> Option<u64> {
+    let t = raw?.get();
+    match t.as_bytes().first()? {
+        b'"' => serde_json::from_str::<Cow<str>>(t).ok()?.trim().parse().ok(),
+        b'-' | b'0'..=b'9' => {
+            let n = serde_json::from_str::<serde_json::Number>(t).ok()?;
+            n.as_u64().or_else(|| n.as_f64().map(|f| f as u64))
+        }
+        _ => None,
+    }
+}
+
+/// `true` only for JSON `true`.
+pub fn raw_true(raw: Option<&RawValue>) -> bool {
+    raw.is_some_and(|r| r.get() == "true")
+}
+
+/// The id of an item without one of its own: see [`content_id`].
+pub fn raw_content_id(prefix: &str, raw: &RawValue) -> String {
+    content_id(prefix, &serde_json::from_str(raw.get()).unwrap_or(Value::Null))
 }
 
 /// A stable id for an item that carries none: the hash of its JSON (keys are sorted).

@@ -5,7 +5,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use serde_json::{Value, json};
 
-use super::event::{EventKind, InboundEvent, Platform, content_id, text_of};
+use super::event::{EventKind, InboundEvent, Platform, Raw, content_id, text_of};
 use super::meta::ParseError;
 
 /// The parts of a push envelope, with the ids in either spelling Google uses.
@@ -66,13 +66,13 @@ pub fn pubsub_event(env: &Envelope) -> InboundEvent {
         customer: String::new(),
         text: None,
         timestamp_ms: rfc3339_ms(env.publish_time.as_deref()),
-        raw: json!({
+        raw: Raw::from_value(&json!({
             "message_id": env.message_id,
             "publish_time": env.publish_time,
             "subscription": env.subscription,
             "attributes": env.attributes,
             "data": data,
-        }),
+        })),
     }
 }
 
@@ -104,7 +104,8 @@ pub fn rbm_event(env: &Envelope) -> Result<InboundEvent, ParseError> {
         let id = message_id.ok_or_else(|| ParseError::Shape("RBM message without `messageId`".into()))?;
         (EventKind::Message, id, text)
     };
-    Ok(InboundEvent { platform: Platform::Rbm, kind, id, account, customer, text, timestamp_ms, raw: d })
+    let raw = Raw::from_value(&d);
+    Ok(InboundEvent { platform: Platform::Rbm, kind, id, account, customer, text, timestamp_ms, raw })
 }
 
 #[cfg(test)]
@@ -119,7 +120,7 @@ mod tests {
             let env = envelope(body).unwrap();
             let ev = pubsub_event(&env);
             assert_eq!((ev.id.as_str(), ev.kind), ("111", EventKind::Notification));
-            assert_eq!(ev.raw["data"], json!({"a": 1}));
+            assert_eq!(ev.raw.value()["data"], json!({"a": 1}));
             assert_eq!(ev.timestamp_ms, Some(1_767_225_600_123));
         }
     }

@@ -2,9 +2,11 @@
 //! WhatsApp Cloud API (`object: whatsapp_business_account`). One POST carries up to 1000
 //! updates; every `messaging` item and every WhatsApp message or status is one event.
 
-use serde_json::Value;
+use serde_json::value::RawValue;
 
-use super::event::{EventKind, InboundEvent, Platform, content_id, number_or_string, text_of};
+use super::event::{
+    EventKind, InboundEvent, Obj, Platform, Raw, items, raw_content_id, raw_number_or_string, raw_text, raw_true,
+};
 
 /// Why a body is not a Meta webhook.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -15,161 +17,176 @@ pub enum ParseError {
     Shape(String),
 }
 
+/// Every event of a body. The body is read lazily, item by item, and each item's text is copied
+/// once into its event, as sent: nothing is built as a tree and written out again.
 pub fn parse(body: &[u8]) -> Result<Vec<InboundEvent>, ParseError> {
-    let mut v: Value = serde_json::from_slice(body).map_err(|e| ParseError::Json(e.to_string()))?;
-    let object = v.get("object").and_then(Value::as_str).ok_or_else(|| ParseError::Shape("missing `object`".into()))?;
-    let platform = match object {
+    let top = match serde_json::from_slice::<Obj>(body) {
+        Ok(top) => top,
+        Err(e) => {
+            // JSON, but not an object: say what is missing, as for an object without it.
+            let json =
+                std::str::from_utf8(body).is_ok() && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok();
+            return Err(if json {
+                ParseError::Shape("missing `object`".into())
+            } else {
+                ParseError::Json(e.to_string())
+            });
+        }
+    };
+    let object = top
+        .get("object")
+        .filter(|o| o.get().starts_with('"'))
+        .and_then(|o| raw_text(Some(o)))
+        .ok_or_else(|| ParseError::Shape("missing `object`".into()))?;
+    let platform = match object.as_str() {
         "page" => Platform::Messenger,
         "instagram" => Platform::Instagram,
         "whatsapp_business_account" => Platform::Whatsapp,
         other => return Err(ParseError::Shape(format!("unsupported object `{other}`"))),
     };
-    // Items are moved out of the parsed body into the events (their `raw`), not copied.
-    let entries = v
-        .get_mut("entry")
-        .and_then(Value::as_array_mut)
-        .ok_or_else(|| ParseError::Shape("missing `entry` array".into()))?;
+    let entries = items(top.get("entry")).ok_or_else(|| ParseError::Shape("missing `entry` array".into()))?;
     let mut out = Vec::new();
     for entry in entries {
-        if !entry.is_object() {
-            return Err(ParseError::Shape("an `entry` item is not an object".into()));
-        }
-        let account = text_of(entry.get("id")).unwrap_or_default();
+        let entry = Obj::of(entry).ok_or_else(|| ParseError::Shape("an `entry` item is not an object".into()))?;
+        let account = raw_text(entry.get("id")).unwrap_or_default();
         for key in ["messaging", "standby"] {
-            if let Some(items) = entry.get_mut(key).and_then(Value::as_array_mut) {
-                for item in items {
-                    out.push(messaging_item(platform, &account, item.take())?);
-                }
+            for item in items(entry.get(key)).unwrap_or_default() {
+                out.push(messaging_item(platform, &account, item)?);
             }
         }
-        if let Some(changes) = entry.get("changes").and_then(Value::as_array) {
-            for change in changes {
-                if platform == Platform::Whatsapp {
-                    whatsapp_change(&account, change, &mut out);
-                } else {
-                    out.push(change_item(platform, &account, change));
-                }
+        for change in items(entry.get("changes")).unwrap_or_default() {
+            if platform == Platform::Whatsapp {
+                whatsapp_change(&account, change, &mut out);
+            } else {
+                out.push(change_item(platform, &account, change));
             }
         }
     }
     Ok(out)
 }
 
-fn id_of(v: &Value, key: &str) -> String {
-    v.get(key).and_then(|s| text_of(s.get("id"))).unwrap_or_default()
+fn id_of(v: &Obj, key: &str) -> String {
+    v.obj(key).and_then(|s| raw_text(s.get("id"))).unwrap_or_default()
 }
 
-fn messaging_item(platform: Platform, page: &str, item: Value) -> Result<InboundEvent, ParseError> {
-    if !item.is_object() {
-        return Err(ParseError::Shape("a `messaging` item is not an object".into()));
-    }
+fn messaging_item(platform: Platform, page: &str, raw: &RawValue) -> Result<InboundEvent, ParseError> {
+    let item = Obj::of(raw).ok_or_else(|| ParseError::Shape("a `messaging` item is not an object".into()))?;
     let sender = id_of(&item, "sender");
     let recipient = id_of(&item, "recipient");
-    let timestamp_ms = number_or_string(item.get("timestamp"));
+    let timestamp_ms = raw_number_or_string(item.get("timestamp"));
     let ts = timestamp_ms.unwrap_or(0);
     let mut ev = InboundEvent {
         platform,
         kind: EventKind::Other,
         id: String::new(),
         account: page.to_string(),
-        customer: sender.clone(),
+        customer: String::new(),
         text: None,
         timestamp_ms,
-        raw: Value::Null,
+        raw: Raw::from_raw(raw),
     };
     if let Some(m) = item.get("message") {
-        let mid = text_of(m.get("mid"));
-        ev.text = text_of(m.get("text")).or_else(|| text_of(m.get("quick_reply").and_then(|q| q.get("payload"))));
-        if m.get("is_echo").and_then(Value::as_bool).unwrap_or(false) {
+        let m = Obj::of(m).unwrap_or_default();
+        ev.text = raw_text(m.get("text")).or_else(|| raw_text(m.obj("quick_reply").and_then(|q| q.get("payload"))));
+        if raw_true(m.get("is_echo")) {
             // The page's own message: the customer is the recipient.
             ev.kind = EventKind::Echo;
             ev.customer = recipient;
         } else {
             ev.kind = EventKind::Message;
+            ev.customer = sender;
         }
-        ev.id = mid.unwrap_or_else(|| content_id("msg", &item));
-    } else if let Some(p) = item.get("postback") {
-        ev.kind = EventKind::Postback;
-        ev.text = text_of(p.get("title"));
-        ev.id = text_of(p.get("mid")).unwrap_or_else(|| content_id("postback", &item));
-    } else if let Some(d) = item.get("delivery") {
-        ev.kind = EventKind::Delivery;
-        ev.id = format!("delivery:{sender}:{}", number_or_string(d.get("watermark")).unwrap_or(ts));
-    } else if let Some(r) = item.get("read") {
-        ev.kind = EventKind::Read;
-        ev.id = format!("read:{sender}:{}", number_or_string(r.get("watermark")).unwrap_or(ts));
-    } else {
-        ev.id = content_id("event", &item);
+        ev.id = raw_text(m.get("mid")).unwrap_or_else(|| raw_content_id("msg", raw));
+        return Ok(ev);
     }
-    ev.raw = item;
+    if let Some(p) = item.get("postback") {
+        let p = Obj::of(p).unwrap_or_default();
+        ev.kind = EventKind::Postback;
+        ev.text = raw_text(p.get("title"));
+        ev.id = raw_text(p.get("mid")).unwrap_or_else(|| raw_content_id("postback", raw));
+    } else if let Some(d) = item.get("delivery") {
+        let watermark = Obj::of(d).and_then(|d| raw_number_or_string(d.get("watermark")));
+        ev.kind = EventKind::Delivery;
+        ev.id = format!("delivery:{sender}:{}", watermark.unwrap_or(ts));
+    } else if let Some(r) = item.get("read") {
+        let watermark = Obj::of(r).and_then(|r| raw_number_or_string(r.get("watermark")));
+        ev.kind = EventKind::Read;
+        ev.id = format!("read:{sender}:{}", watermark.unwrap_or(ts));
+    } else {
+        ev.id = raw_content_id("event", raw);
+    }
+    ev.customer = sender;
     Ok(ev)
 }
 
 /// Instagram comments, page feed and other `changes`: recorded as they come.
-fn change_item(platform: Platform, account: &str, change: &Value) -> InboundEvent {
-    let value = change.get("value").cloned().unwrap_or(Value::Null);
+fn change_item(platform: Platform, account: &str, change: &RawValue) -> InboundEvent {
+    let value = Obj::of(change).and_then(|c| c.obj("value")).unwrap_or_default();
     InboundEvent {
         platform,
         kind: EventKind::Other,
-        id: text_of(value.get("id")).unwrap_or_else(|| content_id("change", change)),
+        id: raw_text(value.get("id")).unwrap_or_else(|| raw_content_id("change", change)),
         account: account.to_string(),
-        customer: value.get("from").and_then(|f| text_of(f.get("id"))).unwrap_or_default(),
-        text: text_of(value.get("text")),
+        customer: value.obj("from").and_then(|f| raw_text(f.get("id"))).unwrap_or_default(),
+        text: raw_text(value.get("text")),
         timestamp_ms: None,
-        raw: change.clone(),
+        raw: Raw::from_raw(change),
     }
 }
 
-fn whatsapp_text(m: &Value) -> Option<String> {
-    text_of(m.get("text").and_then(|t| t.get("body")))
-        .or_else(|| text_of(m.get("button").and_then(|b| b.get("text"))))
+fn whatsapp_text(m: &Obj) -> Option<String> {
+    raw_text(m.obj("text").and_then(|t| t.get("body")))
+        .or_else(|| raw_text(m.obj("button").and_then(|b| b.get("text"))))
         .or_else(|| {
-            let i = m.get("interactive")?;
-            text_of(i.get("button_reply").and_then(|b| b.get("title")))
-                .or_else(|| text_of(i.get("list_reply").and_then(|b| b.get("title"))))
+            let i = m.obj("interactive")?;
+            raw_text(i.obj("button_reply").and_then(|b| b.get("title")))
+                .or_else(|| raw_text(i.obj("list_reply").and_then(|b| b.get("title"))))
         })
 }
 
+/// WhatsApp timestamps are in seconds.
+fn seconds_to_ms(raw: Option<&RawValue>) -> Option<u64> {
+    raw_number_or_string(raw).map(|s| s.saturating_mul(1000))
+}
+
 /// `changes[].value.messages[]` and `statuses[]`; other fields are recorded whole.
-fn whatsapp_change(waba: &str, change: &Value, out: &mut Vec<InboundEvent>) {
-    let value = change.get("value").cloned().unwrap_or(Value::Null);
+fn whatsapp_change(waba: &str, change: &RawValue, out: &mut Vec<InboundEvent>) {
+    let value = Obj::of(change).and_then(|c| c.obj("value")).unwrap_or_default();
     let phone_id =
-        value.get("metadata").and_then(|m| text_of(m.get("phone_number_id"))).unwrap_or_else(|| waba.to_string());
+        value.obj("metadata").and_then(|m| raw_text(m.get("phone_number_id"))).unwrap_or_else(|| waba.to_string());
     let mut found = false;
-    if let Some(messages) = value.get("messages").and_then(Value::as_array) {
-        for m in messages {
-            found = true;
-            out.push(InboundEvent {
-                platform: Platform::Whatsapp,
-                kind: EventKind::Message,
-                id: text_of(m.get("id")).unwrap_or_else(|| content_id("wamsg", m)),
-                account: phone_id.clone(),
-                customer: text_of(m.get("from")).unwrap_or_default(),
-                text: whatsapp_text(m),
-                timestamp_ms: number_or_string(m.get("timestamp")).map(|s| s * 1000),
-                raw: m.clone(),
-            });
-        }
+    for raw in items(value.get("messages")).unwrap_or_default() {
+        found = true;
+        let m = Obj::of(raw).unwrap_or_default();
+        out.push(InboundEvent {
+            platform: Platform::Whatsapp,
+            kind: EventKind::Message,
+            id: raw_text(m.get("id")).unwrap_or_else(|| raw_content_id("wamsg", raw)),
+            account: phone_id.clone(),
+            customer: raw_text(m.get("from")).unwrap_or_default(),
+            text: whatsapp_text(&m),
+            timestamp_ms: seconds_to_ms(m.get("timestamp")),
+            raw: Raw::from_raw(raw),
+        });
     }
-    if let Some(statuses) = value.get("statuses").and_then(Value::as_array) {
-        for s in statuses {
-            found = true;
-            let status = text_of(s.get("status")).unwrap_or_default();
-            out.push(InboundEvent {
-                platform: Platform::Whatsapp,
-                kind: EventKind::Status,
-                id: format!("{}:{status}", text_of(s.get("id")).unwrap_or_else(|| content_id("wastatus", s))),
-                account: phone_id.clone(),
-                customer: text_of(s.get("recipient_id")).unwrap_or_default(),
-                text: Some(status),
-                timestamp_ms: number_or_string(s.get("timestamp")).map(|t| t * 1000),
-                raw: s.clone(),
-            });
-        }
+    for raw in items(value.get("statuses")).unwrap_or_default() {
+        found = true;
+        let s = Obj::of(raw).unwrap_or_default();
+        let status = raw_text(s.get("status")).unwrap_or_default();
+        out.push(InboundEvent {
+            platform: Platform::Whatsapp,
+            kind: EventKind::Status,
+            id: format!("{}:{status}", raw_text(s.get("id")).unwrap_or_else(|| raw_content_id("wastatus", raw))),
+            account: phone_id.clone(),
+            customer: raw_text(s.get("recipient_id")).unwrap_or_default(),
+            text: Some(status),
+            timestamp_ms: seconds_to_ms(s.get("timestamp")),
+            raw: Raw::from_raw(raw),
+        });
     }
     if !found {
         let mut ev = change_item(Platform::Whatsapp, &phone_id, change);
-        ev.id = content_id("change", change);
+        ev.id = raw_content_id("change", change);
         out.push(ev);
     }
 }

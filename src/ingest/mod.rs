@@ -19,6 +19,8 @@ pub mod meta;
 mod routes;
 pub mod verify;
 
+use std::sync::LazyLock;
+
 use serde_json::json;
 
 pub use event::{EventKind, InboundEvent, Platform};
@@ -27,6 +29,7 @@ pub use routes::router;
 use crate::conversation::flow::Incoming;
 use crate::conversation::store::{ConversationKey, Store, StoredTurn, Who};
 use crate::engine::{Engine, EngineError, Lane, Outcome, Registry, TaskContext, TaskSpec, now_ms};
+use crate::telemetry::Handles;
 
 /// The task kind that carries events of a platform.
 pub fn task_kind(p: Platform) -> &'static str {
@@ -54,14 +57,12 @@ pub async fn accept(engine: &Engine, events: Vec<InboundEvent>) -> Result<Accept
         .into_iter()
         .map(|e| {
             let key = e.dedup_key();
-            match Incoming::from_event(&e) {
-                Some(message) => message.task().idempotency_key(key),
-                None => TaskSpec::from_json(
-                    task_kind(e.platform),
-                    serde_json::to_string(&e).unwrap_or_else(|_| "null".into()),
-                )
-                .on_lane(Lane::Webhooks)
-                .idempotency_key(key),
+            if Incoming::answers(&e) {
+                Incoming::from_event(e).task().idempotency_key(key)
+            } else {
+                TaskSpec::from_json(task_kind(e.platform), serde_json::to_string(&e).unwrap_or_else(|_| "null".into()))
+                    .on_lane(Lane::Webhooks)
+                    .idempotency_key(key)
             }
         })
         .collect();
@@ -75,16 +76,29 @@ pub async fn accept(engine: &Engine, events: Vec<InboundEvent>) -> Result<Accept
             out.duplicates += 1;
             "duplicate"
         };
-        metrics::counter!("switchyard_webhooks_received_total", "platform" => platform.as_str(), "outcome" => outcome)
-            .increment(1);
+        received(platform.as_str(), outcome).increment(1);
     }
     Ok(out)
 }
 
+/// `switchyard_webhooks_received_total{platform, outcome}`.
+fn received(platform: &'static str, outcome: &'static str) -> metrics::Counter {
+    static HANDLES: LazyLock<Handles<metrics::Counter>> = LazyLock::new(Handles::new);
+    let variant = match outcome {
+        "accepted" => 0,
+        "duplicate" => 1,
+        _ => 2,
+    };
+    HANDLES.get(
+        platform,
+        variant,
+        || metrics::counter!("switchyard_webhooks_received_total", "platform" => platform, "outcome" => outcome),
+    )
+}
+
 /// Count a request turned away (bad signature, bad body): once per request.
 pub fn count_rejected(platform: &'static str) {
-    metrics::counter!("switchyard_webhooks_received_total", "platform" => platform, "outcome" => "rejected")
-        .increment(1);
+    received(platform, "rejected").increment(1);
 }
 
 /// Register the kinds that carry webhook events other than customers' messages (those go to
@@ -112,7 +126,8 @@ async fn record_event(ctx: TaskContext) -> Outcome {
     let mut recorded = false;
     if !ev.customer.is_empty() && !matches!(ev.platform, Platform::Pubsub | Platform::Generic) {
         let kind = serde_json::to_value(ev.kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-        let status = ev.raw.get("status").and_then(|s| s.as_str()).map(|s| format!(": {s}")).unwrap_or_default();
+        let status =
+            ev.raw.value().get("status").and_then(|s| s.as_str()).map(|s| format!(": {s}")).unwrap_or_default();
         let turn = StoredTurn {
             who: Who::System,
             text: ev.text.clone().unwrap_or_else(|| format!("{kind}{status}")),

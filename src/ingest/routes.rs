@@ -7,9 +7,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use super::event::{EventKind, InboundEvent, Platform, content_id, text_of};
+use super::event::{EventKind, InboundEvent, Platform, Raw, content_id, text_of};
 use super::{Accepted, accept, count_rejected, google, meta, verify};
 use crate::web::error::ApiError;
 use crate::web::{AppState, RawBody};
@@ -23,8 +23,8 @@ pub fn router() -> Router<AppState> {
 }
 
 fn answer(a: Accepted) -> Response {
-    (StatusCode::OK, axum::Json(json!({"status": "accepted", "accepted": a.accepted, "duplicates": a.duplicates})))
-        .into_response()
+    let body = format!(r#"{{"status":"accepted","accepted":{},"duplicates":{}}}"#, a.accepted, a.duplicates);
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -63,7 +63,8 @@ async fn facebook_handshake(State(s): State<AppState>, q: Result<Query<Handshake
 }
 
 async fn facebook(State(s): State<AppState>, headers: HeaderMap, RawBody(body): RawBody) -> Result<Response, ApiError> {
-    let secret = s.engine.config().facebook_app_secret.clone().ok_or_else(|| not_configured("FACEBOOK_APP_SECRET"))?;
+    let secret =
+        s.engine.config().facebook_app_secret.as_deref().ok_or_else(|| not_configured("FACEBOOK_APP_SECRET"))?;
     verify::check_sha256(secret.as_bytes(), &body, header(&headers, "x-hub-signature-256"))
         .map_err(|why| rejected("facebook", ApiError::Unauthorized(why.into())))?;
     let events = meta::parse(&body).map_err(|e| rejected("facebook", ApiError::BadRequest(e.to_string())))?;
@@ -152,7 +153,7 @@ async fn generic(
         customer: text_of(v.get("customer")).unwrap_or_default(),
         text: text_of(v.get("text")),
         timestamp_ms: None,
-        raw: v,
+        raw: Raw::from_value(&v),
     };
     Ok(answer(accept(&s.engine, vec![ev]).await?))
 }

@@ -17,7 +17,8 @@ pub fn sha256_signature(secret: &[u8], body: &[u8]) -> String {
 pub fn check_sha256(secret: &[u8], body: &[u8], header: Option<&str>) -> Result<(), &'static str> {
     let header = header.ok_or("missing signature header")?;
     let hex_sig = header.trim().strip_prefix("sha256=").ok_or("signature must start with sha256=")?;
-    let sig = hex::decode(hex_sig).map_err(|_| "signature is not hex")?;
+    let mut sig = [0u8; 32];
+    hex::decode_to_slice(hex_sig, &mut sig).map_err(|_| "signature is not 64 hex digits")?;
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
     mac.update(body);
     mac.verify_slice(&sig).map_err(|_| "signature does not match the body")

@@ -1,6 +1,8 @@
 //! Metrics and logs: the Prometheus recorder, histogram buckets, tracing, and the sampler that
 //! turns Redis's view of the lanes into gauges.
 
+use std::collections::HashMap;
+use std::sync::RwLock;
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -27,6 +29,42 @@ pub fn prometheus() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+/// Metric handles kept per label set, registered on first use. Looking a metric up by its labels
+/// costs more than the rest of a webhook's bookkeeping, and a webhook touches four of them.
+/// A handle is named by a string label (a route, a task kind) and a small number standing for the
+/// other labels.
+pub struct Handles<M>(RwLock<ByName<M>>);
+
+type ByName<M> = HashMap<Box<str>, Vec<(u32, M)>>;
+
+impl<M: Clone> Handles<M> {
+    pub fn new() -> Handles<M> {
+        Handles(RwLock::new(HashMap::new()))
+    }
+
+    pub fn get(&self, name: &str, variant: u32, register: impl FnOnce() -> M) -> M {
+        if let Some(m) = self.0.read().ok().and_then(|map| map.get(name)?.iter().find(|(v, _)| *v == variant).cloned())
+        {
+            return m.1;
+        }
+        prometheus();
+        let m = register();
+        if let Ok(mut map) = self.0.write() {
+            let found = map.entry(name.into()).or_default();
+            if !found.iter().any(|(v, _)| *v == variant) {
+                found.push((variant, m.clone()));
+            }
+        }
+        m
+    }
+}
+
+impl<M: Clone> Default for Handles<M> {
+    fn default() -> Handles<M> {
+        Handles::new()
+    }
 }
 
 fn describe() {

@@ -15,6 +15,7 @@ use super::error::ApiError;
 use crate::conversation::flow::{self, Incoming};
 use crate::conversation::store::{ConversationKey, Store};
 use crate::engine::{Engine, TaskState, new_task_id, now_us};
+use crate::ingest::event::Raw;
 
 /// Longest message accepted from the API, in characters.
 const MAX_MESSAGE_CHARS: usize = 20_000;
@@ -67,7 +68,7 @@ async fn handle(engine: &Engine, req: MessageRequest, async_default: bool) -> Re
         message_id: format!("api:{}", new_task_id()),
         received_us: now_us(),
         timestamp_ms: None,
-        raw: req.platform.map(|p| json!({"platform": p})).unwrap_or_default(),
+        raw: req.platform.map(|p| Raw::from_value(&json!({"platform": p}))).unwrap_or_default(),
     };
     let task_id = engine.enqueue(incoming.task()).await?;
     let conversation_id = key.id();

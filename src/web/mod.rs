@@ -7,14 +7,14 @@ mod conversations;
 pub mod dashboard;
 pub mod error;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::extract::{FromRequest, MatchedPath, Request, State};
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -23,6 +23,7 @@ use serde_json::json;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::engine::Engine;
+use crate::telemetry::Handles;
 use error::ApiError;
 
 /// The raw body, whatever its content type; over the limit → 413 as JSON.
@@ -125,17 +126,40 @@ async fn method_not_allowed() -> Response {
 }
 
 /// Count and time every request by its route pattern (never the raw path: ids would explode
-/// the label set).
+/// the label set) and method (methods outside HTTP's own are counted as `OTHER`).
 async fn record_http(req: Request, next: Next) -> Response {
-    let method = req.method().as_str().to_owned();
-    let route =
-        req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "unmatched".into());
+    static COUNTERS: LazyLock<Handles<metrics::Counter>> = LazyLock::new(Handles::new);
+    static DURATIONS: LazyLock<Handles<metrics::Histogram>> = LazyLock::new(Handles::new);
+    const METHODS: [Method; 9] = [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::PATCH,
+        Method::TRACE,
+        Method::CONNECT,
+    ];
+    let m = METHODS.iter().position(|m| m == req.method()).unwrap_or(METHODS.len());
+    let route = req.extensions().get::<MatchedPath>().cloned();
     let t0 = Instant::now();
     let resp = next.run(req).await;
-    let status = resp.status().as_u16().to_string();
-    metrics::counter!("switchyard_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let method = METHODS.get(m).map_or("OTHER", Method::as_str);
+    let status = resp.status().as_u16();
+    let variant = (m as u32) << 16 | u32::from(status);
+    COUNTERS
+        .get(route, variant, || {
+            let (method, route, status) = (method.to_owned(), route.to_owned(), status.to_string());
+            metrics::counter!("switchyard_http_requests_total", "method" => method, "route" => route, "status" => status)
+        })
         .increment(1);
-    metrics::histogram!("switchyard_http_request_duration_seconds", "method" => method, "route" => route)
+    DURATIONS
+        .get(route, m as u32, || {
+            let (method, route) = (method.to_owned(), route.to_owned());
+            metrics::histogram!("switchyard_http_request_duration_seconds", "method" => method, "route" => route)
+        })
         .record(t0.elapsed().as_secs_f64());
     resp
 }
