@@ -206,6 +206,55 @@ impl<'de: 'a, 'a> Deserialize<'de> for Key<'a> {
     }
 }
 
+/// Checks `body` as strictly as parsing it into a [`Value`] would, building nothing. [`RawValue`]
+/// only skips over its text, so lone surrogates (`"\ud800"`), numbers out of range (`1e400`) and
+/// nesting deeper than 128 would otherwise pass, and be kept as text no `Value` can be read from.
+pub fn check_json(body: &[u8]) -> Result<(), serde_json::Error> {
+    serde_json::from_slice::<Checked>(body).map(drop)
+}
+
+/// Any JSON value, read through and dropped.
+struct Checked;
+
+impl<'de> Deserialize<'de> for Checked {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Checked, D::Error> {
+        d.deserialize_any(Checked)
+    }
+}
+
+impl<'de> Visitor<'de> for Checked {
+    type Value = Checked;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_unit<E>(self) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_seq<S: de::SeqAccess<'de>>(self, mut s: S) -> Result<Checked, S::Error> {
+        while s.next_element::<Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+    fn visit_map<M: MapAccess<'de>>(self, mut m: M) -> Result<Checked, M::Error> {
+        while m.next_entry::<Checked, Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+}
+
 /// A JSON array's items, unparsed; `None` when `raw` is not an array.
 pub fn items(raw: Option<&RawValue>) -> Option<Vec<&RawValue>> {
     let raw = raw?;

@@ -5,7 +5,8 @@
 use serde_json::value::RawValue;
 
 use super::event::{
-    EventKind, InboundEvent, Obj, Platform, Raw, items, raw_content_id, raw_number_or_string, raw_text, raw_true,
+    EventKind, InboundEvent, Obj, Platform, Raw, check_json, items, raw_content_id, raw_number_or_string, raw_text,
+    raw_true,
 };
 
 /// Why a body is not a Meta webhook.
@@ -17,22 +18,13 @@ pub enum ParseError {
     Shape(String),
 }
 
-/// Every event of a body. The body is read lazily, item by item, and each item's text is copied
-/// once into its event, as sent: nothing is built as a tree and written out again.
+/// Every event of a body. The body is checked whole, then read lazily, item by item, and each
+/// item's text is copied once into its event, as sent: nothing is built as a tree and written
+/// out again.
 pub fn parse(body: &[u8]) -> Result<Vec<InboundEvent>, ParseError> {
-    let top = match serde_json::from_slice::<Obj>(body) {
-        Ok(top) => top,
-        Err(e) => {
-            // JSON, but not an object: say what is missing, as for an object without it.
-            let json =
-                std::str::from_utf8(body).is_ok() && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok();
-            return Err(if json {
-                ParseError::Shape("missing `object`".into())
-            } else {
-                ParseError::Json(e.to_string())
-            });
-        }
-    };
+    check_json(body).map_err(|e| ParseError::Json(e.to_string()))?;
+    // JSON, but not an object: say what is missing, as for an object without it.
+    let top = serde_json::from_slice::<Obj>(body).map_err(|_| ParseError::Shape("missing `object`".into()))?;
     let object = top
         .get("object")
         .filter(|o| o.get().starts_with('"'))
