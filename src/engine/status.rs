@@ -132,10 +132,21 @@ impl Engine {
     /// A task's record, or `None` when no such task exists (or its record expired).
     pub async fn task_status(&self, id: &str) -> Result<Option<TaskStatus>, EngineError> {
         let mut con = self.conn();
-        let map: HashMap<String, String> =
+        let mut map: HashMap<String, String> =
             redis::cmd("HGETALL").arg(self.keys().task(id)).query_async(&mut con).await?;
         if map.is_empty() {
             return Ok(None);
+        }
+        // A queued task's payload is in its lane entry only.
+        if !map.contains_key("payload")
+            && let (Some(lane), Some(entry)) = (map.get("lane").and_then(|l| Lane::parse(l)), map.get("entry"))
+        {
+            let v: redis::Value =
+                redis::cmd("XRANGE").arg(self.keys().lane(lane)).arg(entry).arg(entry).query_async(&mut con).await?;
+            let fields = super::worker::parse_entries(&v).into_iter().next().map(|(_, f)| f).unwrap_or_default();
+            if let Some((_, payload)) = fields.into_iter().find(|(k, _)| k == "payload") {
+                map.insert("payload".into(), payload);
+            }
         }
         Ok(Some(task_status_from(id, map)))
     }

@@ -25,10 +25,18 @@ impl Scripts {
             enqueue: Script::new(include_str!("lua/enqueue.lua")),
             start: Script::new(include_str!("lua/start.lua")),
             finish: Script::new(concat!(include_str!("lua/wake.lua"), include_str!("lua/finish.lua"))),
-            fail: Script::new(concat!(include_str!("lua/wake.lua"), include_str!("lua/fail.lua"))),
+            fail: Script::new(concat!(
+                include_str!("lua/wake.lua"),
+                include_str!("lua/entry_payload.lua"),
+                include_str!("lua/fail.lua")
+            )),
             claim: Script::new(concat!(include_str!("lua/wake.lua"), include_str!("lua/claim.lua"))),
             renew: Script::new(include_str!("lua/renew.lua")),
-            cancel: Script::new(concat!(include_str!("lua/wake.lua"), include_str!("lua/cancel.lua"))),
+            cancel: Script::new(concat!(
+                include_str!("lua/wake.lua"),
+                include_str!("lua/entry_payload.lua"),
+                include_str!("lua/cancel.lua")
+            )),
             redrive: Script::new(include_str!("lua/redrive.lua")),
             dlq_delete: Script::new(include_str!("lua/dlq_delete.lua")),
             quarantine: Script::new(include_str!("lua/quarantine.lua")),

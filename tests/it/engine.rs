@@ -36,6 +36,7 @@ async fn retry_then_success_observes_the_backoff() {
     assert_eq!(outcomes(&s), ["retry", "retry", "success"], "{s:?}");
     assert_eq!(s.history.iter().map(|a| a.attempt).collect::<Vec<_>>(), [1, 2, 3]);
     assert_eq!(s.result, json!({"succeeded_on_attempt": 3}));
+    assert_eq!(s.payload, json!({"times": 2}));
     assert_eq!(s.progress, 100);
     assert!(s.error.is_none(), "a successful task shows no error: {s:?}");
     assert!(s.dead_letter.is_none());
@@ -217,7 +218,8 @@ async fn a_long_task_is_not_stolen_from_a_live_worker() {
 async fn cancel_while_pending_never_runs() {
     let env = TestEnv::new("cancel-pending").await;
     let id = env.engine.enqueue(sleep_task(10)).await.unwrap();
-    assert_eq!(env.status(&id).await.status, TaskState::Pending);
+    let queued = env.status(&id).await;
+    assert_eq!((queued.status, &queued.payload), (TaskState::Pending, &json!({"ms": 10})), "{queued:?}");
     assert_eq!(env.engine.cancel(&id).await.unwrap(), TaskState::Revoked);
     assert_eq!(env.lane_len(Lane::Analytics).await, 0, "the queued entry is gone");
 
@@ -229,6 +231,7 @@ async fn cancel_while_pending_never_runs() {
 
     let s = env.status(&id).await;
     assert_eq!(s.status, TaskState::Revoked);
+    assert_eq!(s.payload, json!({"ms": 10}), "the payload outlives the deleted entry");
     assert!(s.history.is_empty(), "a cancelled queued task has no attempts: {s:?}");
     assert_eq!(s.attempts, 0);
     assert!(s.started_at.is_none());
@@ -796,7 +799,8 @@ async fn finished_entries_are_trimmed_but_pending_work_is_kept() {
 
     let retrying = env.engine.enqueue(TaskSpec::new("test.retry_later", json!({}))).await.unwrap();
     env.wait_state(&retrying, TaskState::Retry).await;
-    let ids = env.engine.enqueue_batch((0..30).map(|_| noop()).collect()).await.unwrap();
+    let ids =
+        env.engine.enqueue_batch((0..30).map(|n| TaskSpec::new("diag.noop", json!({"n": n}))).collect()).await.unwrap();
     for id in &ids {
         env.wait_state(id, TaskState::Success).await;
     }
@@ -811,6 +815,9 @@ async fn finished_entries_are_trimmed_but_pending_work_is_kept() {
     wait_until("the lane's stream is trimmed to nothing", async || env.lane_len(Lane::Analytics).await == 0).await;
     let a = env.engine.queues_status().await.unwrap().queues["analytics"].clone();
     assert_eq!((a.depth, a.lag, a.pending, a.retrying), (0, 0, 0, 0), "{a:?}");
+    // The records keep the payloads their trimmed entries carried.
+    assert_eq!(env.status(&ids[7]).await.payload, json!({"n": 7}));
+    assert_eq!(env.status(&retrying).await.payload, json!({}));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,6 +23,8 @@ pub(crate) struct Start {
     pub attempt: u32,
     pub base: u32,
     pub started_ms: u64,
+    /// Copied into the record: a queued task's payload is in its entry only.
+    pub payload: String,
 }
 
 pub(crate) struct Done {
@@ -38,6 +40,8 @@ pub(crate) struct Done {
     pub result: String,
     pub attempt_json: String,
     pub run: Duration,
+    /// Copied into the record (its start may not have been written: see `split`).
+    pub payload: String,
 }
 
 pub(crate) struct Failed {
@@ -186,7 +190,7 @@ async fn write(
         let mut inv = scripts.start.prepare_invoke();
         inv.arg(keys.root()).arg(&sh.name);
         for s in starts {
-            inv.arg(&s.id).arg(s.attempt).arg(s.base).arg(s.started_ms);
+            inv.arg(&s.id).arg(s.attempt).arg(s.base).arg(s.started_ms).arg(&s.payload);
         }
         start_inv = inv;
         pipe.invoke_script(&start_inv);
@@ -202,7 +206,8 @@ async fn write(
                 .arg(&d.result)
                 .arg(&d.attempt_json)
                 .arg(d.base)
-                .arg(d.order_key.as_deref().unwrap_or(""));
+                .arg(d.order_key.as_deref().unwrap_or(""))
+                .arg(&d.payload);
         }
         finish_inv = inv;
         pipe.invoke_script(&finish_inv);

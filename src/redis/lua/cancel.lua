@@ -12,6 +12,11 @@ if state == 'SUCCESS' or state == 'FAILURE' or state == 'REVOKED' then return {'
 local entry = redis.call('HGET', key, 'entry')
 local where
 local p = entry and redis.call('XPENDING', stream, group, entry, entry, 1) or {}
+-- the entry goes away below: keep its payload (a queued task's record does not hold one)
+if entry and redis.call('HEXISTS', key, 'payload') == 0 then
+  local payload = entry_payload(stream, entry)
+  if payload then redis.call('HSET', key, 'payload', payload) end
+end
 if #p == 0 then
   if entry then redis.call('XDEL', stream, entry) end
   where = 'queued'

@@ -1,5 +1,7 @@
 -- Append a batch of tasks to one lane and write their PENDING records, honouring idempotency
--- keys and the lane's depth limit. Only new tasks count against the limit: a repeated
+-- keys and the lane's depth limit. The payload goes into the entry only: a queued task's record
+-- stays small (a compact hash of short fields), and the worker that runs it copies the payload
+-- into the record. Only new tasks count against the limit: a repeated
 -- idempotency key is answered with the earlier task even when the lane is full.
 -- KEYS[1] lane stream
 -- ARGV[1] key root, ARGV[2] now (ms), ARGV[3] lane, ARGV[4] idempotency window (ms),
@@ -51,17 +53,18 @@ for i = 0, n - 1 do
     if room > 0 then room = room - 1 end
     if okey == '' then
       local entry = redis.call('XADD', stream, '*', 'id', id, 'kind', kind, 'payload', payload, 'at', now_us, 'max', max)
-      redis.call('HSET', root .. 'task:' .. id, 'kind', kind, 'lane', lane, 'state', 'PENDING', 'payload', payload,
-        'created_at', now, 'entry', entry, 'max_attempts', max)
+      redis.call('HSET', root .. 'task:' .. id, 'kind', kind, 'lane', lane, 'state', 'PENDING', 'created_at', now,
+        'entry', entry, 'max_attempts', max)
     else
       local order = root .. 'order:' .. okey
-      local seq = redis.call('HINCRBY', order, 'next', 1)
+      -- as text once: Lua would format the number for every command it is passed to
+      local seq = tostring(redis.call('HINCRBY', order, 'next', 1))
       redis.call('HSET', order, seq, id)
       redis.call('PEXPIRE', order, order_ttl)
       local entry = redis.call('XADD', stream, '*', 'id', id, 'kind', kind, 'payload', payload, 'at', now_us, 'max', max,
         'okey', okey, 'seq', seq)
-      redis.call('HSET', root .. 'task:' .. id, 'kind', kind, 'lane', lane, 'state', 'PENDING', 'payload', payload,
-        'created_at', now, 'entry', entry, 'max_attempts', max, 'order_key', okey, 'seq', seq)
+      redis.call('HSET', root .. 'task:' .. id, 'kind', kind, 'lane', lane, 'state', 'PENDING', 'created_at', now,
+        'entry', entry, 'max_attempts', max, 'order_key', okey, 'seq', seq)
     end
     out[#out + 1] = id
   end

@@ -9,12 +9,12 @@
 -- then per attempt: task id, entry id, attempt number, result JSON, attempt JSON, base
 -- (attempts before this entry: numbers between it and this attempt that left no record were
 -- lost with a dead worker and are recorded as such), order key ('' for none: tasks parked
--- behind it are woken)
+-- behind it are woken), payload (copied into the record: a queued task's is in its entry only)
 -- Returns per attempt: 'SUCCESS', 'REVOKED' (cancelled meanwhile) or 'STALE' (someone else acked).
 local revoked = KEYS[1]
 local root, group, now, ttl, worker = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local n = #KEYS - 1
-local per = 7
+local per = 8
 local head = 5
 local out = {}
 
@@ -39,7 +39,7 @@ local is_revoked = redis.call('SMISMEMBER', revoked, unpack(ids))
 for i = 1, n do
   local a = head + 1 + (i - 1) * per
   local id, entry, attempt_no, result, attempt, base = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], tonumber(ARGV[a + 5])
-  local okey = ARGV[a + 6]
+  local okey, payload = ARGV[a + 6], ARGV[a + 7]
   local key = root .. 'task:' .. id
   local stale = false
   if not all_acked then
@@ -60,13 +60,13 @@ for i = 1, n do
     out[i] = 'STALE'
   elseif is_revoked[i] == 1 then
     redis.call('SREM', revoked, id)
-    redis.call('HSET', key, 'a:' .. attempt_no, attempt, 'attempts', attempt_no)
+    redis.call('HSET', key, 'a:' .. attempt_no, attempt, 'attempts', attempt_no, 'payload', payload)
     redis.call('PEXPIRE', key, ttl)
     wake_parked(root, okey, now)
     out[i] = 'REVOKED'
   else
     redis.call('HSET', key, 'state', 'SUCCESS', 'result', result, 'finished_at', now,
-      'attempts', attempt_no, 'a:' .. attempt_no, attempt, 'worker', worker)
+      'attempts', attempt_no, 'a:' .. attempt_no, attempt, 'worker', worker, 'payload', payload)
     redis.call('PEXPIRE', key, ttl)
     wake_parked(root, okey, now)
     out[i] = 'SUCCESS'

@@ -1,11 +1,13 @@
 -- Mark a batch of attempts STARTED. A task cancelled or finished meanwhile keeps its state.
 -- Attempts lost with a dead worker (numbers between the entry's base and this attempt that left
 -- no record) are recorded as lost, so the history shows every delivery.
--- ARGV[1] key root, ARGV[2] worker; then per attempt: task id, attempt number, base, started (ms)
+-- The task's payload is copied into its record (queued tasks keep it in their entry only).
+-- ARGV[1] key root, ARGV[2] worker; then per attempt: task id, attempt number, base, started (ms),
+-- payload
 -- Returns per attempt 1 when it may run, 0 when the task was cancelled or already finished.
 local root, worker = ARGV[1], ARGV[2]
 local out = {}
-for a = 3, #ARGV, 4 do
+for a = 3, #ARGV, 5 do
   local key = root .. 'task:' .. ARGV[a]
   local n, base, started = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), ARGV[a + 3]
   local state = redis.call('HGET', key, 'state')
@@ -18,7 +20,8 @@ for a = 3, #ARGV, 4 do
           error = 'worker stopped responding; reclaimed after the visibility timeout'}))
       end
     end
-    redis.call('HSET', key, 'state', 'STARTED', 'started_at', started, 'worker', worker, 'attempts', n, 'progress', 0)
+    redis.call('HSET', key, 'state', 'STARTED', 'started_at', started, 'worker', worker, 'attempts', n, 'progress', 0,
+      'payload', ARGV[a + 4])
     out[#out + 1] = 1
   end
 end
