@@ -144,7 +144,13 @@ impl Engine {
             let v: redis::Value =
                 redis::cmd("XRANGE").arg(self.keys().lane(lane)).arg(entry).arg(entry).query_async(&mut con).await?;
             let fields = super::worker::parse_entries(&v).into_iter().next().map(|(_, f)| f).unwrap_or_default();
-            if let Some((_, payload)) = fields.into_iter().find(|(k, _)| k == "payload") {
+            let payload = match fields.into_iter().find(|(k, _)| k == "payload") {
+                Some((_, payload)) => Some(payload),
+                // The entry went meanwhile (the task was cancelled, or ran and was trimmed), and
+                // whatever removed it put the payload into the record first.
+                None => redis::cmd("HGET").arg(self.keys().task(id)).arg("payload").query_async(&mut con).await?,
+            };
+            if let Some(payload) = payload {
                 map.insert("payload".into(), payload);
             }
         }

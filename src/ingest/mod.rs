@@ -71,34 +71,42 @@ pub async fn accept(engine: &Engine, events: Vec<InboundEvent>) -> Result<Accept
     for (platform, (_, created)) in platforms.iter().zip(results) {
         let outcome = if created {
             out.accepted += 1;
-            "accepted"
+            Received::Accepted
         } else {
             out.duplicates += 1;
-            "duplicate"
+            Received::Duplicate
         };
         received(platform.as_str(), outcome).increment(1);
     }
     Ok(out)
 }
 
+/// The `outcome` label of `switchyard_webhooks_received_total`.
+#[derive(Clone, Copy)]
+enum Received {
+    Accepted,
+    Duplicate,
+    Rejected,
+}
+
 /// `switchyard_webhooks_received_total{platform, outcome}`.
-fn received(platform: &'static str, outcome: &'static str) -> metrics::Counter {
+fn received(platform: &'static str, outcome: Received) -> metrics::Counter {
     static HANDLES: LazyLock<Handles<metrics::Counter>> = LazyLock::new(Handles::new);
-    let variant = match outcome {
-        "accepted" => 0,
-        "duplicate" => 1,
-        _ => 2,
+    let label = match outcome {
+        Received::Accepted => "accepted",
+        Received::Duplicate => "duplicate",
+        Received::Rejected => "rejected",
     };
     HANDLES.get(
         platform,
-        variant,
-        || metrics::counter!("switchyard_webhooks_received_total", "platform" => platform, "outcome" => outcome),
+        outcome as u32,
+        || metrics::counter!("switchyard_webhooks_received_total", "platform" => platform, "outcome" => label),
     )
 }
 
 /// Count a request turned away (bad signature, bad body): once per request.
 pub fn count_rejected(platform: &'static str) {
-    received(platform, "rejected").increment(1);
+    received(platform, Received::Rejected).increment(1);
 }
 
 /// Register the kinds that carry webhook events other than customers' messages (those go to

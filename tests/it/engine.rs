@@ -578,6 +578,9 @@ async fn progress_is_visible_while_running_then_100() {
     let s = env.status(&id).await;
     assert_eq!(s.progress, 100);
     assert_eq!(s.result, json!({"steps": 4}));
+    // Started and finished in separate writes: the start copied the payload into the record.
+    wait_until("the finished entry is trimmed", async || env.lane_len(Lane::Analytics).await == 0).await;
+    assert_eq!(env.status(&id).await.payload, json!({"steps": 4, "ms": 300}));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

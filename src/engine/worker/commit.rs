@@ -40,7 +40,7 @@ pub(crate) struct Done {
     pub result: String,
     pub attempt_json: String,
     pub run: Duration,
-    /// Copied into the record (its start may not have been written: see `split`).
+    /// Copied into the record when its start was not written (see `split`); empty otherwise.
     pub payload: String,
 }
 
@@ -143,7 +143,9 @@ async fn write_until_stored(
 }
 
 /// Starts whose attempt also finished in this batch are dropped: the finish writes the start
-/// time too, and one write per task is the common case under load.
+/// time too, and one write per task is the common case under load. Such a finish also carries
+/// the payload the start would have copied into the record; any other finish leaves it out
+/// (its start, written earlier, copied it).
 fn split(batch: Vec<Event>) -> (Vec<Start>, Vec<Done>, Vec<Failed>) {
     let mut starts = Vec::new();
     let mut dones = Vec::new();
@@ -157,9 +159,19 @@ fn split(batch: Vec<Event>) -> (Vec<Start>, Vec<Done>, Vec<Failed>) {
         }
     }
     if !dones.is_empty() {
-        let finished: std::collections::HashSet<(&str, u32)> =
-            dones.iter().map(|d| (d.id.as_str(), d.attempt)).collect();
-        starts.retain(|s| !finished.contains(&(s.id.as_str(), s.attempt)));
+        let finished: std::collections::HashMap<(&str, u32), usize> =
+            dones.iter().enumerate().map(|(i, d)| ((d.id.as_str(), d.attempt), i)).collect();
+        let mut carried = Vec::new();
+        starts.retain_mut(|s| match finished.get(&(s.id.as_str(), s.attempt)) {
+            Some(&i) => {
+                carried.push((i, std::mem::take(&mut s.payload)));
+                false
+            }
+            None => true,
+        });
+        for (i, payload) in carried {
+            dones[i].payload = payload;
+        }
     }
     (starts, dones, fails)
 }

@@ -335,7 +335,7 @@ fn record(
                 result,
                 attempt_json: attempt_json(sh, d, started_ms, elapsed, "success", None),
                 run: elapsed,
-                payload: d.payload.clone(),
+                payload: String::new(),
             });
         }
         Ended::Outcome(Outcome::Retry { after, error }) => (true, "retry", error, after),

@@ -57,8 +57,9 @@ for i = 1, (#KEYS - 2) / 2 do
         if h then history[#history + 1] = h end
       end
       local f = redis.call('HMGET', key, 'kind', 'lane', 'payload', 'created_at')
-      local payload = f[3] or entry_payload(stream, entry) or 'null'
-      if not f[3] then redis.call('HSET', key, 'payload', payload) end
+      local payload = f[3] or entry_payload(stream, entry)
+      if payload and not f[3] then redis.call('HSET', key, 'payload', payload) end
+      payload = payload or 'null'
       local fields = {'task_id', id, 'kind', f[1] or '', 'lane', f[2] or '', 'payload', payload,
         'error', err, 'attempts', '[' .. table.concat(history, ',') .. ']', 'failed_at', now,
         'created_at', f[4] or now}

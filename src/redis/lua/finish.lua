@@ -9,7 +9,8 @@
 -- then per attempt: task id, entry id, attempt number, result JSON, attempt JSON, base
 -- (attempts before this entry: numbers between it and this attempt that left no record were
 -- lost with a dead worker and are recorded as such), order key ('' for none: tasks parked
--- behind it are woken), payload (copied into the record: a queued task's is in its entry only)
+-- behind it are woken), payload (copied into the record when this attempt's start was not
+-- recorded, as a queued task's payload is in its entry only; '' otherwise)
 -- Returns per attempt: 'SUCCESS', 'REVOKED' (cancelled meanwhile) or 'STALE' (someone else acked).
 local revoked = KEYS[1]
 local root, group, now, ttl, worker = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
@@ -60,13 +61,17 @@ for i = 1, n do
     out[i] = 'STALE'
   elseif is_revoked[i] == 1 then
     redis.call('SREM', revoked, id)
-    redis.call('HSET', key, 'a:' .. attempt_no, attempt, 'attempts', attempt_no, 'payload', payload)
+    local fields = {'a:' .. attempt_no, attempt, 'attempts', attempt_no}
+    if payload ~= '' then fields[#fields + 1] = 'payload'; fields[#fields + 1] = payload end
+    redis.call('HSET', key, unpack(fields))
     redis.call('PEXPIRE', key, ttl)
     wake_parked(root, okey, now)
     out[i] = 'REVOKED'
   else
-    redis.call('HSET', key, 'state', 'SUCCESS', 'result', result, 'finished_at', now,
-      'attempts', attempt_no, 'a:' .. attempt_no, attempt, 'worker', worker, 'payload', payload)
+    local fields = {'state', 'SUCCESS', 'result', result, 'finished_at', now, 'attempts', attempt_no,
+      'a:' .. attempt_no, attempt, 'worker', worker}
+    if payload ~= '' then fields[#fields + 1] = 'payload'; fields[#fields + 1] = payload end
+    redis.call('HSET', key, unpack(fields))
     redis.call('PEXPIRE', key, ttl)
     wake_parked(root, okey, now)
     out[i] = 'SUCCESS'
