@@ -32,6 +32,10 @@ pub struct IngestReport {
     pub threads: u32,
     pub connections: u32,
     pub rss_mb: f64,
+    /// CPU time per answered request, in µs: this process (the API, without wrk) and, when it
+    /// runs on this machine, Redis. Steadier than the rate on a shared machine.
+    pub cpu_us_per_request: f64,
+    pub redis_cpu_us_per_request: Option<f64>,
 }
 
 /// `n` signed Messenger webhooks, one per line as `<signature>\t<body>`, each with its own
@@ -76,6 +80,9 @@ pub async fn ingest(mut config: Config, seconds: u64, threads: u32, connections:
     tokio::task::spawn_blocking(move || write_requests(&path, n, &tag2)).await??;
 
     let (addr, stop, server) = super::serve_api(&engine).await?;
+    let redis_pid = super::local_redis_pid(&engine).await;
+    let cpu = |pid: &str| super::cpu_seconds(pid).unwrap_or(0.0);
+    let (own0, redis0) = (cpu("self"), redis_pid.as_deref().map(cpu));
 
     let out = tokio::process::Command::new(wrk)
         .arg(format!("-t{threads}"))
@@ -88,6 +95,7 @@ pub async fn ingest(mut config: Config, seconds: u64, threads: u32, connections:
         .env("THREADS", threads.to_string())
         .output()
         .await?;
+    let (own1, redis1) = (cpu("self"), redis_pid.as_deref().map(cpu));
     stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     let _ = std::fs::remove_dir_all(&dir);
@@ -101,6 +109,7 @@ pub async fn ingest(mut config: Config, seconds: u64, threads: u32, connections:
     super::cleanup(&engine).await;
     let requests = field(line, "requests") as u64;
     let dur = field(line, "duration_s").max(1e-9);
+    let per_request = |seconds: f64| seconds * 1e6 / requests.max(1) as f64;
     Ok(IngestReport {
         requests,
         per_s: requests as f64 / dur,
@@ -113,5 +122,7 @@ pub async fn ingest(mut config: Config, seconds: u64, threads: u32, connections:
         threads,
         connections,
         rss_mb: super::rss_mb(),
+        cpu_us_per_request: per_request(own1 - own0),
+        redis_cpu_us_per_request: redis0.zip(redis1).map(|(a, b)| per_request(b - a)),
     })
 }

@@ -42,6 +42,26 @@ pub fn rss_mb() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// CPU time a process has used so far (user + system), from `/proc/<pid>/stat`; `None` when
+/// there is no such process here. Times there are in USER_HZ ticks, 100 a second on Linux.
+pub fn cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
+}
+
+/// The process id of the Redis behind `engine`, when that Redis runs on this machine.
+pub async fn local_redis_pid(engine: &Engine) -> Option<String> {
+    let mut con = engine.conn();
+    let info: String = redis::cmd("INFO").arg("server").query_async(&mut con).await.ok()?;
+    let pid = info.lines().find_map(|l| l.strip_prefix("process_id:"))?.trim().to_string();
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    comm.starts_with("redis-server").then_some(pid)
+}
+
 /// An engine of its own for one benchmark: a key prefix nobody else uses, one lane's worker
 /// sized to `concurrency`.
 async fn bench_engine(mut config: Config, tag: &str, concurrency: usize) -> anyhow::Result<Engine> {
