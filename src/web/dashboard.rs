@@ -164,6 +164,9 @@ fn render(t: impl Template) -> Response {
     }
 }
 
+/// A page, or the answer that stands in for it: the login redirect, a refusal, an error page.
+type Page = Result<Response, Response>;
+
 fn failed(e: EngineError) -> Response {
     tracing::warn!(error = %e, "dashboard request failed");
     let (status, message) = if e.is_unavailable() {
@@ -234,11 +237,8 @@ async fn login(State(state): State<AppState>, headers: HeaderMap, RawBody(body):
     r
 }
 
-async fn logout(State(state): State<AppState>, headers: HeaderMap, RawBody(body): RawBody) -> Response {
-    let s = match require_post(&state, &headers, &Form::parse(&body)).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+async fn logout(State(state): State<AppState>, headers: HeaderMap, RawBody(body): RawBody) -> Page {
+    let s = require_post(&state, &headers, &Form::parse(&body)).await?;
     let mut con = state.engine.conn();
     let _: redis::RedisResult<i64> =
         redis::cmd("DEL").arg(state.engine.keys().session(&s.id)).query_async(&mut con).await;
@@ -247,7 +247,7 @@ async fn logout(State(state): State<AppState>, headers: HeaderMap, RawBody(body)
         header::SET_COOKIE,
         HeaderValue::from_static("sy_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
     );
-    r
+    Ok(r)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -321,27 +321,20 @@ async fn lanes_data(engine: &Engine) -> Result<(QueuesView, u64, Vec<LaneRow>), 
     Ok((QueuesView { dlq_depth: q.dlq_depth }, workers, rows))
 }
 
-async fn overview(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let s = match require(&state, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    match lanes_data(&state.engine).await {
-        Ok((q, workers, lanes)) if is_htmx(&headers) => render(LanesPart { q, workers, lanes }),
-        Ok((q, workers, lanes)) => render(OverviewPage { csrf: s.csrf, nav: "overview", q, workers, lanes }),
-        Err(e) => failed(e),
+async fn overview(State(state): State<AppState>, headers: HeaderMap) -> Page {
+    let s = require(&state, &headers).await?;
+    let (q, workers, lanes) = lanes_data(&state.engine).await.map_err(failed)?;
+    if is_htmx(&headers) {
+        return Ok(render(LanesPart { q, workers, lanes }));
     }
+    Ok(render(OverviewPage { csrf: s.csrf, nav: "overview", q, workers, lanes }))
 }
 
 /// The live part of the overview (htmx polls it).
-async fn lanes(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if let Err(r) = require(&state, &headers).await {
-        return r;
-    }
-    match lanes_data(&state.engine).await {
-        Ok((q, workers, lanes)) => render(LanesPart { q, workers, lanes }),
-        Err(e) => failed(e),
-    }
+async fn lanes(State(state): State<AppState>, headers: HeaderMap) -> Page {
+    require(&state, &headers).await?;
+    let (q, workers, lanes) = lanes_data(&state.engine).await.map_err(failed)?;
+    Ok(render(LanesPart { q, workers, lanes }))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -461,16 +454,13 @@ fn pretty(v: &Value) -> String {
     serde_json::to_string_pretty(v).unwrap_or_default()
 }
 
-async fn tasks(State(state): State<AppState>, headers: HeaderMap, Query(q): Query<IdQuery>) -> Response {
-    let s = match require(&state, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+async fn tasks(State(state): State<AppState>, headers: HeaderMap, Query(q): Query<IdQuery>) -> Page {
+    let s = require(&state, &headers).await?;
     let id = q.id.trim().to_string();
     let (mut missing, mut task) = (None, None);
     if !id.is_empty() {
-        match state.engine.task_status(&id).await {
-            Ok(Some(t)) => {
+        match state.engine.task_status(&id).await.map_err(failed)? {
+            Some(t) => {
                 task = Some(TaskView {
                     id: t.task_id.clone(),
                     kind: t.kind.clone(),
@@ -501,22 +491,17 @@ async fn tasks(State(state): State<AppState>, headers: HeaderMap, Query(q): Quer
                         .collect(),
                 })
             }
-            Ok(None) => missing = Some(format!("No task with id {id} (finished tasks are kept for TASK_RETENTION).")),
-            Err(e) => return failed(e),
+            None => missing = Some(format!("No task with id {id} (finished tasks are kept for TASK_RETENTION).")),
         }
     }
     let kind = q.kind.trim().to_string();
     let recent = if task.is_none() {
-        match recent_tasks(&state.engine, &kind).await {
-            Ok(r) => {
-                r.into_iter().filter(|r| q.state.is_empty() || r.state.eq_ignore_ascii_case(q.state.trim())).collect()
-            }
-            Err(e) => return failed(e),
-        }
+        let recent = recent_tasks(&state.engine, &kind).await.map_err(failed)?;
+        recent.into_iter().filter(|r| q.state.is_empty() || r.state.eq_ignore_ascii_case(q.state.trim())).collect()
     } else {
         Vec::new()
     };
-    render(TasksPage {
+    Ok(render(TasksPage {
         csrf: s.csrf,
         nav: "tasks",
         query: id,
@@ -525,7 +510,7 @@ async fn tasks(State(state): State<AppState>, headers: HeaderMap, Query(q): Quer
         missing,
         task,
         recent,
-    })
+    }))
 }
 
 async fn cancel(
@@ -533,14 +518,12 @@ async fn cancel(
     headers: HeaderMap,
     Path(id): Path<String>,
     RawBody(body): RawBody,
-) -> Response {
-    if let Err(r) = require_post(&state, &headers, &Form::parse(&body)).await {
-        return r;
-    }
+) -> Page {
+    require_post(&state, &headers, &Form::parse(&body)).await?;
     match state.engine.cancel(&id).await {
-        Ok(_) | Err(EngineError::Finished { .. }) => Redirect::to(&format!("/ui/tasks?id={id}")).into_response(),
-        Err(EngineError::NotFound(_)) => (StatusCode::NOT_FOUND, Html("<p>No such task.</p>")).into_response(),
-        Err(e) => failed(e),
+        Ok(_) | Err(EngineError::Finished { .. }) => Ok(Redirect::to(&format!("/ui/tasks?id={id}")).into_response()),
+        Err(EngineError::NotFound(_)) => Ok((StatusCode::NOT_FOUND, Html("<p>No such task.</p>")).into_response()),
+        Err(e) => Err(failed(e)),
     }
 }
 
@@ -550,14 +533,14 @@ async fn retry(
     headers: HeaderMap,
     Path(id): Path<String>,
     RawBody(body): RawBody,
-) -> Response {
-    if let Err(r) = require_post(&state, &headers, &Form::parse(&body)).await {
-        return r;
-    }
-    match state.engine.dlq_redrive(std::slice::from_ref(&id), &Default::default(), false, false, |_| {}).await {
-        Ok(_) => Redirect::to(&format!("/ui/tasks?id={id}")).into_response(),
-        Err(e) => failed(e),
-    }
+) -> Page {
+    require_post(&state, &headers, &Form::parse(&body)).await?;
+    state
+        .engine
+        .dlq_redrive(std::slice::from_ref(&id), &Default::default(), false, false, |_| {})
+        .await
+        .map_err(failed)?;
+    Ok(Redirect::to(&format!("/ui/tasks?id={id}")).into_response())
 }
 
 struct ActiveGroup {
@@ -579,25 +562,18 @@ struct ActivePage {
     groups: Vec<ActiveGroup>,
 }
 
-async fn active(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let s = match require(&state, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let tasks = match state.engine.active_tasks(1000).await {
-        Ok(t) => t,
-        Err(e) => return failed(e),
-    };
+async fn active(State(state): State<AppState>, headers: HeaderMap) -> Page {
+    let s = require(&state, &headers).await?;
+    let tasks = state.engine.active_tasks(1000).await.map_err(failed)?;
     let mut by_worker: BTreeMap<String, Vec<_>> = BTreeMap::new();
     for t in tasks {
         by_worker.entry(t.worker.clone()).or_default().push(t);
     }
     let groups = by_worker.into_iter().map(|(worker, tasks)| ActiveGroup { worker, tasks }).collect();
     if is_htmx(&headers) {
-        render(ActiveRows { groups })
-    } else {
-        render(ActivePage { csrf: s.csrf, nav: "active", groups })
+        return Ok(render(ActiveRows { groups }));
     }
+    Ok(render(ActivePage { csrf: s.csrf, nav: "active", groups }))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -628,11 +604,8 @@ struct DlqPage {
 }
 
 /// Dead letters grouped by their error's first line (the newest thousand).
-async fn dlq_page(engine: &Engine, csrf: String, notice: Option<String>) -> Response {
-    let letters = match engine.dlq_list(&Default::default(), 1000).await {
-        Ok(l) => l,
-        Err(e) => return failed(e),
-    };
+async fn dlq_page(engine: &Engine, csrf: String, notice: Option<String>) -> Page {
+    let letters = engine.dlq_list(&Default::default(), 1000).await.map_err(failed)?;
     let mut groups: BTreeMap<String, Vec<LetterRow>> = BTreeMap::new();
     for d in letters {
         let first: String = d.error.lines().next().unwrap_or_default().chars().take(160).collect();
@@ -648,46 +621,36 @@ async fn dlq_page(engine: &Engine, csrf: String, notice: Option<String>) -> Resp
     let mut groups: Vec<LetterGroup> =
         groups.into_iter().map(|(error, letters)| LetterGroup { error, letters }).collect();
     groups.sort_by_key(|g| std::cmp::Reverse(g.letters.len()));
-    render(DlqPage { csrf, nav: "dlq", notice, groups })
+    Ok(render(DlqPage { csrf, nav: "dlq", notice, groups }))
 }
 
-async fn dlq(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    match require(&state, &headers).await {
-        Ok(s) => dlq_page(&state.engine, s.csrf, None).await,
-        Err(r) => r,
-    }
+async fn dlq(State(state): State<AppState>, headers: HeaderMap) -> Page {
+    let s = require(&state, &headers).await?;
+    dlq_page(&state.engine, s.csrf, None).await
 }
 
-async fn dlq_redrive(State(state): State<AppState>, headers: HeaderMap, RawBody(body): RawBody) -> Response {
+async fn dlq_redrive(State(state): State<AppState>, headers: HeaderMap, RawBody(body): RawBody) -> Page {
     let form = Form::parse(&body);
-    let s = match require_post(&state, &headers, &form).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let s = require_post(&state, &headers, &form).await?;
     let ids = form.all("ids");
     if ids.is_empty() {
         return dlq_page(&state.engine, s.csrf, Some("Nothing selected.".into())).await;
     }
     let dry_run = form.one("dry_run").is_some();
-    match state.engine.dlq_redrive(&ids, &Default::default(), false, dry_run, |_| {}).await {
-        Ok(r) if dry_run => {
-            dlq_page(&state.engine, s.csrf, Some(format!("Dry run: {} would go back to their lanes.", r.matched))).await
-        }
-        Ok(r) => dlq_page(&state.engine, s.csrf, Some(format!("{} sent back to their lanes.", r.redriven))).await,
-        Err(e) => failed(e),
-    }
+    let r = state.engine.dlq_redrive(&ids, &Default::default(), false, dry_run, |_| {}).await.map_err(failed)?;
+    let notice = if dry_run {
+        format!("Dry run: {} would go back to their lanes.", r.matched)
+    } else {
+        format!("{} sent back to their lanes.", r.redriven)
+    };
+    dlq_page(&state.engine, s.csrf, Some(notice)).await
 }
 
-async fn dlq_delete(State(state): State<AppState>, headers: HeaderMap, RawBody(body): RawBody) -> Response {
+async fn dlq_delete(State(state): State<AppState>, headers: HeaderMap, RawBody(body): RawBody) -> Page {
     let form = Form::parse(&body);
-    let s = match require_post(&state, &headers, &form).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    match state.engine.dlq_delete(&form.all("ids")).await {
-        Ok(n) => dlq_page(&state.engine, s.csrf, Some(format!("{n} dead letters deleted."))).await,
-        Err(e) => failed(e),
-    }
+    let s = require_post(&state, &headers, &form).await?;
+    let n = state.engine.dlq_delete(&form.all("ids")).await.map_err(failed)?;
+    dlq_page(&state.engine, s.csrf, Some(format!("{n} dead letters deleted."))).await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -713,17 +676,14 @@ struct WorkersPage {
     workers: Vec<WorkerRow>,
 }
 
-async fn workers(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let s = match require(&state, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+async fn workers(State(state): State<AppState>, headers: HeaderMap) -> Page {
+    let s = require(&state, &headers).await?;
     let mut con = state.engine.conn();
-    let beats: BTreeMap<String, String> =
-        match redis::cmd("HGETALL").arg(state.engine.keys().workers()).query_async(&mut con).await {
-            Ok(b) => b,
-            Err(e) => return failed(e.into()),
-        };
+    let beats: BTreeMap<String, String> = redis::cmd("HGETALL")
+        .arg(state.engine.keys().workers())
+        .query_async(&mut con)
+        .await
+        .map_err(|e| failed(e.into()))?;
     let workers = beats
         .into_iter()
         .filter_map(|(name, beat)| {
@@ -742,7 +702,7 @@ async fn workers(State(state): State<AppState>, headers: HeaderMap) -> Response 
             })
         })
         .collect();
-    render(WorkersPage { csrf: s.csrf, nav: "workers", workers })
+    Ok(render(WorkersPage { csrf: s.csrf, nav: "workers", workers }))
 }
 
 struct TurnRow {
@@ -775,22 +735,20 @@ struct ConversationsPage {
     recent: Vec<(String, String)>,
 }
 
-async fn conversations(State(state): State<AppState>, headers: HeaderMap, Query(q): Query<IdQuery>) -> Response {
-    let s = match require(&state, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+async fn conversations(State(state): State<AppState>, headers: HeaderMap, Query(q): Query<IdQuery>) -> Page {
+    let s = require(&state, &headers).await?;
     let query = q.id.trim().to_string();
     let (mut missing, mut conversation) = (None, None);
     if !query.is_empty() {
         let id = key_for_id(&query).id();
         let store = Store::new(state.engine.clone());
-        match tokio::try_join!(
+        let found = tokio::try_join!(
             store.summary(&id),
             store.history(&id, 200),
             crate::analytics::conversation::load(&state.engine, &id)
-        ) {
-            Ok((Some(sum), turns, analytics)) => {
+        );
+        match found.map_err(failed)? {
+            (Some(sum), turns, analytics) => {
                 conversation = Some(ConversationView {
                     id: sum.conversation_id.clone(),
                     handed_off: sum.handed_off,
@@ -813,19 +771,16 @@ async fn conversations(State(state): State<AppState>, headers: HeaderMap, Query(
                     analytics: analytics.map(|a| pretty(&a)).unwrap_or_default(),
                 })
             }
-            Ok((None, _, _)) => missing = Some(format!("No conversation {id}.")),
-            Err(e) => return failed(e),
+            (None, _, _) => missing = Some(format!("No conversation {id}.")),
         }
     }
     let recent = if conversation.is_none() {
-        match Store::new(state.engine.clone()).recent(50).await {
-            Ok(r) => r.into_iter().map(|(id, at)| (id, format_ms(at))).collect(),
-            Err(e) => return failed(e),
-        }
+        let recent = Store::new(state.engine.clone()).recent(50).await.map_err(failed)?;
+        recent.into_iter().map(|(id, at)| (id, format_ms(at))).collect()
     } else {
         Vec::new()
     };
-    render(ConversationsPage { csrf: s.csrf, nav: "conversations", query, missing, conversation, recent })
+    Ok(render(ConversationsPage { csrf: s.csrf, nav: "conversations", query, missing, conversation, recent }))
 }
 
 struct ScheduleRow {
@@ -847,12 +802,9 @@ struct SchedulesPage {
     schedules: Vec<ScheduleRow>,
 }
 
-async fn schedules_page(engine: &Engine, csrf: String, notice: Option<String>) -> Response {
+async fn schedules_page(engine: &Engine, csrf: String, notice: Option<String>) -> Page {
     let defs = crate::schedule::from_config(engine.config());
-    let list = match crate::schedule::list(engine, &defs).await {
-        Ok(l) => l,
-        Err(e) => return failed(e),
-    };
+    let list = crate::schedule::list(engine, &defs).await.map_err(failed)?;
     let text = |v: &Value| v.as_str().map(str::to_string).unwrap_or_else(|| "—".into());
     let schedules = list["schedules"]
         .as_array()
@@ -873,14 +825,12 @@ async fn schedules_page(engine: &Engine, csrf: String, notice: Option<String>) -
         })
         .unwrap_or_default();
     let leader = list["leader"].as_str().unwrap_or("no process (no scheduler running)").to_string();
-    render(SchedulesPage { csrf, nav: "schedules", notice, leader, schedules })
+    Ok(render(SchedulesPage { csrf, nav: "schedules", notice, leader, schedules }))
 }
 
-async fn schedules(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    match require(&state, &headers).await {
-        Ok(s) => schedules_page(&state.engine, s.csrf, None).await,
-        Err(r) => r,
-    }
+async fn schedules(State(state): State<AppState>, headers: HeaderMap) -> Page {
+    let s = require(&state, &headers).await?;
+    schedules_page(&state.engine, s.csrf, None).await
 }
 
 async fn schedule_run(
@@ -888,16 +838,13 @@ async fn schedule_run(
     headers: HeaderMap,
     Path(name): Path<String>,
     RawBody(body): RawBody,
-) -> Response {
-    let s = match require_post(&state, &headers, &Form::parse(&body)).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+) -> Page {
+    let s = require_post(&state, &headers, &Form::parse(&body)).await?;
     let defs = crate::schedule::from_config(state.engine.config());
     match crate::schedule::run_now(&state.engine, &defs, &name).await {
         Ok(task) => schedules_page(&state.engine, s.csrf, Some(format!("{name} queued as task {task}."))).await,
-        Err(EngineError::NotFound(m)) => (StatusCode::NOT_FOUND, Html(html_escape(&m))).into_response(),
-        Err(e) => failed(e),
+        Err(EngineError::NotFound(m)) => Ok((StatusCode::NOT_FOUND, Html(html_escape(&m))).into_response()),
+        Err(e) => Err(failed(e)),
     }
 }
 
@@ -956,25 +903,20 @@ fn graph(title: &'static str, unit: &str, values: &[[f64; 3]]) -> Graph {
     Graph { title, max: format!("{max:.2}{unit}"), series }
 }
 
-async fn graphs(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if let Err(r) = require(&state, &headers).await {
-        return r;
-    }
-    let minutes = match crate::analytics::report::per_minute(&state.engine, GRAPH_MINUTES).await {
-        Ok(m) => m,
-        Err(e) => return failed(e),
-    };
+async fn graphs(State(state): State<AppState>, headers: HeaderMap) -> Page {
+    require(&state, &headers).await?;
+    let minutes = crate::analytics::report::per_minute(&state.engine, GRAPH_MINUTES).await.map_err(failed)?;
     let figure = |f: &dyn Fn(&crate::engine::stats::KindStats) -> f64| -> Vec<[f64; 3]> {
         minutes.iter().map(|(_, lanes)| Lane::ALL.map(|l| lanes.get(l.as_str()).map_or(0.0, f))).collect()
     };
     let done = figure(&|s| s.succeeded as f64 / 60.0);
     let failed_ = figure(&|s| (s.failed + s.retried) as f64 / 60.0);
     let p99 = figure(&|s| if s.run_us.is_empty() { 0.0 } else { s.run_us.value_at_quantile(0.99) as f64 / 1e3 });
-    render(GraphsPart {
+    Ok(render(GraphsPart {
         graphs: vec![
             graph("Done per second", "/s", &done),
             graph("Failed or retried per second", "/s", &failed_),
             graph("Run time p99", " ms", &p99),
         ],
-    })
+    }))
 }
