@@ -129,6 +129,14 @@ pub(crate) fn task_status_from(id: &str, map: HashMap<String, String>) -> TaskSt
 }
 
 impl Engine {
+    /// A task's state alone (one field of its record), for callers that wait on it.
+    pub async fn task_state(&self, id: &str) -> Result<Option<TaskState>, EngineError> {
+        let mut con = self.conn();
+        let state: Option<String> =
+            redis::cmd("HGET").arg(self.keys().task(id)).arg("state").query_async(&mut con).await?;
+        Ok(state.and_then(|s| TaskState::parse(&s)))
+    }
+
     /// A task's record, or `None` when no such task exists (or its record expired).
     pub async fn task_status(&self, id: &str) -> Result<Option<TaskStatus>, EngineError> {
         let mut con = self.conn();

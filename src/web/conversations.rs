@@ -106,7 +106,7 @@ async fn handle(engine: &Engine, req: MessageRequest, async_default: bool) -> Re
     }
 }
 
-/// Poll a task's record until it has finished, or `timeout` passed (`None`).
+/// Poll a task's state until it has finished, then read its record; `None` once `timeout` passed.
 async fn wait_finished(
     engine: &Engine,
     id: &str,
@@ -115,10 +115,8 @@ async fn wait_finished(
     let deadline = Instant::now() + timeout;
     let mut pause = Duration::from_millis(1);
     loop {
-        if let Some(s) = engine.task_status(id).await?
-            && s.status.is_finished()
-        {
-            return Ok(Some(s));
+        if engine.task_state(id).await?.is_some_and(TaskState::is_finished) {
+            return Ok(engine.task_status(id).await?);
         }
         if Instant::now() + pause > deadline {
             return Ok(None);
