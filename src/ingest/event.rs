@@ -143,12 +143,8 @@ pub struct Obj<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
 impl<'a> Obj<'a> {
     /// `raw` as an object; `None` when it is any other JSON value.
     pub fn of(raw: &'a RawValue) -> Option<Obj<'a>> {
-        Obj::parse(raw.get())
-    }
-
-    /// `text` as an object; `None` when it is not a JSON object.
-    pub fn parse(text: &'a str) -> Option<Obj<'a>> {
-        if !text.trim_start().starts_with('{') {
+        let text = raw.get();
+        if !text.starts_with('{') {
             return None;
         }
         serde_json::from_str(text).ok()
