@@ -269,3 +269,102 @@ async fn parked_tasks_do_not_hide_a_dead_workers_entries() {
     env.wait_started_by(&lone, &w3.name()).await;
     env.wait_state(&lone, TaskState::Success).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_key_keeps_four_fields_however_many_tasks_wait_behind_it() {
+    let runs: Runs = Arc::default();
+    let env = TestEnv::lazy("ordered-small", &redis_url(), |_| {}, registry(&runs));
+    env.engine.ensure_groups().await.unwrap();
+    let ids = env.engine.enqueue_batch((0..300).map(|i| step("k", i, 0)).collect()).await.unwrap();
+    let order = env.engine.keys().order("k");
+    let mut con = env.engine.conn();
+    let mut fields: Vec<String> = redis::cmd("HKEYS").arg(&order).query_async(&mut con).await.unwrap();
+    fields.sort();
+    assert_eq!(fields, ["last", "next", "renew"]);
+    let got: (String, String) =
+        redis::cmd("HMGET").arg(&order).arg("last").arg("next").query_async(&mut con).await.unwrap();
+    assert_eq!(got, (ids[299].clone(), "300".to_string()));
+    // It expires (renewed at half its life), never before twice the task retention.
+    let ttl: i64 = redis::cmd("PTTL").arg(&order).query_async(&mut con).await.unwrap();
+    assert!(ttl > 2 * env.engine.config().task_retention.as_millis() as i64, "{ttl}");
+    // Each task names the one before it.
+    let prev: Vec<Option<String>> =
+        redis::cmd("HGET").arg(env.engine.keys().task(&ids[1])).arg("prev").query_async(&mut con).await.unwrap();
+    assert_eq!(prev, [Some(ids[0].clone())]);
+
+    let _w = env.start_worker();
+    env.wait_state(&ids[299], TaskState::Success).await;
+    let ran: Vec<u64> = runs.lock().unwrap().iter().map(|r| r.1).collect();
+    assert_eq!(ran, (0..300).collect::<Vec<_>>());
+    let done: Option<String> = redis::cmd("HGET").arg(&order).arg("done").query_async(&mut con).await.unwrap();
+    assert_eq!(done.as_deref(), Some("299"));
+    let n: u64 = redis::cmd("HLEN").arg(&order).query_async(&mut con).await.unwrap();
+    assert_eq!(n, 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sequence_numbered_by_an_older_build_keeps_its_order() {
+    // An older build listed an order key's tasks by number in its hash and named no predecessor
+    // in the entry or the record: tasks queued then and tasks queued now make one sequence.
+    let runs: Runs = Arc::default();
+    let env = TestEnv::lazy("ordered-older", &redis_url(), |_| {}, registry(&runs));
+    env.engine.ensure_groups().await.unwrap();
+    let keys = env.engine.keys();
+    let mut con = env.engine.conn();
+    let old: Vec<String> = (0..2).map(|_| ulid::Ulid::new().to_string()).collect();
+    for (i, id) in old.iter().enumerate() {
+        let seq = (i + 1).to_string();
+        // The first one takes a while: anything out of order would finish before it.
+        let payload = json!({"key": "k", "i": i, "ms": if i == 0 { 300 } else { 0 }}).to_string();
+        let entry: String = redis::cmd("XADD")
+            .arg(keys.lane(Lane::Conversations))
+            .arg("*")
+            .arg(&["id", id, "kind", "test.step", "payload", &payload, "at", "0", "max", "4", "okey", "k", "seq", &seq])
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        let _: () = redis::cmd("HSET")
+            .arg(keys.task(id))
+            .arg(&["kind", "test.step", "lane", "conversations", "state", "PENDING", "created_at", "1"])
+            .arg(&["entry", &entry, "max_attempts", "4", "order_key", "k", "seq", &seq])
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        let _: () = redis::cmd("HSET")
+            .arg(keys.order("k"))
+            .arg(&seq)
+            .arg(id)
+            .arg("next")
+            .arg(&seq)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+    }
+    let new = env.engine.enqueue(step("k", 2, 0)).await.unwrap();
+    let prev: Option<String> = redis::cmd("HGET").arg(keys.task(&new)).arg("prev").query_async(&mut con).await.unwrap();
+    assert_eq!(prev.as_ref(), Some(&old[1]));
+
+    let _w = env.start_worker();
+    env.wait_state(&new, TaskState::Success).await;
+    let ran: Vec<u64> = runs.lock().unwrap().iter().map(|r| r.1).collect();
+    assert_eq!(ran, [0, 1, 2]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_task_cancelled_while_queued_lets_no_one_pass_the_task_before_it() {
+    let runs: Runs = Arc::default();
+    let env = TestEnv::lazy("ordered-cancel-queued", &redis_url(), |_| {}, registry(&runs));
+    env.engine.ensure_groups().await.unwrap();
+    let head = env.engine.enqueue(step("k", 0, 400)).await.unwrap();
+    let middle = env.engine.enqueue(step("k", 1, 0)).await.unwrap();
+    let last = env.engine.enqueue(step("k", 2, 0)).await.unwrap();
+    env.engine.cancel(&middle).await.unwrap();
+    let _w = env.start_worker();
+    env.wait_state(&last, TaskState::Success).await;
+    assert_eq!(env.status(&head).await.status, TaskState::Success);
+    let ran: Vec<u64> = runs.lock().unwrap().iter().map(|r| r.1).collect();
+    assert_eq!(ran, [0, 2], "the last task ran before the first, past the cancelled one between them");
+    let (last_start, _) = run_of(&runs, 2).unwrap();
+    let (_, head_end) = run_of(&runs, 0).unwrap();
+    assert!(last_start >= head_end);
+}
