@@ -33,6 +33,7 @@ bench: build
 	$(BIN) bench drain --tasks 200000 --concurrency 256
 	$(BIN) bench latency --rate 5000 --seconds 10
 	$(BIN) bench ingest --seconds 10
+	$(BIN) bench ingest --seconds 10 --ceiling
 	$(BIN) bench reply --rate 1000 --seconds 30
 bench-peers:
 	../shared/bench/peers.sh drain 20000

@@ -136,6 +136,10 @@ enum BenchCmd {
         threads: u32,
         #[arg(long, default_value_t = 32)]
         connections: u32,
+        /// Serve the same load with a bare handler instead (check the signature, one XADD of the
+        /// body, answer 200): what this machine allows, to compare with.
+        #[arg(long)]
+        ceiling: bool,
     },
     /// Signed Messenger webhooks at a steady rate through the whole flow; report the time from
     /// each webhook's POST to its reply reaching a local Send API stand-in.
@@ -218,8 +222,8 @@ async fn main() {
         Command::Bench(BenchCmd::Drain { tasks, concurrency }) => {
             bench::drain(config, tasks, concurrency).await.and_then(print_line)
         }
-        Command::Bench(BenchCmd::Ingest { seconds, threads, connections }) => {
-            bench::ingest(config, seconds, threads, connections).await.and_then(print_line)
+        Command::Bench(BenchCmd::Ingest { seconds, threads, connections, ceiling }) => {
+            bench::ingest(config, seconds, threads, connections, ceiling).await.and_then(print_line)
         }
         Command::Bench(BenchCmd::Reply { rate, seconds, conversations }) => {
             bench::reply(config, rate, seconds, conversations).await.and_then(print_line)

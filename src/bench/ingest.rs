@@ -1,6 +1,8 @@
 //! `switchyard bench ingest`: signed, unique Facebook webhooks over HTTP under wrk, against an
 //! in-process API (no workers, as the peers it is compared with), then a check that every
-//! answered event is in its lane exactly once.
+//! answered event is in its lane exactly once. With `--ceiling`, the same load against a bare
+//! handler — the signature checked, the body appended with one `XADD`, 200 — which does none of
+//! the parsing, deduplication, ordering or status keeping: the most this machine allows.
 
 use std::io::Write;
 use std::time::Duration;
@@ -20,6 +22,8 @@ const PER_SECOND: u64 = 60_000;
 
 #[derive(Debug, Serialize)]
 pub struct IngestReport {
+    /// `switchyard`, or `ceiling` for the bare handler.
+    pub server: &'static str,
     pub requests: u64,
     pub per_s: f64,
     pub p50_ms: f64,
@@ -59,7 +63,34 @@ fn field(line: &str, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-pub async fn ingest(mut config: Config, seconds: u64, threads: u32, connections: u32) -> anyhow::Result<IngestReport> {
+/// The bare handler of `--ceiling`: HMAC of the raw body, one `XADD` of it, 200.
+fn ceiling_router(engine: &Engine) -> axum::Router {
+    use axum::http::{HeaderMap, StatusCode};
+    let stream = engine.keys().lane(Lane::Webhooks);
+    let engine = engine.clone();
+    let handler = move |headers: HeaderMap, body: axum::body::Bytes| {
+        let (engine, stream) = (engine.clone(), stream.clone());
+        async move {
+            let sig = headers.get("x-hub-signature-256").and_then(|v| v.to_str().ok());
+            if crate::ingest::verify::check_sha256(SECRET.as_bytes(), &body, sig).is_err() {
+                return StatusCode::UNAUTHORIZED;
+            }
+            let mut con = engine.conn();
+            let added: redis::RedisResult<String> =
+                redis::cmd("XADD").arg(&stream).arg("*").arg("body").arg(&body[..]).query_async(&mut con).await;
+            if added.is_ok() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }
+        }
+    };
+    axum::Router::new().route("/webhooks/facebook", axum::routing::post(handler))
+}
+
+pub async fn ingest(
+    mut config: Config,
+    seconds: u64,
+    threads: u32,
+    connections: u32,
+    ceiling: bool,
+) -> anyhow::Result<IngestReport> {
     let wrk = find_on_path("wrk").context("`bench ingest` drives load with wrk: apt-get install wrk")?;
     let tag = format!("{}-{}", std::process::id(), crate::engine::now_ms());
     config.key_prefix = format!("{}-bench-ingest-{}", config.key_prefix, std::process::id());
@@ -79,7 +110,8 @@ pub async fn ingest(mut config: Config, seconds: u64, threads: u32, connections:
     let tag2 = tag.clone();
     tokio::task::spawn_blocking(move || write_requests(&path, n, &tag2)).await??;
 
-    let (addr, stop, server) = super::serve_api(&engine).await?;
+    let (addr, stop, server) =
+        if ceiling { super::serve_router(ceiling_router(&engine)).await? } else { super::serve_api(&engine).await? };
     let redis_pid = super::local_redis_pid(&engine).await;
     let cpu = |pid: &str| super::cpu_seconds(pid).unwrap_or(0.0);
     let (own0, redis0) = (cpu("self"), redis_pid.as_deref().map(cpu));
@@ -104,13 +136,15 @@ pub async fn ingest(mut config: Config, seconds: u64, threads: u32, connections:
         bail!("wrk printed no result: {}{}", text, String::from_utf8_lossy(&out.stderr));
     };
     let mut con = engine.conn();
-    // Customers' messages go to the conversations lane.
-    let queued: u64 = redis::cmd("XLEN").arg(engine.keys().lane(Lane::Conversations)).query_async(&mut con).await?;
+    // Customers' messages go to the conversations lane; the bare handler appends to another.
+    let lane = if ceiling { Lane::Webhooks } else { Lane::Conversations };
+    let queued: u64 = redis::cmd("XLEN").arg(engine.keys().lane(lane)).query_async(&mut con).await?;
     super::cleanup(&engine).await;
     let requests = field(line, "requests") as u64;
     let dur = field(line, "duration_s").max(1e-9);
     let per_request = |seconds: f64| seconds * 1e6 / requests.max(1) as f64;
     Ok(IngestReport {
+        server: if ceiling { "ceiling" } else { "switchyard" },
         requests,
         per_s: requests as f64 / dur,
         p50_ms: field(line, "p50_ms"),

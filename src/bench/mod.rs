@@ -198,14 +198,19 @@ pub(crate) async fn serve_api(
         prometheus: crate::telemetry::prometheus(),
         jwks: None,
     };
+    serve_router(crate::web::router(state)).await
+}
+
+/// Serve `router` on a free loopback port until the returned token is cancelled.
+pub(crate) async fn serve_router(
+    router: axum::Router,
+) -> anyhow::Result<(std::net::SocketAddr, CancellationToken, tokio::task::JoinHandle<std::io::Result<()>>)> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let stop = CancellationToken::new();
     let s = stop.clone();
     let server = tokio::spawn(async move {
-        axum::serve(listener, crate::web::router(state))
-            .with_graceful_shutdown(async move { s.cancelled().await })
-            .await
+        axum::serve(listener, router).with_graceful_shutdown(async move { s.cancelled().await }).await
     });
     Ok((addr, stop, server))
 }
