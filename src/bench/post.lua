@@ -1,7 +1,7 @@
--- wrk script for `switchyard bench ingest`: POST pre-signed webhook bodies read from $REQS
--- ("<signature>\t<body>" per line). Thread t of $THREADS keeps every line whose number is t
--- modulo $THREADS, so no body is sent twice within a run and each thread prepares only its
--- share (wrk's start-up time counts in its duration).
+-- wrk script for `switchyard bench ingest`: send pre-signed webhook requests, each thread its own
+-- share read from $REQS.<thread>, where every whole HTTP request follows a line with its length.
+-- No request is sent twice within a run. The file is read in one go: wrk starts each thread as
+-- soon as it is prepared, so a slow preparation would let the first run alone for a while.
 local reqs = {}
 local idx = 0
 local threads = 0
@@ -10,15 +10,15 @@ function setup(thread)
   threads = threads + 1
 end
 function init(args)
-  local n = tonumber(os.getenv("THREADS") or "1")
-  local i = 0
-  for line in io.lines(os.getenv("REQS")) do
-    if i % n == (tid or 0) then
-      local sig, body = line:match("^([^\t]+)\t(.*)$")
-      reqs[#reqs + 1] = wrk.format("POST", "/webhooks/facebook",
-        { ["Content-Type"] = "application/json", ["X-Hub-Signature-256"] = sig }, body)
-    end
-    i = i + 1
+  local f = assert(io.open(os.getenv("REQS") .. "." .. (tid or 0), "rb"))
+  local all = f:read("*a")
+  f:close()
+  local pos = 1
+  while pos <= #all do
+    local nl = all:find("\n", pos, true)
+    local len = tonumber(all:sub(pos, nl - 1))
+    reqs[#reqs + 1] = all:sub(nl + 1, nl + len)
+    pos = nl + len + 1
   end
 end
 function request()
