@@ -215,8 +215,7 @@ impl Engine {
             .arg(c.lane_depth_limit)
             .arg(super::now_us())
             .arg(crate::redis::GROUP)
-            // renewed at half its life (enqueue.lua): twice the time it must outlive an enqueue
-            .arg(self.order_ttl().as_millis() as u64 * 2);
+            .arg(self.order_ttl().as_millis() as u64);
         for t in tasks {
             inv.arg(&t.id).arg(&t.kind).arg(&t.payload).arg(t.max_attempts).arg(&t.idempotency_key).arg(&t.order_key);
         }

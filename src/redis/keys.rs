@@ -76,8 +76,8 @@ impl Keys {
         format!("{}conv:{}:log", self.root, id)
     }
 
-    /// Hash of one order key's sequence: `next` (the last number given), `last` (the id of the
-    /// task given it) and `done` (the number up to which every task has settled).
+    /// Hash of one order key's sequence: `next` (last number given), `done` (all before it have
+    /// settled) and sequence number → task id for the tasks not yet passed.
     pub fn order(&self, key: &str) -> String {
         format!("{}order:{}", self.root, key)
     }

@@ -73,18 +73,8 @@ pub(crate) struct Delivery {
     pub base: u32,
     /// Times this entry was delivered, this one included.
     pub deliveries: u32,
-    /// Where an ordered task stands in its key's sequence.
-    pub order: Option<Place>,
-}
-
-/// An ordered task's place: its order key, its number in the key's sequence, and the id of the
-/// task numbered just before it (empty for the first; `None` for an entry queued by an older
-/// build, which named none and listed the sequence by number instead).
-#[derive(Debug, Clone)]
-pub struct Place {
-    pub key: String,
-    pub seq: u64,
-    pub prev: Option<String>,
+    /// The order key and this task's number in its sequence, for ordered tasks.
+    pub order: Option<(String, u64)>,
 }
 
 impl Delivery {
@@ -100,9 +90,7 @@ impl Delivery {
             base: get("base").and_then(|v| v.parse().ok()).unwrap_or(0),
             deliveries,
             order: match (get("okey"), get("seq").and_then(|v| v.parse().ok())) {
-                (Some(k), Some(seq)) if !k.is_empty() => {
-                    Some(Place { key: k.to_string(), seq, prev: get("prev").map(str::to_string) })
-                }
+                (Some(k), Some(n)) if !k.is_empty() => Some((k.to_string(), n)),
                 _ => None,
             },
             entry,

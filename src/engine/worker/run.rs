@@ -9,7 +9,7 @@ use serde_json::Value;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::commit::{Done, Event, Failed, Start};
-use super::{Delivery, Phase, Place, Shared, set_phase};
+use super::{Delivery, Phase, Shared, set_phase};
 use crate::engine::registry::StopSignal;
 use crate::engine::{Attempt, Outcome, StopReason, TaskContext, now_ms, now_us};
 
@@ -47,7 +47,7 @@ enum Ended {
 async fn run(sh: Arc<Shared>, d: Delivery, permits: (OwnedSemaphorePermit, OwnedSemaphorePermit), stop: StopSignal) {
     let permits = match &d.order {
         None => permits,
-        Some(place) => match wait_turn(&sh, &d, place, &stop, permits).await {
+        Some((key, seq)) => match wait_turn(&sh, &d, key, *seq, &stop, permits).await {
             Waited::Run(permits) => permits,
             Waited::Parked => {
                 // Parked in Redis (or no longer ours): this worker holds it no more — unless it
@@ -176,10 +176,9 @@ fn set_committing(sh: &Shared, id: &str) {
 /// and then, or at once when no waiting place is free, it is parked in Redis: handed back at no
 /// attempt cost and due again as soon as a task of its key settles anywhere (turn.lua, wake.lua).
 /// A stop request (cancel, shutdown) ends the wait: the attempt then goes its usual way.
-async fn wait_turn(sh: &Shared, d: &Delivery, place: &Place, stop: &StopSignal, permits: Permits) -> Waited {
-    let key = place.key.as_str();
+async fn wait_turn(sh: &Shared, d: &Delivery, key: &str, seq: u64, stop: &StopSignal, permits: Permits) -> Waited {
     let mut con = sh.engine.conn();
-    if turn(sh, &mut con, d, place, false).await == Turn::Go {
+    if turn(sh, &mut con, d, key, seq, false).await == Turn::Go {
         return Waited::Run(permits);
     }
     drop(permits);
@@ -197,7 +196,7 @@ async fn wait_turn(sh: &Shared, d: &Delivery, place: &Place, stop: &StopSignal, 
                     // (shutdown, a lost claim) parks it: handed back, or found not ours.
                     _ = stop.token().cancelled() => break stop.reason() == Some(StopReason::Revoked),
                 }
-                if turn(sh, &mut con, d, place, false).await == Turn::Go {
+                if turn(sh, &mut con, d, key, seq, false).await == Turn::Go {
                     break true;
                 }
                 if Instant::now() >= deadline {
@@ -213,7 +212,7 @@ async fn wait_turn(sh: &Shared, d: &Delivery, place: &Place, stop: &StopSignal, 
     if !ready {
         // From here on a claim of this entry (woken the moment it is parked) replaces it here.
         set_phase(sh, &d.id, Phase::Parking);
-        match turn(sh, &mut con, d, place, true).await {
+        match turn(sh, &mut con, d, key, seq, true).await {
             Turn::Go => set_phase(sh, &d.id, Phase::Running),
             Turn::Gone => return Waited::Parked,
             Turn::Wait | Turn::Error => {
@@ -239,16 +238,22 @@ enum Turn {
 }
 
 /// One look at the task's turn; with `park`, a task that may not run yet is parked.
-async fn turn(sh: &Shared, con: &mut redis::aio::ConnectionManager, d: &Delivery, place: &Place, park: bool) -> Turn {
+async fn turn(
+    sh: &Shared,
+    con: &mut redis::aio::ConnectionManager,
+    d: &Delivery,
+    key: &str,
+    seq: u64,
+    park: bool,
+) -> Turn {
     let keys = sh.engine.keys();
     let mut inv = sh.engine.scripts().turn.prepare_invoke();
-    inv.key(keys.order(&place.key))
-        .key(keys.order_parked(&place.key))
+    inv.key(keys.order(key))
+        .key(keys.order_parked(key))
         .key(keys.lane(d.lane))
         .key(keys.retry(d.lane))
         .arg(keys.root())
-        .arg(place.seq)
-        .arg(place.prev.as_deref().unwrap_or("*"));
+        .arg(seq);
     if park {
         inv.arg("1")
             .arg(d.lane.as_str())
@@ -267,7 +272,7 @@ async fn turn(sh: &Shared, con: &mut redis::aio::ConnectionManager, d: &Delivery
         Ok(v) if matches!(v.first(), Some(2 | 3)) => Turn::Gone,
         Ok(_) => Turn::Wait,
         Err(e) => {
-            tracing::debug!(error = %e, order_key = place.key, "could not look at an ordered task's turn");
+            tracing::debug!(error = %e, order_key = key, "could not look at an ordered task's turn");
             Turn::Error
         }
     }
@@ -320,7 +325,7 @@ fn record(
         Ended::Outcome(Outcome::Done(v)) => {
             let result = serde_json::to_string(&v).unwrap_or_else(|_| "null".into());
             return Event::Done(Done {
-                order_key: d.order.as_ref().map(|o| o.key.clone()),
+                order_key: d.order.as_ref().map(|o| o.0.clone()),
                 id: d.id.clone(),
                 entry: d.entry.clone(),
                 lane: d.lane,
@@ -363,7 +368,7 @@ fn record(
         0
     };
     Event::Failed(Failed {
-        order_key: d.order.as_ref().map(|o| o.key.clone()),
+        order_key: d.order.as_ref().map(|o| o.0.clone()),
         id: d.id.clone(),
         entry: d.entry.clone(),
         lane: d.lane,
@@ -401,7 +406,7 @@ pub(super) fn handback(d: &Delivery, why: &str) -> Event {
         error: Some(why.to_string()),
     };
     Event::Failed(Failed {
-        order_key: d.order.as_ref().map(|o| o.key.clone()),
+        order_key: d.order.as_ref().map(|o| o.0.clone()),
         id: d.id.clone(),
         entry: d.entry.clone(),
         lane: d.lane,

@@ -6,14 +6,10 @@
 -- KEYS[1] lane stream
 -- ARGV[1] key root, ARGV[2] now (ms), ARGV[3] lane, ARGV[4] idempotency window (ms),
 -- ARGV[5] depth limit (0: none), ARGV[6] now (µs, kept in the entry to measure waits),
--- ARGV[7] consumer group, ARGV[8] how long an order key's sequence is kept after its last
--- enqueue (ms); then per task: id, kind, payload, max attempts, idempotency key ('' for none),
--- order key ('' for none)
--- Tasks with an order key get the next number of that key's sequence and the id of the task
--- numbered just before them (`prev`, '' for the first), in the entry and the record, so workers
--- can run them one after the other (see turn.lua). The key's hash holds only `next`, `last` (the
--- newest task's id), `renew` (when its lifetime is next renewed) and `done`: it stays four
--- fields long however many tasks wait behind it.
+-- ARGV[7] consumer group, ARGV[8] how long an order key's sequence is kept (ms);
+-- then per task: id, kind, payload, max attempts, idempotency key ('' for none), order key ('' for none)
+-- Tasks with an order key get the next number of that key's sequence (in the entry and the record)
+-- and are listed under it, so workers can run them one after the other (see turn.lua).
 -- The depth that counts is the lane's outstanding work (entries not yet read plus entries
 -- delivered and not acked), not XLEN: acked entries wait behind the oldest pending one to be
 -- trimmed, and must not make a lane look full.
@@ -22,7 +18,6 @@
 local stream, root, now, lane = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
 local window, limit = ARGV[4], tonumber(ARGV[5])
 local now_us, group, order_ttl = ARGV[6], ARGV[7], ARGV[8]
-local now_n, half_ttl = tonumber(now), math.floor(tonumber(order_ttl) / 2)
 local per = 6
 local n = (#ARGV - 8) / per
 local room = -1
@@ -62,26 +57,14 @@ for i = 0, n - 1 do
         'entry', entry, 'max_attempts', max)
     else
       local order = root .. 'order:' .. okey
-      local st = redis.call('HMGET', order, 'next', 'last', 'renew')
       -- as text once: Lua would format the number for every command it is passed to
-      local seq = tostring((tonumber(st[1]) or 0) + 1)
-      local prev = st[2]
-      if not prev then
-        -- a sequence numbered by an older build lists its tasks by number
-        prev = st[1] and redis.call('HGET', order, st[1]) or ''
-      end
-      -- its lifetime is renewed once half of it has passed (at `renew`), not on every enqueue:
-      -- it still outlives the last enqueue by half of `order_ttl` at least
-      if (tonumber(st[3]) or 0) <= now_n then
-        redis.call('HSET', order, 'next', seq, 'last', id, 'renew', now_n + half_ttl)
-        redis.call('PEXPIRE', order, order_ttl)
-      else
-        redis.call('HSET', order, 'next', seq, 'last', id)
-      end
+      local seq = tostring(redis.call('HINCRBY', order, 'next', 1))
+      redis.call('HSET', order, seq, id)
+      redis.call('PEXPIRE', order, order_ttl)
       local entry = redis.call('XADD', stream, '*', 'id', id, 'kind', kind, 'payload', payload, 'at', now_us, 'max', max,
-        'okey', okey, 'seq', seq, 'prev', prev)
+        'okey', okey, 'seq', seq)
       redis.call('HSET', root .. 'task:' .. id, 'kind', kind, 'lane', lane, 'state', 'PENDING', 'created_at', now,
-        'entry', entry, 'max_attempts', max, 'order_key', okey, 'seq', seq, 'prev', prev)
+        'entry', entry, 'max_attempts', max, 'order_key', okey, 'seq', seq)
     end
     out[#out + 1] = id
   end

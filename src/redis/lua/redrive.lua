@@ -17,12 +17,10 @@ for i = 3, #ARGV do
     local base = tonumber(redis.call('HGET', key, 'attempts') or '0') or 0
     local max = redis.call('HGET', key, 'max_attempts') or '4'
     local fields = {'id', f.task_id, 'kind', f.kind, 'payload', f.payload, 'at', now, 'max', max, 'base', base}
-    local order = redis.call('HMGET', key, 'order_key', 'seq', 'prev')
+    local order = redis.call('HMGET', key, 'order_key', 'seq')
     if order[1] and order[2] then
       fields[#fields + 1] = 'okey'; fields[#fields + 1] = order[1]
       fields[#fields + 1] = 'seq'; fields[#fields + 1] = order[2]
-      -- a record from an older build names no predecessor: the worker then looks it up by number
-      if order[3] then fields[#fields + 1] = 'prev'; fields[#fields + 1] = order[3] end
     end
     local entry = redis.call('XADD', root .. 'lane:' .. f.lane, '*', unpack(fields))
     redis.call('HSET', key, 'id', f.task_id, 'kind', f.kind, 'lane', f.lane, 'payload', f.payload,
