@@ -269,3 +269,22 @@ async fn parked_tasks_do_not_hide_a_dead_workers_entries() {
     env.wait_started_by(&lone, &w3.name()).await;
     env.wait_state(&lone, TaskState::Success).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_task_cancelled_while_queued_lets_no_one_pass_the_task_before_it() {
+    let runs: Runs = Arc::default();
+    let env = TestEnv::lazy("ordered-cancel-queued", &redis_url(), |_| {}, registry(&runs));
+    env.engine.ensure_groups().await.unwrap();
+    let head = env.engine.enqueue(step("k", 0, 400)).await.unwrap();
+    let middle = env.engine.enqueue(step("k", 1, 0)).await.unwrap();
+    let last = env.engine.enqueue(step("k", 2, 0)).await.unwrap();
+    env.engine.cancel(&middle).await.unwrap();
+    let _w = env.start_worker();
+    env.wait_state(&last, TaskState::Success).await;
+    assert_eq!(env.status(&head).await.status, TaskState::Success);
+    let ran: Vec<u64> = runs.lock().unwrap().iter().map(|r| r.1).collect();
+    assert_eq!(ran, [0, 2], "the last task ran before the first, past the cancelled one between them");
+    let (last_start, _) = run_of(&runs, 2).unwrap();
+    let (_, head_end) = run_of(&runs, 0).unwrap();
+    assert!(last_start >= head_end);
+}
