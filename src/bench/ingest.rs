@@ -211,3 +211,57 @@ pub async fn ingest(
         redis_cpu_us_per_request: redis0.zip(redis1).map(|(a, b)| per_request(b - a)),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_thread_gets_whole_signed_requests_of_its_own() {
+        let dir = std::env::temp_dir().join(format!("switchyard-reqs-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("reqs");
+        write_requests(&path, 5, "t", 2, "127.0.0.1:9").unwrap();
+        let mut mids = Vec::new();
+        for t in 0..2 {
+            let all = std::fs::read(format!("{}.{t}", path.display())).unwrap();
+            let mut rest = &all[..];
+            while !rest.is_empty() {
+                // `<length>\n<request>`, as post.lua reads it
+                let nl = rest.iter().position(|&b| b == b'\n').unwrap();
+                let len: usize = std::str::from_utf8(&rest[..nl]).unwrap().parse().unwrap();
+                let request = std::str::from_utf8(&rest[nl + 1..nl + 1 + len]).unwrap();
+                rest = &rest[nl + 1 + len..];
+                let (head, body) = request.split_once("\r\n\r\n").unwrap();
+                assert!(head.starts_with("POST /webhooks/facebook HTTP/1.1\r\nHost: 127.0.0.1:9\r\n"), "{head}");
+                assert!(head.contains(&format!("\r\nContent-Length: {}", body.len())), "{head}");
+                let sig = head.lines().find_map(|l| l.strip_prefix("X-Hub-Signature-256: ")).unwrap();
+                assert!(crate::ingest::verify::check_sha256(SECRET.as_bytes(), body.as_bytes(), Some(sig)).is_ok());
+                let events = crate::ingest::meta::parse(body.as_bytes()).unwrap();
+                mids.push((t, events[0].id.clone()));
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+        // Request i went to thread i mod 2; no message id twice.
+        assert_eq!(
+            mids,
+            [(0, "m_t_0"), (0, "m_t_2"), (0, "m_t_4"), (1, "m_t_1"), (1, "m_t_3")].map(|(t, m)| (t, m.to_string()))
+        );
+    }
+
+    #[test]
+    fn the_steady_rate_is_taken_over_wrks_own_run_time() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        // 1 000 events/s for two seconds while one thread runs alone, then 3 000/s for ten.
+        let mut samples = Vec::new();
+        for i in 0..=120u64 {
+            let ms = i * 100;
+            let n = if ms <= 2000 { ms } else { 2000 + (ms - 2000) * 3 };
+            samples.push((at(ms), n));
+        }
+        let rate = steady_rate(&samples, at(12_000), 10).unwrap();
+        assert!((rate - 3000.0).abs() < 1.0, "{rate}");
+        assert_eq!(steady_rate(&samples[..5], at(12_000), 10), None);
+    }
+}
