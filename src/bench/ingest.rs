@@ -7,11 +7,10 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use tokio_util::sync::CancellationToken;
-
 use anyhow::{Context, bail};
 use serde::Serialize;
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::engine::{Engine, Lane};
