@@ -18,7 +18,8 @@ use crate::ingest::verify::sha256_signature;
 use crate::redis::server::find_on_path;
 
 const SECRET: &str = "bench_secret";
-/// Requests prepared per second of run: more than the server takes here, so none repeats.
+/// Requests prepared per second of run: more than Switchyard takes here, so none repeats (the
+/// bare handler of `--ceiling` may go past them and send some twice: it keeps no dedup marker).
 const PER_SECOND: u64 = 60_000;
 
 #[derive(Debug, Serialize)]
@@ -108,25 +109,26 @@ fn steady_rate(samples: &[(Instant, u64)], end: Instant, seconds: u64) -> Option
     (secs >= 1.0).then(|| b.1.saturating_sub(a.1) as f64 / secs)
 }
 
-/// The bare handler of `--ceiling`: HMAC of the raw body, one `XADD` of it, 200.
-fn ceiling_router(engine: &Engine) -> axum::Router {
+/// The bare handler of `--ceiling`: HMAC of the raw body, one `XADD` of it to `stream`, 200.
+fn ceiling_router(engine: &Engine, stream: String) -> axum::Router {
+    use axum::extract::State;
     use axum::http::{HeaderMap, StatusCode};
-    let stream = engine.keys().lane(Lane::Webhooks);
-    let engine = engine.clone();
-    let handler = move |headers: HeaderMap, body: axum::body::Bytes| {
-        let (engine, stream) = (engine.clone(), stream.clone());
-        async move {
-            let sig = headers.get("x-hub-signature-256").and_then(|v| v.to_str().ok());
-            if crate::ingest::verify::check_sha256(SECRET.as_bytes(), &body, sig).is_err() {
-                return StatusCode::UNAUTHORIZED;
-            }
-            let mut con = engine.conn();
-            let added: redis::RedisResult<String> =
-                redis::cmd("XADD").arg(&stream).arg("*").arg("body").arg(&body[..]).query_async(&mut con).await;
-            if added.is_ok() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }
+    async fn handler(
+        State((engine, stream)): State<(Engine, std::sync::Arc<str>)>,
+        headers: HeaderMap,
+        body: axum::body::Bytes,
+    ) -> StatusCode {
+        let sig = headers.get("x-hub-signature-256").and_then(|v| v.to_str().ok());
+        if crate::ingest::verify::check_sha256(SECRET.as_bytes(), &body, sig).is_err() {
+            return StatusCode::UNAUTHORIZED;
         }
-    };
-    axum::Router::new().route("/webhooks/facebook", axum::routing::post(handler))
+        let mut con = engine.conn();
+        let added: redis::RedisResult<String> =
+            redis::cmd("XADD").arg(&*stream).arg("*").arg("body").arg(&body[..]).query_async(&mut con).await;
+        if added.is_ok() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }
+    }
+    let stream: std::sync::Arc<str> = stream.into();
+    axum::Router::new().route("/webhooks/facebook", axum::routing::post(handler)).with_state((engine.clone(), stream))
 }
 
 pub async fn ingest(
@@ -150,8 +152,13 @@ pub async fn ingest(
     let reqs = dir.join("reqs");
     let script = dir.join("post.lua");
     std::fs::write(&script, include_str!("post.lua"))?;
-    let (addr, stop, server) =
-        if ceiling { super::serve_router(ceiling_router(&engine)).await? } else { super::serve_api(&engine).await? };
+    // Customers' messages go to the conversations lane; the bare handler appends to another.
+    let lane = if ceiling { Lane::Webhooks } else { Lane::Conversations };
+    let (addr, stop, server) = if ceiling {
+        super::serve_router(ceiling_router(&engine, engine.keys().lane(lane))).await?
+    } else {
+        super::serve_api(&engine).await?
+    };
     let n = PER_SECOND * seconds;
     let (path, tag2, host) = (reqs.clone(), tag.clone(), addr.to_string());
     tokio::task::spawn_blocking(move || write_requests(&path, n, &tag2, threads, &host)).await??;
@@ -160,8 +167,6 @@ pub async fn ingest(
     let cpu = |pid: &str| super::cpu_seconds(pid).unwrap_or(0.0);
     let (own0, redis0) = (cpu("self"), redis_pid.as_deref().map(cpu));
 
-    // Customers' messages go to the conversations lane; the bare handler appends to another.
-    let lane = if ceiling { Lane::Webhooks } else { Lane::Conversations };
     let sampling = CancellationToken::new();
     let sampler = tokio::spawn(sample_len(engine.clone(), engine.keys().lane(lane), sampling.clone()));
     let out = tokio::process::Command::new(wrk)
