@@ -141,7 +141,11 @@ impl Engine {
     pub async fn dlq_get(&self, id: &str) -> Result<Option<DeadLetter>, EngineError> {
         let mut con = self.conn();
         let mut entry = id.to_string();
-        if !id.contains('-') {
+        // A stream entry's id is `<ms>-<seq>`; anything else is a task's id (UUIDs have dashes too).
+        let is_entry = id.split_once('-').is_some_and(|(ms, seq)| {
+            !ms.is_empty() && !seq.is_empty() && ms.bytes().chain(seq.bytes()).all(|b| b.is_ascii_digit())
+        });
+        if !is_entry {
             let dead: Option<String> =
                 redis::cmd("HGET").arg(self.keys().task(id)).arg("dead_letter").query_async(&mut con).await?;
             match dead {

@@ -4,12 +4,19 @@
 //! Each lane is one stream (`{sy}:lane:<lane>`) with one consumer group, `workers`. Every
 //! worker process joins it under a unique consumer name (host, pid and a random suffix), so
 //! several processes share the work and a restarted process never inherits a dead one's name.
-//! A producer appends the task as an entry (`id`, `kind`, `payload`, enqueue time, attempt
-//! budget) and writes its record (`{sy}:task:<id>`, state `PENDING`) in the same script.
+//! A producer appends the task as an entry (`kind`, `payload`, enqueue time, attempt budget,
+//! order key) and nothing else: a queued task is its entry. Its id is named after the entry (a
+//! UUIDv7 holding the entry's time, lane and sequence number: [`task_id_for_entry`]), so a
+//! status lookup or a cancel finds a queued task without any index, and an enqueue writes at
+//! most two keys (the entry and an idempotency marker) — the webhook path's whole Redis cost.
 //!
 //! # One task's life
-//! A worker reads new entries with `XREADGROUP ... COUNT n`, at most its free capacity. The
-//! entry is now pending to that worker. The attempt's start and end are written in batches:
+//! A worker reads new entries with `fetch.lua` (`XREADGROUP ... COUNT n`, at most its free
+//! capacity), which in the same step writes each new task's record (`{sy}:task:<id>`, state
+//! `PENDING`) and gives an ordered task its number in its order key's sequence — in lane order,
+//! since reads are atomic, so numbers follow enqueue order whatever the number of workers. The
+//! script cannot block; an idle worker waits with `XREAD BLOCK` from the group's read position.
+//! The entry is now pending to that worker. The attempt's start and end are written in batches:
 //! one `EVALSHA` covers every task that started or finished since the last write. On success
 //! the same script acks the batch (one `XACK` per lane) and trims acknowledged entries from the
 //! head of the stream (`XTRIM MINID`, never past the oldest pending or undelivered entry), so
@@ -47,7 +54,10 @@ use redis::aio::ConnectionManager;
 
 pub use outcome::{Outcome, RetryPolicy};
 pub use registry::{Handler, Registry, StopReason, TaskContext};
-pub use task::{Attempt, Lane, TaskSpec, TaskState, TaskStatus, format_ms, new_task_id, now_ms, now_us};
+pub use task::{
+    Attempt, Lane, TaskSpec, TaskState, TaskStatus, entry_of_task, format_ms, new_task_id, now_ms, now_us,
+    task_id_for_entry,
+};
 
 use crate::config::Config;
 use crate::redis::{GROUP, Keys, scripts::Scripts};

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use super::{Engine, EngineError, Inner, Lane, TaskSpec, new_task_id, now_ms};
+use super::{Engine, EngineError, Inner, Lane, TaskSpec, task_id_for_entry};
 use crate::telemetry::Handles;
 
 /// Largest payload accepted for one task, as JSON: room for a whole webhook body (1 MiB) kept
@@ -25,7 +25,17 @@ const IN_FLIGHT: usize = 2;
 
 pub(super) struct Job {
     tasks: Vec<Prepared>,
-    reply: oneshot::Sender<Result<Vec<String>, EngineError>>,
+    reply: oneshot::Sender<Result<Vec<Queued>, EngineError>>,
+}
+
+/// What became of one task of an enqueue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Queued {
+    /// Queued now, under this id.
+    New(String),
+    /// Its idempotency key was seen: the earlier task's id, or `None` when the key was given
+    /// with [`TaskSpec::dedup_key`] and no id was kept.
+    Earlier(Option<String>),
 }
 
 pub(super) type Batcher = mpsc::UnboundedSender<Job>;
@@ -58,11 +68,11 @@ async fn run_batcher(engine: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Job>) 
 
 struct Prepared {
     lane: Lane,
-    id: String,
     kind: String,
     payload: String,
     max_attempts: u32,
     idempotency_key: String,
+    dedup_only: bool,
     order_key: String,
 }
 
@@ -89,14 +99,14 @@ impl Engine {
     }
 
     /// As [`Engine::enqueue_batch`], telling for each task whether it was queued now (`true`) or
-    /// its idempotency key named an earlier task (`false`, with that task's id).
+    /// its idempotency key named an earlier task (`false`, with that task's id; an empty id for
+    /// a key given with [`TaskSpec::dedup_key`]).
     pub async fn enqueue_many(&self, specs: Vec<TaskSpec>) -> Result<Vec<(String, bool)>, EngineError> {
         let prepared = specs.into_iter().map(|s| self.prepare(s)).collect::<Result<Vec<_>, _>>()?;
         if prepared.is_empty() {
             return Ok(Vec::new());
         }
-        let own: Vec<(String, Lane, String)> =
-            prepared.iter().map(|p| (p.id.clone(), p.lane, p.kind.clone())).collect();
+        let own: Vec<(Lane, String)> = prepared.iter().map(|p| (p.lane, p.kind.clone())).collect();
         let (reply, answer) = oneshot::channel();
         let batcher = self.inner.batcher.get_or_init(|| {
             let (tx, rx) = mpsc::unbounded_channel();
@@ -106,24 +116,24 @@ impl Engine {
         batcher
             .send(Job { tasks: prepared, reply })
             .map_err(|_| EngineError::BadInput("the engine is shutting down".into()))?;
-        let ids = answer.await.map_err(|_| EngineError::BadInput("the engine is shutting down".into()))??;
+        let queued = answer.await.map_err(|_| EngineError::BadInput("the engine is shutting down".into()))??;
         Ok(own
             .into_iter()
-            .zip(ids)
-            .map(|((mine, lane, kind), id)| {
-                let created = id == mine;
-                if created {
+            .zip(queued)
+            .map(|((lane, kind), q)| match q {
+                Queued::New(id) => {
                     enqueued(lane, &kind).increment(1);
+                    (id, true)
                 }
-                (id, created)
+                Queued::Earlier(id) => (id.unwrap_or_default(), false),
             })
             .collect())
     }
 
     /// Send a batch of jobs: one script call per lane and chunk, then every job its answer.
     async fn send_jobs(&self, jobs: Vec<Job>) {
-        let mut results: Vec<Result<Vec<String>, EngineError>> =
-            jobs.iter().map(|j| Ok(vec![String::new(); j.tasks.len()])).collect();
+        let mut results: Vec<Result<Vec<Queued>, EngineError>> =
+            jobs.iter().map(|j| Ok(vec![Queued::Earlier(None); j.tasks.len()])).collect();
         for lane in Lane::ALL {
             let places: Vec<(usize, usize)> = jobs
                 .iter()
@@ -134,10 +144,10 @@ impl Engine {
                 .collect();
             for chunk in places.chunks(CHUNK) {
                 match self.enqueue_chunk(lane, chunk.iter().map(|&(j, t)| &jobs[j].tasks[t])).await {
-                    Ok(ids) => {
-                        for (&(j, t), id) in chunk.iter().zip(ids) {
-                            match (id, &mut results[j]) {
-                                (Some(id), Ok(r)) => r[t] = id,
+                    Ok(answers) => {
+                        for (&(j, t), answer) in chunk.iter().zip(answers) {
+                            match (answer, &mut results[j]) {
+                                (Some(q), Ok(r)) => r[t] = q,
                                 // The lane is full: the job is refused. Its other tasks may be
                                 // stored; a retry with the same idempotency keys finds them.
                                 (None, r) => *r = Err(EngineError::LaneFull(lane)),
@@ -147,7 +157,10 @@ impl Engine {
                     }
                     Err(e) => {
                         for &(j, _) in chunk {
-                            results[j] = Err(EngineError::Redis(e.clone()));
+                            results[j] = Err(match &e {
+                                EngineError::Redis(r) => EngineError::Redis(r.clone()),
+                                other => EngineError::BadInput(other.to_string()),
+                            });
                         }
                     }
                 }
@@ -191,35 +204,53 @@ impl Engine {
         }
         Ok(Prepared {
             lane: spec.lane.unwrap_or(registered.lane),
-            id: new_task_id(),
             kind: spec.kind,
             payload,
             max_attempts,
             idempotency_key,
+            dedup_only: spec.dedup_only,
             order_key,
         })
     }
 
+    /// One script call for tasks of one lane; per task what became of it, `None` when the
+    /// lane was full.
     async fn enqueue_chunk<'a>(
         &self,
         lane: Lane,
         tasks: impl Iterator<Item = &'a Prepared>,
-    ) -> redis::RedisResult<Vec<Option<String>>> {
+    ) -> Result<Vec<Option<Queued>>, EngineError> {
         let c = self.config();
         let mut inv = self.scripts().enqueue.prepare_invoke();
         inv.key(self.keys().lane(lane))
             .arg(self.keys().root())
-            .arg(now_ms())
-            .arg(lane.as_str())
+            .arg(lane.index())
             .arg(c.idempotency_window.max(Duration::from_millis(1)).as_millis() as u64)
             .arg(c.lane_depth_limit)
             .arg(super::now_us())
-            .arg(crate::redis::GROUP)
-            .arg(self.order_ttl().as_millis() as u64);
+            .arg(crate::redis::GROUP);
         for t in tasks {
-            inv.arg(&t.id).arg(&t.kind).arg(&t.payload).arg(t.max_attempts).arg(&t.idempotency_key).arg(&t.order_key);
+            inv.arg(&t.kind)
+                .arg(&t.payload)
+                .arg(t.max_attempts)
+                .arg(&t.idempotency_key)
+                .arg(if t.dedup_only { "" } else { "1" })
+                .arg(&t.order_key);
         }
         let mut con = self.conn();
-        inv.invoke_async(&mut con).await
+        let answers: Vec<Option<String>> = inv.invoke_async(&mut con).await.map_err(EngineError::Redis)?;
+        answers
+            .into_iter()
+            .map(|a| {
+                let Some(a) = a else { return Ok(None) };
+                let q = match a.split_at_checked(1) {
+                    Some(("n", entry)) => task_id_for_entry(lane, entry).map(Queued::New),
+                    Some(("e", id)) => Some(Queued::Earlier(Some(id.to_string()))),
+                    Some(("d", "")) => Some(Queued::Earlier(None)),
+                    _ => None,
+                };
+                q.map(Some).ok_or_else(|| EngineError::BadInput(format!("the enqueue script answered `{a}`")))
+            })
+            .collect()
     }
 }

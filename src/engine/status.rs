@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{Attempt, Engine, EngineError, Lane, TaskState, TaskStatus, format_ms, now_ms};
+use super::{Attempt, Engine, EngineError, Lane, TaskState, TaskStatus, entry_of_task, format_ms, now_ms};
 use crate::redis::GROUP;
 
 /// One lane's figures. `depth` counts the lane's outstanding work (`lag` + `pending`);
@@ -134,7 +134,10 @@ impl Engine {
         let mut con = self.conn();
         let state: Option<String> =
             redis::cmd("HGET").arg(self.keys().task(id)).arg("state").query_async(&mut con).await?;
-        Ok(state.and_then(|s| TaskState::parse(&s)))
+        match state {
+            Some(s) => Ok(TaskState::parse(&s)),
+            None => Ok(self.queued_task(id).await?.map(|_| TaskState::Pending)),
+        }
     }
 
     /// A task's record, or `None` when no such task exists (or its record expired).
@@ -143,7 +146,10 @@ impl Engine {
         let mut map: HashMap<String, String> =
             redis::cmd("HGETALL").arg(self.keys().task(id)).query_async(&mut con).await?;
         if map.is_empty() {
-            return Ok(None);
+            match self.queued_task(id).await? {
+                Some(queued) => map = queued,
+                None => return Ok(None),
+            }
         }
         // A queued task's payload is in its lane entry only.
         if !map.contains_key("payload")
@@ -163,6 +169,35 @@ impl Engine {
             }
         }
         Ok(Some(task_status_from(id, map)))
+    }
+
+    /// A task that no worker has read yet: it has no record, only the lane entry its id is named
+    /// after. Its fields as a PENDING record's, or `None` when there is no such entry (nor, by
+    /// now, a record: a worker may have read the entry meanwhile, and the record is read again).
+    async fn queued_task(&self, id: &str) -> Result<Option<HashMap<String, String>>, EngineError> {
+        let Some((lane, entry)) = entry_of_task(id) else { return Ok(None) };
+        let mut con = self.conn();
+        let v: redis::Value =
+            redis::cmd("XRANGE").arg(self.keys().lane(lane)).arg(&entry).arg(&entry).query_async(&mut con).await?;
+        let fields = super::worker::parse_entries(&v).into_iter().next().map(|(_, f)| f);
+        // An entry that names a task of its own belongs to that task (a redrive), not to this id.
+        let Some(fields) = fields.filter(|f| f.iter().all(|(k, _)| k != "id")) else {
+            let map: HashMap<String, String> =
+                redis::cmd("HGETALL").arg(self.keys().task(id)).query_async(&mut con).await?;
+            return Ok((!map.is_empty()).then_some(map));
+        };
+        let mut map: HashMap<String, String> = fields.into_iter().collect();
+        let created = map.get("at").and_then(|at| at.parse::<u64>().ok()).map(|us| us / 1000);
+        let created = created.or_else(|| entry.split_once('-').and_then(|(ms, _)| ms.parse().ok())).unwrap_or(0);
+        let max = map.remove("max").unwrap_or_else(|| "1".into());
+        map.extend([
+            ("state".to_string(), "PENDING".to_string()),
+            ("lane".to_string(), lane.as_str().to_string()),
+            ("entry".to_string(), entry),
+            ("created_at".to_string(), created.to_string()),
+            ("max_attempts".to_string(), max),
+        ]);
+        Ok(Some(map))
     }
 
     /// Every lane's figures and the DLQ's size, in one round trip.
@@ -265,7 +300,7 @@ impl Engine {
             }
             let found: Vec<redis::Value> = pipe.query_async(&mut con).await?;
             let mut rows = Vec::new();
-            for (i, (_entry, worker, idle, deliveries)) in pending.iter().enumerate() {
+            for (i, (entry, worker, idle, deliveries)) in pending.iter().enumerate() {
                 if !matches!(found[i * 2], redis::Value::Nil) {
                     continue;
                 }
@@ -275,7 +310,7 @@ impl Engine {
                 let get = |k: &str| fields.iter().find(|(f, _)| f == k).map(|(_, v)| v.clone());
                 let base: u64 = get("base").and_then(|b| b.parse().ok()).unwrap_or(0);
                 rows.push(ActiveTask {
-                    task_id: get("id").unwrap_or_default(),
+                    task_id: get("id").or_else(|| super::task_id_for_entry(lane, entry)).unwrap_or_default(),
                     kind: get("kind").unwrap_or_default(),
                     lane,
                     worker: worker.clone(),
@@ -306,7 +341,13 @@ impl Engine {
         let mut con = self.conn();
         let lane: Option<String> =
             redis::cmd("HGET").arg(self.keys().task(id)).arg("lane").query_async(&mut con).await?;
-        let lane = lane.and_then(|l| Lane::parse(&l)).ok_or_else(|| EngineError::NotFound(id.to_string()))?;
+        // A task no worker has read yet has no record: its id names its lane and entry.
+        let named = entry_of_task(id);
+        let lane = lane
+            .and_then(|l| Lane::parse(&l))
+            .or(named.as_ref().map(|(l, _)| *l))
+            .ok_or_else(|| EngineError::NotFound(id.to_string()))?;
+        let entry = named.filter(|(l, _)| *l == lane).map(|(_, e)| e).unwrap_or_default();
         let c = self.config();
         let reply: Vec<String> = self
             .scripts()
@@ -320,6 +361,8 @@ impl Engine {
             .arg(c.task_retention.as_millis() as u64)
             .arg(self.keys().cancel_channel())
             .arg(id)
+            .arg(entry)
+            .arg(lane.as_str())
             .invoke_async(&mut con)
             .await?;
         match reply.first().map(String::as_str) {

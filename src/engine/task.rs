@@ -124,6 +124,10 @@ pub struct TaskSpec {
     /// building and serializing a value); used instead of `payload` when set.
     #[serde(skip)]
     pub payload_json: Option<String>,
+    /// A repeat of the idempotency key is only told apart, its earlier task not named: the
+    /// marker then holds no id, one write less per enqueue (webhooks' message ids).
+    #[serde(skip)]
+    pub dedup_only: bool,
 }
 
 impl TaskSpec {
@@ -136,6 +140,7 @@ impl TaskSpec {
             max_attempts: None,
             order_key: None,
             payload_json: None,
+            dedup_only: false,
         }
     }
 
@@ -151,6 +156,14 @@ impl TaskSpec {
 
     pub fn idempotency_key(mut self, key: impl Into<String>) -> TaskSpec {
         self.idempotency_key = Some(key.into());
+        self
+    }
+
+    /// Queue nothing when `key` was seen within the idempotency window, without learning which
+    /// task it was ([`Engine::enqueue_many`](super::Engine::enqueue_many) answers an empty id).
+    pub fn dedup_key(mut self, key: impl Into<String>) -> TaskSpec {
+        self.idempotency_key = Some(key.into());
+        self.dedup_only = true;
         self
     }
 
@@ -222,9 +235,46 @@ pub fn format_ms(ms: u64) -> String {
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 
-/// A new task id: a ULID, sortable by creation time.
+/// A new unique id: a ULID, sortable by creation time (conversations and messages of the API).
 pub fn new_task_id() -> String {
     ulid::Ulid::new().to_string()
+}
+
+/// The id of the task queued as `entry` of `lane`: a UUIDv7 whose time is the entry's
+/// millisecond, whose 12 bits after the version are the lane's index and whose last 62 bits
+/// are the entry's sequence number (as `task_id` in src/redis/lua/task_id.lua). A queued task
+/// is its entry alone, so its id must lead to it; ids stay sortable by time of enqueue.
+pub fn task_id_for_entry(lane: Lane, entry: &str) -> Option<String> {
+    let (ms, seq) = entry.split_once('-')?;
+    let (ms, seq): (u64, u64) = (ms.parse().ok()?, seq.parse().ok()?);
+    Some(format!(
+        "{:08x}-{:04x}-7{:03x}-{:04x}-{:012x}",
+        ms >> 16,
+        ms & 0xffff,
+        lane.index(),
+        0x8000 | ((seq >> 48) & 0x3fff),
+        seq & 0xffff_ffff_ffff
+    ))
+}
+
+/// The lane and entry a task id is named after, for ids made by [`task_id_for_entry`] (older
+/// tasks have ULIDs, which name none: their records say where they are).
+pub fn entry_of_task(id: &str) -> Option<(Lane, String)> {
+    let b = id.as_bytes();
+    if b.len() != 36 || [8, 13, 18, 23].iter().any(|&i| b[i] != b'-') || b[14] != b'7' {
+        return None;
+    }
+    let hex = |r: std::ops::Range<usize>| {
+        id.get(r).filter(|s| s.bytes().all(|c| c.is_ascii_hexdigit())).and_then(|s| u64::from_str_radix(s, 16).ok())
+    };
+    let ms = hex(0..8)? << 16 | hex(9..13)?;
+    let lane = *Lane::ALL.get(usize::try_from(hex(15..18)?).ok()?)?;
+    let variant = hex(19..23)?;
+    if variant & 0xc000 != 0x8000 {
+        return None;
+    }
+    let seq = (variant & 0x3fff) << 48 | hex(24..36)?;
+    Some((lane, format!("{ms}-{seq}")))
 }
 
 #[cfg(test)]
@@ -235,6 +285,37 @@ mod tests {
     fn lanes_parse_in_priority_order() {
         assert_eq!(Lane::parse_list("analytics, conversations").unwrap(), vec![Lane::Conversations, Lane::Analytics]);
         assert!(Lane::parse_list("email").unwrap_err().contains("email"));
+    }
+
+    #[test]
+    fn task_ids_name_their_entries() {
+        let id = task_id_for_entry(Lane::Webhooks, "1796181455301-7").unwrap();
+        assert_eq!(id, "01a234c1-f1c5-7001-8000-000000000007");
+        assert_eq!(entry_of_task(&id), Some((Lane::Webhooks, "1796181455301-7".to_string())));
+        // Every lane, the largest sequence numbers, the first millisecond.
+        for (lane, entry) in [(Lane::Conversations, "0-0"), (Lane::Analytics, "281474976710655-4611686018427387903")] {
+            let id = task_id_for_entry(lane, entry).unwrap();
+            assert_eq!(entry_of_task(&id), Some((lane, entry.to_string())), "{id}");
+        }
+        // Sortable by time of enqueue, then by place in the lane.
+        let ids: Vec<String> = ["1796181455301-7", "1796181455301-12", "1796181455302-0"]
+            .iter()
+            .map(|e| task_id_for_entry(Lane::Analytics, e).unwrap())
+            .collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+        // ULIDs, other UUIDs and garbage name no entry.
+        for other in [
+            "01JDQ4ZK3V7Y8W9X0A1B2C3D4E",
+            "01a234c1-f1c5-4001-8000-000000000007",
+            "01a234c1-f1c5-7003-8000-000000000007",
+            "01a234c1-f1c5-7001-c000-000000000007",
+            "01a234c1-f1c5-7001-8000-00000000000g",
+            "01a2355c+4c45-7001-8000-000000000007",
+            "",
+        ] {
+            assert_eq!(entry_of_task(other), None, "{other}");
+        }
+        assert_eq!(task_id_for_entry(Lane::Analytics, "12"), None);
     }
 
     #[test]

@@ -58,11 +58,11 @@ pub async fn accept(engine: &Engine, events: Vec<InboundEvent>) -> Result<Accept
         .map(|e| {
             let key = e.dedup_key();
             if Incoming::answers(&e) {
-                Incoming::from_event(e).task().idempotency_key(key)
+                Incoming::from_event(e).task().dedup_key(key)
             } else {
                 TaskSpec::from_json(task_kind(e.platform), serde_json::to_string(&e).unwrap_or_else(|_| "null".into()))
                     .on_lane(Lane::Webhooks)
-                    .idempotency_key(key)
+                    .dedup_key(key)
             }
         })
         .collect();

@@ -4,6 +4,7 @@ use redis::Script;
 
 pub struct Scripts {
     pub enqueue: Script,
+    pub fetch: Script,
     pub start: Script,
     pub finish: Script,
     pub fail: Script,
@@ -22,7 +23,8 @@ pub struct Scripts {
 impl Scripts {
     pub fn new() -> Scripts {
         Scripts {
-            enqueue: Script::new(include_str!("lua/enqueue.lua")),
+            enqueue: Script::new(concat!(include_str!("lua/task_id.lua"), include_str!("lua/enqueue.lua"))),
+            fetch: Script::new(concat!(include_str!("lua/task_id.lua"), include_str!("lua/fetch.lua"))),
             start: Script::new(include_str!("lua/start.lua")),
             finish: Script::new(concat!(include_str!("lua/wake.lua"), include_str!("lua/finish.lua"))),
             fail: Script::new(concat!(
@@ -30,7 +32,11 @@ impl Scripts {
                 include_str!("lua/entry_payload.lua"),
                 include_str!("lua/fail.lua")
             )),
-            claim: Script::new(concat!(include_str!("lua/wake.lua"), include_str!("lua/claim.lua"))),
+            claim: Script::new(concat!(
+                include_str!("lua/wake.lua"),
+                include_str!("lua/task_id.lua"),
+                include_str!("lua/claim.lua")
+            )),
             renew: Script::new(include_str!("lua/renew.lua")),
             cancel: Script::new(concat!(
                 include_str!("lua/wake.lua"),
@@ -51,6 +57,7 @@ impl Scripts {
     pub async fn load_all<C: redis::aio::ConnectionLike + Send>(&self, con: &mut C) -> redis::RedisResult<()> {
         for s in [
             &self.enqueue,
+            &self.fetch,
             &self.start,
             &self.finish,
             &self.fail,

@@ -425,8 +425,10 @@ async fn recent_tasks(engine: &Engine, kind: &str) -> Result<Vec<RecentRow>, Eng
                 continue;
             }
             let ms: u64 = entry.split('-').next().and_then(|m| m.parse().ok()).unwrap_or(0);
+            // A task is named after its entry, unless the entry names it (a redrive).
+            let id = Some(get("id")).filter(|id| !id.is_empty());
             rows.push(RecentRow {
-                id: get("id"),
+                id: id.or_else(|| crate::engine::task_id_for_entry(lane, &entry)).unwrap_or_default(),
                 kind: task_kind,
                 lane: lane.as_str(),
                 state: String::new(),
@@ -444,7 +446,8 @@ async fn recent_tasks(engine: &Engine, kind: &str) -> Result<Vec<RecentRow>, Eng
         }
         let states: Vec<Option<String>> = pipe.query_async(&mut con).await?;
         for (r, s) in rows.iter_mut().zip(states) {
-            r.state = s.unwrap_or_else(|| "—".into());
+            // No record yet: no worker has read the entry.
+            r.state = s.unwrap_or_else(|| "PENDING".into());
         }
     }
     Ok(rows)

@@ -472,7 +472,11 @@ impl TestEnv {
             .ids
             .iter()
             .map(|e| {
-                let id: String = e.get("id").unwrap_or_else(|| panic!("entry {} without a task id", e.id));
+                // A task is named after its entry, unless the entry names it (a redrive).
+                let id: String = e
+                    .get("id")
+                    .or_else(|| switchyard::engine::task_id_for_entry(lane, &e.id))
+                    .unwrap_or_else(|| panic!("entry {} names no task", e.id));
                 let kind: String = e.get("kind").unwrap_or_else(|| panic!("entry {} without a kind", e.id));
                 (id, kind)
             })
@@ -486,6 +490,26 @@ impl TestEnv {
             out.push(self.status(&id).await);
         }
         out
+    }
+
+    /// Read up to `count` new entries of `lane` for `consumer` as a worker does (fetch.lua: the
+    /// tasks' records written in the same step), without running them.
+    pub async fn read_as(&self, lane: Lane, consumer: &str, count: usize) -> redis::Value {
+        let mut con = self.engine.conn();
+        self.engine
+            .scripts()
+            .fetch
+            .key(self.lane_key(lane))
+            .arg(self.engine.keys().root())
+            .arg("workers")
+            .arg(consumer)
+            .arg(count)
+            .arg(lane.as_str())
+            .arg(lane.index())
+            .arg(7 * 24 * 3600 * 1000u64)
+            .invoke_async(&mut con)
+            .await
+            .expect("fetch.lua")
     }
 
     /// Entries pending in a lane's group (`XPENDING` summary count).

@@ -475,6 +475,75 @@ async fn worker_and_api_recover_from_a_redis_restart() {
 // Producers and operators
 // ---------------------------------------------------------------------------------------------
 
+/// A queued task is its lane entry alone: its id names the entry, a status lookup reads the
+/// entry, and the record is written when a worker reads it — under the same id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_task_is_its_entry_until_a_worker_reads_it() {
+    let env = TestEnv::new("queued-entry").await;
+    let (router, _) = env.router();
+    let before = now_ms();
+    let id = env.engine.enqueue(sleep_task(10).max_attempts(2)).await.unwrap();
+    let mut con = env.engine.conn();
+    let entries: redis::streams::StreamRangeReply =
+        redis::cmd("XRANGE").arg(env.lane_key(Lane::Analytics)).arg("-").arg("+").query_async(&mut con).await.unwrap();
+    assert_eq!(entries.ids.len(), 1);
+    let entry = entries.ids[0].id.clone();
+    assert_eq!(switchyard::engine::entry_of_task(&id), Some((Lane::Analytics, entry.clone())), "{id}");
+    let exists: bool = redis::cmd("EXISTS").arg(env.engine.keys().task(&id)).query_async(&mut con).await.unwrap();
+    assert!(!exists, "nothing but the entry is written at enqueue");
+
+    // What a user sees of it meanwhile: the API and the engine read the entry.
+    let r = admin(&router, "GET", &format!("/tasks/{id}"), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        (&r.json["status"], &r.json["kind"], &r.json["lane"], &r.json["payload"], &r.json["max_attempts"]),
+        (&json!("PENDING"), &json!("diag.sleep"), &json!("analytics"), &json!({"ms": 10}), &json!(2)),
+        "{}",
+        r.text
+    );
+    let created = r.json["created_at"].as_str().unwrap().to_string();
+    assert!(created >= format_ms(before) && created <= format_ms(now_ms()), "{created}");
+    assert_eq!(env.engine.task_state(&id).await.unwrap(), Some(TaskState::Pending));
+    // Ids that name no entry, or an entry that is not there, are no task.
+    let gone = switchyard::engine::task_id_for_entry(Lane::Analytics, "1-1").unwrap();
+    assert_eq!(admin(&router, "GET", &format!("/tasks/{gone}"), None).await.status, StatusCode::NOT_FOUND);
+    assert!(env.engine.task_status(&gone).await.unwrap().is_none());
+
+    // A worker's read writes the record, PENDING until the attempt starts.
+    env.read_as(Lane::Analytics, "reader", 10).await;
+    let record: std::collections::HashMap<String, String> =
+        redis::cmd("HGETALL").arg(env.engine.keys().task(&id)).query_async(&mut con).await.unwrap();
+    assert_eq!(record.get("state").map(String::as_str), Some("PENDING"), "{record:?}");
+    assert_eq!(record.get("entry"), Some(&entry), "{record:?}");
+    assert_eq!(record.get("kind").map(String::as_str), Some("diag.sleep"), "{record:?}");
+    assert_eq!(record.get("max_attempts").map(String::as_str), Some("2"), "{record:?}");
+    let s = env.status(&id).await;
+    assert_eq!((s.status, s.created_at.as_deref()), (TaskState::Pending, Some(created.as_str())));
+
+    // The reader went away; the next worker reclaims the entry and runs the task under its id.
+    let _worker = env.start_worker();
+    let done = env.wait_state(&id, TaskState::Success).await;
+    assert_eq!(done.payload, json!({"ms": 10}));
+    assert_eq!(outcomes(&done), ["lost", "success"], "{done:?}");
+}
+
+/// A dedup key queues once and, unlike an idempotency key, keeps no id to answer repeats with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dedup_key_queues_once_without_naming_the_first_task() {
+    let env = TestEnv::new("dedup-key").await;
+    let first = env.engine.enqueue_many(vec![noop().dedup_key("m_1"), noop().dedup_key("m_1")]).await.unwrap();
+    assert!(first[0].1 && !first[0].0.is_empty(), "{first:?}");
+    assert_eq!(first[1], (String::new(), false), "a repeat in the same batch is told apart");
+    let again = env.engine.enqueue_many(vec![noop().dedup_key("m_1"), noop().dedup_key("m_2")]).await.unwrap();
+    assert_eq!(again[0], (String::new(), false));
+    assert!(again[1].1, "another key is another task");
+    assert_eq!(env.lane_len(Lane::Analytics).await, 2);
+    // An idempotency key seen as a dedup key finds no id to name: it is a repeat all the same.
+    let named = env.engine.enqueue_many(vec![noop().idempotency_key("m_2")]).await.unwrap();
+    assert_eq!(named, [(String::new(), false)]);
+    assert_eq!(env.lane_len(Lane::Analytics).await, 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idempotency_key_makes_one_task() {
     let env = TestEnv::new("idem").await;

@@ -9,9 +9,8 @@ use crate::common::*;
 use serde_json::json;
 use switchyard::engine::{Lane, Outcome, Registry, TaskSpec, TaskState};
 
-async fn entry_of(env: &TestEnv, id: &str) -> String {
-    let mut con = env.engine.conn();
-    redis::cmd("HGET").arg(env.engine.keys().task(id)).arg("entry").query_async(&mut con).await.unwrap()
+fn entry_of(id: &str) -> String {
+    switchyard::engine::entry_of_task(id).expect("a task id named after its entry").1
 }
 
 /// (owner, deliveries) of a pending entry, or None.
@@ -52,7 +51,7 @@ async fn a_worker_that_lost_its_claim_must_not_rearm_a_retry() {
     let a = env.start_worker();
     let id = env.engine.enqueue(TaskSpec::new("test.slow", json!({}))).await.unwrap();
     env.wait_state(&id, TaskState::Started).await;
-    let entry = entry_of(&env, &id).await;
+    let entry = entry_of(&id);
 
     // Worker "B" reclaims the entry (as claim.lua would after A stopped renewing) and keeps
     // renewing it, as a live worker does, for as long as it still owns it.
@@ -121,23 +120,12 @@ async fn a_worker_that_lost_its_claim_must_not_rearm_a_retry() {
 async fn replaying_a_fail_batch_after_a_timeout_is_harmless() {
     let env = TestEnv::new("failreplay").await;
     let id = env.engine.enqueue(TaskSpec::new("diag.noop", json!({}))).await.unwrap();
-    let entry = entry_of(&env, &id).await;
+    let entry = entry_of(&id);
     let lane = env.lane_key(Lane::Analytics);
     let retry = env.engine.keys().retry(Lane::Analytics);
     let mut con = env.engine.conn();
     // Worker A read it (delivery 1) and is handing it back at shutdown.
-    let _: redis::Value = redis::cmd("XREADGROUP")
-        .arg("GROUP")
-        .arg("workers")
-        .arg("A")
-        .arg("COUNT")
-        .arg(1)
-        .arg("STREAMS")
-        .arg(&lane)
-        .arg(">")
-        .query_async(&mut con)
-        .await
-        .unwrap();
+    env.read_as(Lane::Analytics, "A", 1).await;
     let script = redis::Script::new(include_str!("../../src/redis/lua/fail.lua"));
     let fail = |con: &mut redis::aio::ConnectionManager| {
         let mut inv = script.prepare_invoke();
@@ -182,19 +170,7 @@ async fn an_entry_whose_read_reply_was_lost_is_reclaimed() {
     env.wait_state(&busy, TaskState::Started).await;
     let id = env.engine.enqueue(TaskSpec::new("diag.noop", json!({}))).await.unwrap();
     // The read Redis applied for this worker but whose reply was lost on the way back.
-    let mut con = env.engine.conn();
-    let _: redis::Value = redis::cmd("XREADGROUP")
-        .arg("GROUP")
-        .arg("workers")
-        .arg(w.name())
-        .arg("COUNT")
-        .arg(1)
-        .arg("STREAMS")
-        .arg(env.lane_key(Lane::Analytics))
-        .arg(">")
-        .query_async(&mut con)
-        .await
-        .unwrap();
+    env.read_as(Lane::Analytics, &w.name(), 1).await;
     env.wait_state(&busy, TaskState::Success).await;
     // After a visibility timeout (2 s in tests) the worker takes back what it forgot it had.
     env.wait_state(&id, TaskState::Success).await;

@@ -76,6 +76,36 @@ async fn same_key_runs_one_at_a_time_in_queue_order_across_workers() {
     assert!(overlapping, "tasks of different order keys should run side by side");
 }
 
+/// Tasks are numbered in their key's sequence as workers read them. Workers that read one entry
+/// at a time, racing each other while bursts keep arriving, still number and run every key's
+/// tasks in the order they were queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn numbers_given_at_read_follow_queue_order_with_racing_readers() {
+    let runs: Runs = Arc::default();
+    let env = TestEnv::lazy("ordered-race", &redis_url(), |_| {}, registry(&runs));
+    env.engine.ensure_groups().await.unwrap();
+    let workers: Vec<_> = (0..3).map(|_| env.start_worker_on(env.engine.clone(), |o| o.batch = 1)).collect();
+    let (keys, bursts, per_burst) = (["a", "b"], 6u64, 4u64);
+    for b in 0..bursts {
+        let mut specs = Vec::new();
+        for i in 0..per_burst {
+            for k in keys {
+                specs.push(step(k, b * per_burst + i, fastrand::u64(0..5)));
+            }
+        }
+        env.engine.enqueue_batch(specs).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(fastrand::u64(0..20))).await;
+    }
+    let total = keys.len() * (bursts * per_burst) as usize;
+    wait_until("every task ran", async || runs.lock().unwrap().len() == total).await;
+    let runs = runs.lock().unwrap().clone();
+    for k in keys {
+        let order: Vec<u64> = runs.iter().filter(|r| r.0 == k).map(|r| r.1).collect();
+        assert_eq!(order, (0..bursts * per_burst).collect::<Vec<_>>(), "key {k} ran out of order");
+    }
+    drop(workers);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_retrying_task_holds_back_the_next_and_waiting_costs_no_attempt() {
     let runs: Runs = Arc::default();

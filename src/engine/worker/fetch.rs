@@ -48,30 +48,14 @@ pub fn parse_entries(v: &Value) -> Vec<(String, Vec<(String, String)>)> {
 /// An entry that is not a task, as read: its lane, id and fields.
 type Malformed = (Lane, String, Vec<(String, String)>);
 
-/// An `XREADGROUP` reply, `[[stream, entries], ...]` (or a map in RESP3), as deliveries, and the
-/// entries that are not tasks.
-fn parse_read(sh: &Shared, v: &Value) -> (Vec<Delivery>, Vec<Malformed>) {
-    let streams: Vec<(&Value, &Value)> = match v {
-        Value::Array(items) => items
-            .iter()
-            .filter_map(|s| match s {
-                Value::Array(p) if p.len() == 2 => Some((&p[0], &p[1])),
-                _ => None,
-            })
-            .collect(),
-        Value::Map(m) => m.iter().map(|(k, v)| (k, v)).collect(),
-        _ => return (Vec::new(), Vec::new()),
-    };
+/// Entries read for `lane` as deliveries, and the entries that are not tasks.
+fn parse_read(lane: Lane, v: &Value) -> (Vec<Delivery>, Vec<Malformed>) {
     let mut out = Vec::new();
     let mut bad = Vec::new();
-    for (key, entries) in streams {
-        let Some(key) = crate::engine::status::value_str(key) else { continue };
-        let Some(lane) = Lane::ALL.into_iter().find(|l| sh.engine.keys().lane(*l) == key) else { continue };
-        for (entry, fields) in parse_entries(entries) {
-            match Delivery::from_fields(lane, entry.clone(), &fields, 1) {
-                Some(d) => out.push(d),
-                None => bad.push((lane, entry, fields)),
-            }
+    for (entry, fields) in parse_entries(v) {
+        match Delivery::from_fields(lane, entry.clone(), &fields, 1) {
+            Some(d) => out.push(d),
+            None => bad.push((lane, entry, fields)),
         }
     }
     (out, bad)
@@ -156,7 +140,9 @@ pub(super) async fn fetch_loop(sh: Arc<Shared>, stop: CancellationToken) {
         // Non-blocking reads, lane by lane in priority order, each for the room left.
         let mut took = 0;
         let mut failed = None;
-        let mut empty = Vec::new();
+        // Lanes found empty, with the group's read position in each.
+        let mut empty: Vec<(Lane, String)> = Vec::new();
+        let mut tried = 0;
         // The pool's room is taken once per pass: room that frees while a higher lane is being
         // looked at goes to the next pass, which starts from the highest lane again — never to a
         // lower lane of this one.
@@ -172,10 +158,11 @@ pub(super) async fn fetch_loop(sh: Arc<Shared>, stop: CancellationToken) {
                 // This lane is at its own limit; lower lanes may use the pool.
                 continue;
             }
-            empty.push((lane, room));
+            tried += 1;
             last_tried[lane.index()] = Instant::now();
-            match read(&mut con, &sh, &[lane], room, None).await {
-                Ok(ds) => {
+            match read(&mut con, &sh, lane, room).await {
+                Ok(Read::Empty(at)) => empty.push((lane, at)),
+                Ok(Read::Entries(ds)) => {
                     let filled = ds.len() == room;
                     pool_left -= ds.len();
                     took += ds.len();
@@ -194,10 +181,9 @@ pub(super) async fn fetch_loop(sh: Arc<Shared>, stop: CancellationToken) {
             }
         }
         if failed.is_none() && took == 0 {
-            // Block only on lanes just found empty. Lanes skipped for want of room are not
-            // read here even if room has freed meanwhile: the next pass reads them in order.
-            let open: Vec<Lane> = empty.iter().map(|(l, _)| *l).collect();
-            if open.is_empty() {
+            // Wait only on lanes just found empty. Lanes skipped for want of room are not
+            // waited on here even if room has freed meanwhile: the next pass reads them in order.
+            if tried == 0 {
                 // Every lane is at its limit: wait for capacity (or the stop signal).
                 tokio::select! {
                     _ = sh.wake.notified() => {}
@@ -206,15 +192,13 @@ pub(super) async fn fetch_loop(sh: Arc<Shared>, stop: CancellationToken) {
                 }
                 continue;
             }
-            let room = empty.iter().map(|(_, r)| *r).min().unwrap_or(1).clamp(1, sh.opts.batch);
-            match read(&mut con, &sh, &open, room, Some(BLOCK)).await {
-                Ok(ds) => {
-                    for d in &ds {
-                        last_tried[d.lane.index()] = Instant::now();
-                    }
-                    sh.accept(ds);
-                }
-                Err(e) => failed = Some(e),
+            // New entries are read by the fetch script only (it numbers ordered tasks as it
+            // reads), which cannot block: wait for one to arrive after each lane's read position,
+            // then go round again.
+            if !empty.is_empty()
+                && let Err(e) = wait_for_entries(&mut con, &sh, &empty).await
+            {
+                failed = Some(e);
             }
         }
         match failed {
@@ -245,31 +229,62 @@ async fn pause(stop: &CancellationToken, wait: Duration) {
     }
 }
 
+/// What one read of a lane found.
+enum Read {
+    Entries(Vec<Delivery>),
+    /// Nothing new; the group's read position in the lane.
+    Empty(String),
+}
+
+/// Read up to `count` new entries of `lane` (fetch.lua: each new task gets its record, and its
+/// number when ordered, in the same step).
 async fn read(
     con: &mut redis::aio::ConnectionManager,
     sh: &Shared,
-    lanes: &[Lane],
+    lane: Lane,
     count: usize,
-    block: Option<Duration>,
-) -> redis::RedisResult<Vec<Delivery>> {
-    let mut cmd = redis::cmd("XREADGROUP");
-    cmd.arg("GROUP").arg(GROUP).arg(&sh.name).arg("COUNT").arg(count);
-    if let Some(b) = block {
-        cmd.arg("BLOCK").arg(b.as_millis() as u64);
+) -> redis::RedisResult<Read> {
+    let v: Value = sh
+        .engine
+        .scripts()
+        .fetch
+        .key(sh.engine.keys().lane(lane))
+        .arg(sh.engine.keys().root())
+        .arg(GROUP)
+        .arg(&sh.name)
+        .arg(count)
+        .arg(lane.as_str())
+        .arg(lane.index())
+        .arg(sh.engine.order_ttl().as_millis() as u64)
+        .invoke_async(con)
+        .await?;
+    if let Some(at) = crate::engine::status::value_str(&v) {
+        return Ok(Read::Empty(at));
     }
-    cmd.arg("STREAMS");
-    for l in lanes {
-        cmd.arg(sh.engine.keys().lane(*l));
-    }
-    for _ in lanes {
-        cmd.arg(">");
-    }
-    let v: Value = cmd.query_async(con).await?;
-    let (deliveries, bad) = parse_read(sh, &v);
+    let (deliveries, bad) = parse_read(lane, &v);
     if !bad.is_empty() {
         quarantine(sh, bad).await?;
     }
-    Ok(deliveries)
+    Ok(Read::Entries(deliveries))
+}
+
+/// Block until an entry arrives after the read position of one of `lanes` (or [`BLOCK`]
+/// passes). It reads nothing for the group: the next pass does.
+async fn wait_for_entries(
+    con: &mut redis::aio::ConnectionManager,
+    sh: &Shared,
+    lanes: &[(Lane, String)],
+) -> redis::RedisResult<()> {
+    let mut cmd = redis::cmd("XREAD");
+    cmd.arg("COUNT").arg(1).arg("BLOCK").arg(BLOCK.as_millis() as u64).arg("STREAMS");
+    for (l, _) in lanes {
+        cmd.arg(sh.engine.keys().lane(*l));
+    }
+    for (_, at) in lanes {
+        cmd.arg(at);
+    }
+    let _: Value = cmd.query_async(con).await?;
+    Ok(())
 }
 
 #[cfg(test)]

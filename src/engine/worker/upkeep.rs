@@ -114,6 +114,7 @@ async fn claim(sh: &Arc<Shared>, con: &mut redis::aio::ConnectionManager, scan: 
             .arg(now_ms())
             .arg(vt)
             .arg(room)
+            .arg(lane.index())
             .invoke_async(con)
             .await?;
         let Value::Array(items) = v else { continue };

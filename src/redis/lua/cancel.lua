@@ -2,12 +2,28 @@
 -- removed from the retry set, acked and deleted. Running: marked REVOKED and announced, so the
 -- worker running it stops; its ack follows when it does.
 -- KEYS[1] task record, KEYS[2] lane stream, KEYS[3] lane retry set, KEYS[4] revoked set
--- ARGV[1] group, ARGV[2] now (ms), ARGV[3] retention (ms), ARGV[4] cancel channel, ARGV[5] task id
+-- ARGV[1] group, ARGV[2] now (ms), ARGV[3] retention (ms), ARGV[4] cancel channel, ARGV[5] task id,
+-- ARGV[6] the lane entry the id is named after ('' when it names none), ARGV[7] lane name
+-- A task no worker has read yet has no record, only its entry (enqueue.lua): its record is
+-- written here from the entry, and the task cancelled as a queued one.
 -- Returns {'MISSING'} | {'FINISHED', state} | {'REVOKED', 'queued'|'retry'|'running'}
 local key, stream, retry = KEYS[1], KEYS[2], KEYS[3]
 local group, now, ttl, channel, id = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local state = redis.call('HGET', key, 'state')
-if not state then return {'MISSING'} end
+if not state then
+  local named = ARGV[6]
+  local e = named ~= '' and redis.call('XRANGE', stream, named, named)[1]
+  if not e then return {'MISSING'} end
+  local f = {}
+  for j = 1, #e[2], 2 do f[e[2][j]] = e[2][j + 1] end
+  -- an entry that names a task of its own is that task's (a redrive), not this id's
+  if f.id or not f.kind then return {'MISSING'} end
+  local at_us = tonumber(f.at)
+  redis.call('HSET', key, 'kind', f.kind, 'lane', ARGV[7], 'state', 'PENDING', 'entry', named,
+    'created_at', at_us and math.floor(at_us / 1000) or now, 'max_attempts', f.max or '1', 'payload', f.payload or 'null')
+  if f.okey and f.okey ~= '' then redis.call('HSET', key, 'order_key', f.okey) end
+  state = 'PENDING'
+end
 if state == 'SUCCESS' or state == 'FAILURE' or state == 'REVOKED' then return {'FINISHED', state} end
 local entry = redis.call('HGET', key, 'entry')
 local where

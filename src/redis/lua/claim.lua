@@ -7,11 +7,13 @@
 -- whose reply was lost) and would otherwise hold them until it restarts under another name.
 -- KEYS[1] lane stream, KEYS[2] lane retry set
 -- ARGV[1] key root, ARGV[2] group, ARGV[3] consumer, ARGV[4] now (ms), ARGV[5] visibility timeout (ms; 0: skip the scan for dead workers),
--- ARGV[6] most entries to hand out
--- Returns {entry id, fields, deliveries, reason} per entry.
+-- ARGV[6] most entries to hand out, ARGV[7] lane index
+-- Returns {entry id, fields, deliveries, reason} per entry. The fields of an entry that does not
+-- name its task (a task is named after its entry: task_id.lua) are followed by its `id`, and by
+-- its `seq` when it is ordered (fetch.lua numbered it and kept the number in the record).
 local stream, retry = KEYS[1], KEYS[2]
 local root, group, me = ARGV[1], ARGV[2], ARGV[3]
-local now, vt, budget = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local now, vt, budget, lane_index = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local out = {}
 
 local function field(fields, name)
@@ -26,7 +28,10 @@ local function take(entry, deliveries, min_idle, reason)
   local e = got[1]
   if not e or type(e) ~= 'table' or not e[2] then return false end
   local id = field(e[2], 'id')
-  local state = id and redis.call('HGET', root .. 'task:' .. id, 'state')
+  local named = id ~= nil
+  if not named and field(e[2], 'kind') then id = task_id(entry, lane_index) end
+  local f = id and redis.call('HMGET', root .. 'task:' .. id, 'state', 'seq') or {}
+  local state = f[1]
   if state == 'REVOKED' or state == 'SUCCESS' or state == 'FAILURE' then
     redis.call('XACK', stream, group, entry)
     redis.call('XDEL', stream, entry)
@@ -34,6 +39,10 @@ local function take(entry, deliveries, min_idle, reason)
     -- settled here (its worker died before recording it): tasks parked behind it may go
     wake_parked(root, field(e[2], 'okey'), now)
     return false
+  end
+  if id and not named then
+    e[2][#e[2] + 1] = 'id'; e[2][#e[2] + 1] = id
+    if f[2] then e[2][#e[2] + 1] = 'seq'; e[2][#e[2] + 1] = f[2] end
   end
   out[#out + 1] = {entry, e[2], deliveries + 1, reason}
   return true

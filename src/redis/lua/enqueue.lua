@@ -1,25 +1,25 @@
--- Append a batch of tasks to one lane and write their PENDING records, honouring idempotency
--- keys and the lane's depth limit. The payload goes into the entry only: a queued task's record
--- stays small (a compact hash of short fields), and the worker that runs it copies the payload
--- into the record. Only new tasks count against the limit: a repeated
+-- Append a batch of tasks to one lane, honouring idempotency keys and the lane's depth limit.
+-- A queued task is its entry and nothing else: no record, no place in an order key's sequence.
+-- Its id is named after the entry (task_id.lua); the worker that reads the entry writes the
+-- record and numbers ordered tasks (fetch.lua). So an enqueue writes at most two keys: the
+-- idempotency marker and the entry. Only new tasks count against the depth limit: a repeated
 -- idempotency key is answered with the earlier task even when the lane is full.
 -- KEYS[1] lane stream
--- ARGV[1] key root, ARGV[2] now (ms), ARGV[3] lane, ARGV[4] idempotency window (ms),
--- ARGV[5] depth limit (0: none), ARGV[6] now (µs, kept in the entry to measure waits),
--- ARGV[7] consumer group, ARGV[8] how long an order key's sequence is kept (ms);
--- then per task: id, kind, payload, max attempts, idempotency key ('' for none), order key ('' for none)
--- Tasks with an order key get the next number of that key's sequence (in the entry and the record)
--- and are listed under it, so workers can run them one after the other (see turn.lua).
+-- ARGV[1] key root, ARGV[2] lane index, ARGV[3] idempotency window (ms), ARGV[4] depth limit
+-- (0: none), ARGV[5] now (µs, kept in the entry to measure waits), ARGV[6] consumer group;
+-- then per task: kind, payload, max attempts, idempotency key ('' for none), whether a repeat
+-- must name the earlier task ('1') or only be told apart ('' : the marker holds no id, as for
+-- webhooks' message ids), order key ('' for none)
 -- The depth that counts is the lane's outstanding work (entries not yet read plus entries
 -- delivered and not acked), not XLEN: acked entries wait behind the oldest pending one to be
 -- trimmed, and must not make a lane look full.
--- Returns per task: its own id, the earlier task's id when the idempotency key was seen, or
--- false when the lane is full (nothing was stored for it, its idempotency key included).
-local stream, root, now, lane = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
-local window, limit = ARGV[4], tonumber(ARGV[5])
-local now_us, group, order_ttl = ARGV[6], ARGV[7], ARGV[8]
-local per = 6
-local n = (#ARGV - 8) / per
+-- Returns per task: 'n' .. the new entry's id; 'e' .. the earlier task's id when the
+-- idempotency key was seen; 'd' when it was seen and no id was kept; false when the lane is
+-- full (nothing was stored for it, its idempotency key included).
+local stream, root, lane_index = KEYS[1], ARGV[1], tonumber(ARGV[2])
+local window, limit, now_us, group = ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6]
+local per, head = 6, 6
+local n = (#ARGV - head) / per
 local room = -1
 if limit > 0 then
   local depth
@@ -37,36 +37,26 @@ if limit > 0 then
 end
 local out = {}
 for i = 0, n - 1 do
-  local a = 9 + i * per
-  local id, kind, payload, max, idem, okey = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
-  local earlier = false
-  if idem ~= '' then
-    -- set only if absent, and learn the earlier owner in the same call
-    earlier = redis.call('SET', root .. 'idem:' .. idem, id, 'NX', 'PX', window, 'GET')
-  end
+  local a = head + 1 + i * per
+  local kind, payload, max, idem, named, okey = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
+  local marker = idem ~= '' and root .. 'idem:' .. idem
+  -- set only if absent, and learn of an earlier owner in the same call
+  local earlier = marker and redis.call('SET', marker, '1', 'NX', 'PX', window, 'GET')
   if earlier then
-    out[#out + 1] = earlier
+    out[#out + 1] = named == '1' and earlier ~= '1' and 'e' .. earlier or 'd'
   elseif room == 0 then
-    if idem ~= '' then redis.call('DEL', root .. 'idem:' .. idem) end
+    if marker then redis.call('DEL', marker) end
     out[#out + 1] = false
   else
     if room > 0 then room = room - 1 end
+    local entry
     if okey == '' then
-      local entry = redis.call('XADD', stream, '*', 'id', id, 'kind', kind, 'payload', payload, 'at', now_us, 'max', max)
-      redis.call('HSET', root .. 'task:' .. id, 'kind', kind, 'lane', lane, 'state', 'PENDING', 'created_at', now,
-        'entry', entry, 'max_attempts', max)
+      entry = redis.call('XADD', stream, '*', 'kind', kind, 'payload', payload, 'at', now_us, 'max', max)
     else
-      local order = root .. 'order:' .. okey
-      -- as text once: Lua would format the number for every command it is passed to
-      local seq = tostring(redis.call('HINCRBY', order, 'next', 1))
-      redis.call('HSET', order, seq, id)
-      redis.call('PEXPIRE', order, order_ttl)
-      local entry = redis.call('XADD', stream, '*', 'id', id, 'kind', kind, 'payload', payload, 'at', now_us, 'max', max,
-        'okey', okey, 'seq', seq)
-      redis.call('HSET', root .. 'task:' .. id, 'kind', kind, 'lane', lane, 'state', 'PENDING', 'created_at', now,
-        'entry', entry, 'max_attempts', max, 'order_key', okey, 'seq', seq)
+      entry = redis.call('XADD', stream, '*', 'kind', kind, 'payload', payload, 'at', now_us, 'max', max, 'okey', okey)
     end
-    out[#out + 1] = id
+    if marker and named == '1' then redis.call('SET', marker, task_id(entry, lane_index), 'XX', 'KEEPTTL') end
+    out[#out + 1] = 'n' .. entry
   end
 end
 return out
