@@ -83,6 +83,20 @@ fn group_info(v: &redis::Value) -> HashMap<String, redis::Value> {
     out
 }
 
+/// `XINFO GROUPS` of a stream that does not exist.
+fn is_missing_stream(e: &redis::RedisError) -> bool {
+    e.to_string().contains("no such key")
+}
+
+/// Is stream entry `a` after `b`? (`<ms>-<seq>` ids, compared as numbers.)
+pub(crate) fn entry_after(a: &str, b: &str) -> bool {
+    let parse = |e: &str| {
+        let (ms, seq) = e.split_once('-').unwrap_or((e, "0"));
+        (ms.parse::<u64>().unwrap_or(0), seq.parse::<u64>().unwrap_or(0))
+    };
+    parse(a) > parse(b)
+}
+
 fn ms_field(map: &HashMap<String, String>, key: &str) -> Option<u64> {
     map.get(key).and_then(|v| v.parse().ok())
 }
@@ -136,7 +150,7 @@ impl Engine {
             redis::cmd("HGET").arg(self.keys().task(id)).arg("state").query_async(&mut con).await?;
         match state {
             Some(s) => Ok(TaskState::parse(&s)),
-            None => Ok(self.queued_task(id).await?.map(|_| TaskState::Pending)),
+            None => Ok(self.queued_task(id).await?.and_then(|m| m.get("state").and_then(|s| TaskState::parse(s)))),
         }
     }
 
@@ -172,16 +186,30 @@ impl Engine {
     }
 
     /// A task that no worker has read yet: it has no record, only the lane entry its id is named
-    /// after. Its fields as a PENDING record's, or `None` when there is no such entry (nor, by
-    /// now, a record: a worker may have read the entry meanwhile, and the record is read again).
+    /// after. Its fields as a PENDING record's, or `None` when there is no such entry still
+    /// waiting to be read (nor, by then, a record: a worker may have read the entry meanwhile,
+    /// and the record is read again). An entry already read whose record is gone (expired, and
+    /// the entry not trimmed yet) is no queued task.
     async fn queued_task(&self, id: &str) -> Result<Option<HashMap<String, String>>, EngineError> {
         let Some((lane, entry)) = entry_of_task(id) else { return Ok(None) };
         let mut con = self.conn();
-        let v: redis::Value =
-            redis::cmd("XRANGE").arg(self.keys().lane(lane)).arg(&entry).arg(&entry).query_async(&mut con).await?;
+        let stream = self.keys().lane(lane);
+        let (v, groups): (redis::Value, redis::Value) = redis::pipe()
+            .cmd("XRANGE")
+            .arg(&stream)
+            .arg(&entry)
+            .arg(&entry)
+            .cmd("XINFO")
+            .arg("GROUPS")
+            .arg(&stream)
+            .query_async(&mut con)
+            .await
+            .or_else(|e| if is_missing_stream(&e) { Ok((redis::Value::Nil, redis::Value::Nil)) } else { Err(e) })?;
+        let read_up_to = group_info(&groups).get("last-delivered-id").and_then(value_str);
+        let unread = read_up_to.is_none_or(|at| entry_after(&entry, &at));
         let fields = super::worker::parse_entries(&v).into_iter().next().map(|(_, f)| f);
         // An entry that names a task of its own belongs to that task (a redrive), not to this id.
-        let Some(fields) = fields.filter(|f| f.iter().all(|(k, _)| k != "id")) else {
+        let Some(fields) = fields.filter(|f| unread && f.iter().all(|(k, _)| k != "id")) else {
             let map: HashMap<String, String> =
                 redis::cmd("HGETALL").arg(self.keys().task(id)).query_async(&mut con).await?;
             return Ok((!map.is_empty()).then_some(map));
@@ -198,6 +226,17 @@ impl Engine {
             ("max_attempts".to_string(), max),
         ]);
         Ok(Some(map))
+    }
+
+    /// The group's read position in `lane`: entries after it have not been read yet.
+    pub(crate) async fn read_position(&self, lane: Lane) -> Result<Option<String>, EngineError> {
+        let mut con = self.conn();
+        match redis::cmd("XINFO").arg("GROUPS").arg(self.keys().lane(lane)).query_async::<redis::Value>(&mut con).await
+        {
+            Ok(v) => Ok(group_info(&v).get("last-delivered-id").and_then(value_str)),
+            Err(e) if is_missing_stream(&e) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Every lane's figures and the DLQ's size, in one round trip.
@@ -375,5 +414,18 @@ impl Engine {
             }
             _ => Err(EngineError::NotFound(id.to_string())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn entries_compare_as_numbers() {
+        use super::entry_after;
+        assert!(entry_after("1700000000001-0", "1700000000000-9"));
+        assert!(entry_after("1700000000000-10", "1700000000000-9"));
+        assert!(!entry_after("1700000000000-9", "1700000000000-9"));
+        assert!(!entry_after("999-0", "1000-0"));
+        assert!(entry_after("1-0", "0-0"));
     }
 }

@@ -274,7 +274,10 @@ pub fn entry_of_task(id: &str) -> Option<(Lane, String)> {
         return None;
     }
     let seq = (variant & 0x3fff) << 48 | hex(24..36)?;
-    Some((lane, format!("{ms}-{seq}")))
+    let entry = format!("{ms}-{seq}");
+    // Only the id as it was given out: the same hex in capitals would name the same entry under
+    // another record key.
+    (task_id_for_entry(lane, &entry)? == id).then_some((lane, entry))
 }
 
 #[cfg(test)]
@@ -303,8 +306,9 @@ mod tests {
             .map(|e| task_id_for_entry(Lane::Analytics, e).unwrap())
             .collect();
         assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
-        // ULIDs, other UUIDs and garbage name no entry.
+        // ULIDs, other UUIDs, the id in capitals and garbage name no entry.
         for other in [
+            "01A234C1-F1C5-7001-8000-000000000007",
             "01JDQ4ZK3V7Y8W9X0A1B2C3D4E",
             "01a234c1-f1c5-4001-8000-000000000007",
             "01a234c1-f1c5-7003-8000-000000000007",

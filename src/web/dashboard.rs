@@ -21,6 +21,7 @@ use super::auth::{random_token, token_matches};
 use super::{AppState, RawBody};
 use crate::conversation::flow::key_for_id;
 use crate::conversation::store::Store;
+use crate::engine::status::entry_after;
 use crate::engine::{Engine, EngineError, Lane, format_ms};
 
 const COOKIE: &str = "sy_session";
@@ -372,6 +373,8 @@ struct TaskView {
 
 struct RecentRow {
     id: String,
+    /// The lane entry, to tell a task still queued from one whose record is gone.
+    entry: String,
     kind: String,
     lane: &'static str,
     state: String,
@@ -429,6 +432,7 @@ async fn recent_tasks(engine: &Engine, kind: &str) -> Result<Vec<RecentRow>, Eng
             let id = Some(get("id")).filter(|id| !id.is_empty());
             rows.push(RecentRow {
                 id: id.or_else(|| crate::engine::task_id_for_entry(lane, &entry)).unwrap_or_default(),
+                entry: entry.clone(),
                 kind: task_kind,
                 lane: lane.as_str(),
                 state: String::new(),
@@ -445,9 +449,15 @@ async fn recent_tasks(engine: &Engine, kind: &str) -> Result<Vec<RecentRow>, Eng
             pipe.cmd("HGET").arg(engine.keys().task(&r.id)).arg("state");
         }
         let states: Vec<Option<String>> = pipe.query_async(&mut con).await?;
+        let mut read_up_to = Vec::new();
+        for lane in Lane::ALL {
+            read_up_to.push(engine.read_position(lane).await?);
+        }
         for (r, s) in rows.iter_mut().zip(states) {
-            // No record yet: no worker has read the entry.
-            r.state = s.unwrap_or_else(|| "PENDING".into());
+            // No record: queued if no worker has read the entry yet (else its record is gone).
+            let lane = Lane::parse(r.lane).unwrap_or(Lane::Analytics);
+            let unread = read_up_to[lane.index()].as_deref().is_none_or(|at| entry_after(&r.entry, at));
+            r.state = s.unwrap_or_else(|| if unread { "PENDING".into() } else { "—".into() });
         }
     }
     Ok(rows)

@@ -527,6 +527,32 @@ async fn a_queued_task_is_its_entry_until_a_worker_reads_it() {
     assert_eq!(outcomes(&done), ["lost", "success"], "{done:?}");
 }
 
+/// Only an entry no worker has read yet stands for a queued task, and only under the id it was
+/// given: once read, the record speaks for the task, and when the record is gone (expired before
+/// the entry was trimmed) the task is not found rather than queued again; the same id in
+/// capitals names no task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_entry_whose_record_is_gone_is_no_queued_task() {
+    let env = TestEnv::new("entry-read").await;
+    let (router, _) = env.router();
+    let id = env.engine.enqueue(noop()).await.unwrap();
+    let upper = id.to_uppercase();
+    assert_eq!(admin(&router, "GET", &format!("/tasks/{upper}"), None).await.status, StatusCode::NOT_FOUND);
+    let r = admin(&router, "POST", &format!("/tasks/{upper}/cancel"), None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+    assert_eq!(env.status(&id).await.status, TaskState::Pending, "the task itself is untouched");
+
+    env.read_as(Lane::Analytics, "reader", 10).await;
+    let mut con = env.engine.conn();
+    let _: i64 = redis::cmd("DEL").arg(env.engine.keys().task(&id)).query_async(&mut con).await.unwrap();
+    assert_eq!(env.lane_len(Lane::Analytics).await, 1, "the entry is still in the lane");
+    assert_eq!(admin(&router, "GET", &format!("/tasks/{id}"), None).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(env.engine.task_state(&id).await.unwrap(), None);
+    assert!(matches!(env.engine.cancel(&id).await, Err(switchyard::engine::EngineError::NotFound(_))));
+    let exists: bool = redis::cmd("EXISTS").arg(env.engine.keys().task(&id)).query_async(&mut con).await.unwrap();
+    assert!(!exists, "a failed cancel writes no record");
+}
+
 /// A dedup key queues once and, unlike an idempotency key, keeps no id to answer repeats with.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dedup_key_queues_once_without_naming_the_first_task() {

@@ -195,7 +195,9 @@ pub(super) async fn fetch_loop(sh: Arc<Shared>, stop: CancellationToken) {
             // New entries are read by the fetch script only (it numbers ordered tasks as it
             // reads), which cannot block: wait for one to arrive after each lane's read position,
             // then go round again.
-            if !empty.is_empty()
+            // Only when every lane read came back empty: one that held entries which were no
+            // tasks (set aside above) may hold more.
+            if empty.len() == tried
                 && let Err(e) = wait_for_entries(&mut con, &sh, &empty).await
             {
                 failed = Some(e);

@@ -14,6 +14,21 @@ if not state then
   local named = ARGV[6]
   local e = named ~= '' and redis.call('XRANGE', stream, named, named)[1]
   if not e then return {'MISSING'} end
+  -- an entry a worker has read has a record; one read whose record is gone (expired before
+  -- the entry was trimmed) is no queued task
+  local function parts(s)
+    local ms, seq = string.match(s, '^(%d+)-(%d+)$')
+    return tonumber(ms) or 0, tonumber(seq) or 0
+  end
+  for _, g in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
+    local f = {}
+    for j = 1, #g, 2 do f[g[j]] = g[j + 1] end
+    if f['name'] == group then
+      local ems, eseq = parts(named)
+      local rms, rseq = parts(f['last-delivered-id'])
+      if ems < rms or (ems == rms and eseq <= rseq) then return {'MISSING'} end
+    end
+  end
   local f = {}
   for j = 1, #e[2], 2 do f[e[2][j]] = e[2][j + 1] end
   -- an entry that names a task of its own is that task's (a redrive), not this id's
