@@ -185,28 +185,42 @@ impl Engine {
         Ok(Some(task_status_from(id, map)))
     }
 
-    /// A task that no worker has read yet: it has no record, only the lane entry its id is named
-    /// after. Its fields as a PENDING record's, or `None` when there is no such entry still
-    /// waiting to be read (nor, by then, a record: a worker may have read the entry meanwhile,
-    /// and the record is read again). An entry already read whose record is gone (expired, and
-    /// the entry not trimmed yet) is no queued task.
+    /// A task that no worker has started yet may have no record, only the lane entry its id is
+    /// named after. Its fields as a PENDING record's, or `None` when there is no such entry still
+    /// waiting to be read or started (nor, by then, a record: a worker may have started it
+    /// meanwhile, and the record is read again). An entry acknowledged whose record is gone
+    /// (expired, and the entry not trimmed yet) is no queued task.
     async fn queued_task(&self, id: &str) -> Result<Option<HashMap<String, String>>, EngineError> {
         let Some((lane, entry)) = entry_of_task(id) else { return Ok(None) };
         let mut con = self.conn();
         let stream = self.keys().lane(lane);
-        let (v, groups): (redis::Value, redis::Value) = redis::pipe()
+        let (v, pending, groups): (redis::Value, redis::Value, redis::Value) = redis::pipe()
             .cmd("XRANGE")
             .arg(&stream)
             .arg(&entry)
             .arg(&entry)
+            .cmd("XPENDING")
+            .arg(&stream)
+            .arg(GROUP)
+            .arg(&entry)
+            .arg(&entry)
+            .arg(1)
             .cmd("XINFO")
             .arg("GROUPS")
             .arg(&stream)
             .query_async(&mut con)
             .await
-            .or_else(|e| if is_missing_stream(&e) { Ok((redis::Value::Nil, redis::Value::Nil)) } else { Err(e) })?;
+            .or_else(|e| {
+                if is_missing_stream(&e) || crate::redis::is_nogroup(&e) {
+                    Ok((redis::Value::Nil, redis::Value::Nil, redis::Value::Nil))
+                } else {
+                    Err(e)
+                }
+            })?;
         let read_up_to = group_info(&groups).get("last-delivered-id").and_then(value_str);
-        let unread = read_up_to.is_none_or(|at| entry_after(&entry, &at));
+        // Not read yet, or read and about to start (its record is written when it starts).
+        let about_to_start = matches!(&pending, redis::Value::Array(p) if !p.is_empty());
+        let unread = about_to_start || read_up_to.is_none_or(|at| entry_after(&entry, &at));
         let fields = super::worker::parse_entries(&v).into_iter().next().map(|(_, f)| f);
         // An entry that names a task of its own belongs to that task (a redrive), not to this id.
         let Some(fields) = fields.filter(|f| unread && f.iter().all(|(k, _)| k != "id")) else {
@@ -215,14 +229,14 @@ impl Engine {
             return Ok((!map.is_empty()).then_some(map));
         };
         let mut map: HashMap<String, String> = fields.into_iter().collect();
-        let created = map.get("at").and_then(|at| at.parse::<u64>().ok()).map(|us| us / 1000);
-        let created = created.or_else(|| entry.split_once('-').and_then(|(ms, _)| ms.parse().ok())).unwrap_or(0);
+        // Queued when it was appended: the entry's own millisecond (as fetch.lua records it).
+        let created = entry.split_once('-').map(|(ms, _)| ms.to_string()).unwrap_or_default();
         let max = map.remove("max").unwrap_or_else(|| "1".into());
         map.extend([
             ("state".to_string(), "PENDING".to_string()),
             ("lane".to_string(), lane.as_str().to_string()),
             ("entry".to_string(), entry),
-            ("created_at".to_string(), created.to_string()),
+            ("created_at".to_string(), created),
             ("max_attempts".to_string(), max),
         ]);
         Ok(Some(map))

@@ -476,9 +476,9 @@ async fn worker_and_api_recover_from_a_redis_restart() {
 // ---------------------------------------------------------------------------------------------
 
 /// A queued task is its lane entry alone: its id names the entry, a status lookup reads the
-/// entry, and the record is written when a worker reads it — under the same id.
+/// entry, and the record is written when the task starts — under the same id.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_queued_task_is_its_entry_until_a_worker_reads_it() {
+async fn a_queued_task_is_its_entry_until_a_worker_starts_it() {
     let env = TestEnv::new("queued-entry").await;
     let (router, _) = env.router();
     let before = now_ms();
@@ -489,8 +489,10 @@ async fn a_queued_task_is_its_entry_until_a_worker_reads_it() {
     assert_eq!(entries.ids.len(), 1);
     let entry = entries.ids[0].id.clone();
     assert_eq!(switchyard::engine::entry_of_task(&id), Some((Lane::Analytics, entry.clone())), "{id}");
-    let exists: bool = redis::cmd("EXISTS").arg(env.engine.keys().task(&id)).query_async(&mut con).await.unwrap();
-    assert!(!exists, "nothing but the entry is written at enqueue");
+    let record_exists = async |con: &mut redis::aio::ConnectionManager| -> bool {
+        redis::cmd("EXISTS").arg(env.engine.keys().task(&id)).query_async(con).await.unwrap()
+    };
+    assert!(!record_exists(&mut con).await, "nothing but the entry is written at enqueue");
 
     // What a user sees of it meanwhile: the API and the engine read the entry.
     let r = admin(&router, "GET", &format!("/tasks/{id}"), None).await;
@@ -509,31 +511,49 @@ async fn a_queued_task_is_its_entry_until_a_worker_reads_it() {
     assert_eq!(admin(&router, "GET", &format!("/tasks/{gone}"), None).await.status, StatusCode::NOT_FOUND);
     assert!(env.engine.task_status(&gone).await.unwrap().is_none());
 
-    // A worker's read writes the record, PENDING until the attempt starts.
+    // Read by a worker that never starts it: still PENDING, still read from the entry.
     env.read_as(Lane::Analytics, "reader", 10).await;
-    let record: std::collections::HashMap<String, String> =
-        redis::cmd("HGETALL").arg(env.engine.keys().task(&id)).query_async(&mut con).await.unwrap();
-    assert_eq!(record.get("state").map(String::as_str), Some("PENDING"), "{record:?}");
-    assert_eq!(record.get("entry"), Some(&entry), "{record:?}");
-    assert_eq!(record.get("kind").map(String::as_str), Some("diag.sleep"), "{record:?}");
-    assert_eq!(record.get("max_attempts").map(String::as_str), Some("2"), "{record:?}");
+    assert!(!record_exists(&mut con).await, "an unordered task's record is written when it starts");
     let s = env.status(&id).await;
     assert_eq!((s.status, s.created_at.as_deref()), (TaskState::Pending, Some(created.as_str())));
 
-    // The reader went away; the next worker reclaims the entry and runs the task under its id.
+    // The reader went away; the next worker reclaims the entry and runs the task under its id,
+    // and its first start writes the record's fields from the entry.
     let _worker = env.start_worker();
     let done = env.wait_state(&id, TaskState::Success).await;
     assert_eq!(done.payload, json!({"ms": 10}));
     assert_eq!(outcomes(&done), ["lost", "success"], "{done:?}");
+    assert_eq!(
+        (done.kind.as_str(), done.lane, done.max_attempts, done.created_at.as_deref()),
+        ("diag.sleep", Some(Lane::Analytics), 2, Some(created.as_str()))
+    );
 }
 
-/// Only an entry no worker has read yet stands for a queued task, and only under the id it was
-/// given: once read, the record speaks for the task, and when the record is gone (expired before
-/// the entry was trimmed) the task is not found rather than queued again; the same id in
-/// capitals names no task.
+/// A task read by a worker but not started yet has no record; cancelling it then stops it as a
+/// running one: it never runs, and the worker that holds it lets it go.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_read_entry_whose_record_is_gone_is_no_queued_task() {
-    let env = TestEnv::new("entry-read").await;
+async fn a_task_cancelled_between_read_and_start_never_runs() {
+    let env = TestEnv::new("cancel-read").await;
+    let id = env.engine.enqueue(sleep_task(10)).await.unwrap();
+    env.read_as(Lane::Analytics, "reader", 10).await;
+    assert_eq!(env.engine.cancel(&id).await.unwrap(), TaskState::Revoked);
+    let s = env.status(&id).await;
+    assert_eq!((s.status, &s.payload, s.kind.as_str()), (TaskState::Revoked, &json!({"ms": 10}), "diag.sleep"));
+    // The reader is gone; the worker that reclaims the entry finds it cancelled and lets it go.
+    let worker = env.start_worker();
+    wait_until("the cancelled entry is let go", async || env.lane_pending(Lane::Analytics).await == 0).await;
+    let s = env.status(&id).await;
+    assert_eq!(s.status, TaskState::Revoked);
+    assert!(s.history.is_empty() && s.started_at.is_none(), "it never ran: {s:?}");
+    assert_eq!(worker.completed(), 0);
+}
+
+/// Only an entry not yet read, or read and not yet started, stands for a task without a record,
+/// and only under the id it was given: an acknowledged entry whose record is gone (expired before
+/// the entry was trimmed) is no task, and the same id in capitals names no task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledged_entry_whose_record_is_gone_is_no_task() {
+    let env = TestEnv::new("entry-acked").await;
     let (router, _) = env.router();
     let id = env.engine.enqueue(noop()).await.unwrap();
     let upper = id.to_uppercase();
@@ -543,8 +563,16 @@ async fn a_read_entry_whose_record_is_gone_is_no_queued_task() {
     assert_eq!(env.status(&id).await.status, TaskState::Pending, "the task itself is untouched");
 
     env.read_as(Lane::Analytics, "reader", 10).await;
+    let entry = switchyard::engine::entry_of_task(&id).unwrap().1;
     let mut con = env.engine.conn();
-    let _: i64 = redis::cmd("DEL").arg(env.engine.keys().task(&id)).query_async(&mut con).await.unwrap();
+    let acked: i64 = redis::cmd("XACK")
+        .arg(env.lane_key(Lane::Analytics))
+        .arg("workers")
+        .arg(&entry)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(acked, 1);
     assert_eq!(env.lane_len(Lane::Analytics).await, 1, "the entry is still in the lane");
     assert_eq!(admin(&router, "GET", &format!("/tasks/{id}"), None).await.status, StatusCode::NOT_FOUND);
     assert_eq!(env.engine.task_state(&id).await.unwrap(), None);

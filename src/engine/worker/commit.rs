@@ -25,6 +25,18 @@ pub(crate) struct Start {
     pub started_ms: u64,
     /// Copied into the record: a queued task's payload is in its entry only.
     pub payload: String,
+    /// For a task with no record yet: what its first start writes from the entry.
+    pub first: Option<FirstFields>,
+}
+
+/// The fields of a record that come from the task's entry, written by the first start of a task
+/// that has no record yet (a new task without an order key).
+#[derive(Clone)]
+pub(crate) struct FirstFields {
+    pub kind: String,
+    pub lane: Lane,
+    pub entry: String,
+    pub max: u32,
 }
 
 pub(crate) struct Done {
@@ -42,6 +54,8 @@ pub(crate) struct Done {
     pub run: Duration,
     /// Copied into the record when its start was not written (see `split`); empty otherwise.
     pub payload: String,
+    /// What that start would have written into a record that does not exist yet.
+    pub first: Option<FirstFields>,
 }
 
 pub(crate) struct Failed {
@@ -164,13 +178,14 @@ fn split(batch: Vec<Event>) -> (Vec<Start>, Vec<Done>, Vec<Failed>) {
         let mut carried = Vec::new();
         starts.retain_mut(|s| match finished.get(&(s.id.as_str(), s.attempt)) {
             Some(&i) => {
-                carried.push((i, std::mem::take(&mut s.payload)));
+                carried.push((i, std::mem::take(&mut s.payload), s.first.take()));
                 false
             }
             None => true,
         });
-        for (i, payload) in carried {
+        for (i, payload, first) in carried {
             dones[i].payload = payload;
+            dones[i].first = first;
         }
     }
     (starts, dones, fails)
@@ -203,6 +218,7 @@ async fn write(
         inv.arg(keys.root()).arg(&sh.name);
         for s in starts {
             inv.arg(&s.id).arg(s.attempt).arg(s.base).arg(s.started_ms).arg(&s.payload);
+            first_fields(&mut inv, s.first.as_ref());
         }
         start_inv = inv;
         pipe.invoke_script(&start_inv);
@@ -220,6 +236,7 @@ async fn write(
                 .arg(d.base)
                 .arg(d.order_key.as_deref().unwrap_or(""))
                 .arg(&d.payload);
+            first_fields(&mut inv, d.first.as_ref());
         }
         finish_inv = inv;
         pipe.invoke_script(&finish_inv);
@@ -256,6 +273,14 @@ async fn write(
     let finished = as_vec(next(!dones.is_empty())).iter().filter_map(crate::engine::status::value_str).collect();
     let failed = as_vec(next(!fails.is_empty())).iter().filter_map(crate::engine::status::value_str).collect();
     Ok(Replies { started, finished, failed })
+}
+
+/// kind, lane, entry and max attempts, or four empty arguments.
+fn first_fields(inv: &mut redis::ScriptInvocation<'_>, first: Option<&FirstFields>) {
+    match first {
+        Some(f) => inv.arg(&f.kind).arg(f.lane.as_str()).arg(&f.entry).arg(f.max),
+        None => inv.arg("").arg("").arg("").arg(""),
+    };
 }
 
 fn after_write(sh: &Shared, starts: &[Start], dones: &[Done], fails: &[Failed], r: Replies) {

@@ -75,15 +75,26 @@ pub(crate) struct Delivery {
     pub deliveries: u32,
     /// The order key and this task's number in its sequence, for ordered tasks.
     pub order: Option<(String, u64)>,
+    /// A new task without a record: its first start writes the record's fields that come from
+    /// the entry (ordered tasks get their record when read, redriven ones keep theirs).
+    pub unrecorded: bool,
 }
 
 impl Delivery {
     pub fn from_fields(lane: Lane, entry: String, fields: &[(String, String)], deliveries: u32) -> Option<Delivery> {
         let get = |k: &str| fields.iter().find(|(f, _)| f == k).map(|(_, v)| v.as_str());
+        let kind = get("kind")?.to_string();
+        // A task is named after its entry unless the entry names it (fetch.lua and claim.lua add
+        // the id of ordered tasks, which have their record from the read).
+        let (id, unrecorded) = match get("id") {
+            Some(id) => (id.to_string(), false),
+            None => (crate::engine::task_id_for_entry(lane, &entry)?, true),
+        };
         Some(Delivery {
             lane,
-            id: get("id")?.to_string(),
-            kind: get("kind")?.to_string(),
+            id,
+            kind,
+            unrecorded,
             payload: get("payload").unwrap_or("null").to_string(),
             at_us: get("at").and_then(|v| v.parse().ok()).unwrap_or(0),
             max: get("max").and_then(|v| v.parse().ok()).unwrap_or(1),
@@ -94,6 +105,16 @@ impl Delivery {
                 _ => None,
             },
             entry,
+        })
+    }
+
+    /// What the first start of a task without a record writes from its entry.
+    pub(crate) fn first_fields(&self) -> Option<commit::FirstFields> {
+        self.unrecorded.then(|| commit::FirstFields {
+            kind: self.kind.clone(),
+            lane: self.lane,
+            entry: self.entry.clone(),
+            max: self.max,
         })
     }
 

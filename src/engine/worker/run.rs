@@ -81,7 +81,14 @@ async fn run(sh: Arc<Shared>, d: Delivery, permits: (OwnedSemaphorePermit, Owned
             let _ = w.lock().unwrap_or_else(|e| e.into_inner()).record(wait_us.max(1));
         }
     }
-    sh.commit(Event::Start(Start { id: d.id.clone(), attempt, base: d.base, started_ms, payload: d.payload.clone() }));
+    sh.commit(Event::Start(Start {
+        id: d.id.clone(),
+        attempt,
+        base: d.base,
+        started_ms,
+        payload: d.payload.clone(),
+        first: d.first_fields(),
+    }));
 
     let ended = if d.deliveries > d.max {
         // Delivered more often than it may run: its workers keep dying on it. Do not run it again.
@@ -336,6 +343,7 @@ fn record(
                 attempt_json: attempt_json(sh, d, started_ms, elapsed, "success", None),
                 run: elapsed,
                 payload: String::new(),
+                first: None,
             });
         }
         Ended::Outcome(Outcome::Retry { after, error }) => (true, "retry", error, after),

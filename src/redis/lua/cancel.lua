@@ -4,8 +4,9 @@
 -- KEYS[1] task record, KEYS[2] lane stream, KEYS[3] lane retry set, KEYS[4] revoked set
 -- ARGV[1] group, ARGV[2] now (ms), ARGV[3] retention (ms), ARGV[4] cancel channel, ARGV[5] task id,
 -- ARGV[6] the lane entry the id is named after ('' when it names none), ARGV[7] lane name
--- A task no worker has read yet has no record, only its entry (enqueue.lua): its record is
--- written here from the entry, and the task cancelled as a queued one.
+-- A task no worker has started yet may have no record, only its entry (enqueue.lua): its record
+-- is written here from the entry, and the task cancelled as a queued one — or as a running one
+-- when a worker has read it.
 -- Returns {'MISSING'} | {'FINISHED', state} | {'REVOKED', 'queued'|'retry'|'running'}
 local key, stream, retry = KEYS[1], KEYS[2], KEYS[3]
 local group, now, ttl, channel, id = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
@@ -14,8 +15,9 @@ if not state then
   local named = ARGV[6]
   local e = named ~= '' and redis.call('XRANGE', stream, named, named)[1]
   if not e then return {'MISSING'} end
-  -- an entry a worker has read has a record; one read whose record is gone (expired before
-  -- the entry was trimmed) is no queued task
+  -- an entry a worker has read and not acknowledged is a task about to start (start.lua writes
+  -- its record), cancelled below as a running one; one acknowledged whose record is gone
+  -- (expired before the entry was trimmed) is no task any more
   local function parts(s)
     local ms, seq = string.match(s, '^(%d+)-(%d+)$')
     return tonumber(ms) or 0, tonumber(seq) or 0
@@ -26,16 +28,17 @@ if not state then
     if f['name'] == group then
       local ems, eseq = parts(named)
       local rms, rseq = parts(f['last-delivered-id'])
-      if ems < rms or (ems == rms and eseq <= rseq) then return {'MISSING'} end
+      if (ems < rms or (ems == rms and eseq <= rseq)) and #redis.call('XPENDING', stream, group, named, named, 1) == 0 then
+        return {'MISSING'}
+      end
     end
   end
   local f = {}
   for j = 1, #e[2], 2 do f[e[2][j]] = e[2][j + 1] end
   -- an entry that names a task of its own is that task's (a redrive), not this id's
   if f.id or not f.kind then return {'MISSING'} end
-  local at_us = tonumber(f.at)
   redis.call('HSET', key, 'kind', f.kind, 'lane', ARGV[7], 'state', 'PENDING', 'entry', named,
-    'created_at', at_us and math.floor(at_us / 1000) or now, 'max_attempts', f.max or '1', 'payload', f.payload or 'null')
+    'created_at', string.match(named, '^(%d+)'), 'max_attempts', f.max or '1', 'payload', f.payload or 'null')
   if f.okey and f.okey ~= '' then redis.call('HSET', key, 'order_key', f.okey) end
   state = 'PENDING'
 end

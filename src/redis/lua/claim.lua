@@ -8,9 +8,9 @@
 -- KEYS[1] lane stream, KEYS[2] lane retry set
 -- ARGV[1] key root, ARGV[2] group, ARGV[3] consumer, ARGV[4] now (ms), ARGV[5] visibility timeout (ms; 0: skip the scan for dead workers),
 -- ARGV[6] most entries to hand out, ARGV[7] lane index
--- Returns {entry id, fields, deliveries, reason} per entry. The fields of an entry that does not
--- name its task (a task is named after its entry: task_id.lua) are followed by its `id`, and by
--- its `seq` when it is ordered (fetch.lua numbered it and kept the number in the record).
+-- Returns {entry id, fields, deliveries, reason} per entry. The fields of an ordered task's entry
+-- that does not name its task (a task is named after its entry: task_id.lua) are followed by its
+-- `id` and `seq`, as fetch.lua gave them (kept in the record).
 local stream, retry = KEYS[1], KEYS[2]
 local root, group, me = ARGV[1], ARGV[2], ARGV[3]
 local now, vt, budget, lane_index = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
@@ -40,9 +40,9 @@ local function take(entry, deliveries, min_idle, reason)
     wake_parked(root, field(e[2], 'okey'), now)
     return false
   end
-  if id and not named then
+  if id and not named and f[2] then
     e[2][#e[2] + 1] = 'id'; e[2][#e[2] + 1] = id
-    if f[2] then e[2][#e[2] + 1] = 'seq'; e[2][#e[2] + 1] = f[2] end
+    e[2][#e[2] + 1] = 'seq'; e[2][#e[2] + 1] = f[2]
   end
   out[#out + 1] = {entry, e[2], deliveries + 1, reason}
   return true

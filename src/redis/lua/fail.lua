@@ -26,7 +26,9 @@ for i = 1, (#KEYS - 2) / 2 do
   local okey = ARGV[a + 8]
   local key = root .. 'task:' .. id
   local pending = redis.call('XPENDING', stream, group, entry, entry, 1)
-  if #pending == 0 or pending[1][2] ~= worker or redis.call('HGET', key, 'entry') ~= entry then
+  -- a task handed back before it started may have no record yet (start.lua writes it)
+  local recorded = redis.call('HGET', key, 'entry')
+  if #pending == 0 or pending[1][2] ~= worker or (recorded and recorded ~= entry) then
     out[i] = 'STALE'
   else
     local state = redis.call('HGET', key, 'state')
@@ -42,7 +44,7 @@ for i = 1, (#KEYS - 2) / 2 do
       -- handed back, not failed: restore the count from before this delivery so it costs no
       -- attempt (an absolute value, so a replay cannot lower it twice)
       redis.call('XCLAIM', stream, group, worker, 0, entry, 'RETRYCOUNT', before, 'JUSTID')
-      redis.call('HSET', key, 'state', 'PENDING')
+      if recorded then redis.call('HSET', key, 'state', 'PENDING') end
       redis.call('ZADD', retry, ARGV[a + 5], entry)
       out[i] = 'PENDING'
     elseif at > 0 then

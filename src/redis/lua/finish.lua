@@ -10,14 +10,25 @@
 -- (attempts before this entry: numbers between it and this attempt that left no record were
 -- lost with a dead worker and are recorded as such), order key ('' for none: tasks parked
 -- behind it are woken), payload (copied into the record when this attempt's start was not
--- recorded, as a queued task's payload is in its entry only; '' otherwise)
+-- recorded, as a queued task's payload is in its entry only; '' otherwise), kind, lane, entry
+-- and max attempts when that start would have written the record's first fields (a new task
+-- without an order key has no record until it starts; '' otherwise)
 -- Returns per attempt: 'SUCCESS', 'REVOKED' (cancelled meanwhile) or 'STALE' (someone else acked).
 local revoked = KEYS[1]
 local root, group, now, ttl, worker = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local n = #KEYS - 1
-local per = 8
+local per = 12
 local head = 5
 local out = {}
+
+-- the fields a start writes into a record that does not exist yet (see start.lua)
+local function first_fields(fields, kind, lane, entry, max)
+  if kind == '' then return end
+  local n = #fields
+  fields[n + 1], fields[n + 2], fields[n + 3], fields[n + 4] = 'kind', kind, 'lane', lane
+  fields[n + 5], fields[n + 6], fields[n + 7] = 'entry', entry, 'created_at'
+  fields[n + 8], fields[n + 9], fields[n + 10] = string.match(entry, '^(%d+)'), 'max_attempts', max
+end
 
 -- group the entries by lane and ack each lane's in one call
 local lanes, order = {}, {}
@@ -40,14 +51,15 @@ local is_revoked = redis.call('SMISMEMBER', revoked, unpack(ids))
 for i = 1, n do
   local a = head + 1 + (i - 1) * per
   local id, entry, attempt_no, result, attempt, base = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], tonumber(ARGV[a + 5])
-  local okey, payload = ARGV[a + 6], ARGV[a + 7]
+  local okey, payload, first = ARGV[a + 6], ARGV[a + 7], ARGV[a + 8]
   local key = root .. 'task:' .. id
   local stale = false
   if not all_acked then
     -- Some entry of this batch was acked elsewhere first. Those attempts lost the race: their
     -- task finished, was cancelled while waiting, dead-lettered or redriven (a new entry).
     local f = redis.call('HMGET', key, 'state', 'entry')
-    stale = f[1] == 'SUCCESS' or f[1] == 'FAILURE' or f[2] ~= entry or (f[1] == 'REVOKED' and is_revoked[i] == 0)
+    -- (a task with no record yet was acked by no one else: whatever settles a task writes one)
+    stale = f[1] == 'SUCCESS' or f[1] == 'FAILURE' or (f[2] and f[2] ~= entry) or (f[1] == 'REVOKED' and is_revoked[i] == 0)
   end
   if not stale then
     for j = base + 1, tonumber(attempt_no) - 1 do
@@ -63,6 +75,7 @@ for i = 1, n do
     redis.call('SREM', revoked, id)
     local fields = {'a:' .. attempt_no, attempt, 'attempts', attempt_no}
     if payload ~= '' then fields[#fields + 1] = 'payload'; fields[#fields + 1] = payload end
+    first_fields(fields, first, ARGV[a + 9], entry, ARGV[a + 11])
     redis.call('HSET', key, unpack(fields))
     redis.call('PEXPIRE', key, ttl)
     wake_parked(root, okey, now)
@@ -71,6 +84,7 @@ for i = 1, n do
     local fields = {'state', 'SUCCESS', 'result', result, 'finished_at', now, 'attempts', attempt_no,
       'a:' .. attempt_no, attempt, 'worker', worker}
     if payload ~= '' then fields[#fields + 1] = 'payload'; fields[#fields + 1] = payload end
+    first_fields(fields, first, ARGV[a + 9], entry, ARGV[a + 11])
     redis.call('HSET', key, unpack(fields))
     redis.call('PEXPIRE', key, ttl)
     wake_parked(root, okey, now)
