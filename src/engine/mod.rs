@@ -190,10 +190,18 @@ impl Engine {
         RetryPolicy { max_attempts: c.max_retries + 1, base: c.retry_base, factor: 2.0, cap: c.retry_cap }
     }
 
+    /// Record a running task's progress. Only onto its record: a handler may report before its
+    /// start is written (the start writes a new task's record), and a record holding nothing but
+    /// `progress` would hide the task's entry from status lookups; the next report lands.
     pub(crate) async fn set_progress(&self, task_id: &str, percent: u8) {
         let mut con = self.conn();
-        let r: redis::RedisResult<()> =
-            redis::cmd("HSET").arg(self.keys().task(task_id)).arg("progress").arg(percent).query_async(&mut con).await;
+        let r: redis::RedisResult<()> = redis::cmd("EVAL")
+            .arg("if redis.call('HEXISTS', KEYS[1], 'state') == 1 then redis.call('HSET', KEYS[1], 'progress', ARGV[1]) end")
+            .arg(1)
+            .arg(self.keys().task(task_id))
+            .arg(percent)
+            .query_async(&mut con)
+            .await;
         if let Err(e) = r {
             tracing::debug!(task_id, error = %e, "could not record progress");
         }

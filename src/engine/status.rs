@@ -159,7 +159,8 @@ impl Engine {
         let mut con = self.conn();
         let mut map: HashMap<String, String> =
             redis::cmd("HGETALL").arg(self.keys().task(id)).query_async(&mut con).await?;
-        if map.is_empty() {
+        // No record, or none written by a start yet: the task is its entry.
+        if !map.contains_key("state") {
             match self.queued_task(id).await? {
                 Some(queued) => map = queued,
                 None => return Ok(None),
@@ -194,33 +195,23 @@ impl Engine {
         let Some((lane, entry)) = entry_of_task(id) else { return Ok(None) };
         let mut con = self.conn();
         let stream = self.keys().lane(lane);
-        let (v, pending, groups): (redis::Value, redis::Value, redis::Value) = redis::pipe()
+        let (v, groups): (redis::Value, redis::Value) = redis::pipe()
             .cmd("XRANGE")
             .arg(&stream)
             .arg(&entry)
             .arg(&entry)
-            .cmd("XPENDING")
-            .arg(&stream)
-            .arg(GROUP)
-            .arg(&entry)
-            .arg(&entry)
-            .arg(1)
             .cmd("XINFO")
             .arg("GROUPS")
             .arg(&stream)
             .query_async(&mut con)
             .await
-            .or_else(|e| {
-                if is_missing_stream(&e) || crate::redis::is_nogroup(&e) {
-                    Ok((redis::Value::Nil, redis::Value::Nil, redis::Value::Nil))
-                } else {
-                    Err(e)
-                }
-            })?;
+            .or_else(|e| if is_missing_stream(&e) { Ok((redis::Value::Nil, redis::Value::Nil)) } else { Err(e) })?;
         let read_up_to = group_info(&groups).get("last-delivered-id").and_then(value_str);
-        // Not read yet, or read and about to start (its record is written when it starts).
-        let about_to_start = matches!(&pending, redis::Value::Array(p) if !p.is_empty());
-        let unread = about_to_start || read_up_to.is_none_or(|at| entry_after(&entry, &at));
+        let mut unread = read_up_to.is_none_or(|at| entry_after(&entry, &at));
+        if !unread && !matches!(&v, redis::Value::Array(e) if e.is_empty()) {
+            // Read, and still pending: about to start (its record is written when it starts).
+            unread = self.is_pending(lane, &entry).await?;
+        }
         let fields = super::worker::parse_entries(&v).into_iter().next().map(|(_, f)| f);
         // An entry that names a task of its own belongs to that task (a redrive), not to this id.
         let Some(fields) = fields.filter(|f| unread && f.iter().all(|(k, _)| k != "id")) else {
@@ -240,6 +231,25 @@ impl Engine {
             ("max_attempts".to_string(), max),
         ]);
         Ok(Some(map))
+    }
+
+    /// Is `entry` of `lane` delivered to a worker and not acknowledged?
+    pub(crate) async fn is_pending(&self, lane: Lane, entry: &str) -> Result<bool, EngineError> {
+        let mut con = self.conn();
+        let p: redis::RedisResult<redis::Value> = redis::cmd("XPENDING")
+            .arg(self.keys().lane(lane))
+            .arg(GROUP)
+            .arg(entry)
+            .arg(entry)
+            .arg(1)
+            .query_async(&mut con)
+            .await;
+        match p {
+            Ok(redis::Value::Array(p)) => Ok(!p.is_empty()),
+            Ok(_) => Ok(false),
+            Err(e) if crate::redis::is_nogroup(&e) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The group's read position in `lane`: entries after it have not been read yet.

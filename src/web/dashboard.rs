@@ -454,10 +454,15 @@ async fn recent_tasks(engine: &Engine, kind: &str) -> Result<Vec<RecentRow>, Eng
             read_up_to.push(engine.read_position(lane).await?);
         }
         for (r, s) in rows.iter_mut().zip(states) {
-            // No record: queued if no worker has read the entry yet (else its record is gone).
+            // No record: queued if no worker has read the entry yet, or read and about to start
+            // (a new task's record is written when it starts); else its record is gone.
             let lane = Lane::parse(r.lane).unwrap_or(Lane::Analytics);
             let unread = read_up_to[lane.index()].as_deref().is_none_or(|at| entry_after(&r.entry, at));
-            r.state = s.unwrap_or_else(|| if unread { "PENDING".into() } else { "—".into() });
+            r.state = match s {
+                Some(s) => s,
+                None if unread || engine.is_pending(lane, &r.entry).await? => "PENDING".into(),
+                None => "—".into(),
+            };
         }
     }
     Ok(rows)

@@ -506,6 +506,12 @@ async fn a_queued_task_is_its_entry_until_a_worker_starts_it() {
     let created = r.json["created_at"].as_str().unwrap().to_string();
     assert!(created >= format_ms(before) && created <= format_ms(now_ms()), "{created}");
     assert_eq!(env.engine.task_state(&id).await.unwrap(), Some(TaskState::Pending));
+    // A record holding no state (nothing a start wrote) does not hide the entry.
+    let _: i64 =
+        redis::cmd("HSET").arg(env.engine.keys().task(&id)).arg("progress").arg(5).query_async(&mut con).await.unwrap();
+    let s = env.status(&id).await;
+    assert_eq!((s.status, s.kind.as_str(), &s.payload), (TaskState::Pending, "diag.sleep", &json!({"ms": 10})));
+    let _: i64 = redis::cmd("DEL").arg(env.engine.keys().task(&id)).query_async(&mut con).await.unwrap();
     // Ids that name no entry, or an entry that is not there, are no task.
     let gone = switchyard::engine::task_id_for_entry(Lane::Analytics, "1-1").unwrap();
     assert_eq!(admin(&router, "GET", &format!("/tasks/{gone}"), None).await.status, StatusCode::NOT_FOUND);
