@@ -23,6 +23,16 @@ pub fn prometheus() -> PrometheusHandle {
                 .expect("bucket list is not empty");
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
+            // Histograms keep every sample until upkeep folds them into buckets; a recorder
+            // built by hand gets no upkeep of its own, and without a scrape its memory would
+            // grow with every request.
+            let upkeep = handle.clone();
+            let _ = std::thread::Builder::new().name("metrics-upkeep".into()).spawn(move || {
+                loop {
+                    std::thread::sleep(Duration::from_secs(5));
+                    upkeep.run_upkeep();
+                }
+            });
             // A recorder may already be installed (tests start several apps in one process).
             let _ = metrics::set_global_recorder(recorder);
             describe();

@@ -6,16 +6,17 @@ pub mod auth;
 mod conversations;
 pub mod dashboard;
 pub mod error;
+mod http_metrics;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, LazyLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::extract::{FromRequest, MatchedPath, Request, State};
-use axum::http::{Method, StatusCode};
-use axum::middleware::{self, Next};
+use axum::extract::{FromRequest, Request, State};
+use axum::http::StatusCode;
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -23,7 +24,6 @@ use serde_json::json;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::engine::Engine;
-use crate::telemetry::Handles;
 use error::ApiError;
 
 /// The raw body, whatever its content type; over the limit → 413 as JSON.
@@ -87,7 +87,7 @@ pub fn router(state: AppState) -> Router {
         .merge(dashboard::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn(record_http))
+        .layer(http_metrics::HttpMetricsLayer)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, Duration::from_secs(30)))
         .with_state(state)
@@ -123,43 +123,4 @@ async fn method_not_allowed() -> Response {
         axum::Json(json!({"error": {"code": "method_not_allowed", "message": "method not allowed on this route"}})),
     )
         .into_response()
-}
-
-/// Count and time every request by its route pattern (never the raw path: ids would explode
-/// the label set) and method (methods outside HTTP's own are counted as `OTHER`).
-async fn record_http(req: Request, next: Next) -> Response {
-    static COUNTERS: LazyLock<Handles<metrics::Counter>> = LazyLock::new(Handles::new);
-    static DURATIONS: LazyLock<Handles<metrics::Histogram>> = LazyLock::new(Handles::new);
-    const METHODS: [Method; 9] = [
-        Method::GET,
-        Method::POST,
-        Method::PUT,
-        Method::DELETE,
-        Method::HEAD,
-        Method::OPTIONS,
-        Method::PATCH,
-        Method::TRACE,
-        Method::CONNECT,
-    ];
-    let m = METHODS.iter().position(|m| m == req.method()).unwrap_or(METHODS.len());
-    let route = req.extensions().get::<MatchedPath>().cloned();
-    let t0 = Instant::now();
-    let resp = next.run(req).await;
-    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
-    let method = METHODS.get(m).map_or("OTHER", Method::as_str);
-    let status = resp.status().as_u16();
-    let variant = (m as u32) << 16 | u32::from(status);
-    COUNTERS
-        .get(route, variant, || {
-            let (method, route, status) = (method.to_owned(), route.to_owned(), status.to_string());
-            metrics::counter!("switchyard_http_requests_total", "method" => method, "route" => route, "status" => status)
-        })
-        .increment(1);
-    DURATIONS
-        .get(route, m as u32, || {
-            let (method, route) = (method.to_owned(), route.to_owned());
-            metrics::histogram!("switchyard_http_request_duration_seconds", "method" => method, "route" => route)
-        })
-        .record(t0.elapsed().as_secs_f64());
-    resp
 }
