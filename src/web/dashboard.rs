@@ -23,6 +23,7 @@ use crate::conversation::flow::key_for_id;
 use crate::conversation::store::Store;
 use crate::engine::status::entry_after;
 use crate::engine::{Engine, EngineError, Lane, format_ms};
+use crate::redis::GROUP;
 
 const COOKIE: &str = "sy_session";
 /// How long a session lasts.
@@ -453,14 +454,32 @@ async fn recent_tasks(engine: &Engine, kind: &str) -> Result<Vec<RecentRow>, Eng
         for lane in Lane::ALL {
             read_up_to.push(engine.read_position(lane).await?);
         }
-        for (r, s) in rows.iter_mut().zip(states) {
-            // No record: queued if no worker has read the entry yet, or read and about to start
-            // (a new task's record is written when it starts); else its record is gone.
-            let lane = Lane::parse(r.lane).unwrap_or(Lane::Analytics);
-            let unread = read_up_to[lane.index()].as_deref().is_none_or(|at| entry_after(&r.entry, at));
+        // No record: queued if no worker has read the entry yet, or read and about to start (a
+        // new task's record is written when it starts); else its record is gone. Whether a read
+        // entry is still pending is asked for all of them in one round trip.
+        let lane_of = |r: &RecentRow| Lane::parse(r.lane).unwrap_or(Lane::Analytics);
+        let read: Vec<usize> = (0..rows.len())
+            .filter(|&i| {
+                let at = read_up_to[lane_of(&rows[i]).index()].as_deref();
+                states[i].is_none() && at.is_some_and(|at| !entry_after(&rows[i].entry, at))
+            })
+            .collect();
+        let mut pending = vec![false; rows.len()];
+        if !read.is_empty() {
+            let mut pipe = redis::pipe();
+            for &i in &read {
+                let r = &rows[i];
+                pipe.cmd("XPENDING").arg(engine.keys().lane(lane_of(r))).arg(GROUP).arg(&r.entry).arg(&r.entry).arg(1);
+            }
+            let found: Vec<redis::Value> = pipe.query_async(&mut con).await.unwrap_or_default();
+            for (&i, v) in read.iter().zip(&found) {
+                pending[i] = matches!(v, redis::Value::Array(p) if !p.is_empty());
+            }
+        }
+        for (i, (r, s)) in rows.iter_mut().zip(states).enumerate() {
             r.state = match s {
                 Some(s) => s,
-                None if unread || engine.is_pending(lane, &r.entry).await? => "PENDING".into(),
+                None if pending[i] || !read.contains(&i) => "PENDING".into(),
                 None => "—".into(),
             };
         }

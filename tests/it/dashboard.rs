@@ -6,7 +6,7 @@ use crate::common::*;
 use axum::Router;
 use axum::http::StatusCode;
 use serde_json::json;
-use switchyard::engine::{TaskSpec, TaskState};
+use switchyard::engine::{Lane, TaskSpec, TaskState};
 
 const PAGES: [&str; 8] =
     ["/ui/", "/ui/lanes", "/ui/tasks", "/ui/active", "/ui/dlq", "/ui/workers", "/ui/conversations", "/ui/schedules"];
@@ -132,6 +132,22 @@ async fn fragments_for_htmx_and_full_pages_otherwise() {
     let part =
         http_with(&router, "GET", "/ui/active", &[("cookie", &cookie), ("hx-request", "true")], Vec::new()).await;
     assert!(!part.text.contains("<html") && part.text.contains("Nothing is running"), "{}", part.text);
+    // Read by a worker and not started yet (no record until the start): still PENDING. One
+    // acknowledged whose record is gone is not shown as queued.
+    env.read_as(Lane::Analytics, "reader", 3).await;
+    let first = env.lane_entries(Lane::Analytics).await[0].0.clone();
+    let entry = switchyard::engine::entry_of_task(&first).unwrap().1;
+    let mut con = env.engine.conn();
+    let _: i64 = redis::cmd("XACK")
+        .arg(env.lane_key(Lane::Analytics))
+        .arg("workers")
+        .arg(&entry)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let all = get(&router, "/ui/tasks?kind=noop", &cookie).await;
+    assert_eq!(all.text.matches("<td class=\"state\">PENDING</td>").count(), 6, "{}", all.text);
+    assert_eq!(all.text.matches("<td class=\"state\">—</td>").count(), 1, "{}", all.text);
     let css = http(&router, "GET", "/static/switchyard.css", None, None).await;
     assert_eq!(css.status, StatusCode::OK);
     assert!(http(&router, "GET", "/static/htmx.min.js", None, None).await.text.contains("htmx"));
