@@ -12,11 +12,12 @@
 //!
 //! # One task's life
 //! A worker reads new entries with `fetch.lua` (`XREADGROUP ... COUNT n`, at most its free
-//! capacity), which in the same step writes each new task's record (`{sy}:task:<id>`, state
-//! `PENDING`) and gives an ordered task its number in its order key's sequence — in lane order,
-//! since reads are atomic, so numbers follow enqueue order whatever the number of workers. The
-//! script cannot block; an idle worker waits with `XREAD BLOCK` from the group's read position.
-//! The entry is now pending to that worker. The attempt's start and end are written in batches:
+//! capacity), which in the same step gives each new ordered task its record (`{sy}:task:<id>`,
+//! state `PENDING`) and its number in its order key's sequence — in lane order, since reads
+//! are atomic, so numbers follow enqueue order whatever the number of workers. Any other task
+//! gets its record from its first start, in the write that start makes anyway; until then a
+//! status lookup or a cancel reads its entry. The script cannot block; an idle worker waits
+//! with `XREAD BLOCK` from the group's read position. The entry is now pending to that worker. The attempt's start and end are written in batches:
 //! one `EVALSHA` covers every task that started or finished since the last write. On success
 //! the same script acks the batch (one `XACK` per lane) and trims acknowledged entries from the
 //! head of the stream (`XTRIM MINID`, never past the oldest pending or undelivered entry), so
