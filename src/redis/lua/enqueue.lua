@@ -1,7 +1,8 @@
 -- Append a batch of tasks to one lane, honouring idempotency keys and the lane's depth limit.
 -- A queued task is its entry and nothing else: no record, no place in an order key's sequence.
--- Its id is named after the entry (task_id.lua); the worker that reads the entry writes the
--- record and numbers ordered tasks (fetch.lua). So an enqueue writes at most two keys: the
+-- Its id is named after the entry (task_id.lua); the worker that reads an ordered task numbers
+-- it and writes its record (fetch.lua), any other task's record is written when it first starts
+-- (start.lua). So an enqueue writes at most two keys: the
 -- idempotency marker and the entry. Only new tasks count against the depth limit: a repeated
 -- idempotency key is answered with the earlier task even when the lane is full.
 -- KEYS[1] lane stream
