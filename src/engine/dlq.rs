@@ -142,10 +142,7 @@ impl Engine {
         let mut con = self.conn();
         let mut entry = id.to_string();
         // A stream entry's id is `<ms>-<seq>`; anything else is a task's id (UUIDs have dashes too).
-        let is_entry = id.split_once('-').is_some_and(|(ms, seq)| {
-            !ms.is_empty() && !seq.is_empty() && ms.bytes().chain(seq.bytes()).all(|b| b.is_ascii_digit())
-        });
-        if !is_entry {
+        if super::parse_entry_id(id).is_none() {
             let dead: Option<String> =
                 redis::cmd("HGET").arg(self.keys().task(id)).arg("dead_letter").query_async(&mut con).await?;
             match dead {

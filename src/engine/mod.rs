@@ -17,7 +17,8 @@
 //! are atomic, so numbers follow enqueue order whatever the number of workers. Any other task
 //! gets its record from its first start, in the write that start makes anyway; until then a
 //! status lookup or a cancel reads its entry. The script cannot block; an idle worker waits
-//! with `XREAD BLOCK` from the group's read position. The entry is now pending to that worker. The attempt's start and end are written in batches:
+//! with `XREAD BLOCK` from the group's read position. The entry is now pending to that worker.
+//! The attempt's start and end are written in batches:
 //! one `EVALSHA` covers every task that started or finished since the last write. On success
 //! the same script acks the batch (one `XACK` per lane) and trims acknowledged entries from the
 //! head of the stream (`XTRIM MINID`, never past the oldest pending or undelivered entry), so
@@ -57,7 +58,7 @@ pub use outcome::{Outcome, RetryPolicy};
 pub use registry::{Handler, Registry, StopReason, TaskContext};
 pub use task::{
     Attempt, Lane, TaskSpec, TaskState, TaskStatus, entry_of_task, format_ms, new_task_id, now_ms, now_us,
-    task_id_for_entry,
+    parse_entry_id, task_id_for_entry,
 };
 
 use crate::config::Config;

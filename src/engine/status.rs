@@ -90,11 +90,7 @@ fn is_missing_stream(e: &redis::RedisError) -> bool {
 
 /// Is stream entry `a` after `b`? (`<ms>-<seq>` ids, compared as numbers.)
 pub(crate) fn entry_after(a: &str, b: &str) -> bool {
-    let parse = |e: &str| {
-        let (ms, seq) = e.split_once('-').unwrap_or((e, "0"));
-        (ms.parse::<u64>().unwrap_or(0), seq.parse::<u64>().unwrap_or(0))
-    };
-    parse(a) > parse(b)
+    super::parse_entry_id(a).unwrap_or_default() > super::parse_entry_id(b).unwrap_or_default()
 }
 
 fn ms_field(map: &HashMap<String, String>, key: &str) -> Option<u64> {
@@ -221,7 +217,7 @@ impl Engine {
         };
         let mut map: HashMap<String, String> = fields.into_iter().collect();
         // Queued when it was appended: the entry's own millisecond (as fetch.lua records it).
-        let created = entry.split_once('-').map(|(ms, _)| ms.to_string()).unwrap_or_default();
+        let created = super::parse_entry_id(&entry).map(|(ms, _)| ms.to_string()).unwrap_or_default();
         let max = map.remove("max").unwrap_or_else(|| "1".into());
         map.extend([
             ("state".to_string(), "PENDING".to_string()),

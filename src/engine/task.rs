@@ -240,13 +240,19 @@ pub fn new_task_id() -> String {
     ulid::Ulid::new().to_string()
 }
 
+/// A stream entry's id, `<ms>-<seq>`, as its two numbers (ordered as Redis orders entries).
+pub fn parse_entry_id(entry: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = entry.split_once('-')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    (digits(ms) && digits(seq)).then(|| Some((ms.parse().ok()?, seq.parse().ok()?)))?
+}
+
 /// The id of the task queued as `entry` of `lane`: a UUIDv7 whose time is the entry's
 /// millisecond, whose 12 bits after the version are the lane's index and whose last 62 bits
 /// are the entry's sequence number (as `task_id` in src/redis/lua/task_id.lua). A queued task
 /// is its entry alone, so its id must lead to it; ids stay sortable by time of enqueue.
 pub fn task_id_for_entry(lane: Lane, entry: &str) -> Option<String> {
-    let (ms, seq) = entry.split_once('-')?;
-    let (ms, seq): (u64, u64) = (ms.parse().ok()?, seq.parse().ok()?);
+    let (ms, seq) = parse_entry_id(entry)?;
     Some(format!(
         "{:08x}-{:04x}-7{:03x}-{:04x}-{:012x}",
         ms >> 16,
@@ -320,6 +326,10 @@ mod tests {
             assert_eq!(entry_of_task(other), None, "{other}");
         }
         assert_eq!(task_id_for_entry(Lane::Analytics, "12"), None);
+        assert_eq!(parse_entry_id("1796181455301-12"), Some((1796181455301, 12)));
+        for not_an_entry in ["12", "-3", "5-", "+5-3", "5-3x", "01a234c1-f1c5"] {
+            assert_eq!(parse_entry_id(not_an_entry), None, "{not_an_entry}");
+        }
     }
 
     #[test]

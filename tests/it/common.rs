@@ -512,6 +512,15 @@ impl TestEnv {
             .expect("fetch.lua")
     }
 
+    /// Acknowledge the entry task `id` is named after, as its worker does when it finishes, and
+    /// leave the entry in the lane (acknowledged entries wait there to be trimmed). Returns how
+    /// many entries were acknowledged.
+    pub async fn ack_entry(&self, id: &str) -> i64 {
+        let (lane, entry) = switchyard::engine::entry_of_task(id).expect("a task id named after its entry");
+        let mut con = self.engine.conn();
+        redis::cmd("XACK").arg(self.lane_key(lane)).arg("workers").arg(entry).query_async(&mut con).await.expect("XACK")
+    }
+
     /// Entries pending in a lane's group (`XPENDING` summary count).
     pub async fn lane_pending(&self, lane: Lane) -> u64 {
         let mut con = self.engine.conn();

@@ -136,15 +136,7 @@ async fn fragments_for_htmx_and_full_pages_otherwise() {
     // acknowledged whose record is gone is not shown as queued.
     env.read_as(Lane::Analytics, "reader", 3).await;
     let first = env.lane_entries(Lane::Analytics).await[0].0.clone();
-    let entry = switchyard::engine::entry_of_task(&first).unwrap().1;
-    let mut con = env.engine.conn();
-    let _: i64 = redis::cmd("XACK")
-        .arg(env.lane_key(Lane::Analytics))
-        .arg("workers")
-        .arg(&entry)
-        .query_async(&mut con)
-        .await
-        .unwrap();
+    assert_eq!(env.ack_entry(&first).await, 1);
     let all = get(&router, "/ui/tasks?kind=noop", &cookie).await;
     assert_eq!(all.text.matches("<td class=\"state\">PENDING</td>").count(), 6, "{}", all.text);
     assert_eq!(all.text.matches("<td class=\"state\">—</td>").count(), 1, "{}", all.text);

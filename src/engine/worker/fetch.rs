@@ -193,10 +193,9 @@ pub(super) async fn fetch_loop(sh: Arc<Shared>, stop: CancellationToken) {
                 continue;
             }
             // New entries are read by the fetch script only (it numbers ordered tasks as it
-            // reads), which cannot block: wait for one to arrive after each lane's read position,
-            // then go round again.
-            // Only when every lane read came back empty: one that held entries which were no
-            // tasks (set aside above) may hold more.
+            // reads), which cannot block: when every lane read came back empty, wait for an entry
+            // to arrive after one of their read positions, then go round again. (A lane that held
+            // only entries which were no tasks, set aside above, may hold more: no wait then.)
             if empty.len() == tried
                 && let Err(e) = wait_for_entries(&mut con, &sh, &empty).await
             {
@@ -238,8 +237,8 @@ enum Read {
     Empty(String),
 }
 
-/// Read up to `count` new entries of `lane` (fetch.lua: each new task gets its record, and its
-/// number when ordered, in the same step).
+/// Read up to `count` new entries of `lane` (fetch.lua: a new ordered task gets its record and
+/// its number in the same step).
 async fn read(
     con: &mut redis::aio::ConnectionManager,
     sh: &Shared,

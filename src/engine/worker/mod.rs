@@ -1,7 +1,7 @@
 //! The worker runtime: read, run, record — each step batched.
 //!
 //! A worker process has four loops around one shared state ([`Shared`]):
-//! - `fetch`: reads new entries with `XREADGROUP ... COUNT` into a local backlog and starts
+//! - `fetch`: reads new entries (`fetch.lua`: `XREADGROUP ... COUNT`) into a local backlog and starts
 //!   them in lane-priority order as capacity frees (a pool limit plus one limit per lane);
 //! - `run`: one tokio task per attempt, with soft and hard time limits, panics caught;
 //! - `commit`: writes starts and outcomes in one pipelined round trip per batch;
