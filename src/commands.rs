@@ -51,7 +51,7 @@ pub async fn tasks_enqueue(
         None => Value::Null,
     };
     let spec = TaskSpec { lane, idempotency_key: key, max_attempts, ..TaskSpec::new(kind, payload) };
-    let id = engine(config)?.enqueue(spec).await?;
+    let id = engine(config)?.submit(spec).await?;
     print(&json!({"task_id": id}))
 }
 

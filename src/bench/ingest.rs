@@ -242,7 +242,7 @@ mod tests {
                 let sig = head.lines().find_map(|l| l.strip_prefix("X-Hub-Signature-256: ")).unwrap();
                 assert!(crate::ingest::verify::check_sha256(SECRET.as_bytes(), body.as_bytes(), Some(sig)).is_ok());
                 let events = crate::ingest::meta::parse(body.as_bytes()).unwrap();
-                mids.push((t, events[0].id.clone()));
+                mids.push((t, events.events[0].id.clone()));
             }
         }
         std::fs::remove_dir_all(&dir).unwrap();

@@ -55,6 +55,7 @@ use std::sync::Arc;
 use redis::aio::ConnectionManager;
 
 pub use outcome::{Outcome, RetryPolicy};
+pub use producer::{Enqueued, KEY_LIMIT, bounded_key};
 pub use registry::{Handler, Registry, StopReason, TaskContext};
 pub use task::{
     Attempt, Lane, TaskSpec, TaskState, TaskStatus, entry_of_task, format_ms, new_task_id, now_ms, now_us,
@@ -79,6 +80,9 @@ pub enum EngineError {
     Finished { id: String, state: String },
     #[error("{0}")]
     BadInput(String),
+    /// An idempotency key seen before with another kind or payload: the first task's id.
+    #[error("the idempotency key was used by task {0} with another kind or payload")]
+    IdempotencyConflict(String),
 }
 
 impl EngineError {

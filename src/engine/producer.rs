@@ -5,9 +5,11 @@
 //! producer pays one round trip, a busy one (a webhook endpoint under load) shares each round
 //! trip among everything that arrived meanwhile.
 
+use std::borrow::Cow;
 use std::sync::{Arc, LazyLock, Weak};
 use std::time::Duration;
 
+use sha2::{Digest, Sha256};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::{Engine, EngineError, Inner, Lane, TaskSpec, task_id_for_entry};
@@ -23,19 +25,62 @@ const CHUNK: usize = 500;
 /// Script calls of one engine's batcher under way at once.
 const IN_FLIGHT: usize = 2;
 
+/// Longest idempotency or order key kept as it is; a longer one is kept as its hash.
+pub const KEY_LIMIT: usize = 512;
+
+/// What a key too long to keep as it is becomes: this prefix and its SHA-256 in hex.
+const HASHED: &str = "#sha256:";
+
+/// An idempotency or order key as stored: itself when it is at most [`KEY_LIMIT`] bytes and does
+/// not begin with [`HASHED`], else [`HASHED`] and its hash. So a key of any length is taken, its
+/// marker stays small, and two different keys never meet: a kept key cannot begin as a hashed one.
+pub fn bounded_key(key: &str) -> Cow<'_, str> {
+    if key.len() <= KEY_LIMIT && !key.starts_with(HASHED) {
+        return Cow::Borrowed(key);
+    }
+    Cow::Owned(format!("{HASHED}{}", hex::encode(Sha256::digest(key.as_bytes()))))
+}
+
+/// What an idempotency key remembers of the task it made: its kind and payload, hashed (64 bits
+/// are plenty to tell a different request from a repeat).
+fn fingerprint(kind: &str, payload: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(kind.as_bytes());
+    h.update([0]);
+    h.update(payload.as_bytes());
+    hex::encode(&h.finalize()[..8])
+}
+
 pub(super) struct Job {
     tasks: Vec<Prepared>,
-    reply: oneshot::Sender<Result<Vec<Queued>, EngineError>>,
+    reply: oneshot::Sender<Result<Vec<Enqueued>, EngineError>>,
 }
 
 /// What became of one task of an enqueue.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Queued {
+pub enum Enqueued {
     /// Queued now, under this id.
     New(String),
-    /// Its idempotency key was seen: the earlier task's id, or `None` when the key was given
-    /// with [`TaskSpec::dedup_key`] and no id was kept.
-    Earlier(Option<String>),
+    /// Its idempotency key was seen, with the same kind and payload: the earlier task's id, or
+    /// `None` when the key was given with [`TaskSpec::dedup_key`] and no id was kept.
+    Repeat(Option<String>),
+    /// Its idempotency key was seen with another kind or payload: the earlier task's id. Nothing
+    /// was queued.
+    Conflict(String),
+}
+
+impl Enqueued {
+    pub fn is_new(&self) -> bool {
+        matches!(self, Enqueued::New(_))
+    }
+
+    /// The task's id: the new one, or the earlier task's (empty when no id was kept).
+    pub fn id(&self) -> &str {
+        match self {
+            Enqueued::New(id) | Enqueued::Repeat(Some(id)) | Enqueued::Conflict(id) => id,
+            Enqueued::Repeat(None) => "",
+        }
+    }
 }
 
 pub(super) type Batcher = mpsc::UnboundedSender<Job>;
@@ -72,7 +117,8 @@ struct Prepared {
     payload: String,
     max_attempts: u32,
     idempotency_key: String,
-    dedup_only: bool,
+    /// What the marker keeps to tell a repeat from a conflict; empty for a dedup key.
+    fingerprint: String,
     order_key: String,
 }
 
@@ -93,15 +139,24 @@ impl Engine {
         ids.pop().ok_or_else(|| EngineError::BadInput("nothing was queued".into()))
     }
 
-    /// Queue many tasks with as few round trips as possible; ids come back in the same order.
-    pub async fn enqueue_batch(&self, specs: Vec<TaskSpec>) -> Result<Vec<String>, EngineError> {
-        Ok(self.enqueue_many(specs).await?.into_iter().map(|(id, _)| id).collect())
+    /// Queue one task for a caller from outside (the API, the command line): as
+    /// [`Engine::enqueue`], but an idempotency key seen with another kind or payload is refused
+    /// ([`EngineError::IdempotencyConflict`], naming the first task) instead of answered with it.
+    pub async fn submit(&self, spec: TaskSpec) -> Result<String, EngineError> {
+        match self.enqueue_many(vec![spec]).await?.pop() {
+            Some(Enqueued::Conflict(task_id)) => Err(EngineError::IdempotencyConflict(task_id)),
+            Some(q) => Ok(q.id().to_string()),
+            None => Err(EngineError::BadInput("nothing was queued".into())),
+        }
     }
 
-    /// As [`Engine::enqueue_batch`], telling for each task whether it was queued now (`true`) or
-    /// its idempotency key named an earlier task (`false`, with that task's id; an empty id for
-    /// a key given with [`TaskSpec::dedup_key`]).
-    pub async fn enqueue_many(&self, specs: Vec<TaskSpec>) -> Result<Vec<(String, bool)>, EngineError> {
+    /// Queue many tasks with as few round trips as possible; ids come back in the same order.
+    pub async fn enqueue_batch(&self, specs: Vec<TaskSpec>) -> Result<Vec<String>, EngineError> {
+        Ok(self.enqueue_many(specs).await?.iter().map(|q| q.id().to_string()).collect())
+    }
+
+    /// As [`Engine::enqueue_batch`], telling for each task what became of it.
+    pub async fn enqueue_many(&self, specs: Vec<TaskSpec>) -> Result<Vec<Enqueued>, EngineError> {
         let prepared = specs.into_iter().map(|s| self.prepare(s)).collect::<Result<Vec<_>, _>>()?;
         if prepared.is_empty() {
             return Ok(Vec::new());
@@ -117,23 +172,18 @@ impl Engine {
             .send(Job { tasks: prepared, reply })
             .map_err(|_| EngineError::BadInput("the engine is shutting down".into()))?;
         let queued = answer.await.map_err(|_| EngineError::BadInput("the engine is shutting down".into()))??;
-        Ok(own
-            .into_iter()
-            .zip(queued)
-            .map(|((lane, kind), q)| match q {
-                Queued::New(id) => {
-                    enqueued(lane, &kind).increment(1);
-                    (id, true)
-                }
-                Queued::Earlier(id) => (id.unwrap_or_default(), false),
-            })
-            .collect())
+        for ((lane, kind), q) in own.iter().zip(&queued) {
+            if q.is_new() {
+                enqueued(*lane, kind).increment(1);
+            }
+        }
+        Ok(queued)
     }
 
     /// Send a batch of jobs: one script call per lane and chunk, then every job its answer.
     async fn send_jobs(&self, jobs: Vec<Job>) {
-        let mut results: Vec<Result<Vec<Queued>, EngineError>> =
-            jobs.iter().map(|j| Ok(vec![Queued::Earlier(None); j.tasks.len()])).collect();
+        let mut results: Vec<Result<Vec<Enqueued>, EngineError>> =
+            jobs.iter().map(|j| Ok(vec![Enqueued::Repeat(None); j.tasks.len()])).collect();
         for lane in Lane::ALL {
             let places: Vec<(usize, usize)> = jobs
                 .iter()
@@ -194,21 +244,19 @@ impl Engine {
                 payload.len()
             )));
         }
-        let idempotency_key = spec.idempotency_key.unwrap_or_default();
-        if idempotency_key.len() > 512 {
-            return Err(EngineError::BadInput("idempotency_key is longer than 512 bytes".into()));
-        }
-        let order_key = spec.order_key.unwrap_or_default();
-        if order_key.len() > 512 {
-            return Err(EngineError::BadInput("order_key is longer than 512 bytes".into()));
-        }
+        let idempotency_key = spec.idempotency_key.as_deref().map(bounded_key).unwrap_or_default().into_owned();
+        let fingerprint = match spec.dedup_only || idempotency_key.is_empty() {
+            true => String::new(),
+            false => fingerprint(&spec.kind, &payload),
+        };
+        let order_key = spec.order_key.as_deref().map(bounded_key).unwrap_or_default().into_owned();
         Ok(Prepared {
             lane: spec.lane.unwrap_or(registered.lane),
             kind: spec.kind,
             payload,
             max_attempts,
             idempotency_key,
-            dedup_only: spec.dedup_only,
+            fingerprint,
             order_key,
         })
     }
@@ -219,7 +267,7 @@ impl Engine {
         &self,
         lane: Lane,
         tasks: impl Iterator<Item = &'a Prepared>,
-    ) -> Result<Vec<Option<Queued>>, EngineError> {
+    ) -> Result<Vec<Option<Enqueued>>, EngineError> {
         let c = self.config();
         let mut inv = self.scripts().enqueue.prepare_invoke();
         inv.key(self.keys().lane(lane))
@@ -234,7 +282,7 @@ impl Engine {
                 .arg(&t.payload)
                 .arg(t.max_attempts)
                 .arg(&t.idempotency_key)
-                .arg(if t.dedup_only { "" } else { "1" })
+                .arg(&t.fingerprint)
                 .arg(&t.order_key);
         }
         let mut con = self.conn();
@@ -244,13 +292,41 @@ impl Engine {
             .map(|a| {
                 let Some(a) = a else { return Ok(None) };
                 let q = match a.split_at_checked(1) {
-                    Some(("n", entry)) => task_id_for_entry(lane, entry).map(Queued::New),
-                    Some(("e", id)) => Some(Queued::Earlier(Some(id.to_string()))),
-                    Some(("d", "")) => Some(Queued::Earlier(None)),
+                    Some(("n", entry)) => task_id_for_entry(lane, entry).map(Enqueued::New),
+                    Some(("e", id)) => Some(Enqueued::Repeat(Some(id.to_string()))),
+                    Some(("x", id)) => Some(Enqueued::Conflict(id.to_string())),
+                    Some(("d", "")) => Some(Enqueued::Repeat(None)),
                     _ => None,
                 };
                 q.map(Some).ok_or_else(|| EngineError::BadInput(format!("the enqueue script answered `{a}`")))
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_keys_are_hashed_and_never_meet_a_kept_one() {
+        assert_eq!(bounded_key("order-42"), "order-42");
+        let long = "m".repeat(KEY_LIMIT + 1);
+        let hashed = bounded_key(&long);
+        assert!(hashed.starts_with(HASHED) && hashed.len() < 100, "{hashed}");
+        assert_eq!(bounded_key(&long), hashed, "the same key, the same hash");
+        assert_ne!(bounded_key(&"m".repeat(KEY_LIMIT + 2)), hashed);
+        // A key written as the hash of another is not taken for it.
+        assert_ne!(bounded_key(&hashed), hashed);
+        assert_eq!(bounded_key(&"k".repeat(KEY_LIMIT)).len(), KEY_LIMIT, "at the limit, kept as it is");
+    }
+
+    #[test]
+    fn a_fingerprint_tells_kind_and_payload_apart() {
+        assert_eq!(fingerprint("a", "{}"), fingerprint("a", "{}"));
+        assert_ne!(fingerprint("a", "{}"), fingerprint("b", "{}"));
+        assert_ne!(fingerprint("a", "{}"), fingerprint("a", "{\"x\":1}"));
+        assert_ne!(fingerprint("ab", "c"), fingerprint("a", "bc"));
+        assert!(!fingerprint("a", "").contains(' '), "the marker splits id and fingerprint at a space");
     }
 }

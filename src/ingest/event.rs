@@ -55,7 +55,8 @@ pub enum EventKind {
 pub struct InboundEvent {
     pub platform: Platform,
     pub kind: EventKind,
-    /// The platform's id for the event (message id, Pub/Sub message id, …): the dedup key.
+    /// The event's id as shown: the platform's own (message id, Pub/Sub message id, …), or one
+    /// made from its fields or content when it has none (see [`Identity`]).
     pub id: String,
     /// The business side: page, Instagram account, WhatsApp phone number id, RBM agent,
     /// Pub/Sub subscription or generic source.
@@ -68,13 +69,161 @@ pub struct InboundEvent {
     pub timestamp_ms: Option<u64>,
     /// The item as the platform sent it.
     pub raw: Raw,
+    /// What names the event, and so what a redelivery of it shares: the dedup key's source.
+    #[serde(skip)]
+    pub identity: Identity,
 }
 
 impl InboundEvent {
-    /// The key under which a redelivery of this event is recognised.
+    /// The key under which a redelivery of this event is recognised (see [`dedup_key`]).
     pub fn dedup_key(&self) -> String {
-        format!("webhook:{}:{}:{}", self.platform.as_str(), self.account, self.id)
+        dedup_key(self.platform, &self.account, &self.identity)
     }
+}
+
+/// The key under which a redelivery of an event is recognised: two events get the same key only
+/// when they have the same platform, account and [`Identity`].
+///
+/// `webhook:<platform>:<account>:` then the identity, each part escaped (`%` → `%25`, `:` →
+/// `%3A`) so that no part holds a `:`. A platform's id is the fourth and last part (never empty:
+/// a blank id is no id); any other identity leaves the fourth part empty and names its form in the
+/// fifth: `n`, the id's space and the id; `d` and the fields; or `c`, a tag and the hash. So the key can be read back into what
+/// made it, and different events cannot share one. A key over the engine's limit is hashed by the
+/// engine, under a prefix of its own.
+pub fn dedup_key(platform: Platform, account: &str, identity: &Identity) -> String {
+    let mut key = format!("webhook:{}:{}:", platform.as_str(), escape(account));
+    match identity {
+        Identity::Given(id) => key.push_str(&escape(id)),
+        Identity::Named(space, id) => {
+            key.push_str(":n:");
+            key.push_str(&escape(space));
+            key.push(':');
+            key.push_str(&escape(id));
+        }
+        Identity::Derived(parts) => {
+            key.push_str(":d");
+            for p in parts {
+                key.push(':');
+                key.push_str(&escape(p));
+            }
+        }
+        Identity::Content(tag, hash) => {
+            key.push_str(":c:");
+            key.push_str(&escape(tag));
+            key.push(':');
+            key.push_str(hash);
+        }
+    }
+    key
+}
+
+/// `%` and `:` written as `%25` and `%3A`; everything else as it is.
+fn escape(part: &str) -> Cow<'_, str> {
+    if !part.contains([':', '%']) {
+        return Cow::Borrowed(part);
+    }
+    Cow::Owned(part.replace('%', "%25").replace(':', "%3A"))
+}
+
+/// What names an event. A platform's own id, when it sends one that is not blank; else an id
+/// made of the event's own fields where those name it (a delivery receipt: its sender and
+/// watermark); else the hash of the item's canonical JSON, so that an exact redelivery still
+/// matches and two different items never do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    /// The platform's id for a message (or the only kind of id it sends), as sent; never blank.
+    Given(String),
+    /// The platform's id from another space of ids than its messages' (a comment's id, an RBM
+    /// event's id), as sent, never blank: named apart so that it cannot meet a message's id.
+    Named(&'static str, String),
+    /// Made of the event's fields; shown joined by `:` (`delivery:<sender>:<watermark>`).
+    Derived(Vec<String>),
+    /// A tag naming what the item was and the hex SHA-256 (128 bits) of its canonical JSON.
+    Content(&'static str, String),
+}
+
+/// An event read back from a task's payload: its identity served at ingest and is not kept.
+impl Default for Identity {
+    fn default() -> Identity {
+        Identity::Content("none", String::new())
+    }
+}
+
+impl Identity {
+    /// The platform's id when it is there and not blank, else the item's content.
+    pub fn given_or_content(id: Option<String>, tag: &'static str, item: &Value) -> Identity {
+        match given(id) {
+            Some(id) => Identity::Given(id),
+            None => Identity::content(tag, item),
+        }
+    }
+
+    /// As [`Identity::given_or_content`], for an item kept as text.
+    pub fn given_or_raw(id: Option<String>, tag: &'static str, item: &RawValue) -> Identity {
+        match given(id) {
+            Some(id) => Identity::Given(id),
+            None => Identity::raw(tag, item),
+        }
+    }
+
+    /// The hash of `v`'s canonical JSON (object keys sorted).
+    pub fn content(tag: &'static str, v: &Value) -> Identity {
+        let digest = Sha256::digest(v.to_string().as_bytes());
+        Identity::Content(tag, hex::encode(&digest[..16]))
+    }
+
+    /// The hash of an item kept as text, read as [`Identity::content`] reads it.
+    pub fn raw(tag: &'static str, item: &RawValue) -> Identity {
+        Identity::content(tag, &serde_json::from_str(item.get()).unwrap_or(Value::Null))
+    }
+
+    /// The event's id as shown (and recorded in its conversation).
+    pub fn id(&self) -> String {
+        match self {
+            Identity::Given(id) | Identity::Named(_, id) => id.clone(),
+            Identity::Derived(parts) => parts.join(":"),
+            Identity::Content(tag, hash) => format!("{tag}:{hash}"),
+        }
+    }
+}
+
+/// An item of a webhook that names no event Switchyard can read (an `entry` or `messaging` item
+/// that is not an object). It costs the other events of its request nothing: it is queued for
+/// the dead-letter queue with its raw item, so an operator can see what was sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unreadable {
+    pub platform: Platform,
+    pub account: String,
+    /// Why it could not be read.
+    pub why: String,
+    pub raw: Raw,
+}
+
+impl Unreadable {
+    /// The dedup key of an unreadable item: a redelivery of the same item is not dead-lettered
+    /// twice.
+    pub fn dedup_key(&self) -> String {
+        dedup_key(self.platform, &self.account, &Identity::raw("unreadable", &self.raw.0))
+    }
+}
+
+/// The events of one request, and the items of it that could not be read.
+#[derive(Debug, Default, PartialEq)]
+pub struct Batch {
+    pub events: Vec<InboundEvent>,
+    pub unreadable: Vec<Unreadable>,
+}
+
+impl From<Vec<InboundEvent>> for Batch {
+    fn from(events: Vec<InboundEvent>) -> Batch {
+        Batch { events, unreadable: Vec::new() }
+    }
+}
+
+/// An id as a platform sent it, or `None` when it is missing, empty or only white space: such
+/// an id names nothing, and taking it as one would merge every event that carries it.
+pub fn given(id: Option<String>) -> Option<String> {
+    id.filter(|id| !id.trim().is_empty())
 }
 
 /// A piece of JSON kept as text: a webhook's item exactly as the platform sent it (escapes and
@@ -286,17 +435,6 @@ pub fn raw_number_or_string(raw: Option<&RawValue>) -> Option<u64> {
 /// `true` only for JSON `true`.
 pub fn raw_true(raw: Option<&RawValue>) -> bool {
     raw.is_some_and(|r| r.get() == "true")
-}
-
-/// The id of an item without one of its own: see [`content_id`].
-pub fn raw_content_id(prefix: &str, raw: &RawValue) -> String {
-    content_id(prefix, &serde_json::from_str(raw.get()).unwrap_or(Value::Null))
-}
-
-/// A stable id for an item that carries none: the hash of its JSON (keys are sorted).
-pub fn content_id(prefix: &str, v: &Value) -> String {
-    let digest = Sha256::digest(v.to_string().as_bytes());
-    format!("{prefix}:{}", hex::encode(&digest[..16]))
 }
 
 /// A timestamp sent as a number or a string.

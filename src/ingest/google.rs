@@ -5,13 +5,14 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use serde_json::{Value, json};
 
-use super::event::{EventKind, InboundEvent, Platform, Raw, content_id, text_of};
+use super::event::{EventKind, Identity, InboundEvent, Platform, Raw, given, text_of};
 use super::meta::ParseError;
 
 /// The parts of a push envelope, with the ids in either spelling Google uses.
 #[derive(Debug, Clone)]
 pub struct Envelope {
-    pub message_id: String,
+    /// `message.messageId`, or the hash of the `message` object when it has none (or a blank one).
+    pub message_id: Identity,
     pub publish_time: Option<String>,
     pub subscription: String,
     pub attributes: Value,
@@ -29,9 +30,8 @@ pub fn envelope(body: &[u8]) -> Result<Envelope, ParseError> {
         .get("message")
         .filter(|m| m.is_object())
         .ok_or_else(|| ParseError::Shape("missing `message` object".into()))?;
-    let message_id = either(m, "messageId", "message_id")
-        .and_then(|id| text_of(Some(id)))
-        .ok_or_else(|| ParseError::Shape("missing `message.messageId`".into()))?;
+    let message_id =
+        Identity::given_or_content(either(m, "messageId", "message_id").and_then(|id| text_of(Some(id))), "pubsub", m);
     let data = match m.get("data") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::String(s)) => STANDARD
@@ -58,21 +58,23 @@ fn rfc3339_ms(t: Option<&str>) -> Option<u64> {
 pub fn pubsub_event(env: &Envelope) -> InboundEvent {
     let data = serde_json::from_slice::<Value>(&env.data)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&env.data).into_owned()));
+    let id = env.message_id.id();
     InboundEvent {
         platform: Platform::Pubsub,
         kind: EventKind::Notification,
-        id: env.message_id.clone(),
+        id: id.clone(),
         account: env.subscription.clone(),
         customer: String::new(),
         text: None,
         timestamp_ms: rfc3339_ms(env.publish_time.as_deref()),
         raw: Raw::from_value(&json!({
-            "message_id": env.message_id,
+            "message_id": id,
             "publish_time": env.publish_time,
             "subscription": env.subscription,
             "attributes": env.attributes,
             "data": data,
         })),
+        identity: env.message_id.clone(),
     }
 }
 
@@ -85,27 +87,43 @@ pub fn rbm_event(env: &Envelope) -> Result<InboundEvent, ParseError> {
     let customer = text_of(d.get("senderPhoneNumber")).unwrap_or_default();
     let account = text_of(d.get("agentId")).unwrap_or_default();
     let timestamp_ms = rfc3339_ms(d.get("sendTime").and_then(Value::as_str));
-    let message_id = text_of(d.get("messageId"));
-    let (kind, id, text) = if let Some(event_type) = text_of(d.get("eventType")) {
+    let message_id = given(text_of(d.get("messageId")));
+    let (kind, identity, text) = if let Some(event_type) = text_of(d.get("eventType")) {
         let kind = match event_type.as_str() {
             "DELIVERED" => EventKind::Delivery,
             "READ" => EventKind::Read,
             "IS_TYPING" => EventKind::Typing,
             _ => EventKind::Other,
         };
-        let id = text_of(d.get("eventId"))
-            .or_else(|| message_id.as_ref().map(|m| format!("{m}:{event_type}")))
-            .unwrap_or_else(|| content_id("rbmevent", &d));
-        (kind, id, None)
+        let identity = match (given(text_of(d.get("eventId"))), message_id) {
+            (Some(id), _) => Identity::Named("event", id),
+            // One message's events (delivered, read) are different events under its id.
+            (None, Some(m)) => Identity::Derived(vec![m, event_type]),
+            (None, None) => Identity::content("rbmevent", &d),
+        };
+        (kind, identity, None)
     } else {
         let text = text_of(d.get("text")).or_else(|| {
             d.get("suggestionResponse").and_then(|s| text_of(s.get("text")).or_else(|| text_of(s.get("postbackData"))))
         });
-        let id = message_id.ok_or_else(|| ParseError::Shape("RBM message without `messageId`".into()))?;
-        (EventKind::Message, id, text)
+        let identity = match message_id {
+            Some(id) => Identity::Given(id),
+            None => Identity::content("rbmmsg", &d),
+        };
+        (EventKind::Message, identity, text)
     };
     let raw = Raw::from_value(&d);
-    Ok(InboundEvent { platform: Platform::Rbm, kind, id, account, customer, text, timestamp_ms, raw })
+    Ok(InboundEvent {
+        platform: Platform::Rbm,
+        kind,
+        id: identity.id(),
+        account,
+        customer,
+        text,
+        timestamp_ms,
+        raw,
+        identity,
+    })
 }
 
 #[cfg(test)]
@@ -128,7 +146,6 @@ mod tests {
     #[test]
     fn bad_envelopes() {
         assert!(envelope(b"[]").is_err());
-        assert!(envelope(br#"{"message":{"data":"eyJ="}}"#).is_err(), "no message id");
         assert!(envelope(br#"{"message":{"messageId":"1","data":"%%%"}}"#).is_err());
         assert!(envelope(br#"{"message":{"messageId":"1","data":5}}"#).is_err());
     }
@@ -136,7 +153,7 @@ mod tests {
     #[test]
     fn rbm_messages_and_events() {
         let mk = |data: &str| Envelope {
-            message_id: "x".into(),
+            message_id: Identity::Given("x".into()),
             publish_time: None,
             subscription: String::new(),
             attributes: Value::Null,
@@ -158,6 +175,39 @@ mod tests {
         .unwrap();
         assert_eq!(s.text.as_deref(), Some("Yes"));
         assert!(rbm_event(&mk("not json")).is_err());
-        assert!(rbm_event(&mk(r#"{"text":"no id"}"#)).is_err());
+    }
+
+    #[test]
+    fn blank_and_missing_ids_are_named_by_content() {
+        let key = |body: &[u8]| pubsub_event(&envelope(body).unwrap()).dedup_key();
+        let a = key(br#"{"message":{"data":"eyJhIjoxfQ==","messageId":""},"subscription":"s"}"#);
+        let b = key(br#"{"message":{"data":"eyJhIjoyfQ==","messageId":""},"subscription":"s"}"#);
+        let c = key(br#"{"message":{"data":"eyJhIjoyfQ==","message_id":" "},"subscription":"s"}"#);
+        let d = key(br#"{"message":{"data":"eyJhIjoyfQ=="},"subscription":"s"}"#);
+        assert_ne!(a, b, "two different messages without ids");
+        assert!(c.contains("::c:pubsub:") && d.contains("::c:pubsub:"), "a blank id is no id: {c} {d}");
+        assert_eq!(a, key(br#"{"message":{"messageId":"","data":"eyJhIjoxfQ=="},"subscription":"s"}"#));
+
+        let mk = |data: &str| Envelope {
+            message_id: Identity::Given("x".into()),
+            publish_time: None,
+            subscription: String::new(),
+            attributes: Value::Null,
+            data: data.as_bytes().to_vec(),
+        };
+        let rbm = |data: &str| rbm_event(&mk(data)).unwrap();
+        let m1 = rbm(r#"{"senderPhoneNumber":"+1","messageId":"","text":"one"}"#);
+        let m2 = rbm(r#"{"senderPhoneNumber":"+1","text":"two"}"#);
+        assert_eq!(m1.kind, EventKind::Message);
+        assert_ne!(m1.dedup_key(), m2.dedup_key());
+        // An event's id, a message's id and the id made of a message and its event never meet.
+        let keys = [
+            rbm(r#"{"senderPhoneNumber":"+1","messageId":"ev"}"#).dedup_key(),
+            rbm(r#"{"senderPhoneNumber":"+1","eventType":"READ","eventId":"ev"}"#).dedup_key(),
+            rbm(r#"{"senderPhoneNumber":"+1","eventType":"READ","eventId":"","messageId":"ev"}"#).dedup_key(),
+            rbm(r#"{"senderPhoneNumber":"+1","eventType":"DELIVERED","messageId":"ev"}"#).dedup_key(),
+            rbm(r#"{"senderPhoneNumber":"+1","eventType":"READ"}"#).dedup_key(),
+        ];
+        assert_eq!(keys.iter().collect::<std::collections::HashSet<_>>().len(), keys.len(), "{keys:?}");
     }
 }

@@ -5,8 +5,8 @@
 use serde_json::value::RawValue;
 
 use super::event::{
-    EventKind, InboundEvent, Obj, Platform, Raw, check_json, items, raw_content_id, raw_number_or_string, raw_text,
-    raw_true,
+    Batch, EventKind, Identity, InboundEvent, Obj, Platform, Raw, Unreadable, check_json, given, items,
+    raw_number_or_string, raw_text, raw_true,
 };
 
 /// Why a body is not a Meta webhook.
@@ -20,8 +20,9 @@ pub enum ParseError {
 
 /// Every event of a body. The body is checked whole, then read lazily, item by item, and each
 /// item's text is copied once into its event, as sent: nothing is built as a tree and written
-/// out again.
-pub fn parse(body: &[u8]) -> Result<Vec<InboundEvent>, ParseError> {
+/// out again. Only a fault of the whole body is an error; an item that is no event is set aside
+/// as [`Unreadable`] and costs the others nothing.
+pub fn parse(body: &[u8]) -> Result<Batch, ParseError> {
     check_json(body).map_err(|e| ParseError::Json(e.to_string()))?;
     // JSON, but not an object: say what is missing, as for an object without it.
     let top = serde_json::from_slice::<Obj>(body).map_err(|_| ParseError::Shape("missing `object`".into()))?;
@@ -37,36 +38,51 @@ pub fn parse(body: &[u8]) -> Result<Vec<InboundEvent>, ParseError> {
         other => return Err(ParseError::Shape(format!("unsupported object `{other}`"))),
     };
     let entries = items(top.get("entry")).ok_or_else(|| ParseError::Shape("missing `entry` array".into()))?;
-    let mut out = Vec::new();
-    for entry in entries {
-        let entry = Obj::of(entry).ok_or_else(|| ParseError::Shape("an `entry` item is not an object".into()))?;
+    let mut out = Batch::default();
+    for raw in entries {
+        let Some(entry) = Obj::of(raw) else {
+            out.unreadable.push(unreadable(platform, "", "an `entry` item is not an object", raw));
+            continue;
+        };
         let account = raw_text(entry.get("id")).unwrap_or_default();
         for key in ["messaging", "standby"] {
             for item in items(entry.get(key)).unwrap_or_default() {
-                out.push(messaging_item(platform, &account, item)?);
+                match messaging_item(platform, &account, item) {
+                    Some(ev) => out.events.push(ev),
+                    None => out.unreadable.push(unreadable(
+                        platform,
+                        &account,
+                        &format!("a `{key}` item is not an object"),
+                        item,
+                    )),
+                }
             }
         }
         for change in items(entry.get("changes")).unwrap_or_default() {
             if platform == Platform::Whatsapp {
-                whatsapp_change(&account, change, &mut out);
+                whatsapp_change(&account, change, &mut out.events);
             } else {
-                out.push(change_item(platform, &account, change));
+                out.events.push(change_item(platform, &account, change));
             }
         }
     }
     Ok(out)
 }
 
+fn unreadable(platform: Platform, account: &str, why: &str, raw: &RawValue) -> Unreadable {
+    Unreadable { platform, account: account.to_string(), why: why.to_string(), raw: Raw::from_raw(raw) }
+}
+
 fn id_of(v: &Obj, key: &str) -> String {
     v.obj(key).and_then(|s| raw_text(s.get("id"))).unwrap_or_default()
 }
 
-fn messaging_item(platform: Platform, page: &str, raw: &RawValue) -> Result<InboundEvent, ParseError> {
-    let item = Obj::of(raw).ok_or_else(|| ParseError::Shape("a `messaging` item is not an object".into()))?;
+/// A `messaging` item's event; `None` when the item is not an object.
+fn messaging_item(platform: Platform, page: &str, raw: &RawValue) -> Option<InboundEvent> {
+    let item = Obj::of(raw)?;
     let sender = id_of(&item, "sender");
     let recipient = id_of(&item, "recipient");
     let timestamp_ms = raw_number_or_string(item.get("timestamp"));
-    let ts = timestamp_ms.unwrap_or(0);
     let mut ev = InboundEvent {
         platform,
         kind: EventKind::Other,
@@ -76,6 +92,7 @@ fn messaging_item(platform: Platform, page: &str, raw: &RawValue) -> Result<Inbo
         text: None,
         timestamp_ms,
         raw: Raw::from_raw(raw),
+        identity: Identity::default(),
     };
     if let Some(m) = item.get("message") {
         let m = Obj::of(m).unwrap_or_default();
@@ -88,41 +105,57 @@ fn messaging_item(platform: Platform, page: &str, raw: &RawValue) -> Result<Inbo
             ev.kind = EventKind::Message;
             ev.customer = sender;
         }
-        ev.id = raw_text(m.get("mid")).unwrap_or_else(|| raw_content_id("msg", raw));
-        return Ok(ev);
+        ev.identity = Identity::given_or_raw(raw_text(m.get("mid")), "msg", raw);
+        ev.id = ev.identity.id();
+        return Some(ev);
     }
     if let Some(p) = item.get("postback") {
         let p = Obj::of(p).unwrap_or_default();
         ev.kind = EventKind::Postback;
         ev.text = raw_text(p.get("title"));
-        ev.id = raw_text(p.get("mid")).unwrap_or_else(|| raw_content_id("postback", raw));
+        ev.identity = Identity::given_or_raw(raw_text(p.get("mid")), "postback", raw);
     } else if let Some(d) = item.get("delivery") {
         let watermark = Obj::of(d).and_then(|d| raw_number_or_string(d.get("watermark")));
         ev.kind = EventKind::Delivery;
-        ev.id = format!("delivery:{sender}:{}", watermark.unwrap_or(ts));
+        ev.identity = receipt("delivery", &sender, watermark.or(timestamp_ms), raw);
     } else if let Some(r) = item.get("read") {
         let watermark = Obj::of(r).and_then(|r| raw_number_or_string(r.get("watermark")));
         ev.kind = EventKind::Read;
-        ev.id = format!("read:{sender}:{}", watermark.unwrap_or(ts));
+        ev.identity = receipt("read", &sender, watermark.or(timestamp_ms), raw);
     } else {
-        ev.id = raw_content_id("event", raw);
+        ev.identity = Identity::raw("event", raw);
     }
+    ev.id = ev.identity.id();
     ev.customer = sender;
-    Ok(ev)
+    Some(ev)
+}
+
+/// A delivery or read receipt is named by its sender and watermark (Meta sends no id): all the
+/// customer's messages up to the watermark. Without both, by its content.
+fn receipt(tag: &'static str, sender: &str, watermark: Option<u64>, raw: &RawValue) -> Identity {
+    match (given(Some(sender.to_string())), watermark) {
+        (Some(sender), Some(watermark)) => Identity::Derived(vec![tag.into(), sender, watermark.to_string()]),
+        _ => Identity::raw(tag, raw),
+    }
 }
 
 /// Instagram comments, page feed and other `changes`: recorded as they come.
 fn change_item(platform: Platform, account: &str, change: &RawValue) -> InboundEvent {
     let value = Obj::of(change).and_then(|c| c.obj("value")).unwrap_or_default();
+    let identity = match given(raw_text(value.get("id"))) {
+        Some(id) => Identity::Named("change", id),
+        None => Identity::raw("change", change),
+    };
     InboundEvent {
         platform,
         kind: EventKind::Other,
-        id: raw_text(value.get("id")).unwrap_or_else(|| raw_content_id("change", change)),
+        id: identity.id(),
         account: account.to_string(),
         customer: value.obj("from").and_then(|f| raw_text(f.get("id"))).unwrap_or_default(),
         text: raw_text(value.get("text")),
         timestamp_ms: None,
         raw: Raw::from_raw(change),
+        identity,
     }
 }
 
@@ -150,35 +183,44 @@ fn whatsapp_change(waba: &str, change: &RawValue, out: &mut Vec<InboundEvent>) {
     for raw in items(value.get("messages")).unwrap_or_default() {
         found = true;
         let m = Obj::of(raw).unwrap_or_default();
+        let identity = Identity::given_or_raw(raw_text(m.get("id")), "wamsg", raw);
         out.push(InboundEvent {
             platform: Platform::Whatsapp,
             kind: EventKind::Message,
-            id: raw_text(m.get("id")).unwrap_or_else(|| raw_content_id("wamsg", raw)),
+            id: identity.id(),
             account: phone_id.clone(),
             customer: raw_text(m.get("from")).unwrap_or_default(),
             text: whatsapp_text(&m),
             timestamp_ms: seconds_to_ms(m.get("timestamp")),
             raw: Raw::from_raw(raw),
+            identity,
         });
     }
     for raw in items(value.get("statuses")).unwrap_or_default() {
         found = true;
         let s = Obj::of(raw).unwrap_or_default();
         let status = raw_text(s.get("status")).unwrap_or_default();
+        // One message's statuses (sent, delivered, read) are different events under one id.
+        let identity = match given(raw_text(s.get("id"))) {
+            Some(id) => Identity::Derived(vec![id, status.clone()]),
+            None => Identity::raw("wastatus", raw),
+        };
         out.push(InboundEvent {
             platform: Platform::Whatsapp,
             kind: EventKind::Status,
-            id: format!("{}:{status}", raw_text(s.get("id")).unwrap_or_else(|| raw_content_id("wastatus", raw))),
+            id: identity.id(),
             account: phone_id.clone(),
             customer: raw_text(s.get("recipient_id")).unwrap_or_default(),
             text: Some(status),
             timestamp_ms: seconds_to_ms(s.get("timestamp")),
             raw: Raw::from_raw(raw),
+            identity,
         });
     }
     if !found {
         let mut ev = change_item(Platform::Whatsapp, &phone_id, change);
-        ev.id = raw_content_id("change", change);
+        ev.identity = Identity::raw("change", change);
+        ev.id = ev.identity.id();
         out.push(ev);
     }
 }
@@ -196,7 +238,7 @@ mod tests {
             {"sender":{"id":"U1"},"recipient":{"id":"P1"},"timestamp":1457764197630,"read":{"watermark":1457764197628}},
             {"sender":{"id":"U1"},"recipient":{"id":"P1"},"timestamp":1457764197631,"postback":{"title":"Start","payload":"GET_STARTED","mid":"m_3"}}
         ]}]}"#;
-        let evs = parse(body).unwrap();
+        let evs = parse(body).unwrap().events;
         let kinds: Vec<EventKind> = evs.iter().map(|e| e.kind).collect();
         assert_eq!(
             kinds,
@@ -213,7 +255,7 @@ mod tests {
     #[test]
     fn instagram_and_whatsapp() {
         let ig = br#"{"object":"instagram","entry":[{"id":"IG1","time":1,"messaging":[{"sender":{"id":"S"},"recipient":{"id":"IG1"},"timestamp":5,"message":{"mid":"ig_m","text":"yo"}}]}]}"#;
-        let evs = parse(ig).unwrap();
+        let evs = parse(ig).unwrap().events;
         assert_eq!((evs[0].platform, evs[0].id.as_str()), (Platform::Instagram, "ig_m"));
 
         let wa =
@@ -222,7 +264,7 @@ mod tests {
             "contacts":[{"profile":{"name":"Ann"},"wa_id":"4477"}],
             "messages":[{"from":"4477","id":"wamid.A","timestamp":"1700000000","type":"text","text":{"body":"price?"}}],
             "statuses":[{"id":"wamid.B","status":"read","timestamp":"1700000001","recipient_id":"4477"}]}}]}]}"#;
-        let evs = parse(wa).unwrap();
+        let evs = parse(wa).unwrap().events;
         assert_eq!(evs.len(), 2);
         assert_eq!((evs[0].kind, evs[0].id.as_str(), evs[0].account.as_str()), (EventKind::Message, "wamid.A", "PN1"));
         assert_eq!((evs[0].text.as_deref(), evs[0].timestamp_ms), (Some("price?"), Some(1_700_000_000_000)));
@@ -234,14 +276,90 @@ mod tests {
         assert!(matches!(parse(b"not json"), Err(ParseError::Json(_))));
         assert_eq!(parse(br#"{"entry":[]}"#), Err(ParseError::Shape("missing `object`".into())));
         assert!(matches!(parse(br#"{"object":"page"}"#), Err(ParseError::Shape(_))));
-        assert!(matches!(parse(br#"{"object":"page","entry":[1]}"#), Err(ParseError::Shape(_))));
-        assert!(matches!(parse(br#"{"object":"page","entry":[{"messaging":["x"]}]}"#), Err(ParseError::Shape(_))));
+    }
+
+    #[test]
+    fn an_item_that_is_no_event_costs_the_others_nothing() {
+        let b = parse(br#"{"object":"page","entry":[1,{"id":"P","messaging":["x",{"sender":{"id":"U"},"message":{"mid":"m_1"}}]}]}"#)
+            .unwrap();
+        assert_eq!(b.events.len(), 1, "{b:?}");
+        assert_eq!(b.events[0].id, "m_1");
+        let whys: Vec<(&str, &str, &str)> =
+            b.unreadable.iter().map(|u| (u.account.as_str(), u.why.as_str(), u.raw.get())).collect();
+        assert_eq!(
+            whys,
+            [("", "an `entry` item is not an object", "1"), ("P", "a `messaging` item is not an object", r#""x""#)]
+        );
+        assert_ne!(b.unreadable[0].dedup_key(), b.unreadable[1].dedup_key());
+    }
+
+    /// The events of `messaging` items of page `P`.
+    fn page_items(items: &[&str]) -> Vec<InboundEvent> {
+        let body = format!(r#"{{"object":"page","entry":[{{"id":"P","messaging":[{}]}}]}}"#, items.join(","));
+        parse(body.as_bytes()).unwrap().events
+    }
+
+    #[test]
+    fn blank_and_missing_ids_are_no_ids() {
+        let evs = page_items(&[
+            r#"{"sender":{"id":"U"},"timestamp":1,"message":{"mid":"","text":"one"}}"#,
+            r#"{"sender":{"id":"U"},"timestamp":2,"message":{"mid":"","text":"two"}}"#,
+            r#"{"sender":{"id":"U"},"timestamp":3,"message":{"mid":"  ","text":"three"}}"#,
+            r#"{"sender":{"id":"U"},"timestamp":4,"message":{"text":"four"}}"#,
+            r#"{"sender":{"id":"U"},"timestamp":5,"postback":{"mid":"","title":"a"}}"#,
+            r#"{"sender":{"id":"U"},"timestamp":6,"postback":{"mid":"","title":"b"}}"#,
+            r#"{"sender":{"id":""},"delivery":{"watermark":7}}"#,
+            r#"{"sender":{"id":""},"delivery":{"watermark":8}}"#,
+            r#"{"sender":{"id":"U"},"read":{}}"#,
+            r#"{"sender":{"id":"U"},"read":{"watermark":""}}"#,
+        ]);
+        let keys: std::collections::HashSet<String> = evs.iter().map(InboundEvent::dedup_key).collect();
+        assert_eq!(keys.len(), evs.len(), "every different event has its own key: {evs:#?}");
+        assert!(evs[0].id.starts_with("msg:") && evs[4].id.starts_with("postback:"), "{evs:?}");
+        // The same items sent again have the same keys.
+        let again = page_items(&[r#"{"sender":{"id":"U"},"timestamp":1,"message":{"mid":"","text":"one"}}"#]);
+        assert_eq!(again[0].dedup_key(), evs[0].dedup_key());
+    }
+
+    #[test]
+    fn ids_that_look_alike_stay_apart() {
+        let evs = page_items(&[
+            r#"{"sender":{"id":"U"},"message":{"mid":"delivery:U:5"}}"#,
+            r#"{"sender":{"id":"U"},"delivery":{"watermark":5}}"#,
+            r#"{"sender":{"id":"U:5"},"read":{"watermark":5}}"#,
+            r#"{"sender":{"id":"U"},"read":{"watermark":5}}"#,
+            r#"{"sender":{"id":"U"},"message":{"mid":"a%3Ab"}}"#,
+            r#"{"sender":{"id":"U"},"message":{"mid":"a:b"}}"#,
+        ]);
+        let keys: std::collections::HashSet<String> = evs.iter().map(InboundEvent::dedup_key).collect();
+        assert_eq!(keys.len(), evs.len(), "{evs:#?}");
+        assert_eq!(evs[1].id, "delivery:U:5", "a receipt's id reads as before");
+        // A page id with a colon does not meet another page's message id.
+        let a = parse(br#"{"object":"page","entry":[{"id":"P:1","messaging":[{"message":{"mid":"m"}}]}]}"#).unwrap();
+        let b = parse(br#"{"object":"page","entry":[{"id":"P","messaging":[{"message":{"mid":"1:m"}}]}]}"#).unwrap();
+        assert_ne!(a.events[0].dedup_key(), b.events[0].dedup_key());
+    }
+
+    #[test]
+    fn whatsapp_statuses_and_ids() {
+        let wa = |value: &str| {
+            let body = format!(
+                r#"{{"object":"whatsapp_business_account","entry":[{{"id":"W","changes":[{{"value":{value}}}]}}]}}"#
+            );
+            parse(body.as_bytes()).unwrap().events
+        };
+        let evs = wa(r#"{"metadata":{"phone_number_id":"PN"},
+            "messages":[{"id":"","from":"1","text":{"body":"a"}},{"id":"","from":"1","text":{"body":"b"}}],
+            "statuses":[{"id":"w1","status":"sent"},{"id":"w1","status":"read"},{"id":" ","status":"read","recipient_id":"1"},{"status":"read","recipient_id":"2"}]}"#);
+        let keys: std::collections::HashSet<String> = evs.iter().map(InboundEvent::dedup_key).collect();
+        assert_eq!(keys.len(), 6, "{evs:#?}");
+        assert_eq!((evs[2].id.as_str(), evs[3].id.as_str()), ("w1:sent", "w1:read"));
     }
 
     #[test]
     fn non_ascii_escaped_as_meta_sends_it() {
         let body = br#"{"object":"page","entry":[{"id":"P","messaging":[{"sender":{"id":"U"},"recipient":{"id":"P"},"timestamp":1,"message":{"mid":"m","text":"caf\u00e9 \ud83d\ude00"}}]}]}"#;
-        let evs = parse(body).unwrap();
+        let evs = parse(body).unwrap().events;
         assert_eq!(evs[0].text.as_deref(), Some("café 😀"));
     }
 }

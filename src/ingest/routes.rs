@@ -9,7 +9,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::event::{EventKind, InboundEvent, Platform, Raw, content_id, text_of};
+use super::event::{EventKind, Identity, InboundEvent, Platform, Raw, given, text_of};
 use super::{Accepted, accept, count_rejected, google, meta, verify};
 use crate::web::error::ApiError;
 use crate::web::{AppState, RawBody};
@@ -23,7 +23,10 @@ pub fn router() -> Router<AppState> {
 }
 
 fn answer(a: Accepted) -> Response {
-    let body = format!(r#"{{"status":"accepted","accepted":{},"duplicates":{}}}"#, a.accepted, a.duplicates);
+    let body = format!(
+        r#"{{"status":"accepted","accepted":{},"duplicates":{},"unreadable":{}}}"#,
+        a.accepted, a.duplicates, a.unreadable
+    );
     ([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
@@ -83,7 +86,7 @@ async fn pubsub(State(s): State<AppState>, headers: HeaderMap, RawBody(body): Ra
         .ok_or_else(|| rejected("pubsub", ApiError::Unauthorized("missing bearer token".into())))?;
     jwks.verify(token.trim(), aud, sa).await.map_err(|why| rejected("pubsub", ApiError::Unauthorized(why)))?;
     let env = google::envelope(&body).map_err(|e| rejected("pubsub", ApiError::BadRequest(e.to_string())))?;
-    Ok(answer(accept(&s.engine, vec![google::pubsub_event(&env)]).await?))
+    Ok(answer(accept(&s.engine, vec![google::pubsub_event(&env)].into()).await?))
 }
 
 #[derive(Deserialize)]
@@ -120,7 +123,7 @@ async fn rbm(State(s): State<AppState>, headers: HeaderMap, RawBody(body): RawBo
     verify::check_rbm(token.as_bytes(), &env.data, header(&headers, "x-goog-signature"))
         .map_err(|why| rejected("rbm", ApiError::Unauthorized(why.into())))?;
     let ev = google::rbm_event(&env).map_err(|e| rejected("rbm", ApiError::BadRequest(e.to_string())))?;
-    Ok(answer(accept(&s.engine, vec![ev]).await?))
+    Ok(answer(accept(&s.engine, vec![ev].into()).await?))
 }
 
 async fn generic(
@@ -140,20 +143,21 @@ async fn generic(
         .map_err(|why| rejected("generic", ApiError::Unauthorized(why.into())))?;
     let v: Value = serde_json::from_slice(&body)
         .map_err(|e| rejected("generic", ApiError::BadRequest(format!("body is not JSON: {e}"))))?;
-    let id = header(&headers, "x-event-id")
-        .map(str::to_string)
-        .or_else(|| text_of(v.get("id")))
-        .or_else(|| text_of(v.get("event_id")))
-        .unwrap_or_else(|| content_id("body", &v));
+    // The first of these that is there and not blank names the event; none, its body's content.
+    let given_id = given(header(&headers, "x-event-id").map(str::to_string))
+        .or_else(|| given(text_of(v.get("id"))))
+        .or_else(|| given(text_of(v.get("event_id"))));
+    let identity = Identity::given_or_content(given_id, "body", &v);
     let ev = InboundEvent {
         platform: Platform::Generic,
         kind: EventKind::Other,
-        id,
+        id: identity.id(),
         account: source,
         customer: text_of(v.get("customer")).unwrap_or_default(),
         text: text_of(v.get("text")),
         timestamp_ms: None,
         raw: Raw::from_value(&v),
+        identity,
     };
-    Ok(answer(accept(&s.engine, vec![ev]).await?))
+    Ok(answer(accept(&s.engine, vec![ev].into()).await?))
 }

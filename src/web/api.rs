@@ -24,7 +24,7 @@ pub(super) fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
 
 pub async fn enqueue(State(s): State<AppState>, RawBody(body): RawBody) -> Result<impl IntoResponse, ApiError> {
     let spec: TaskSpec = parse_body(&body)?;
-    let task_id = s.engine.enqueue(spec).await?;
+    let task_id = s.engine.submit(spec).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({"task_id": task_id, "status": "PENDING"}))))
 }
 

@@ -16,6 +16,9 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// An idempotency key re-used with another kind or payload: the first task's id.
+    #[error("the idempotency key was used by task {0} with another kind or payload")]
+    IdempotencyConflict(String),
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
@@ -39,6 +42,7 @@ impl ApiError {
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::IdempotencyConflict(_) => (StatusCode::CONFLICT, "idempotency_conflict"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
@@ -58,6 +62,7 @@ impl From<EngineError> for ApiError {
             EngineError::UnknownKind(_) | EngineError::BadInput(_) => ApiError::BadRequest(e.to_string()),
             EngineError::NotFound(_) => ApiError::NotFound(e.to_string()),
             EngineError::Finished { .. } => ApiError::Conflict(e.to_string()),
+            EngineError::IdempotencyConflict(task_id) => ApiError::IdempotencyConflict(task_id),
             EngineError::LaneFull(_) => ApiError::Unavailable(e.to_string()),
             EngineError::Redis(_) => ApiError::Internal(e.to_string()),
         }
@@ -75,7 +80,12 @@ impl IntoResponse for ApiError {
             ApiError::Internal(_) => "internal error; see the server log".to_string(),
             other => other.to_string(),
         };
-        let mut resp = (status, axum::Json(json!({"error": {"code": code, "message": message}}))).into_response();
+        let mut body = json!({"error": {"code": code, "message": message}});
+        if let ApiError::IdempotencyConflict(task_id) = &self {
+            // The first task, where a client reads a task id.
+            body["task_id"] = json!(task_id);
+        }
+        let mut resp = (status, axum::Json(body)).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }

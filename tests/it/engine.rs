@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::common::*;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
-use switchyard::engine::{Lane, Outcome, Registry, TaskSpec, TaskState, format_ms, now_ms};
+use switchyard::engine::{Enqueued, Lane, Outcome, Registry, TaskSpec, TaskState, format_ms, now_ms};
 
 fn sleep_task(ms: u64) -> TaskSpec {
     TaskSpec::new("diag.sleep", json!({ "ms": ms }))
@@ -584,15 +584,15 @@ async fn an_acknowledged_entry_whose_record_is_gone_is_no_task() {
 async fn a_dedup_key_queues_once_without_naming_the_first_task() {
     let env = TestEnv::new("dedup-key").await;
     let first = env.engine.enqueue_many(vec![noop().dedup_key("m_1"), noop().dedup_key("m_1")]).await.unwrap();
-    assert!(first[0].1 && !first[0].0.is_empty(), "{first:?}");
-    assert_eq!(first[1], (String::new(), false), "a repeat in the same batch is told apart");
+    assert!(first[0].is_new() && !first[0].id().is_empty(), "{first:?}");
+    assert_eq!(first[1], Enqueued::Repeat(None), "a repeat in the same batch is told apart");
     let again = env.engine.enqueue_many(vec![noop().dedup_key("m_1"), noop().dedup_key("m_2")]).await.unwrap();
-    assert_eq!(again[0], (String::new(), false));
-    assert!(again[1].1, "another key is another task");
+    assert_eq!(again[0], Enqueued::Repeat(None));
+    assert!(again[1].is_new(), "another key is another task");
     assert_eq!(env.lane_len(Lane::Analytics).await, 2);
     // An idempotency key seen as a dedup key finds no id to name: it is a repeat all the same.
     let named = env.engine.enqueue_many(vec![noop().idempotency_key("m_2")]).await.unwrap();
-    assert_eq!(named, [(String::new(), false)]);
+    assert_eq!(named, [Enqueued::Repeat(None)]);
     assert_eq!(env.lane_len(Lane::Analytics).await, 2);
 }
 

@@ -1,7 +1,8 @@
 //! Integration tests against a real Redis: one binary, one key prefix per test, run in parallel.
 //!
 //! `common` starts the shared `redis-server` (or uses `SWITCHYARD_TEST_REDIS_URL`) and holds the
-//! helpers; `engine` covers the task engine and its API; `webhooks` the ingestion endpoints;
+//! helpers; `engine` covers the task engine and its API; `webhooks` the ingestion endpoints,
+//! `webhook_ids` what names an event (empty, blank and over-long ids, unreadable items);
 //! `delivery` replies going out to a local stand-in for the platforms; `conversations` the
 //! conversation store; `faults` races and Redis faults; `ordering` tasks run in order per key; `flow` a webhook in, its reply out; `schedule` the scheduler; `binary` the `switchyard`
 //! command itself.
@@ -20,4 +21,5 @@ mod flow;
 mod metrics;
 mod ordering;
 mod schedule;
+mod webhook_ids;
 mod webhooks;

@@ -8,15 +8,18 @@
 -- KEYS[1] lane stream
 -- ARGV[1] key root, ARGV[2] lane index, ARGV[3] idempotency window (ms), ARGV[4] depth limit
 -- (0: none), ARGV[5] now (µs, kept in the entry to measure waits), ARGV[6] consumer group;
--- then per task: kind, payload, max attempts, idempotency key ('' for none), whether a repeat
--- must name the earlier task ('1') or only be told apart ('' : the marker holds no id, as for
+-- then per task: kind, payload, max attempts, idempotency key ('' for none), the fingerprint of
+-- its kind and payload ('' when a repeat is only told apart: the marker then holds no id, as for
 -- webhooks' message ids), order key ('' for none)
 -- The depth that counts is the lane's outstanding work (entries not yet read plus entries
 -- delivered and not acked), not XLEN: acked entries wait behind the oldest pending one to be
 -- trimmed, and must not make a lane look full.
+-- A marker holds '1' (no id kept) or the task's id, a space and its fingerprint (markers of
+-- earlier builds: the id alone).
 -- Returns per task: 'n' .. the new entry's id; 'e' .. the earlier task's id when the
--- idempotency key was seen; 'd' when it was seen and no id was kept; false when the lane is
--- full (nothing was stored for it, its idempotency key included).
+-- idempotency key was seen with the same kind and payload; 'x' .. the earlier task's id when it
+-- was seen with another kind or payload (nothing is queued); 'd' when it was seen and no id was
+-- kept; false when the lane is full (nothing was stored for it, its idempotency key included).
 local stream, root, lane_index = KEYS[1], ARGV[1], tonumber(ARGV[2])
 local window, limit, now_us, group = ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6]
 local per, head = 6, 6
@@ -39,12 +42,21 @@ end
 local out = {}
 for i = 0, n - 1 do
   local a = head + 1 + i * per
-  local kind, payload, max, idem, named, okey = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
+  local kind, payload, max, idem, fp, okey = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
   local marker = idem ~= '' and root .. 'idem:' .. idem
   -- set only if absent, and learn of an earlier owner in the same call
   local earlier = marker and redis.call('SET', marker, '1', 'NX', 'PX', window, 'GET')
   if earlier then
-    out[#out + 1] = named == '1' and earlier ~= '1' and 'e' .. earlier or 'd'
+    if fp == '' or earlier == '1' then
+      out[#out + 1] = 'd'
+    else
+      local id, efp = string.match(earlier, '^(%S+) (%S+)$')
+      if id and efp ~= fp then
+        out[#out + 1] = 'x' .. id
+      else
+        out[#out + 1] = 'e' .. (id or earlier)
+      end
+    end
   elseif room == 0 then
     if marker then redis.call('DEL', marker) end
     out[#out + 1] = false
@@ -56,7 +68,7 @@ for i = 0, n - 1 do
     else
       entry = redis.call('XADD', stream, '*', 'kind', kind, 'payload', payload, 'at', now_us, 'max', max, 'okey', okey)
     end
-    if marker and named == '1' then redis.call('SET', marker, task_id(entry, lane_index), 'XX', 'KEEPTTL') end
+    if marker and fp ~= '' then redis.call('SET', marker, task_id(entry, lane_index) .. ' ' .. fp, 'XX', 'KEEPTTL') end
     out[#out + 1] = 'n' .. entry
   end
 end
