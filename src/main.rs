@@ -160,6 +160,16 @@ enum BenchCmd {
         #[arg(long, default_value_t = 1000)]
         conversations: u64,
     },
+    /// Redis bytes per answered message (by key family) and per finished `diag.noop` task, right
+    /// after the work is done; one JSON line.
+    Memory {
+        #[arg(long, default_value_t = 2000)]
+        messages: u64,
+        #[arg(long, default_value_t = 200)]
+        conversations: u64,
+        #[arg(long, default_value_t = 10_000)]
+        tasks: u64,
+    },
     /// Time the dashboard's overview with a lane of N entries and a DLQ of M dead letters.
     Overview {
         #[arg(long, default_value_t = 1_000_000)]
@@ -235,6 +245,9 @@ async fn main() {
         }
         Command::Bench(BenchCmd::Reply { rate, seconds, conversations }) => {
             bench::reply(config, rate, seconds, conversations).await.and_then(print_line)
+        }
+        Command::Bench(BenchCmd::Memory { messages, conversations, tasks }) => {
+            bench::memory(config, messages, conversations, tasks).await.and_then(print_line)
         }
         Command::Bench(BenchCmd::Overview { entries, dead, renders }) => {
             bench::overview(config, entries, dead, renders).await.and_then(print_line)

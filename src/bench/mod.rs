@@ -1,12 +1,15 @@
 //! Benchmarks on the configured Redis: `drain` (no-op tasks through the whole engine path:
-//! records, acks, retries armed), `latency` (enqueue-to-start at a steady rate) and `ingest`
-//! (signed webhooks over HTTP under wrk).
+//! records, acks, retries armed), `latency` (enqueue-to-start at a steady rate), `ingest`
+//! (signed webhooks over HTTP under wrk), `reply` (webhook to reply) and `memory` (Redis bytes
+//! per answered message and per finished task).
 
 mod ingest;
+mod memory;
 mod overview;
 mod reply;
 
 pub use ingest::{IngestReport, ingest};
+pub use memory::{MemoryReport, memory};
 pub use overview::{OverviewReport, overview};
 pub use reply::{ReplyReport, reply};
 
