@@ -64,6 +64,8 @@ pub struct Config {
     pub lane_depth_limit: u64,
     pub task_retention: Duration,
     pub conversation_retention: Duration,
+    /// Turns kept per conversation: the oldest go as new ones come.
+    pub conversation_max_turns: usize,
     pub idempotency_window: Duration,
     pub shutdown_grace: Duration,
     /// Entries the dead-letter queue may hold (0: no cap; nothing is ever dropped silently).
@@ -117,6 +119,7 @@ impl Default for Config {
             lane_depth_limit: 0,
             task_retention: Duration::from_secs(24 * 3600),
             conversation_retention: Duration::from_secs(30 * 24 * 3600),
+            conversation_max_turns: 200,
             idempotency_window: Duration::from_secs(24 * 3600),
             shutdown_grace: Duration::from_secs(30),
             dlq_max: 0,
@@ -251,6 +254,7 @@ impl Config {
         set_parse!(lane_depth_limit, |r: &Raw| parse_num::<u64>(r));
         set_parse!(task_retention, parse_duration);
         set_parse!(conversation_retention, parse_duration);
+        set_parse!(conversation_max_turns, parse_count);
         set_parse!(idempotency_window, parse_duration);
         set_parse!(shutdown_grace, parse_duration);
         set_parse!(dlq_max, |r: &Raw| parse_num::<u64>(r));
@@ -380,6 +384,7 @@ const KNOWN: &[&str] = &[
     "lane_depth_limit",
     "task_retention",
     "conversation_retention",
+    "conversation_max_turns",
     "idempotency_window",
     "shutdown_grace",
     "dlq_max",

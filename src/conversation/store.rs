@@ -108,6 +108,7 @@ impl Store {
             .arg(&key.customer)
             .arg(turn.who.as_str())
             .arg(&id)
+            .arg(self.engine.config().conversation_max_turns)
             .invoke_async(&mut con)
             .await?;
         Ok(added == 1)

@@ -56,3 +56,27 @@ async fn turns_are_kept_in_order_once_each_with_a_summary() {
         assert!(ttl > retention - 60_000 && ttl <= retention, "{key} expires with the retention ({ttl})");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversation_keeps_its_last_turns_and_only_their_marks() {
+    let env = TestEnv::with("conv-cap", &redis_url(), |c| c.conversation_max_turns = 3).await;
+    let store = Store::new(env.engine.clone());
+    let key = ConversationKey::new("messenger", "PAGE1", "PSID1");
+    let id = key.id();
+    for i in 1..=5 {
+        let event = format!("m_{i}");
+        assert!(store.append(&key, &turn(Who::Customer, &format!("message {i}"), Some(&event))).await.unwrap());
+    }
+    let texts: Vec<String> = store.history(&id, 50).await.unwrap().into_iter().map(|t| t.text).collect();
+    assert_eq!(texts, ["message 3", "message 4", "message 5"], "the oldest turns went");
+    assert!(!store.append(&key, &turn(Who::Customer, "message 5", Some("m_5"))).await.unwrap(), "kept: still once");
+
+    let mut con = env.engine.conn();
+    let fields: Vec<String> =
+        redis::cmd("HKEYS").arg(env.engine.keys().conversation(&id)).query_async(&mut con).await.unwrap();
+    let mut marks: Vec<&str> = fields.iter().filter_map(|f| f.strip_prefix("event:")).collect();
+    marks.sort();
+    assert_eq!(marks, ["m_3", "m_4", "m_5"], "the marks of the turns that went went with them");
+    let s = store.summary(&id).await.unwrap().unwrap();
+    assert_eq!(s.customer_turns, 5, "the counts are of every turn");
+}

@@ -18,6 +18,7 @@ mod delivery;
 mod engine;
 mod faults;
 mod flow;
+mod memory;
 mod metrics;
 mod ordering;
 mod schedule;

@@ -189,7 +189,22 @@ async fn heartbeat(sh: &Shared, con: &mut redis::aio::ConnectionManager, started
         "started_at": started,
         "last_seen": now_ms(),
     });
-    redis::cmd("HSET").arg(sh.engine.keys().workers()).arg(&sh.name).arg(beat.to_string()).query_async(con).await
+    // The hash lives while some worker beats: with every worker gone, it goes after the stale
+    // heartbeats would have been pruned.
+    let key = sh.engine.keys().workers();
+    redis::pipe()
+        .atomic()
+        .cmd("HSET")
+        .arg(&key)
+        .arg(&sh.name)
+        .arg(beat.to_string())
+        .ignore()
+        .cmd("PEXPIRE")
+        .arg(&key)
+        .arg(STALE_HEARTBEAT.as_millis() as u64)
+        .ignore()
+        .query_async(con)
+        .await
 }
 
 /// Catch cancellations whose announcement this worker missed (it was reconnecting).
