@@ -194,7 +194,8 @@ async fn conversation_run(
     let graph = listener.local_addr()?;
     let graph_server = tokio::spawn(async move { axum::serve(listener, app).await });
 
-    config.key_prefix = format!("{}-bench-memory-{}", config.key_prefix, std::process::id());
+    // A short prefix of its own: every key carries it, and the default (`sy`) is short too.
+    config.key_prefix = format!("bm{}", std::process::id() % 100_000);
     config.facebook_app_secret = Some(SECRET.into());
     config.facebook_page_token = Some("BENCH_TOKEN".into());
     config.graph_url = format!("http://{graph}/v24.0");
@@ -268,7 +269,7 @@ fn message_body(i: u64, conversations: u64) -> String {
 }
 
 async fn noop_run(mut config: Config, tasks: u64) -> anyhow::Result<(f64, BTreeMap<String, Family>)> {
-    config.key_prefix = format!("{}-bench-memnoop-{}", config.key_prefix, std::process::id());
+    config.key_prefix = format!("bn{}", std::process::id() % 100_000);
     config.lane_depth_limit = 0;
     let url = config.redis_url_or_default().to_string();
     let engine = Engine::new(config, &url, crate::engine::Registry::new())?;

@@ -138,23 +138,114 @@ pub(crate) fn task_status_from(id: &str, map: HashMap<String, String>) -> TaskSt
     }
 }
 
+/// When a task was created, from its id: a UUIDv7 named after its entry, or a ULID of an
+/// earlier build, both start with the time in ms.
+fn created_ms(id: &str) -> Option<u64> {
+    match entry_of_task(id) {
+        Some((_, entry)) => super::parse_entry_id(&entry).map(|(ms, _)| ms),
+        None => ulid::Ulid::from_string(id).ok().map(|u| u.timestamp_ms()),
+    }
+}
+
+/// The time in ms a UUIDv7 starts with (finish.lua reads it as this does).
+fn uuid7_ms(id: &str) -> Option<u64> {
+    let b = id.as_bytes();
+    if b.len() != 36 || b[8] != b'-' || b[13] != b'-' || b[14] != b'7' {
+        return None;
+    }
+    let hex = format!("{}{}", id.get(0..8)?, id.get(9..13)?);
+    hex.bytes().all(|c| c.is_ascii_hexdigit()).then(|| u64::from_str_radix(&hex, 16).ok())?
+}
+
+/// The fields of task `id`'s finished record (`done:<id>`, written by finish.lua) as a record's,
+/// with the successful attempt's history entry made again from them; `None` when the line is
+/// not one.
+pub(crate) fn done_fields(id: &str, line: &str) -> Option<HashMap<String, String>> {
+    let f: Vec<&str> = line.split('\t').collect();
+    let [kind, lane, started, to_finish, worker, attempts, max, result, earlier] = f[..] else {
+        return None;
+    };
+    let started: u64 = match started.strip_prefix('@') {
+        Some(at) => at.parse().ok()?,
+        None => uuid7_ms(id)?.checked_add_signed(started.parse().ok()?)?,
+    };
+    let finished = started + to_finish.parse::<u64>().ok()?;
+    let attempt: u32 = attempts.parse().ok()?;
+    let lane = match lane {
+        "" => entry_of_task(id)?.0.as_str(),
+        named => named,
+    };
+    let mut map: HashMap<String, String> = [
+        ("state", "SUCCESS"),
+        ("kind", kind),
+        ("lane", lane),
+        ("worker", worker),
+        ("attempts", attempts),
+        ("max_attempts", max),
+        ("result", if result.is_empty() { "null" } else { result }),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    map.insert("created_at".into(), created_ms(id).unwrap_or(started).to_string());
+    map.insert("started_at".into(), started.to_string());
+    map.insert("finished_at".into(), finished.to_string());
+    if !earlier.is_empty() {
+        for a in serde_json::from_str::<Vec<Value>>(earlier).unwrap_or_default() {
+            if let Some(n) = a["attempt"].as_u64() {
+                map.insert(format!("a:{n}"), a.to_string());
+            }
+        }
+    }
+    let this = Attempt {
+        attempt,
+        worker: Some(worker.to_string()),
+        started_at: Some(started),
+        duration_ms: Some((finished - started) as f64),
+        outcome: "success".into(),
+        error: None,
+    };
+    map.insert(format!("a:{attempt}"), serde_json::to_string(&this).ok()?);
+    Some(map)
+}
+
 impl Engine {
     /// A task's state alone (one field of its record), for callers that wait on it.
     pub async fn task_state(&self, id: &str) -> Result<Option<TaskState>, EngineError> {
         let mut con = self.conn();
-        let state: Option<String> =
-            redis::cmd("HGET").arg(self.keys().task(id)).arg("state").query_async(&mut con).await?;
-        match state {
-            Some(s) => Ok(TaskState::parse(&s)),
-            None => Ok(self.queued_task(id).await?.and_then(|m| m.get("state").and_then(|s| TaskState::parse(s)))),
+        let (state, done): (Option<String>, bool) = redis::pipe()
+            .cmd("HGET")
+            .arg(self.keys().task(id))
+            .arg("state")
+            .cmd("EXISTS")
+            .arg(self.keys().done(id))
+            .query_async(&mut con)
+            .await?;
+        match (state, done) {
+            (Some(s), _) => Ok(TaskState::parse(&s)),
+            (None, true) => Ok(Some(TaskState::Success)),
+            (None, false) => {
+                Ok(self.queued_task(id).await?.and_then(|m| m.get("state").and_then(|s| TaskState::parse(s))))
+            }
         }
     }
 
     /// A task's record, or `None` when no such task exists (or its record expired).
     pub async fn task_status(&self, id: &str) -> Result<Option<TaskStatus>, EngineError> {
         let mut con = self.conn();
-        let mut map: HashMap<String, String> =
-            redis::cmd("HGETALL").arg(self.keys().task(id)).query_async(&mut con).await?;
+        let (mut map, done): (HashMap<String, String>, Option<String>) = redis::pipe()
+            .cmd("HGETALL")
+            .arg(self.keys().task(id))
+            .cmd("GET")
+            .arg(self.keys().done(id))
+            .query_async(&mut con)
+            .await?;
+        // A task that succeeded: its finished record, and no payload (its entry held it).
+        if !map.contains_key("state")
+            && let Some(fields) = done.as_deref().and_then(|line| done_fields(id, line))
+        {
+            return Ok(Some(task_status_from(id, fields)));
+        }
         // No record, or none written by a start yet: the task is its entry.
         if !map.contains_key("state") {
             match self.queued_task(id).await? {

@@ -41,6 +41,12 @@ impl Keys {
         format!("{}task:{}", self.root, id)
     }
 
+    /// A task that succeeded: one line of its fields (see `finish.lua`), kept the retention. Its
+    /// `task:` record is gone then.
+    pub fn done(&self, id: &str) -> String {
+        format!("{}done:{}", self.root, id)
+    }
+
     /// String mapping an idempotency key to the task id it created, for the key's window.
     pub fn idempotency(&self, key: &str) -> String {
         format!("{}idem:{}", self.root, key)

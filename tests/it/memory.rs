@@ -103,3 +103,54 @@ async fn every_key_the_whole_flow_leaves_expires() {
     }
     assert!(forever.is_empty(), "keys without an expiry: {forever:#?}");
 }
+
+/// A task that succeeded leaves one short line for its record: what operators ask (state, kind,
+/// times, attempts and their log, the result), no payload, nothing the task id already says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_task_is_one_short_line() {
+    let env = TestEnv::with("memory-done", &redis_url(), |c| c.retry_base = Duration::from_millis(20)).await;
+    let (router, _) = env.router();
+    let _worker = env.start_worker();
+    let noop = env.engine.enqueue(switchyard::engine::TaskSpec::new("diag.noop", json!({"n": 1}))).await.unwrap();
+    let flaky = env.engine.enqueue(switchyard::engine::TaskSpec::new("diag.fail", json!({"times": 1}))).await.unwrap();
+    for id in [&noop, &flaky] {
+        env.wait_state(id, switchyard::engine::TaskState::Success).await;
+    }
+
+    let mut con = env.engine.conn();
+    let keys = env.engine.keys();
+    for id in [&noop, &flaky] {
+        let exists: bool = redis::cmd("EXISTS").arg(keys.task(id)).query_async(&mut con).await.unwrap();
+        assert!(!exists, "the running task's record is gone once it succeeded");
+        let line: String = redis::cmd("GET").arg(keys.done(id)).query_async(&mut con).await.unwrap();
+        assert!(!line.contains("\"n\"") && !line.contains("times"), "no payload in {line:?}");
+        let ttl: i64 = redis::cmd("PTTL").arg(keys.done(id)).query_async(&mut con).await.unwrap();
+        let retention = env.config.task_retention.as_millis() as i64;
+        assert!(ttl > retention - 60_000 && ttl <= retention, "kept the retention ({ttl})");
+    }
+    let noop_line: String = redis::cmd("GET").arg(keys.done(&noop)).query_async(&mut con).await.unwrap();
+    assert!(noop_line.len() < 64, "a no-op's line is short: {noop_line:?}");
+
+    let s = admin(&router, "GET", &format!("/tasks/{flaky}"), None).await;
+    assert_eq!(s.status, StatusCode::OK, "{}", s.text);
+    let j = &s.json;
+    assert_eq!(
+        (j["status"].as_str(), j["kind"].as_str(), j["lane"].as_str()),
+        (Some("SUCCESS"), Some("diag.fail"), Some("analytics"))
+    );
+    assert_eq!((j["attempts"].as_u64(), j["max_attempts"].as_u64()), (Some(2), Some(4)), "{j}");
+    assert_eq!(j["result"], json!({"succeeded_on_attempt": 2}));
+    let outcomes: Vec<&str> = j["history"].as_array().unwrap().iter().map(|a| a["outcome"].as_str().unwrap()).collect();
+    assert_eq!(outcomes, ["retry", "success"], "{j}");
+    assert!(j["history"][0]["error"].as_str().unwrap_or("").contains("on purpose"), "{j}");
+    for t in ["created_at", "started_at", "finished_at"] {
+        assert!(j[t].is_string(), "{t} in {j}");
+    }
+    assert!(
+        j["created_at"].as_str() <= j["started_at"].as_str() && j["started_at"].as_str() <= j["finished_at"].as_str()
+    );
+    assert_eq!(j["history"][1]["worker"], j["worker"]);
+
+    // Finished is finished: a cancel is refused, as for any task that ended.
+    admin(&router, "POST", &format!("/tasks/{noop}/cancel"), None).await.assert_error(StatusCode::CONFLICT, "conflict");
+}

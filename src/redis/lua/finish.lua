@@ -12,12 +12,21 @@
 -- behind it are woken), payload (copied into the record when this attempt's start was not
 -- recorded, as a queued task's payload is in its entry only; '' otherwise), kind, lane, entry
 -- and max attempts when that start would have written the record's first fields (a new task
--- without an order key has no record until it starts; '' otherwise)
+-- without an order key has no record until it starts; '' otherwise); then the kind, and the lane as the finished
+-- record keeps it ('' when the task id names it)
+-- A task that succeeds leaves its record for a finished one (`done:<id>`, a string, kept the
+-- retention): one line of tab-separated fields and nothing twice — no payload (the entry held
+-- it), nothing the task id says (when it was created; its lane, when it names an entry there):
+--   kind, lane ('' when the id names it), started (ms after the time a UUIDv7 id starts with;
+--   '@' and the time for other ids), finished - started (ms), worker,
+--   attempts, max attempts, result JSON ('' for null), the earlier attempts' log as a JSON array
+--   ('' when this was the first)
+-- Results and logs are JSON, which never holds a raw tab.
 -- Returns per attempt: 'SUCCESS', 'REVOKED' (cancelled meanwhile) or 'STALE' (someone else acked).
 local revoked = KEYS[1]
 local root, group, now, ttl, worker = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local n = #KEYS - 1
-local per = 12
+local per = 14
 local head = 5
 local out = {}
 
@@ -60,6 +69,7 @@ for i = 1, n do
     local f = redis.call('HMGET', key, 'state', 'entry')
     -- (a task with no record yet was acked by no one else: whatever settles a task writes one)
     stale = f[1] == 'SUCCESS' or f[1] == 'FAILURE' or (f[2] and f[2] ~= entry) or (f[1] == 'REVOKED' and is_revoked[i] == 0)
+      or redis.call('EXISTS', root .. 'done:' .. id) == 1
   end
   if not stale then
     for j = base + 1, tonumber(attempt_no) - 1 do
@@ -81,12 +91,23 @@ for i = 1, n do
     wake_parked(root, okey, now)
     out[i] = 'REVOKED'
   else
-    local fields = {'state', 'SUCCESS', 'result', result, 'finished_at', now, 'attempts', attempt_no,
-      'a:' .. attempt_no, attempt, 'worker', worker}
-    if payload ~= '' then fields[#fields + 1] = 'payload'; fields[#fields + 1] = payload end
-    first_fields(fields, first, ARGV[a + 9], entry, ARGV[a + 11])
-    redis.call('HSET', key, unpack(fields))
-    redis.call('PEXPIRE', key, ttl)
+    local max = redis.call('HGET', key, 'max_attempts') or ARGV[a + 11]
+    local ok, this = pcall(cjson.decode, attempt)
+    if not ok or type(this) ~= 'table' then this = {} end
+    local started = tonumber(this.started_at) or tonumber(now)
+    local earlier = {}
+    for j = 1, tonumber(attempt_no) - 1 do
+      local h = redis.call('HGET', key, 'a:' .. j)
+      if h then earlier[#earlier + 1] = h end
+    end
+    -- a UUIDv7 task id starts with its creation time in ms: the start is kept from it
+    local hi, lo = string.match(id, '^(%x%x%x%x%x%x%x%x)%-(%x%x%x%x)%-7')
+    local since = hi and string.format('%d', started - tonumber(hi .. lo, 16)) or '@' .. string.format('%d', started)
+    local line = table.concat({ARGV[a + 12], ARGV[a + 13], since,
+      string.format('%d', tonumber(now) - started), worker, attempt_no, max,
+      result == 'null' and '' or result, #earlier > 0 and '[' .. table.concat(earlier, ',') .. ']' or ''}, '\t')
+    redis.call('SET', root .. 'done:' .. id, line, 'PX', ttl)
+    redis.call('DEL', key)
     wake_parked(root, okey, now)
     out[i] = 'SUCCESS'
   end

@@ -7,14 +7,16 @@
 -- ARGV[1] key root, ARGV[2] worker; then per attempt: task id, attempt number, base, started (ms),
 -- payload, kind ('' when the record was written before: an ordered or redriven task), lane,
 -- entry, max attempts
--- Returns per attempt 1 when it may run, 0 when the task was cancelled or already finished.
+-- Returns per attempt 1 when it may run, 0 when the task was cancelled or already finished (a
+-- task that succeeded has left its record for `done:<id>`, see finish.lua).
 local root, worker = ARGV[1], ARGV[2]
 local out = {}
 for a = 3, #ARGV, 9 do
   local key = root .. 'task:' .. ARGV[a]
   local n, base, started = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), ARGV[a + 3]
   local state = redis.call('HGET', key, 'state')
-  if state == 'REVOKED' or state == 'SUCCESS' or state == 'FAILURE' then
+  if state == 'REVOKED' or state == 'SUCCESS' or state == 'FAILURE'
+    or (not state and redis.call('EXISTS', root .. 'done:' .. ARGV[a]) == 1) then
     out[#out + 1] = 0
   else
     for j = base + 1, n - 1 do
