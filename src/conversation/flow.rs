@@ -59,7 +59,7 @@ impl Incoming {
     pub fn answers(ev: &InboundEvent) -> bool {
         matches!(ev.kind, EventKind::Message | EventKind::Postback)
             && matches!(ev.platform, Platform::Messenger | Platform::Instagram | Platform::Whatsapp | Platform::Rbm)
-            && !ev.customer.is_empty()
+            && !ev.customer.trim().is_empty()
     }
 
     /// The message of an event that [asks for an answer](Incoming::answers).

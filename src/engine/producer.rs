@@ -142,7 +142,10 @@ impl Engine {
     /// Queue one task for a caller from outside (the API, the command line): as
     /// [`Engine::enqueue`], but an idempotency key seen with another kind or payload is refused
     /// ([`EngineError::IdempotencyConflict`], naming the first task) instead of answered with it.
-    pub async fn submit(&self, spec: TaskSpec) -> Result<String, EngineError> {
+    /// A caller's idempotency keys live apart from the ones Switchyard makes itself (webhooks'
+    /// message ids, replies, schedule ticks), so no caller can pass for a platform's event.
+    pub async fn submit(&self, mut spec: TaskSpec) -> Result<String, EngineError> {
+        spec.idempotency_key = spec.idempotency_key.map(|k| format!("api:{k}"));
         match self.enqueue_many(vec![spec]).await?.pop() {
             Some(Enqueued::Conflict(task_id)) => Err(EngineError::IdempotencyConflict(task_id)),
             Some(q) => Ok(q.id().to_string()),

@@ -24,14 +24,18 @@ fn either<'a>(v: &'a Value, camel: &str, snake: &str) -> Option<&'a Value> {
     v.get(camel).or_else(|| v.get(snake))
 }
 
+/// An id in either spelling, the first that is there and not blank.
+fn either_id(v: &Value, camel: &str, snake: &str) -> Option<String> {
+    given(text_of(v.get(camel))).or_else(|| given(text_of(v.get(snake))))
+}
+
 pub fn envelope(body: &[u8]) -> Result<Envelope, ParseError> {
     let v: Value = serde_json::from_slice(body).map_err(|e| ParseError::Json(e.to_string()))?;
     let m = v
         .get("message")
         .filter(|m| m.is_object())
         .ok_or_else(|| ParseError::Shape("missing `message` object".into()))?;
-    let message_id =
-        Identity::given_or_content(either(m, "messageId", "message_id").and_then(|id| text_of(Some(id))), "pubsub", m);
+    let message_id = Identity::given_or_content(either_id(m, "messageId", "message_id"), "pubsub", m);
     let data = match m.get("data") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::String(s)) => STANDARD
@@ -78,6 +82,18 @@ pub fn pubsub_event(env: &Envelope) -> InboundEvent {
     }
 }
 
+/// Decoded `message.data` that names no RBM event, with why: for the dead-letter queue.
+pub fn rbm_unreadable(env: &Envelope, why: String) -> super::event::Unreadable {
+    let text = String::from_utf8_lossy(&env.data);
+    let raw = serde_json::from_slice::<Value>(&env.data).unwrap_or_else(|_| Value::String(text.into_owned()));
+    super::event::Unreadable {
+        platform: Platform::Rbm,
+        account: env.subscription.clone(),
+        why,
+        raw: Raw::from_value(&raw),
+    }
+}
+
 /// An RBM message or event, from the decoded `message.data`.
 pub fn rbm_event(env: &Envelope) -> Result<InboundEvent, ParseError> {
     let d: Value = serde_json::from_slice(&env.data).map_err(|e| ParseError::Json(format!("message.data: {e}")))?;
@@ -106,9 +122,11 @@ pub fn rbm_event(env: &Envelope) -> Result<InboundEvent, ParseError> {
         let text = text_of(d.get("text")).or_else(|| {
             d.get("suggestionResponse").and_then(|s| text_of(s.get("text")).or_else(|| text_of(s.get("postbackData"))))
         });
-        let identity = match message_id {
-            Some(id) => Identity::Given(id),
-            None => Identity::content("rbmmsg", &d),
+        let identity = match (message_id, &env.message_id) {
+            (Some(id), _) => Identity::Given(id),
+            // The push that carried it has an id of its own, the same on every redelivery.
+            (None, Identity::Given(push)) => Identity::Named("pubsub", push.clone()),
+            (None, _) => Identity::content("rbmmsg", &d),
         };
         (EventKind::Message, identity, text)
     };
@@ -187,9 +205,13 @@ mod tests {
         assert_ne!(a, b, "two different messages without ids");
         assert!(c.contains("::c:pubsub:") && d.contains("::c:pubsub:"), "a blank id is no id: {c} {d}");
         assert_eq!(a, key(br#"{"message":{"messageId":"","data":"eyJhIjoxfQ=="},"subscription":"s"}"#));
+        // A blank camelCase id gives way to the snake_case one.
+        let e = key(br#"{"message":{"data":"eyJhIjoyfQ==","messageId":"","message_id":"77"},"subscription":"s"}"#);
+        assert_eq!(e, "webhook:pubsub:s:77");
 
+        // RBM data pushed without an id of its own, in a push without one either.
         let mk = |data: &str| Envelope {
-            message_id: Identity::Given("x".into()),
+            message_id: Identity::content("pubsub", &Value::Null),
             publish_time: None,
             subscription: String::new(),
             attributes: Value::Null,

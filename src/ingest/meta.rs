@@ -45,6 +45,11 @@ pub fn parse(body: &[u8]) -> Result<Batch, ParseError> {
             continue;
         };
         let account = raw_text(entry.get("id")).unwrap_or_default();
+        for key in ["messaging", "standby", "changes"] {
+            if let Some(list) = entry.get(key).filter(|l| l.get() != "null" && items(Some(l)).is_none()) {
+                out.unreadable.push(unreadable(platform, &account, &format!("`{key}` is not an array"), list));
+            }
+        }
         for key in ["messaging", "standby"] {
             for item in items(entry.get(key)).unwrap_or_default() {
                 match messaging_item(platform, &account, item) {
@@ -291,6 +296,11 @@ mod tests {
             [("", "an `entry` item is not an object", "1"), ("P", "a `messaging` item is not an object", r#""x""#)]
         );
         assert_ne!(b.unreadable[0].dedup_key(), b.unreadable[1].dedup_key());
+
+        // A list that is not one is set aside too.
+        let b = parse(br#"{"object":"page","entry":[{"id":"P","messaging":{"mid":"x"},"changes":7}]}"#).unwrap();
+        let whys: Vec<&str> = b.unreadable.iter().map(|u| u.why.as_str()).collect();
+        assert_eq!(whys, ["`messaging` is not an array", "`changes` is not an array"]);
     }
 
     /// The events of `messaging` items of page `P`.

@@ -475,7 +475,8 @@ mod fuzz {
         let shown = String::from_utf8_lossy(body);
         match (meta::parse(body), reference::parse(body)) {
             (Ok(new), Ok(old)) => {
-                assert!(new.unreadable.is_empty(), "{shown}");
+                // (a list that is not one was passed over by the reference)
+                assert!(new.unreadable.iter().all(|u| u.why.ends_with("is not an array")), "{shown}");
                 assert_eq!(new.events.len(), old.len(), "{shown}");
                 for (n, o) in new.events.iter().zip(&old) {
                     assert_eq!(

@@ -122,8 +122,13 @@ async fn rbm(State(s): State<AppState>, headers: HeaderMap, RawBody(body): RawBo
     let env = google::envelope(&body).map_err(|e| rejected("rbm", ApiError::BadRequest(e.to_string())))?;
     verify::check_rbm(token.as_bytes(), &env.data, header(&headers, "x-goog-signature"))
         .map_err(|why| rejected("rbm", ApiError::Unauthorized(why.into())))?;
-    let ev = google::rbm_event(&env).map_err(|e| rejected("rbm", ApiError::BadRequest(e.to_string())))?;
-    Ok(answer(accept(&s.engine, vec![ev].into()).await?))
+    // Signed by the platform: data that names no event is kept for the dead-letter queue, not
+    // refused (a refused push is redelivered until Pub/Sub gives up on it).
+    let batch = match google::rbm_event(&env) {
+        Ok(ev) => vec![ev].into(),
+        Err(e) => super::Batch { events: Vec::new(), unreadable: vec![google::rbm_unreadable(&env, e.to_string())] },
+    };
+    Ok(answer(accept(&s.engine, batch).await?))
 }
 
 async fn generic(

@@ -74,7 +74,7 @@ async fn a_conversation_keeps_its_last_turns_and_only_their_marks() {
     let mut con = env.engine.conn();
     let fields: Vec<String> =
         redis::cmd("HKEYS").arg(env.engine.keys().conversation(&id)).query_async(&mut con).await.unwrap();
-    let mut marks: Vec<&str> = fields.iter().filter_map(|f| f.strip_prefix("event:")).collect();
+    let mut marks: Vec<&str> = fields.iter().filter_map(|f| f.strip_prefix("event:c:")).collect();
     marks.sort();
     assert_eq!(marks, ["m_3", "m_4", "m_5"], "the marks of the turns that went went with them");
     let s = store.summary(&id).await.unwrap().unwrap();

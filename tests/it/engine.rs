@@ -595,6 +595,37 @@ async fn a_dedup_key_queues_once_without_naming_the_first_task() {
     assert_eq!(env.lane_len(Lane::Analytics).await, 2);
 }
 
+/// A marker written by an earlier build holds the task's id alone: a repeat is answered with it,
+/// whatever its payload (there is nothing to compare it with).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_earlier_builds_marker_still_names_its_task() {
+    let env = TestEnv::new("idem-old").await;
+    let mut con = env.engine.conn();
+    let old = "01J0000000000000000000000Z";
+    let _: () = redis::cmd("SET")
+        .arg(env.engine.keys().idempotency("k-old"))
+        .arg(old)
+        .arg("PX")
+        .arg(60_000)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let again = env.engine.enqueue_many(vec![noop().idempotency_key("k-old")]).await.unwrap();
+    assert_eq!(again, [Enqueued::Repeat(Some(old.to_string()))]);
+    // A marker of this build keeps the fingerprint: the same key with another payload conflicts,
+    // and `enqueue` (Switchyard's own producers) answers with the first task all the same.
+    let first = env.engine.enqueue(TaskSpec::new("diag.noop", json!({"a": 1})).idempotency_key("k-new")).await.unwrap();
+    let other = env
+        .engine
+        .enqueue_many(vec![TaskSpec::new("diag.noop", json!({"a": 2})).idempotency_key("k-new")])
+        .await
+        .unwrap();
+    assert_eq!(other, [Enqueued::Conflict(first.clone())]);
+    let same = env.engine.enqueue(TaskSpec::new("diag.noop", json!({"a": 2})).idempotency_key("k-new")).await.unwrap();
+    assert_eq!(same, first);
+    assert_eq!(env.lane_len(Lane::Analytics).await, 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idempotency_key_makes_one_task() {
     let env = TestEnv::new("idem").await;
@@ -602,24 +633,22 @@ async fn an_idempotency_key_makes_one_task() {
     let a = env.engine.enqueue(sleep_task(10).idempotency_key("order-42")).await.unwrap();
     let b = env.engine.enqueue(sleep_task(10).idempotency_key("order-42")).await.unwrap();
     assert_eq!(a, b, "the same key returns the first task's id");
-    let r = admin(
-        &router,
-        "POST",
-        "/tasks",
-        Some(r#"{"kind":"diag.sleep","payload":{"ms":10},"idempotency_key":"order-42"}"#),
-    )
-    .await;
+    // Through the API: the same, with the API's callers' keys apart from Switchyard's own.
+    let body = r#"{"kind":"diag.sleep","payload":{"ms":10},"idempotency_key":"order-42"}"#;
+    let r = admin(&router, "POST", "/tasks", Some(body)).await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
-    assert_eq!(r.json["task_id"], a.as_str());
-    assert_eq!(env.lane_len(Lane::Analytics).await, 1, "one entry on the lane");
+    assert_ne!(r.json["task_id"], a.as_str(), "a caller's key is not one of Switchyard's");
+    let again = admin(&router, "POST", "/tasks", Some(body)).await;
+    assert_eq!((again.status, &again.json["task_id"]), (StatusCode::ACCEPTED, &r.json["task_id"]), "{}", again.text);
+    assert_eq!(env.lane_len(Lane::Analytics).await, 2, "one entry on the lane per key");
     let other = env.engine.enqueue(sleep_task(10).idempotency_key("order-43")).await.unwrap();
     assert_ne!(other, a, "another key is another task");
 
     let worker = env.start_worker();
     env.wait_state(&a, TaskState::Success).await;
     env.wait_state(&other, TaskState::Success).await;
-    wait_until("both attempts are recorded", async || worker.completed() >= 2).await;
-    assert_eq!(worker.completed(), 2, "one run per distinct key");
+    wait_until("every attempt is recorded", async || worker.completed() >= 3).await;
+    assert_eq!(worker.completed(), 3, "one run per distinct key");
     assert_eq!(env.status(&a).await.history.len(), 1);
 }
 

@@ -105,6 +105,13 @@ async fn messenger_messages_with_empty_mids_are_each_answered() {
     assert_counts(&facebook(&router, &messenger(&[(" ", "hello")])).await, 1, 0, 0);
     let texts: Vec<Value> = payloads(&env, Lane::Conversations).await.iter().map(|p| p["text"].clone()).collect();
     assert_eq!(texts, [json!("hello"), json!("are you there?"), json!("hello")]);
+
+    // A blank sender is no customer: recorded as an event, not answered in a shared conversation.
+    let blank = messenger(&[("m_blank", "who am I?")]).replace(r#""sender":{"id":"U"}"#, r#""sender":{"id":"  "}"#);
+    assert!(blank.contains(r#""id":"  ""#), "{blank}");
+    assert_counts(&facebook(&router, &blank).await, 1, 0, 0);
+    assert_eq!(env.lane_len(Lane::Conversations).await, 3);
+    assert_eq!(payloads(&env, Lane::Webhooks).await[0]["id"], "m_blank");
 }
 
 #[tokio::test]
@@ -171,20 +178,31 @@ async fn an_unreadable_item_goes_to_the_dead_letters_and_the_rest_is_queued() {
 async fn an_rbm_message_without_an_id_is_queued_by_its_content() {
     let env = env("ids-rbm").await;
     let (router, _) = env.router();
-    let post = async |data: &str| {
+    let post = async |push: &str, data: &str| {
         let sig = rbm_sign(SECRET, data.as_bytes());
         let headers = [("content-type", "application/json"), ("x-goog-signature", sig.as_str())];
-        http_with(&router, "POST", "/webhooks/google/rbm", &headers, rbm_envelope("p-1", data)).await
+        http_with(&router, "POST", "/webhooks/google/rbm", &headers, rbm_envelope(push, data)).await
     };
     let a = r#"{"senderPhoneNumber":"+1","agentId":"bot","messageId":"","text":"one"}"#;
     let b = r#"{"senderPhoneNumber":"+1","agentId":"bot","text":"two"}"#;
     let c = r#"{"senderPhoneNumber":"+1","agentId":"bot","messageId":" ","text":"three"}"#;
     let d = r#"{"senderPhoneNumber":"+1","agentId":"bot","messageId":"","text":"four"}"#;
-    for data in [a, b, c, d] {
-        assert_counts(&post(data).await, 1, 0, 0);
+    // Named by the push that carried them: each push its own id, a redelivery the same.
+    for (push, data) in [("p-1", a), ("p-2", b), ("p-3", c), ("p-4", d)] {
+        assert_counts(&post(push, data).await, 1, 0, 0);
     }
-    assert_counts(&post(a).await, 0, 1, 0);
-    assert_eq!(env.lane_len(Lane::Conversations).await, 4);
+    assert_counts(&post("p-1", a).await, 0, 1, 0);
+    // With no id anywhere, by their content.
+    assert_counts(&post("", a).await, 1, 0, 0);
+    assert_counts(&post(" ", b).await, 1, 0, 0);
+    assert_counts(&post("", a).await, 0, 1, 0);
+    assert_eq!(env.lane_len(Lane::Conversations).await, 6);
+
+    // Signed data that is no RBM event is kept for the dead-letter queue, not refused.
+    for data in ["not json", "[1, 2]"] {
+        assert_counts(&post("p-9", data).await, 0, 0, 1);
+    }
+    assert_eq!(env.lane_len(Lane::Webhooks).await, 2);
 }
 
 #[tokio::test]
@@ -211,11 +229,22 @@ async fn an_idempotency_key_re_used_for_another_task_is_a_conflict() {
     }
     assert_eq!(env.lane_len(Lane::Analytics).await, 1, "nothing more was queued");
 
-    // A key of any length is taken, and a repeat of it finds its task.
+    // A key of any length is taken, and a repeat of it finds its task; another long key that
+    // shares all but its last byte is another task.
     let long = "k".repeat(2000);
     let a = post(json!({"kind": "diag.noop", "idempotency_key": long})).await;
     let b = post(json!({"kind": "diag.noop", "idempotency_key": long})).await;
-    assert_eq!((a.status, b.status), (StatusCode::ACCEPTED, StatusCode::ACCEPTED), "{} {}", a.text, b.text);
+    let c = post(json!({"kind": "diag.noop", "idempotency_key": format!("{}j", &long[..1999])})).await;
+    assert_eq!((a.status, b.status, c.status), (StatusCode::ACCEPTED, StatusCode::ACCEPTED, StatusCode::ACCEPTED));
     assert_eq!(a.json["task_id"], b.json["task_id"]);
-    assert_eq!(env.lane_len(Lane::Analytics).await, 2);
+    assert_ne!(a.json["task_id"], c.json["task_id"]);
+    assert_eq!(env.lane_len(Lane::Analytics).await, 3);
+
+    // A caller's key cannot pass for a platform's message id.
+    let body = json!({"object": "page", "entry": [{"id": "P", "messaging": [
+        {"sender": {"id": "U"}, "recipient": {"id": "P"}, "timestamp": 1, "message": {"mid": "m_9", "text": "hi"}}]}]})
+    .to_string();
+    let squat = post(json!({"kind": "diag.noop", "idempotency_key": "webhook:messenger:P:m_9"})).await;
+    assert_eq!(squat.status, StatusCode::ACCEPTED);
+    assert_counts(&facebook(&router, &body).await, 1, 0, 0);
 }

@@ -1,5 +1,5 @@
--- Append one turn to a conversation, once: a turn carrying an event id already recorded is
--- ignored, so a redelivered webhook or a retried task never writes a turn twice. Keeps the
+-- Append one turn to a conversation, once: a turn carrying an event id already recorded (by the
+-- same side: customer, agent or system) is ignored, so a redelivered webhook or a retried task never writes a turn twice. Keeps the
 -- summary (times, counts) and the retention of both keys.
 -- KEYS[1] conversation hash, KEYS[2] conversation log, KEYS[3] the index of conversations by
 -- last turn (for the dashboard's list; entries older than the retention are dropped here, and
@@ -10,13 +10,16 @@
 -- ids' marks, so a conversation that never goes quiet stays bounded)
 -- Returns 1 when appended, 0 when the event was already there.
 local conv, log = KEYS[1], KEYS[2]
-if ARGV[2] ~= '' and redis.call('HSETNX', conv, 'event:' .. ARGV[2], 1) == 0 then return 0 end
+-- an event's mark names who wrote the turn too: a customer's message id cannot pass for the id
+-- of a reply or of a receipt
+local function mark(who, id) return 'event:' .. string.sub(who, 1, 1) .. ':' .. id end
+if ARGV[2] ~= '' and redis.call('HSETNX', conv, mark(ARGV[8], ARGV[2]), 1) == 0 then return 0 end
 local over = redis.call('RPUSH', log, ARGV[1]) - tonumber(ARGV[10])
 if over > 0 then
   for _, old in ipairs(redis.call('LPOP', log, over)) do
     local ok, turn = pcall(cjson.decode, old)
-    if ok and type(turn) == 'table' and type(turn.event_id) == 'string' then
-      redis.call('HDEL', conv, 'event:' .. turn.event_id)
+    if ok and type(turn) == 'table' and type(turn.event_id) == 'string' and type(turn.who) == 'string' then
+      redis.call('HDEL', conv, mark(turn.who, turn.event_id))
     end
   end
 end
