@@ -70,6 +70,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Entries the dead-letter queue may hold (0: no cap; nothing is ever dropped silently).
     pub dlq_max: u64,
+    /// Share of Redis's `maxmemory` past which new work from outside is refused (503).
+    pub memory_high_water: f64,
     /// Schedule name → cron expression with a seconds field, or `off`.
     pub schedules: BTreeMap<String, String>,
     /// How long the scheduler's lease lasts unless renewed: the longest a tick waits when the
@@ -123,6 +125,7 @@ impl Default for Config {
             idempotency_window: Duration::from_secs(24 * 3600),
             shutdown_grace: Duration::from_secs(30),
             dlq_max: 0,
+            memory_high_water: 0.9,
             schedules: SCHEDULES.iter().map(|(n, e)| (n.to_string(), e.to_string())).collect(),
             scheduler_lease: Duration::from_secs(10),
         }
@@ -258,6 +261,7 @@ impl Config {
         set_parse!(idempotency_window, parse_duration);
         set_parse!(shutdown_grace, parse_duration);
         set_parse!(dlq_max, |r: &Raw| parse_num::<u64>(r));
+        set_parse!(memory_high_water, parse_share);
         set_parse!(scheduler_lease, parse_duration);
         for (name, r) in schedules {
             if !SCHEDULES.iter().any(|(n, _)| *n == name) {
@@ -388,6 +392,7 @@ const KNOWN: &[&str] = &[
     "idempotency_window",
     "shutdown_grace",
     "dlq_max",
+    "memory_high_water",
     "scheduler_lease",
 ];
 
@@ -397,6 +402,19 @@ fn invalid(r: &Raw, message: &str) -> ConfigError {
 
 fn parse_num<T: std::str::FromStr>(r: &Raw) -> Result<T, ConfigError> {
     r.value.trim().parse().map_err(|_| invalid(r, "must be a whole number"))
+}
+
+/// A share written `90%` or `0.9`, above 0 and at most the whole.
+fn parse_share(r: &Raw) -> Result<f64, ConfigError> {
+    let v = r.value.trim();
+    let share = match v.strip_suffix('%') {
+        Some(p) => p.trim().parse::<f64>().map(|p| p / 100.0),
+        None => v.parse::<f64>(),
+    };
+    match share {
+        Ok(s) if s > 0.0 && s <= 1.0 => Ok(s),
+        _ => Err(invalid(r, "must be a share such as 90% or 0.9, above 0 and at most 100%")),
+    }
 }
 
 fn parse_count(r: &Raw) -> Result<usize, ConfigError> {

@@ -42,6 +42,7 @@
 
 mod diag;
 pub mod dlq;
+mod memory;
 mod outcome;
 mod producer;
 mod registry;
@@ -83,6 +84,9 @@ pub enum EngineError {
     /// An idempotency key seen before with another kind or payload: the first task's id.
     #[error("the idempotency key was used by task {0} with another kind or payload")]
     IdempotencyConflict(String),
+    /// Redis's memory is at the high-water mark: new work waits until workers have freed some.
+    #[error("Redis memory is at its high-water mark ({used} of {max} bytes); try again shortly")]
+    MemoryFull { used: u64, max: u64 },
 }
 
 impl EngineError {
@@ -121,6 +125,7 @@ struct Inner {
     conn: ConnectionManager,
     registry: Registry,
     redis_url: String,
+    memory: memory::MemoryWatch,
 }
 
 impl Engine {
@@ -136,6 +141,7 @@ impl Engine {
                 conn,
                 registry,
                 redis_url: redis_url.to_string(),
+                memory: memory::MemoryWatch::default(),
             }),
         })
     }

@@ -146,6 +146,7 @@ impl Engine {
     /// message ids, replies, schedule ticks), so no caller can pass for a platform's event.
     pub async fn submit(&self, mut spec: TaskSpec) -> Result<String, EngineError> {
         spec.idempotency_key = spec.idempotency_key.map(|k| format!("api:{k}"));
+        self.check_room().await?;
         match self.enqueue_many(vec![spec]).await?.pop() {
             Some(Enqueued::Conflict(task_id)) => Err(EngineError::IdempotencyConflict(task_id)),
             Some(q) => Ok(q.id().to_string()),

@@ -60,6 +60,7 @@ pub struct Accepted {
 /// could not be read are stored too, for the dead-letter queue, under a key of their content so
 /// that a redelivery does not store them twice.
 pub async fn accept(engine: &Engine, batch: Batch) -> Result<Accepted, EngineError> {
+    engine.check_room().await?;
     let mut platforms: Vec<(Platform, bool)> = batch.events.iter().map(|e| (e.platform, true)).collect();
     platforms.extend(batch.unreadable.iter().map(|u| (u.platform, false)));
     let mut specs: Vec<TaskSpec> = batch

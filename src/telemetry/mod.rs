@@ -92,6 +92,12 @@ fn describe() {
     describe_gauge!("switchyard_lane_retrying", "Entries waiting out a retry backoff.");
     describe_gauge!("switchyard_lane_consumers", "Consumers in a lane's group.");
     describe_gauge!("switchyard_dlq_depth", "Dead letters waiting for an operator.");
+    describe_gauge!("switchyard_redis_memory_bytes", metrics::Unit::Bytes, "Redis's memory in use (used_memory).");
+    describe_gauge!(
+        "switchyard_redis_memory_max_bytes",
+        metrics::Unit::Bytes,
+        "Redis's memory limit (maxmemory; 0: none). New work is refused past MEMORY_HIGH_WATER of it."
+    );
     describe_gauge!("switchyard_redis_up", "1 when Redis answered the last sample, else 0.");
     describe_counter!(
         "switchyard_deliveries_total",
@@ -138,6 +144,8 @@ pub async fn sample_lanes(engine: Engine, every: Duration, stop: CancellationTok
                 }
                 metrics::gauge!("switchyard_dlq_depth").set(s.dlq_depth as f64);
                 metrics::gauge!("switchyard_redis_up").set(1.0);
+                // (sets switchyard_redis_memory_bytes and _max_bytes)
+                let _ = engine.redis_memory().await;
             }
             Err(_) => metrics::gauge!("switchyard_redis_up").set(0.0),
         }

@@ -70,6 +70,7 @@ async fn handle(engine: &Engine, req: MessageRequest, async_default: bool) -> Re
         timestamp_ms: None,
         raw: req.platform.map(|p| Raw::from_value(&json!({"platform": p}))).unwrap_or_default(),
     };
+    engine.check_room().await?;
     let task_id = engine.enqueue(incoming.task()).await?;
     let conversation_id = key.id();
     if req.async_processing.unwrap_or(async_default) {

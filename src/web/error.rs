@@ -55,6 +55,11 @@ impl ApiError {
 
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
+        if let EngineError::Redis(r) = &e
+            && r.code() == Some("OOM")
+        {
+            return ApiError::Unavailable("Redis is out of memory; try again shortly".into());
+        }
         if e.is_unavailable() {
             return ApiError::Unavailable("Redis is unreachable; try again shortly".into());
         }
@@ -63,7 +68,7 @@ impl From<EngineError> for ApiError {
             EngineError::NotFound(_) => ApiError::NotFound(e.to_string()),
             EngineError::Finished { .. } => ApiError::Conflict(e.to_string()),
             EngineError::IdempotencyConflict(task_id) => ApiError::IdempotencyConflict(task_id),
-            EngineError::LaneFull(_) => ApiError::Unavailable(e.to_string()),
+            EngineError::LaneFull(_) | EngineError::MemoryFull { .. } => ApiError::Unavailable(e.to_string()),
             EngineError::Redis(_) => ApiError::Internal(e.to_string()),
         }
     }

@@ -154,3 +154,71 @@ async fn a_finished_task_is_one_short_line() {
     // Finished is finished: a cancel is refused, as for any task that ended.
     admin(&router, "POST", &format!("/tasks/{noop}/cancel"), None).await.assert_error(StatusCode::CONFLICT, "conflict");
 }
+
+/// A Redis with a memory limit, filled by real load: past the high-water mark new webhooks and
+/// tasks are answered 503 with `Retry-After` (nothing half-written, nothing acknowledged lost),
+/// the workers keep draining, and once they have freed memory the same requests are taken again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_full_is_a_state_not_a_crash() {
+    let server = RedisProcess::start_on_free_port();
+    let env = TestEnv::with("memory-full", &server.url(), |c| {
+        c.generic_secrets.insert("crm".into(), SECRET.into());
+    })
+    .await;
+    let (router, _) = env.router();
+    let mut con = env.engine.conn();
+    let info: String = redis::cmd("INFO").arg("memory").query_async(&mut con).await.unwrap();
+    let used: u64 = info.lines().find_map(|l| l.strip_prefix("used_memory:")).unwrap().trim().parse().unwrap();
+    let limit = used + 32 * 1024 * 1024;
+    for (name, value) in [("maxmemory", limit.to_string()), ("maxmemory-policy", "noeviction".into())] {
+        let _: () = redis::cmd("CONFIG").arg("SET").arg(name).arg(value).query_async(&mut con).await.unwrap();
+    }
+
+    // Events of 2 KiB each, until Redis is at the mark (bounded: 32 MiB hold fewer than 16 000).
+    let filler = "x".repeat(2048);
+    let post = async |i: u32| {
+        let body = json!({"id": format!("e-{i}"), "text": filler}).to_string();
+        let sig = meta_sign(SECRET, body.as_bytes());
+        let headers = [("content-type", "application/json"), ("x-signature-256", sig.as_str())];
+        http_with(&router, "POST", "/webhooks/generic/crm", &headers, body.into_bytes()).await
+    };
+    let (mut accepted, mut refused) = (0u64, None);
+    for i in 0..20_000 {
+        let r = post(i).await;
+        if r.status == StatusCode::OK {
+            accepted += 1;
+            continue;
+        }
+        let message = r.assert_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+        assert!(message.contains("high-water mark"), "{message}");
+        assert!(r.headers.get("retry-after").is_some(), "{r:?}");
+        refused = Some(i);
+        break;
+    }
+    let refused = refused.expect("Redis reached its high-water mark");
+    assert!(accepted > 100, "it took work until the mark ({accepted})");
+    // Everything acknowledged is queued, whole; new tasks are refused the same way.
+    assert_eq!(env.lane_len(Lane::Webhooks).await, accepted);
+    let t = admin(&router, "POST", "/tasks", Some(r#"{"kind": "diag.noop"}"#)).await;
+    t.assert_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    let (used, max) = env.engine.redis_memory().await.unwrap();
+    assert!(max == limit && used < max, "the mark leaves room below the limit: {used} of {max}");
+    let metrics = http(&router, "GET", "/metrics", None, None).await.text;
+    assert!(metrics.contains(&format!("switchyard_redis_memory_max_bytes {limit}")), "{metrics}");
+
+    // The workers drain what was taken (each event's 2 KiB entry goes, a short record stays),
+    // and the refused event is taken on a later try.
+    let _worker = env.start_worker();
+    wait_until_within("the refused event is taken", Duration::from_secs(60), async || {
+        post(refused).await.status == StatusCode::OK
+    })
+    .await;
+    wait_until("every event was recorded", async || {
+        env.engine.queues_status().await.unwrap().queues["webhooks"].depth == 0
+    })
+    .await;
+    let done: Vec<String> =
+        redis::cmd("KEYS").arg(format!("{}done:*", env.engine.keys().root())).query_async(&mut con).await.unwrap();
+    assert_eq!(done.len() as u64, accepted + 1, "every acknowledged event ran once");
+    drop(server);
+}
