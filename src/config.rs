@@ -63,6 +63,9 @@ pub struct Config {
     /// Entries a lane may hold before producers are refused (0: no limit).
     pub lane_depth_limit: u64,
     pub task_retention: Duration,
+    /// How long the record of a task that succeeded is kept; `None`: as long as the others
+    /// (`task_retention`). Failures are what operators come back for.
+    pub success_retention: Option<Duration>,
     pub conversation_retention: Duration,
     /// Turns kept per conversation: the oldest go as new ones come.
     pub conversation_max_turns: usize,
@@ -120,6 +123,7 @@ impl Default for Config {
             hard_time_limit: Duration::from_secs(600),
             lane_depth_limit: 0,
             task_retention: Duration::from_secs(24 * 3600),
+            success_retention: None,
             conversation_retention: Duration::from_secs(30 * 24 * 3600),
             conversation_max_turns: 200,
             idempotency_window: Duration::from_secs(24 * 3600),
@@ -256,6 +260,7 @@ impl Config {
         set_parse!(hard_time_limit, parse_duration);
         set_parse!(lane_depth_limit, |r: &Raw| parse_num::<u64>(r));
         set_parse!(task_retention, parse_duration);
+        set_parse!(success_retention, |r: &Raw| parse_duration(r).map(Some));
         set_parse!(conversation_retention, parse_duration);
         set_parse!(conversation_max_turns, parse_count);
         set_parse!(idempotency_window, parse_duration);
@@ -288,6 +293,16 @@ impl Config {
         }
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
             return bad("LISTEN", self.listen.clone(), "must be an address such as 127.0.0.1:8080");
+        }
+        // Redis takes no expiry of zero: a record kept for no time would fail its write.
+        for (name, d) in [
+            ("TASK_RETENTION", Some(self.task_retention)),
+            ("SUCCESS_RETENTION", self.success_retention),
+            ("CONVERSATION_RETENTION", Some(self.conversation_retention)),
+        ] {
+            if d.is_some_and(|d| d < Duration::from_millis(1)) {
+                return bad(name, "0".into(), "must be at least 1ms");
+            }
         }
         if let Some(url) = &self.redis_url
             && !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://"))
@@ -387,6 +402,7 @@ const KNOWN: &[&str] = &[
     "hard_time_limit",
     "lane_depth_limit",
     "task_retention",
+    "success_retention",
     "conversation_retention",
     "conversation_max_turns",
     "idempotency_window",

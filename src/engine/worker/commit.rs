@@ -225,7 +225,8 @@ async fn write(
     }
     if !dones.is_empty() {
         let mut inv = scripts.finish.prepare_invoke();
-        inv.key(keys.revoked()).arg(keys.root()).arg(GROUP).arg(now).arg(ttl).arg(&sh.name);
+        let success_ttl = c.success_retention.unwrap_or(c.task_retention).as_millis() as u64;
+        inv.key(keys.revoked()).arg(keys.root()).arg(GROUP).arg(now).arg(ttl).arg(&sh.name).arg(success_ttl);
         for d in dones {
             inv.key(keys.lane(d.lane));
             inv.arg(&d.id)

@@ -5,7 +5,8 @@
 -- (the revoked set) keep REVOKED. Acknowledged entries are then trimmed from the head of each
 -- lane, never past the oldest pending or undelivered entry.
 -- KEYS[1] revoked set; then per attempt: the lane stream
--- ARGV[1] key root, ARGV[2] group, ARGV[3] now (ms), ARGV[4] retention (ms), ARGV[5] worker;
+-- ARGV[1] key root, ARGV[2] group, ARGV[3] now (ms), ARGV[4] retention (ms), ARGV[5] worker,
+-- ARGV[6] retention of a task that succeeded (ms);
 -- then per attempt: task id, entry id, attempt number, result JSON, attempt JSON, base
 -- (attempts before this entry: numbers between it and this attempt that left no record were
 -- lost with a dead worker and are recorded as such), order key ('' for none: tasks parked
@@ -24,10 +25,10 @@
 -- Results and logs are JSON, which never holds a raw tab.
 -- Returns per attempt: 'SUCCESS', 'REVOKED' (cancelled meanwhile) or 'STALE' (someone else acked).
 local revoked = KEYS[1]
-local root, group, now, ttl, worker = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local root, group, now, ttl, worker, success_ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local n = #KEYS - 1
 local per = 14
-local head = 5
+local head = 6
 local out = {}
 
 -- the fields a start writes into a record that does not exist yet (see start.lua)
@@ -106,7 +107,7 @@ for i = 1, n do
     local line = table.concat({ARGV[a + 12], ARGV[a + 13], since,
       string.format('%d', tonumber(now) - started), worker, attempt_no, max,
       result == 'null' and '' or result, #earlier > 0 and '[' .. table.concat(earlier, ',') .. ']' or ''}, '\t')
-    redis.call('SET', root .. 'done:' .. id, line, 'PX', ttl)
+    redis.call('SET', root .. 'done:' .. id, line, 'PX', success_ttl)
     redis.call('DEL', key)
     wake_parked(root, okey, now)
     out[i] = 'SUCCESS'
