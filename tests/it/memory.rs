@@ -225,3 +225,66 @@ async fn redis_full_is_a_state_not_a_crash() {
     assert_eq!(done.len() as u64, accepted + 1, "every acknowledged event ran once");
     drop(server);
 }
+
+/// Under a constant load, Redis's memory stays flat once the first retention period has passed:
+/// what a message leaves goes when its windows close, at the rate messages come. Retentions are
+/// shortened to seconds so that a minute shows what a day would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_is_flat_under_a_constant_load() {
+    const RATE: u64 = 50;
+    const CONVERSATIONS: u64 = 10;
+    const WARMUP: Duration = Duration::from_secs(15);
+    const MEASURED: Duration = Duration::from_secs(35);
+    let server = RedisProcess::start_on_free_port();
+    let platform = FakePlatform::default();
+    let base = platform.start().await;
+    let retention = Duration::from_secs(8);
+    let env = TestEnv::with("memory-flat", &server.url(), |c| {
+        c.facebook_app_secret = Some(SECRET.into());
+        c.facebook_page_token = Some("PAGE_TOKEN".into());
+        c.graph_url = format!("{base}/v24.0");
+        c.task_retention = retention;
+        c.idempotency_window = retention;
+        c.conversation_retention = retention;
+        c.conversation_max_turns = 20;
+    })
+    .await;
+    let (router, _) = env.router();
+    let _worker = env.start_worker();
+    let mut con = env.engine.conn();
+
+    let start = std::time::Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(1000 / RATE));
+    let (mut sent, mut samples) = (0u64, Vec::new());
+    while start.elapsed() < WARMUP + MEASURED {
+        tick.tick().await;
+        let psid = format!("U{}", sent % CONVERSATIONS);
+        let body = json!({"object": "page", "entry": [{"id": "P", "time": 1, "messaging": [
+            {"sender": {"id": psid}, "recipient": {"id": "P"}, "timestamp": 1_700_000_000_000u64 + sent,
+             "message": {"mid": format!("m_{sent}"), "text": "hello, do you ship to Lima?"}}]}]})
+        .to_string();
+        let sig = meta_sign(SECRET, body.as_bytes());
+        let headers = [("content-type", "application/json"), ("x-hub-signature-256", sig.as_str())];
+        let r = http_with(&router, "POST", "/webhooks/facebook", &headers, body.into_bytes()).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        sent += 1;
+        if sent % (RATE / 2) == 0 && start.elapsed() >= WARMUP {
+            let info: String = redis::cmd("INFO").arg("memory").query_async(&mut con).await.unwrap();
+            let used: f64 = info.lines().find_map(|l| l.strip_prefix("used_memory:")).unwrap().trim().parse().unwrap();
+            samples.push(used);
+        }
+    }
+    // Five-second windows (ten samples each) against the whole measured minute's mean.
+    let mean = samples.iter().sum::<f64>() / samples.len() as f64;
+    let windows: Vec<f64> = samples.chunks(10).map(|w| w.iter().sum::<f64>() / w.len() as f64).collect();
+    assert!(windows.len() >= 5, "{windows:?}");
+    for w in &windows {
+        assert!((w / mean - 1.0).abs() <= 0.10, "a window of {w:.0} bytes against a mean of {mean:.0}: {windows:?}");
+    }
+    assert!(
+        platform.accepted().len() as u64 >= sent - RATE * 2,
+        "the workers kept up: {} replies for {sent} messages",
+        platform.accepted().len()
+    );
+    drop(server);
+}
