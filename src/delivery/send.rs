@@ -112,7 +112,11 @@ async fn deliver(ctx: TaskContext) -> Outcome {
         match verdict {
             Verdict::Sent => {
                 sent += 1;
-                let ttl = engine.config().conversation_retention.as_millis() as u64;
+                // As long as a second delivery of this reply can be queued (the reply's idempotency
+                // window) or this one still retried (its record's retention): not the
+                // conversation's month.
+                let c = engine.config();
+                let ttl = c.task_retention.max(c.idempotency_window).as_millis() as u64;
                 let mut con = engine.conn();
                 let r: redis::RedisResult<()> =
                     redis::cmd("SET").arg(&marker).arg(1).arg("PX").arg(ttl).query_async(&mut con).await;
