@@ -204,10 +204,12 @@ async fn finish_reply(
             reply_id: reply_id.clone(),
             received_us,
         };
+        // No idempotency key: should this task run again after queuing the delivery, the second
+        // delivery waits behind the first (the same order key) and finds every part it sent
+        // marked, so nothing goes out twice — and no marker per message is kept for a day.
         let spec = TaskSpec::new(delivery::KIND, serde_json::to_value(&out).unwrap_or_default())
             .on_lane(Lane::Webhooks)
-            .ordered_by(format!("out:{id}"))
-            .idempotency_key(format!("reply:{reply_id}"));
+            .ordered_by(format!("out:{id}"));
         match engine.enqueue(spec).await {
             Ok(task) => delivery_task = json!(task),
             Err(e) => return Outcome::retry(format!("could not queue the reply's delivery: {e}")),
@@ -219,15 +221,20 @@ async fn finish_reply(
     if let Err(e) = crate::analytics::conversation::request(engine, &id).await {
         tracing::debug!(conversation = %id, error = %e, "conversation analytics not queued");
     }
-    Outcome::Done(json!({
+    // The reply's text is in the conversation's turns; a conversation of the API keeps it in the
+    // result too, where the seed's clients read it (`GET /conversations/tasks/{id}/status`).
+    let mut result = json!({
         "conversation_id": id,
-        "response": reply.text,
         "intent": reply.intent,
-        "language": reply.language,
         "responder": responder,
         "handed_off": reply.handoff,
         "delivery_task_id": delivery_task,
-    }))
+    });
+    if key.platform == "api" {
+        result["response"] = json!(reply.text);
+        result["language"] = json!(reply.language);
+    }
+    Outcome::Done(result)
 }
 
 /// The LLM's answer when one is configured and answers in time, else the built-in one. The

@@ -10,9 +10,10 @@
 -- ids' marks, so a conversation that never goes quiet stays bounded)
 -- Returns 1 when appended, 0 when the event was already there.
 local conv, log = KEYS[1], KEYS[2]
--- an event's mark names who wrote the turn too: a customer's message id cannot pass for the id
--- of a reply or of a receipt
-local function mark(who, id) return 'event:' .. string.sub(who, 1, 1) .. ':' .. id end
+-- an event's mark names who wrote the turn too, so a customer's message id cannot pass for the
+-- id of a reply or of a receipt; the id is kept as 64 bits of its SHA-1 (a conversation holds a
+-- few hundred marks at most)
+local function mark(who, id) return 'e:' .. string.sub(who, 1, 1) .. string.sub(redis.sha1hex(id), 1, 16) end
 if ARGV[2] ~= '' and redis.call('HSETNX', conv, mark(ARGV[8], ARGV[2]), 1) == 0 then return 0 end
 local over = redis.call('RPUSH', log, ARGV[1]) - tonumber(ARGV[10])
 if over > 0 then
