@@ -7,8 +7,9 @@
 //! they arrived, and its replies go out in that order too, on any number of workers.
 //!
 //! Every step is safe to run again: the message and the reply are recorded once each (by event
-//! id), and the delivery is queued under an idempotency key derived from the message, so a retried
-//! or reclaimed task never answers twice. Conversations handed to a person get no automatic reply
+//! id), and each part of the reply is marked once the platform accepted it, under a reply id
+//! derived from the message, so a retried or reclaimed task (or a second delivery it queued)
+//! never answers twice. Conversations handed to a person get no automatic reply
 //! until `conversation.continue` releases them.
 
 use serde::{Deserialize, Serialize};
