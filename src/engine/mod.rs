@@ -55,6 +55,7 @@ use std::sync::Arc;
 
 use redis::aio::ConnectionManager;
 
+pub use memory::MemoryTrend;
 pub use outcome::{Outcome, RetryPolicy};
 pub use producer::{Enqueued, KEY_LIMIT, bounded_key};
 pub use registry::{Handler, Registry, StopReason, TaskContext};

@@ -128,6 +128,12 @@ impl Keys {
         format!("{}conversations", self.root)
     }
 
+    /// Hash minute → Redis's `used_memory` then, for the last quarter hour (older minutes are
+    /// dropped as new ones come; the key goes an hour after the last sample).
+    pub fn memory_samples(&self) -> String {
+        format!("{}memory", self.root)
+    }
+
     /// Pub/sub channel on which cancellations of running tasks are announced.
     pub fn cancel_channel(&self) -> String {
         format!("{}cancel", self.root)

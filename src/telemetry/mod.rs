@@ -144,8 +144,8 @@ pub async fn sample_lanes(engine: Engine, every: Duration, stop: CancellationTok
                 }
                 metrics::gauge!("switchyard_dlq_depth").set(s.dlq_depth as f64);
                 metrics::gauge!("switchyard_redis_up").set(1.0);
-                // (sets switchyard_redis_memory_bytes and _max_bytes)
-                let _ = engine.redis_memory().await;
+                // (sets switchyard_redis_memory_bytes and _max_bytes; the dashboard's trend)
+                let _ = engine.record_memory_sample().await;
             }
             Err(_) => metrics::gauge!("switchyard_redis_up").set(0.0),
         }

@@ -272,6 +272,41 @@ struct LaneRow {
 
 struct QueuesView {
     dlq_depth: u64,
+    /// Redis's memory: in use, of the limit, and how long until the mark at the last quarter
+    /// hour's growth.
+    memory: String,
+    memory_limit: String,
+    memory_outlook: String,
+}
+
+/// `1.5 MB`, `12 GB`: bytes as an operator reads them.
+fn human_bytes(b: u64) -> String {
+    let units = ["B", "KB", "MB", "GB", "TB"];
+    let mut v = b as f64;
+    let mut i = 0;
+    while v >= 1000.0 && i + 1 < units.len() {
+        v /= 1000.0;
+        i += 1;
+    }
+    if i == 0 { format!("{b} B") } else { format!("{v:.1} {}", units[i]) }
+}
+
+fn memory_view(t: &crate::engine::MemoryTrend) -> (String, String, String) {
+    let limit = match t.max {
+        0 => "no limit (maxmemory unset)".to_string(),
+        max => format!("of {} ({:.0} %)", human_bytes(max), t.used as f64 * 100.0 / max as f64),
+    };
+    let outlook = match (t.until_mark_s, t.per_s) {
+        _ if t.max > 0 && t.used >= t.mark => "at the high-water mark: new work is refused".to_string(),
+        (Some(s), _) => format!(
+            "high-water mark in {} at the last quarter hour's growth",
+            humantime::format_duration(std::time::Duration::from_secs((s as u64 / 60).max(1) * 60))
+        ),
+        (None, Some(g)) if g <= 0.0 => "not growing over the last quarter hour".into(),
+        (None, Some(_)) => "growing; no limit to reach".into(),
+        (None, None) => "growth: not enough history yet".into(),
+    };
+    (human_bytes(t.used), limit, outlook)
 }
 
 #[derive(Template)]
@@ -320,7 +355,8 @@ async fn lanes_data(engine: &Engine) -> Result<(QueuesView, u64, Vec<LaneRow>), 
             }
         })
         .collect();
-    Ok((QueuesView { dlq_depth: q.dlq_depth }, workers, rows))
+    let (memory, memory_limit, memory_outlook) = memory_view(&engine.memory_trend().await?);
+    Ok((QueuesView { dlq_depth: q.dlq_depth, memory, memory_limit, memory_outlook }, workers, rows))
 }
 
 async fn overview(State(state): State<AppState>, headers: HeaderMap) -> Page {

@@ -178,6 +178,11 @@ async fn an_operator_logs_in_watches_a_lane_and_redrives_a_dead_letter() {
     )
     .await;
     assert_eq!(page.eval("document.querySelector('tr[data-lane=\"analytics\"] .depth').textContent").await, "0");
+    // Redis's memory, with its limit (or the lack of one) and where it is going.
+    let memory = page.eval("document.querySelector('#redis-memory b').textContent").await;
+    assert!(memory.as_str().is_some_and(|m| m.ends_with('B') && m.len() > 2), "{memory}");
+    let card = page.eval("document.querySelector('#redis-memory').textContent").await;
+    assert!(card.as_str().is_some_and(|c| c.contains("maxmemory unset") || c.contains('%')), "{card}");
 
     // Work arrives: the depth changes on the page without a reload.
     page.eval("window.__sameDocument = true").await;

@@ -316,3 +316,41 @@ async fn sessions_end_with_the_token_and_pages_are_not_framed_or_cached() {
     .await;
     assert!(r.headers.get("set-cookie").unwrap().to_str().unwrap().ends_with("; Secure"));
 }
+
+/// The overview tells an operator how much memory Redis uses, of what limit, and when the
+/// high-water mark comes at the last quarter hour's growth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overview_shows_redis_memory_and_when_it_fills() {
+    let server = RedisProcess::start_on_free_port();
+    let env = TestEnv::with("ui-memory", &server.url(), |_| {}).await;
+    let (router, _) = env.router();
+    let (cookie, _) = log_in(&router).await;
+    let part = get(&router, "/ui/lanes", &cookie).await;
+    assert!(part.text.contains("no limit (maxmemory unset)"), "{}", part.text);
+
+    // A limit, and ten minutes of growth: a megabyte a minute.
+    let mut con = env.engine.conn();
+    let _: () =
+        redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg(1_000_000_000u64).query_async(&mut con).await.unwrap();
+    let now_min = switchyard::engine::now_ms() / 60_000;
+    for m in 0..=10u64 {
+        let at = 100_000_000 + m * 1_000_000;
+        let _: () = redis::cmd("HSET")
+            .arg(env.engine.keys().memory_samples())
+            .arg(now_min - 10 + m)
+            .arg(at)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await; // a fresh reading of the limit
+    let part = get(&router, "/ui/lanes", &cookie).await;
+    assert!(part.text.contains("of 1.0 GB"), "{}", part.text);
+    // (900 MB less the megabyte or so in use, at 1 MB a minute: some fifteen hours.)
+    let outlook = part.text.split("id=\"memory-outlook\">").nth(1).unwrap_or("").split('<').next().unwrap_or("");
+    assert!(
+        outlook.starts_with("high-water mark in 14h") || outlook.starts_with("high-water mark in 15h"),
+        "{outlook}"
+    );
+    drop(server);
+}
