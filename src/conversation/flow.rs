@@ -178,12 +178,13 @@ async fn finish_reply(
     received_us: u64,
 ) -> Outcome {
     let id = key.id();
+    let turn_event = format!("reply:{answered}");
     let agent = StoredTurn {
         who: Who::Agent,
         text: reply.text.clone(),
         kind: "reply".into(),
         intent: Some(reply.intent),
-        event_id: Some(format!("reply:{answered}")),
+        event_id: Some(turn_event.clone()),
         at_ms: now_ms(),
     };
     if let Err(e) = store.append(key, &agent).await {
@@ -204,6 +205,7 @@ async fn finish_reply(
             text: reply.text.clone(),
             reply_id: reply_id.clone(),
             received_us,
+            turn: Some(turn_event),
         };
         // No idempotency key: should this task run again after queuing the delivery, the second
         // delivery waits behind the first (the same order key) and finds every part it sent
@@ -224,13 +226,16 @@ async fn finish_reply(
     }
     // The reply's text is in the conversation's turns; a conversation of the API keeps it in the
     // result too, where the seed's clients read it (`GET /conversations/tasks/{id}/status`).
+    // `handed_off` only when it did (the conversation's summary says so too).
     let mut result = json!({
         "conversation_id": id,
         "intent": reply.intent,
         "responder": responder,
-        "handed_off": reply.handoff,
         "delivery_task_id": delivery_task,
     });
+    if reply.handoff {
+        result["handed_off"] = json!(true);
+    }
     if key.platform == "api" {
         result["response"] = json!(reply.text);
         result["language"] = json!(reply.language);

@@ -15,6 +15,35 @@ pub enum Intent {
     Fallback,
 }
 
+impl Intent {
+    pub const ALL: [Intent; 7] = [
+        Intent::Greeting,
+        Intent::Pricing,
+        Intent::Shipping,
+        Intent::OrderStatus,
+        Intent::Complaint,
+        Intent::Handoff,
+        Intent::Fallback,
+    ];
+
+    /// Its name, as serialized.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Intent::Greeting => "greeting",
+            Intent::Pricing => "pricing",
+            Intent::Shipping => "shipping",
+            Intent::OrderStatus => "order_status",
+            Intent::Complaint => "complaint",
+            Intent::Handoff => "handoff",
+            Intent::Fallback => "fallback",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Intent> {
+        Intent::ALL.into_iter().find(|i| i.as_str() == s)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Language {

@@ -59,6 +59,55 @@ pub struct StoredTurn {
 }
 
 impl StoredTurn {
+    /// The turn as the conversation's log keeps it: one line of tab-separated fields, the text
+    /// last (it may hold anything), with no field names —
+    /// `who[:kind]  at_ms  intent  event_id  text`, `who` the side's initial (`c`, `a`, `s`)
+    /// and `:kind` only when it is not the side's usual one (a customer's `message`, an
+    /// agent's `reply`). A turn whose event id holds a tab or a line break is kept as JSON, as
+    /// every turn was before; [`StoredTurn::decode`] reads both.
+    pub fn encode(&self) -> String {
+        let event = self.event_id.as_deref().unwrap_or("");
+        if event.contains(['\t', '\n', '\r']) {
+            return serde_json::to_string(self).unwrap_or_default();
+        }
+        let usual = match self.who {
+            Who::Customer => "message",
+            Who::Agent => "reply",
+            Who::System => "",
+        };
+        let who = &self.who.as_str()[..1];
+        let intent = self.intent.map(|i| i.as_str()).unwrap_or("");
+        if self.kind == usual {
+            format!("{who}\t{}\t{intent}\t{event}\t{}", self.at_ms, self.text)
+        } else {
+            format!("{who}:{}\t{}\t{intent}\t{event}\t{}", self.kind, self.at_ms, self.text)
+        }
+    }
+
+    /// A turn from its line in the log (either form `encode` writes); `None` when it is not one.
+    pub fn decode(line: &str) -> Option<StoredTurn> {
+        if line.starts_with('{') {
+            return serde_json::from_str(line).ok();
+        }
+        let mut f = line.splitn(5, '\t');
+        let (side, at, intent, event, text) = (f.next()?, f.next()?, f.next()?, f.next()?, f.next()?);
+        let (who, kind) = side.split_once(':').unwrap_or((side, ""));
+        let (who, usual) = match who {
+            "c" => (Who::Customer, "message"),
+            "a" => (Who::Agent, "reply"),
+            "s" => (Who::System, ""),
+            _ => return None,
+        };
+        Some(StoredTurn {
+            who,
+            text: text.to_string(),
+            kind: if side.contains(':') { kind } else { usual }.to_string(),
+            intent: if intent.is_empty() { None } else { Some(Intent::parse(intent)?) },
+            event_id: (!event.is_empty()).then(|| event.to_string()),
+            at_ms: at.parse().ok()?,
+        })
+    }
+
     /// As the responder sees it.
     pub fn as_turn(&self) -> Turn {
         Turn { from_customer: self.who == Who::Customer, text: self.text.clone(), intent: self.intent }
@@ -86,20 +135,26 @@ pub struct Store {
 
 impl Store {
     pub fn new(engine: Engine) -> Store {
-        Store { engine, append: redis::Script::new(include_str!("../redis/lua/conv_append.lua")) }
+        Store {
+            engine,
+            append: redis::Script::new(concat!(
+                include_str!("../redis/lua/conv_mark.lua"),
+                include_str!("../redis/lua/conv_append.lua")
+            )),
+        }
     }
 
     /// Append a turn; `false` when its event id was already recorded.
     pub async fn append(&self, key: &ConversationKey, turn: &StoredTurn) -> Result<bool, EngineError> {
         let id = key.id();
-        let json = serde_json::to_string(turn).map_err(|e| EngineError::BadInput(e.to_string()))?;
+        let line = turn.encode();
         let mut con = self.engine.conn();
         let added: i64 = self
             .append
             .key(self.engine.keys().conversation(&id))
             .key(self.engine.keys().conversation_log(&id))
             .key(self.engine.keys().conversations())
-            .arg(json)
+            .arg(line)
             .arg(turn.event_id.as_deref().unwrap_or(""))
             .arg(now_ms())
             .arg(self.engine.config().conversation_retention.as_millis() as u64)
@@ -136,7 +191,7 @@ impl Store {
             .arg(-1)
             .query_async(&mut con)
             .await?;
-        Ok(raw.iter().filter_map(|t| serde_json::from_str(t).ok()).collect())
+        Ok(raw.iter().filter_map(|t| StoredTurn::decode(t)).collect())
     }
 
     /// Hand the conversation to a person (automatic replies stop) or release it.
@@ -174,5 +229,53 @@ impl Store {
             agent_turns: num("turns:agent"),
             handed_off: get("handoff").as_deref() == Some("1"),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn turn(who: Who, kind: &str, intent: Option<Intent>, event: Option<&str>, text: &str) -> StoredTurn {
+        StoredTurn {
+            who,
+            text: text.into(),
+            kind: kind.into(),
+            intent,
+            event_id: event.map(str::to_string),
+            at_ms: 1_700_000_000_015,
+        }
+    }
+
+    #[test]
+    fn turns_are_kept_as_short_lines_and_read_back() {
+        let customer = turn(Who::Customer, "message", Some(Intent::Shipping), Some("m_1"), "do you ship\tto Lima?\n");
+        assert_eq!(customer.encode(), "c\t1700000000015\tshipping\tm_1\tdo you ship\tto Lima?\n");
+        let cases = [
+            customer,
+            turn(Who::Agent, "reply", Some(Intent::OrderStatus), Some("reply:m_1"), "Soon."),
+            turn(Who::Agent, "echo", None, Some("m_2"), ""),
+            turn(Who::System, "read", None, None, "read up to 1700000000000"),
+            turn(Who::Customer, "postback", None, Some("p:1"), "GET_STARTED"),
+            // an event id with a tab cannot sit in a line: the turn is kept as JSON
+            turn(Who::Customer, "message", None, Some("odd\tid"), "hi"),
+        ];
+        for t in cases {
+            let line = t.encode();
+            assert_eq!(StoredTurn::decode(&line).as_ref(), Some(&t), "{line:?}");
+        }
+        assert!(turn(Who::Customer, "message", None, Some("odd\tid"), "hi").encode().starts_with('{'));
+        assert_eq!(turn(Who::System, "read", None, None, "x").encode(), "s:read\t1700000000015\t\t\tx");
+    }
+
+    #[test]
+    fn turns_stored_as_json_before_are_still_read() {
+        let old =
+            r#"{"who":"agent","text":"We ship.","kind":"reply","intent":"shipping","event_id":"reply:m_1","at_ms":5}"#;
+        let t = StoredTurn::decode(old).unwrap();
+        assert_eq!((t.who, t.kind.as_str(), t.intent, t.at_ms), (Who::Agent, "reply", Some(Intent::Shipping), 5));
+        for bad in ["", "x\t1\t\t\thi", "c\tsoon\t\t\thi", "c\t1\tno_such_intent\t\thi", "c\t1\t\t"] {
+            assert_eq!(StoredTurn::decode(bad), None, "{bad:?}");
+        }
     }
 }

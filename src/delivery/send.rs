@@ -1,7 +1,8 @@
 //! The `delivery.send` task: one reply to one customer, through the platform it came from.
 //!
 //! A reply is split to the platform's limit and each part is sent once: after the platform
-//! accepts a part, a marker (`{sy}:sent:<reply>:<part>`) records it, so a redelivered or retried
+//! accepts a part, a marker records it (the reply's turn's mark in its conversation counts the
+//! parts sent; a reply with no turn keeps `{sy}:sent:<reply>:<part>`), so a redelivered or retried
 //! task skips what already went out and a customer never gets the same part twice. (A worker
 //! killed between the platform's answer and the marker can still cause one resend: delivery is
 //! at least once, and this is its only window.) Sends are rate limited per business account
@@ -67,6 +68,11 @@ pub struct Outgoing {
     /// latency is measured from there to the platform's acceptance of the last part.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub received_us: u64,
+    /// The event id of the reply's turn in its conversation (`channel:account:customer`), whose
+    /// mark then counts the parts sent (see `sent.lua`); without one, each part sent keeps a
+    /// marker key of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turn: Option<String>,
 }
 
 fn is_zero(v: &u64) -> bool {
@@ -91,8 +97,7 @@ async fn deliver(ctx: TaskContext) -> Outcome {
     let parts = split_text(&out.text, out.channel.limit());
     let mut sent = 0;
     for (i, part) in parts.iter().enumerate() {
-        let marker = format!("{}sent:{}:{i}", engine.keys().root(), out.reply_id);
-        match already_sent(&engine, &marker).await {
+        match sent_marker(&engine, &out, i, "check").await {
             Ok(true) => continue,
             Ok(false) => {}
             Err(e) => return Outcome::retry(format!("redis: {e}")),
@@ -112,15 +117,7 @@ async fn deliver(ctx: TaskContext) -> Outcome {
         match verdict {
             Verdict::Sent => {
                 sent += 1;
-                // As long as a second delivery of this reply can be queued (the reply's idempotency
-                // window) or this one still retried (its record's retention): not the
-                // conversation's month.
-                let c = engine.config();
-                let ttl = c.task_retention.max(c.idempotency_window).as_millis() as u64;
-                let mut con = engine.conn();
-                let r: redis::RedisResult<()> =
-                    redis::cmd("SET").arg(&marker).arg(1).arg("PX").arg(ttl).query_async(&mut con).await;
-                if let Err(e) = r {
+                if let Err(e) = sent_marker(&engine, &out, i, "mark").await {
                     tracing::warn!(reply = %out.reply_id, part = i, error = %e, "sent, but could not record it; a retry may send this part again");
                 }
             }
@@ -135,9 +132,29 @@ async fn deliver(ctx: TaskContext) -> Outcome {
     Outcome::Done(json!({"parts": parts.len(), "sent_now": sent}))
 }
 
-async fn already_sent(engine: &Engine, marker: &str) -> redis::RedisResult<bool> {
+/// `check`: whether part `i` of the reply went out already; `mark`: record that it did.
+async fn sent_marker(engine: &Engine, out: &Outgoing, i: usize, op: &str) -> redis::RedisResult<bool> {
+    static SCRIPT: OnceLock<redis::Script> = OnceLock::new();
+    let script = SCRIPT.get_or_init(|| {
+        redis::Script::new(concat!(include_str!("../redis/lua/conv_mark.lua"), include_str!("../redis/lua/sent.lua")))
+    });
+    let keys = engine.keys();
+    let conversation = format!("{}:{}:{}", out.channel.as_str(), out.account, out.customer);
+    // A part's own marker lasts as long as a second delivery of this reply can be queued (the
+    // reply's idempotency window) or this one still retried (its record's retention).
+    let c = engine.config();
+    let ttl = c.task_retention.max(c.idempotency_window).as_millis() as u64;
     let mut con = engine.conn();
-    redis::cmd("EXISTS").arg(marker).query_async(&mut con).await
+    let sent: i64 = script
+        .key(keys.conversation(&conversation))
+        .key(format!("{}sent:{}:{i}", keys.root(), out.reply_id))
+        .arg(op)
+        .arg(out.turn.as_deref().unwrap_or(""))
+        .arg(i)
+        .arg(ttl)
+        .invoke_async(&mut con)
+        .await?;
+    Ok(sent == 1)
 }
 
 /// `None` when a send may go now; otherwise how long until the next second's budget.

@@ -157,7 +157,10 @@ fn uuid7_ms(id: &str) -> Option<u64> {
     hex.bytes().all(|c| c.is_ascii_hexdigit()).then(|| u64::from_str_radix(&hex, 16).ok())?
 }
 
-/// The fields of task `id`'s finished record (`done:<id>`, written by finish.lua) as a record's,
+/// A finished line from its bucket or, written before buckets, its own key.
+const DONE_LINE: &str = "return redis.call('HGET', KEYS[1], ARGV[1]) or redis.call('GET', KEYS[2])";
+
+/// The fields of task `id`'s finished record (written by finish.lua, see done.lua) as a record's,
 /// with the successful attempt's history entry made again from them; `None` when the line is
 /// not one.
 pub(crate) fn done_fields(id: &str, line: &str) -> Option<HashMap<String, String>> {
@@ -210,18 +213,25 @@ pub(crate) fn done_fields(id: &str, line: &str) -> Option<HashMap<String, String
 }
 
 impl Engine {
+    /// `pipe` and then task `id`'s finished line (see `done.lua`), read as one value: from its
+    /// bucket, or from a key of its own (an id that is no UUIDv7, or a record written before
+    /// buckets), whichever holds it.
+    fn done_pipe<'a>(&self, id: &str, pipe: &'a mut redis::Pipeline) -> &'a mut redis::Pipeline {
+        let own = self.keys().done_own(id);
+        match self.keys().done(id) {
+            (bucket, Some(field)) => pipe.cmd("EVAL").arg(DONE_LINE).arg(2).arg(bucket).arg(own).arg(field),
+            (_, None) => pipe.cmd("GET").arg(own),
+        }
+    }
+
     /// A task's state alone (one field of its record), for callers that wait on it.
     pub async fn task_state(&self, id: &str) -> Result<Option<TaskState>, EngineError> {
         let mut con = self.conn();
-        let (state, done): (Option<String>, bool) = redis::pipe()
-            .cmd("HGET")
-            .arg(self.keys().task(id))
-            .arg("state")
-            .cmd("EXISTS")
-            .arg(self.keys().done(id))
+        let (state, done): (Option<String>, Option<String>) = self
+            .done_pipe(id, redis::pipe().cmd("HGET").arg(self.keys().task(id)).arg("state"))
             .query_async(&mut con)
             .await?;
-        match (state, done) {
+        match (state, done.is_some()) {
             (Some(s), _) => Ok(TaskState::parse(&s)),
             (None, true) => Ok(Some(TaskState::Success)),
             (None, false) => {
@@ -233,13 +243,8 @@ impl Engine {
     /// A task's record, or `None` when no such task exists (or its record expired).
     pub async fn task_status(&self, id: &str) -> Result<Option<TaskStatus>, EngineError> {
         let mut con = self.conn();
-        let (mut map, done): (HashMap<String, String>, Option<String>) = redis::pipe()
-            .cmd("HGETALL")
-            .arg(self.keys().task(id))
-            .cmd("GET")
-            .arg(self.keys().done(id))
-            .query_async(&mut con)
-            .await?;
+        let (mut map, done): (HashMap<String, String>, Option<String>) =
+            self.done_pipe(id, redis::pipe().cmd("HGETALL").arg(self.keys().task(id))).query_async(&mut con).await?;
         // A task that succeeded: its finished record, and no payload (its entry held it).
         if !map.contains_key("state")
             && let Some(fields) = done.as_deref().and_then(|line| done_fields(id, line))

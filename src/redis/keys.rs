@@ -41,9 +41,22 @@ impl Keys {
         format!("{}task:{}", self.root, id)
     }
 
-    /// A task that succeeded: one line of its fields (see `finish.lua`), kept the retention. Its
-    /// `task:` record is gone then.
-    pub fn done(&self, id: &str) -> String {
+    /// Where a task that succeeded keeps its one line of fields (see `finish.lua`; its `task:`
+    /// record is gone then): for a UUIDv7 id, field `id[11..]` of the hash `done:<id[..11]>`
+    /// shared by the tasks created in the same 256 ms; for another id, a key of its own
+    /// (`done.lua` says why).
+    pub fn done(&self, id: &str) -> (String, Option<String>) {
+        let b = id.as_bytes();
+        let hex = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_hexdigit);
+        if b.len() == 36 && hex(0..8) && b[8] == b'-' && hex(9..13) && b[13] == b'-' && b[14] == b'7' {
+            return (format!("{}done:{}", self.root, &id[..11]), Some(id[11..].to_string()));
+        }
+        (self.done_own(id), None)
+    }
+
+    /// The key of its own a finished record had before records were kept in buckets (and still
+    /// has when its id is not a UUIDv7).
+    pub fn done_own(&self, id: &str) -> String {
         format!("{}done:{}", self.root, id)
     }
 
@@ -137,5 +150,31 @@ impl Keys {
     /// Pub/sub channel on which cancellations of running tasks are announced.
     pub fn cancel_channel(&self) -> String {
         format!("{}cancel", self.root)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finished_records_of_uuid7_ids_share_a_bucket_per_256_ms() {
+        let k = Keys::new("sy");
+        let a = "01a2462c-c682-7001-8000-00000000000f";
+        let b = "01a2462c-c6ff-7002-8000-000000000003";
+        let (bucket_a, field_a) = k.done(a);
+        let (bucket_b, field_b) = k.done(b);
+        assert_eq!(bucket_a, "{sy}:done:01a2462c-c6");
+        assert_eq!((bucket_a.as_str(), field_a.as_deref()), (bucket_b.as_str(), Some("82-7001-8000-00000000000f")));
+        assert_ne!(field_a, field_b);
+        assert_eq!(format!("{}{}", &bucket_a[bucket_a.len() - 11..], field_a.unwrap()), a, "the two parts are the id");
+        // the next 256 ms: another bucket
+        assert_ne!(k.done("01a2462c-c700-7001-8000-000000000000").0, bucket_a);
+        // an older task's ULID, or anything that is not a UUIDv7, keeps a key of its own
+        for id in
+            ["01HZX3N8Q7Y2V4W6K9M1P3R5T7", "01a2462c-c682-4001-8000-00000000000f", "01a2462c-c682-7001-8000-0000000000"]
+        {
+            assert_eq!(k.done(id), (format!("{{sy}}:done:{id}"), None), "{id}");
+        }
     }
 }

@@ -25,8 +25,12 @@ impl Scripts {
         Scripts {
             enqueue: Script::new(concat!(include_str!("lua/task_id.lua"), include_str!("lua/enqueue.lua"))),
             fetch: Script::new(concat!(include_str!("lua/task_id.lua"), include_str!("lua/fetch.lua"))),
-            start: Script::new(include_str!("lua/start.lua")),
-            finish: Script::new(concat!(include_str!("lua/wake.lua"), include_str!("lua/finish.lua"))),
+            start: Script::new(concat!(include_str!("lua/done.lua"), include_str!("lua/start.lua"))),
+            finish: Script::new(concat!(
+                include_str!("lua/wake.lua"),
+                include_str!("lua/done.lua"),
+                include_str!("lua/finish.lua")
+            )),
             fail: Script::new(concat!(
                 include_str!("lua/wake.lua"),
                 include_str!("lua/entry_payload.lua"),
@@ -40,6 +44,7 @@ impl Scripts {
             renew: Script::new(include_str!("lua/renew.lua")),
             cancel: Script::new(concat!(
                 include_str!("lua/wake.lua"),
+                include_str!("lua/done.lua"),
                 include_str!("lua/entry_payload.lua"),
                 include_str!("lua/cancel.lua")
             )),

@@ -97,7 +97,8 @@ async fn handle(engine: &Engine, req: MessageRequest, async_default: bool) -> Re
             "task_id": task_id,
             "intent": status.result["intent"],
             "responder": status.result["responder"],
-            "handed_off": status.result["handed_off"],
+            // (a result says `handed_off` only when it did)
+            "handed_off": status.result["handed_off"] == true,
         }))),
         state => Err(ApiError::Upstream(format!(
             "the message's task {task_id} ended {}: {}",

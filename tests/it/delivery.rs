@@ -103,6 +103,48 @@ async fn a_long_reply_is_split_and_a_retry_sends_only_the_missing_part() {
     assert_eq!(platform.seen().len(), 4, "only the failed part was sent again");
 }
 
+/// A reply recorded in its conversation counts the parts that went out in its turn's mark, a
+/// field the conversation already has: a retry sends only what is missing, a second delivery of
+/// the same reply sends nothing, and no marker key is left per part.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversations_reply_counts_its_parts_in_its_turn() {
+    use switchyard::conversation::store::{ConversationKey, Store, StoredTurn, Who};
+    let (env, platform) = setup("send-turn").await;
+    let key = ConversationKey::new("messenger", "PAGE1", "PSID7");
+    let turn = StoredTurn {
+        who: Who::Agent,
+        text: "palabra ".repeat(560),
+        kind: "reply".into(),
+        intent: None,
+        event_id: Some("reply:m_7".into()),
+        at_ms: 1,
+    };
+    assert!(Store::new(env.engine.clone()).append(&key, &turn).await.unwrap());
+    let spec = || {
+        TaskSpec::new(
+            "delivery.send",
+            json!({"channel": "messenger", "account": "PAGE1", "customer": "PSID7", "text": turn.text,
+                   "reply_id": "r-turn", "turn": "reply:m_7"}),
+        )
+    };
+    platform.then(200, None, json!({"message_id": "m1"})).then(503, None, json!({"error": {"message": "busy"}}));
+    let _worker = env.start_worker();
+    let first = env.engine.enqueue(spec()).await.unwrap();
+    env.wait_state(&first, TaskState::Success).await;
+    let second = env.engine.enqueue(spec()).await.unwrap();
+    env.wait_state(&second, TaskState::Success).await;
+    assert_eq!(platform.accepted().len(), 3, "each of the three parts once");
+    assert_eq!(platform.seen().len(), 4, "only the part that failed went again");
+    assert_eq!(env.status(&second).await.result["sent_now"], 0, "the second delivery found every part sent");
+    let mut con = env.engine.conn();
+    let root = env.engine.keys().root().to_string();
+    let sent: Vec<String> = redis::cmd("KEYS").arg(format!("{root}sent:*")).query_async(&mut con).await.unwrap();
+    assert!(sent.is_empty(), "no marker key per part: {sent:?}");
+    let marks: Vec<String> =
+        redis::cmd("HVALS").arg(env.engine.keys().conversation(&key.id())).query_async(&mut con).await.unwrap();
+    assert!(marks.contains(&"4".to_string()), "the turn's mark: recorded, and three parts out: {marks:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_reply_delivered_twice_is_sent_once() {
     let (env, platform) = setup("send-dup").await;

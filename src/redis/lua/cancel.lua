@@ -12,7 +12,7 @@ local key, stream, retry = KEYS[1], KEYS[2], KEYS[3]
 local group, now, ttl, channel, id = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local state = redis.call('HGET', key, 'state')
 -- a task that succeeded keeps a finished record of its own (finish.lua)
-if not state and redis.call('EXISTS', string.sub(key, 1, #key - #('task:' .. id)) .. 'done:' .. id) == 1 then
+if not state and done_exists(string.sub(key, 1, #key - #('task:' .. id)), id) then
   return {'FINISHED', 'SUCCESS'}
 end
 if not state then

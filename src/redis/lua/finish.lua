@@ -15,7 +15,7 @@
 -- and max attempts when that start would have written the record's first fields (a new task
 -- without an order key has no record until it starts; '' otherwise); then the kind, and the lane as the finished
 -- record keeps it ('' when the task id names it)
--- A task that succeeds leaves its record for a finished one (`done:<id>`, a string, kept the
+-- A task that succeeds leaves its record for a finished one (done.lua says where; kept the
 -- retention): one line of tab-separated fields and nothing twice — no payload (the entry held
 -- it), nothing the task id says (when it was created; its lane, when it names an entry there):
 --   kind, lane ('' when the id names it), started (ms after the time a UUIDv7 id starts with;
@@ -70,7 +70,7 @@ for i = 1, n do
     local f = redis.call('HMGET', key, 'state', 'entry')
     -- (a task with no record yet was acked by no one else: whatever settles a task writes one)
     stale = f[1] == 'SUCCESS' or f[1] == 'FAILURE' or (f[2] and f[2] ~= entry) or (f[1] == 'REVOKED' and is_revoked[i] == 0)
-      or redis.call('EXISTS', root .. 'done:' .. id) == 1
+      or done_exists(root, id)
   end
   if not stale then
     for j = base + 1, tonumber(attempt_no) - 1 do
@@ -107,7 +107,7 @@ for i = 1, n do
     local line = table.concat({ARGV[a + 12], ARGV[a + 13], since,
       string.format('%d', tonumber(now) - started), worker, attempt_no, max,
       result == 'null' and '' or result, #earlier > 0 and '[' .. table.concat(earlier, ',') .. ']' or ''}, '\t')
-    redis.call('SET', root .. 'done:' .. id, line, 'PX', success_ttl)
+    done_write(root, id, line, success_ttl)
     redis.call('DEL', key)
     wake_parked(root, okey, now)
     out[i] = 'SUCCESS'

@@ -8,7 +8,7 @@
 -- payload, kind ('' when the record was written before: an ordered or redriven task), lane,
 -- entry, max attempts
 -- Returns per attempt 1 when it may run, 0 when the task was cancelled or already finished (a
--- task that succeeded has left its record for `done:<id>`, see finish.lua).
+-- task that succeeded has left its record for a finished one, see done.lua).
 local root, worker = ARGV[1], ARGV[2]
 local out = {}
 for a = 3, #ARGV, 9 do
@@ -16,7 +16,7 @@ for a = 3, #ARGV, 9 do
   local n, base, started = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), ARGV[a + 3]
   local state = redis.call('HGET', key, 'state')
   if state == 'REVOKED' or state == 'SUCCESS' or state == 'FAILURE'
-    or (not state and redis.call('EXISTS', root .. 'done:' .. ARGV[a]) == 1) then
+    or (not state and done_exists(root, ARGV[a])) then
     out[#out + 1] = 0
   else
     for j = base + 1, n - 1 do
