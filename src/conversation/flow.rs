@@ -224,12 +224,12 @@ async fn finish_reply(
     if let Err(e) = crate::analytics::conversation::request(engine, &id).await {
         tracing::debug!(conversation = %id, error = %e, "conversation analytics not queued");
     }
-    // The reply's text is in the conversation's turns; a conversation of the API keeps it in the
-    // result too, where the seed's clients read it (`GET /conversations/tasks/{id}/status`).
-    // `handed_off` only when it did (the conversation's summary says so too).
+    // The reply, its intent included, is in the conversation's turns, and `handed_off` in its
+    // summary: the result says it only when the conversation was handed off. A conversation of
+    // the API keeps the reply in the result too, where the seed's clients read it
+    // (`GET /conversations/tasks/{id}/status`).
     let mut result = json!({
         "conversation_id": id,
-        "intent": reply.intent,
         "responder": responder,
         "delivery_task_id": delivery_task,
     });
@@ -238,6 +238,7 @@ async fn finish_reply(
     }
     if key.platform == "api" {
         result["response"] = json!(reply.text);
+        result["intent"] = json!(reply.intent);
         result["language"] = json!(reply.language);
     }
     Outcome::Done(result)

@@ -7,7 +7,7 @@
 
 use std::borrow::Cow;
 use std::sync::{Arc, LazyLock, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -117,6 +117,8 @@ struct Prepared {
     payload: String,
     max_attempts: u32,
     idempotency_key: String,
+    /// Its marker's name: 16 bytes of the key's SHA-256 (empty for no key; see enqueue.lua).
+    marker: Vec<u8>,
     /// What the marker keeps to tell a repeat from a conflict; empty for a dedup key.
     fingerprint: String,
     order_key: String,
@@ -254,12 +256,17 @@ impl Engine {
             false => fingerprint(&spec.kind, &payload),
         };
         let order_key = spec.order_key.as_deref().map(bounded_key).unwrap_or_default().into_owned();
+        let marker = match idempotency_key.is_empty() {
+            true => Vec::new(),
+            false => Sha256::digest(idempotency_key.as_bytes())[..16].to_vec(),
+        };
         Ok(Prepared {
             lane: spec.lane.unwrap_or(registered.lane),
             kind: spec.kind,
             payload,
             max_attempts,
             idempotency_key,
+            marker,
             fingerprint,
             order_key,
         })
@@ -273,6 +280,10 @@ impl Engine {
         tasks: impl Iterator<Item = &'a Prepared>,
     ) -> Result<Vec<Option<Enqueued>>, EngineError> {
         let c = self.config();
+        // Markers of earlier builds (a key each) may still be there for one window after this
+        // build first queues anything: looked at until then.
+        static FIRST: LazyLock<Instant> = LazyLock::new(Instant::now);
+        let legacy = FIRST.elapsed() <= c.idempotency_window;
         let mut inv = self.scripts().enqueue.prepare_invoke();
         inv.key(self.keys().lane(lane))
             .arg(self.keys().root())
@@ -285,7 +296,8 @@ impl Engine {
             inv.arg(&t.kind)
                 .arg(&t.payload)
                 .arg(t.max_attempts)
-                .arg(&t.idempotency_key)
+                .arg(&t.marker[..])
+                .arg(if legacy { t.idempotency_key.as_str() } else { "" })
                 .arg(&t.fingerprint)
                 .arg(&t.order_key);
         }

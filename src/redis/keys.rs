@@ -42,16 +42,26 @@ impl Keys {
     }
 
     /// Where a task that succeeded keeps its one line of fields (see `finish.lua`; its `task:`
-    /// record is gone then): for a UUIDv7 id, field `id[11..]` of the hash `done:<id[..11]>`
-    /// shared by the tasks created in the same 256 ms; for another id, a key of its own
-    /// (`done.lua` says why).
+    /// record is gone then): for a UUIDv7 id, a field of the hash `done:<id[..11]>` shared by
+    /// the tasks created in the same 256 ms, the rest of the id less its dashes, its version
+    /// and the leading zeros of its last group; for another id, a key of its own (`done.lua`
+    /// says why; the two must agree).
     pub fn done(&self, id: &str) -> (String, Option<String>) {
         let b = id.as_bytes();
-        let hex = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_hexdigit);
-        if b.len() == 36 && hex(0..8) && b[8] == b'-' && hex(9..13) && b[13] == b'-' && b[14] == b'7' {
-            return (format!("{}done:{}", self.root, &id[..11]), Some(id[11..].to_string()));
+        let hex = |r: std::ops::Range<usize>| b.get(r).is_some_and(|s| s.iter().all(u8::is_ascii_hexdigit));
+        let uuid7 = b.len() == 36
+            && [8, 13, 18, 23].iter().all(|&i| b[i] == b'-')
+            && b[14] == b'7'
+            && hex(0..8)
+            && hex(9..13)
+            && hex(15..18)
+            && hex(19..23)
+            && hex(24..36);
+        if !uuid7 {
+            return (self.done_own(id), None);
         }
-        (self.done_own(id), None)
+        let field = format!("{}{}{}{}", &id[11..13], &id[15..18], &id[19..23], id[24..].trim_start_matches('0'));
+        (format!("{}done:{}", self.root, &id[..11]), Some(field))
     }
 
     /// The key of its own a finished record had before records were kept in buckets (and still
@@ -60,7 +70,8 @@ impl Keys {
         format!("{}done:{}", self.root, id)
     }
 
-    /// String mapping an idempotency key to the task id it created, for the key's window.
+    /// An idempotency key's marker as earlier builds kept it (a string, the task id it created):
+    /// still honoured. Markers are now fields of `idem:<slice>:<shard>` (enqueue.lua).
     pub fn idempotency(&self, key: &str) -> String {
         format!("{}idem:{}", self.root, key)
     }
@@ -165,15 +176,20 @@ mod tests {
         let (bucket_a, field_a) = k.done(a);
         let (bucket_b, field_b) = k.done(b);
         assert_eq!(bucket_a, "{sy}:done:01a2462c-c6");
-        assert_eq!((bucket_a.as_str(), field_a.as_deref()), (bucket_b.as_str(), Some("82-7001-8000-00000000000f")));
-        assert_ne!(field_a, field_b);
-        assert_eq!(format!("{}{}", &bucket_a[bucket_a.len() - 11..], field_a.unwrap()), a, "the two parts are the id");
+        assert_eq!((bucket_a.as_str(), field_a.as_deref()), (bucket_b.as_str(), Some("820018000f")));
+        assert_eq!(field_b.as_deref(), Some("ff00280003"));
+        assert_eq!(k.done("01a2462c-c682-7001-8000-000000000000").1.as_deref(), Some("820018000"));
+        assert_eq!(k.done("01a2462c-c682-7001-8000-100000000000").1.as_deref(), Some("820018000100000000000"));
         // the next 256 ms: another bucket
         assert_ne!(k.done("01a2462c-c700-7001-8000-000000000000").0, bucket_a);
         // an older task's ULID, or anything that is not a UUIDv7, keeps a key of its own
-        for id in
-            ["01HZX3N8Q7Y2V4W6K9M1P3R5T7", "01a2462c-c682-4001-8000-00000000000f", "01a2462c-c682-7001-8000-0000000000"]
-        {
+        for id in [
+            "01HZX3N8Q7Y2V4W6K9M1P3R5T7",
+            "01a2462c-c682-4001-8000-00000000000f",
+            "01a2462c-c682-7001-8000-0000000000",
+            "01a2462c-c682-7001x8000-00000000000f",
+            "01a2462c-c682-7001-8000-00000000000g",
+        ] {
             assert_eq!(k.done(id), (format!("{{sy}}:done:{id}"), None), "{id}");
         }
     }

@@ -84,7 +84,11 @@ async fn a_conversation_of_known_shape_is_analyzed_by_its_task() {
     let s = env.wait_state(&task, TaskState::Success).await;
 
     let stored = analytics::load(&env.engine, &key.id()).await.unwrap().expect("analytics stored");
-    assert_eq!(s.result, stored, "the task's result is what it stored");
+    assert_eq!(
+        s.result,
+        json!({"conversation_id": stored["conversation_id"], "computed_at": stored["computed_at"], "turns": stored["turns"]}),
+        "the task's result names the run whose figures it stored"
+    );
     let computed_at = stored["computed_at"].as_u64().expect("computed_at in ms");
     assert!(computed_at >= before, "computed at {computed_at}, before the task was queued ({before})");
     let mut figures = stored.clone();
@@ -140,7 +144,10 @@ async fn a_burst_of_requests_queues_one_run_and_a_later_request_another() {
 
     let _worker = env.start_worker();
     let s = env.wait_state(&first, TaskState::Success).await;
-    assert_eq!((&s.result["customer_messages"], &s.result["agent_replies"]), (&json!(1), &json!(1)), "{:?}", s.result);
+    assert_eq!((&s.result["conversation_id"], &s.result["turns"]), (&json!(id), &json!(2)), "{:?}", s.result);
+    let a = analytics::load(&env.engine, &id).await.unwrap().expect("analytics stored");
+    assert_eq!((&a["customer_messages"], &a["agent_replies"]), (&json!(1), &json!(1)), "{a}");
+    assert_eq!(a["computed_at"], s.result["computed_at"], "the result names the run that made them");
 
     // The run is over: the next reply gets a run of its own, which sees it.
     store.append(&key, &customer("thanks!", Intent::Fallback, "m2", 5_000)).await.unwrap();
@@ -148,7 +155,7 @@ async fn a_burst_of_requests_queues_one_run_and_a_later_request_another() {
     let second = analytics::request(&env.engine, &id).await.unwrap().expect("a new run once the last one ran");
     assert_ne!(second, first);
     let s = env.wait_state(&second, TaskState::Success).await;
-    assert_eq!(s.result["agent_replies"], 2, "{:?}", s.result);
+    assert_eq!(s.result["turns"], 4, "{:?}", s.result);
     assert_eq!(analytics::load(&env.engine, &id).await.unwrap().expect("analytics stored")["agent_replies"], 2);
 }
 
@@ -186,7 +193,7 @@ async fn replies_while_a_run_waits_for_quiet_get_no_second_run() {
     }
     let computed_at: Vec<&Value> = analyzed.iter().map(|a| &a["computed_at"]).collect();
     assert_eq!(analyzed.len(), 1, "one run analyzes the burst; these did, at: {computed_at:?}");
-    assert_eq!(analyzed[0]["agent_replies"], EXCHANGES);
+    assert_eq!(analyzed[0]["turns"], 2 * EXCHANGES);
     assert_eq!(analytics::load(&env.engine, &id).await.unwrap().expect("analytics stored")["agent_replies"], EXCHANGES);
 }
 

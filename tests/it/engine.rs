@@ -626,6 +626,39 @@ async fn an_earlier_builds_marker_still_names_its_task() {
     assert_eq!(env.lane_len(Lane::Analytics).await, 1);
 }
 
+/// Markers are fields of hashes, one per slice of the window and shard: a key is remembered
+/// across a slice's end (at least the window), forgotten two slices on, and no marker is a key
+/// of its own or lives without an expiry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_is_remembered_the_window_in_slices() {
+    let window = Duration::from_secs(3);
+    let env = TestEnv::with("idem-slices", &redis_url(), |c| c.idempotency_window = window).await;
+    let w = window.as_millis() as u64;
+    let slice = || now_ms() / w;
+    let first = env.engine.enqueue(noop().idempotency_key("k-1")).await.unwrap();
+    let s0 = slice();
+    let others: Vec<TaskSpec> = (0..300).map(|i| noop().idempotency_key(format!("other-{i}"))).collect();
+    env.engine.enqueue_many(others).await.unwrap();
+    let mut con = env.engine.conn();
+    let root = env.engine.keys().root().to_string();
+    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{root}idem:*")).query_async(&mut con).await.unwrap();
+    assert!(!keys.is_empty() && keys.len() <= 2 * 256, "fields of at most 256 hashes a slice: {}", keys.len());
+    for k in &keys {
+        let ttl: i64 = redis::cmd("PTTL").arg(k).query_async(&mut con).await.unwrap();
+        assert!(ttl > 0 && ttl as u64 <= 2 * w + 256 * 12, "{k} expires within two slices: {ttl}");
+    }
+    while slice() == s0 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let again = env.engine.enqueue(noop().idempotency_key("k-1")).await.unwrap();
+    assert_eq!(again, first, "remembered past the end of its slice");
+    while slice() < s0 + 2 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let later = env.engine.enqueue(noop().idempotency_key("k-1")).await.unwrap();
+    assert_ne!(later, first, "forgotten two slices on");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idempotency_key_makes_one_task() {
     let env = TestEnv::new("idem").await;

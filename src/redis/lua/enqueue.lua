@@ -8,12 +8,20 @@
 -- KEYS[1] lane stream
 -- ARGV[1] key root, ARGV[2] lane index, ARGV[3] idempotency window (ms), ARGV[4] depth limit
 -- (0: none), ARGV[5] now (µs, kept in the entry to measure waits), ARGV[6] consumer group;
--- then per task: kind, payload, max attempts, idempotency key ('' for none), the fingerprint of
--- its kind and payload ('' when a repeat is only told apart: the marker then holds no id, as for
--- webhooks' message ids), order key ('' for none)
+-- then per task: kind, payload, max attempts, idempotency key's hash (16 bytes of its SHA-256;
+-- '' for none), the key as earlier builds kept their markers ('' unless they may still hold
+-- some), the fingerprint of its kind and payload ('' when a repeat is only told apart: the
+-- marker then holds no id, as for webhooks' message ids), order key ('' for none)
 -- The depth that counts is the lane's outstanding work (entries not yet read plus entries
 -- delivered and not acked), not XLEN: acked entries wait behind the oldest pending one to be
 -- trimmed, and must not make a lane look full.
+-- Markers are fields, not keys: the window is cut into slices of its length, and a slice's
+-- markers are fields of 256 hashes, `idem:<slice>:<shard>`, the shard the hash's first byte, the
+-- field the hash. A key is looked for in its shard of this slice and of the one before, so it is
+-- remembered at least the window and at most twice as long; a slice's hashes expire when the
+-- slice after it ends (each shard a second after the one before, so they are not all freed at
+-- once). A field costs a fraction of a key of its own (no key, no expiry entry, no object).
+-- Earlier builds kept a key per marker, `idem:<key>`: looked at too when given.
 -- A marker holds '1' (no id kept) or the task's id, a space and its fingerprint (markers of
 -- earlier builds: the id alone).
 -- Returns per task: 'n' .. the new entry's id; 'e' .. the earlier task's id when the
@@ -22,8 +30,10 @@
 -- kept; false when the lane is full (nothing was stored for it, its idempotency key included).
 local stream, root, lane_index = KEYS[1], ARGV[1], tonumber(ARGV[2])
 local window, limit, now_us, group = ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6]
-local per, head = 6, 6
+local per, head = 7, 6
 local n = (#ARGV - head) / per
+local slice_ms = tonumber(window)
+local slice = math.floor(math.floor(tonumber(now_us) / 1000) / slice_ms)
 local room = -1
 if limit > 0 then
   local depth
@@ -42,10 +52,22 @@ end
 local out = {}
 for i = 0, n - 1 do
   local a = head + 1 + i * per
-  local kind, payload, max, idem, fp, okey = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
-  local marker = idem ~= '' and root .. 'idem:' .. idem
-  -- set only if absent, and learn of an earlier owner in the same call
-  local earlier = marker and redis.call('SET', marker, '1', 'NX', 'PX', window, 'GET')
+  local kind, payload, max, idem, legacy = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
+  local fp, okey = ARGV[a + 5], ARGV[a + 6]
+  local marker, earlier
+  if idem ~= '' then
+    local shard = string.byte(idem, 1)
+    marker = root .. 'idem:' .. slice .. ':' .. shard
+    -- set only if absent, and learn of an earlier owner
+    if redis.call('HSETNX', marker, idem, '1') == 0 then
+      earlier = redis.call('HGET', marker, idem)
+    else
+      redis.call('PEXPIREAT', marker, string.format('%d', (slice + 2) * slice_ms + shard * math.min(1000, math.floor(slice_ms / 256))))
+      earlier = redis.call('HGET', root .. 'idem:' .. (slice - 1) .. ':' .. shard, idem)
+      if not earlier and legacy ~= '' then earlier = redis.call('GET', root .. 'idem:' .. legacy) end
+      if earlier then redis.call('HDEL', marker, idem) end
+    end
+  end
   if earlier then
     if fp == '' or earlier == '1' then
       out[#out + 1] = 'd'
@@ -58,7 +80,7 @@ for i = 0, n - 1 do
       end
     end
   elseif room == 0 then
-    if marker then redis.call('DEL', marker) end
+    if marker then redis.call('HDEL', marker, idem) end
     out[#out + 1] = false
   else
     if room > 0 then room = room - 1 end
@@ -68,7 +90,7 @@ for i = 0, n - 1 do
     else
       entry = redis.call('XADD', stream, '*', 'kind', kind, 'payload', payload, 'at', now_us, 'max', max, 'okey', okey)
     end
-    if marker and fp ~= '' then redis.call('SET', marker, task_id(entry, lane_index) .. ' ' .. fp, 'XX', 'KEEPTTL') end
+    if marker and fp ~= '' then redis.call('HSET', marker, idem, task_id(entry, lane_index) .. ' ' .. fp) end
     out[#out + 1] = 'n' .. entry
   end
 end
