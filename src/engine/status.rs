@@ -258,6 +258,27 @@ impl Engine {
                 None => return Ok(None),
             }
         }
+        // A dead task's payload and attempt log are in its dead letter only (fail.lua). A letter
+        // deleted or redriven meanwhile put them back into the record: read it again.
+        if !map.contains_key("payload")
+            && let Some(dead) = map.get("dead_letter").cloned()
+        {
+            match self.dlq_get(&dead).await? {
+                Some(letter) => {
+                    map.insert("payload".into(), letter.payload.to_string());
+                    for a in &letter.attempts {
+                        map.insert(format!("a:{}", a.attempt), serde_json::to_string(a).unwrap_or_default());
+                    }
+                    return Ok(Some(task_status_from(id, map)));
+                }
+                None => {
+                    map = redis::cmd("HGETALL").arg(self.keys().task(id)).query_async(&mut con).await?;
+                    if map.is_empty() {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
         // A queued task's payload is in its lane entry only.
         if !map.contains_key("payload")
             && let (Some(lane), Some(entry)) = (map.get("lane").and_then(|l| Lane::parse(l)), map.get("entry"))

@@ -34,6 +34,7 @@ impl Scripts {
             fail: Script::new(concat!(
                 include_str!("lua/wake.lua"),
                 include_str!("lua/entry_payload.lua"),
+                include_str!("lua/letter.lua"),
                 include_str!("lua/fail.lua")
             )),
             claim: Script::new(concat!(
@@ -48,8 +49,8 @@ impl Scripts {
                 include_str!("lua/entry_payload.lua"),
                 include_str!("lua/cancel.lua")
             )),
-            redrive: Script::new(include_str!("lua/redrive.lua")),
-            dlq_delete: Script::new(include_str!("lua/dlq_delete.lua")),
+            redrive: Script::new(concat!(include_str!("lua/letter.lua"), include_str!("lua/redrive.lua"))),
+            dlq_delete: Script::new(concat!(include_str!("lua/letter.lua"), include_str!("lua/dlq_delete.lua"))),
             quarantine: Script::new(include_str!("lua/quarantine.lua")),
             turn: Script::new(include_str!("lua/turn.lua")),
             lease: Script::new(include_str!("lua/lease.lua")),

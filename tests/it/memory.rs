@@ -165,6 +165,77 @@ async fn a_finished_task_is_one_short_line() {
     admin(&router, "POST", &format!("/tasks/{noop}/cancel"), None).await.assert_error(StatusCode::CONFLICT, "conflict");
 }
 
+/// A dead task keeps its payload and attempt log once, in its dead letter: its record (kept as
+/// long as the letter) holds neither, and still reads whole. When the letter is deleted, or sent
+/// back to its lane, they go back into the record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_tasks_payload_and_log_are_kept_once() {
+    let env = TestEnv::with("memory-dead", &redis_url(), |c| c.retry_base = Duration::from_millis(20)).await;
+    let (router, _) = env.router();
+    let worker = env.start_worker();
+    let spec = |n: u32| switchyard::engine::TaskSpec::new("diag.fail", json!({"times": 99, "n": n})).max_attempts(3);
+    let deleted = env.engine.enqueue(spec(1)).await.unwrap();
+    let redriven = env.engine.enqueue(spec(2)).await.unwrap();
+    for id in [&deleted, &redriven] {
+        env.wait_state(id, switchyard::engine::TaskState::Failure).await;
+    }
+    drop(worker);
+
+    let mut con = env.engine.conn();
+    let keys = env.engine.keys();
+    let record =
+        async |con: &mut redis::aio::ConnectionManager, id: &str| -> std::collections::HashMap<String, String> {
+            redis::cmd("HGETALL").arg(keys.task(id)).query_async(con).await.unwrap()
+        };
+    let shown = async |id: &str| {
+        let s = admin(&router, "GET", &format!("/tasks/{id}"), None).await;
+        assert_eq!(s.status, StatusCode::OK, "{}", s.text);
+        s.json
+    };
+    let mut letters = Vec::new();
+    for (n, id) in [(1, &deleted), (2, &redriven)] {
+        let r = record(&mut con, id).await;
+        assert_eq!(r.get("state").map(String::as_str), Some("FAILURE"), "{r:?}");
+        assert!(!r.contains_key("payload"), "the letter holds the payload, not the record: {r:?}");
+        assert!(!r.keys().any(|k| k.starts_with("a:")), "the letter holds the attempt log, not the record: {r:?}");
+        let letter = r["dead_letter"].clone();
+        let l = admin(&router, "GET", &format!("/dlq/{letter}"), None).await;
+        assert_eq!(l.json["payload"], json!({"times": 99, "n": n}), "{}", l.text);
+        assert_eq!(l.json["attempts"].as_array().map(Vec::len), Some(3), "{}", l.text);
+
+        let j = shown(id).await;
+        assert_eq!(j["status"], "FAILURE");
+        assert_eq!(j["payload"], json!({"times": 99, "n": n}), "{j}");
+        let outcomes: Vec<&str> =
+            j["history"].as_array().unwrap().iter().map(|a| a["outcome"].as_str().unwrap()).collect();
+        assert_eq!(outcomes, ["retry", "retry", "retry"], "{j}");
+        assert!(j["started_at"].is_string() && j["error"].as_str().unwrap().contains("on purpose"), "{j}");
+        assert_eq!(j["dead_letter"], json!(letter));
+        letters.push((letter, j));
+    }
+
+    // Deleted: the record gets both back, and expires.
+    let (letter, before) = &letters[0];
+    assert_eq!(admin(&router, "DELETE", &format!("/dlq/{letter}"), None).await.status, StatusCode::OK);
+    let r = record(&mut con, &deleted).await;
+    assert!(r.contains_key("payload") && (1..=3).all(|n| r.contains_key(&format!("a:{n}"))), "{r:?}");
+    let ttl: i64 = redis::cmd("PTTL").arg(keys.task(&deleted)).query_async(&mut con).await.unwrap();
+    assert!(ttl > 0, "a record without its letter expires ({ttl})");
+    let after = shown(&deleted).await;
+    for f in ["status", "payload", "history", "error", "attempts", "started_at", "finished_at"] {
+        assert_eq!(after[f], before[f], "{f} after the letter was deleted");
+    }
+
+    // Redriven: queued again with its attempt log, the payload in its new entry.
+    let (letter, _) = &letters[1];
+    let r = admin(&router, "POST", "/dlq/redrive", Some(&json!({"ids": [letter]}).to_string())).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let j = shown(&redriven).await;
+    assert_eq!(j["status"], "PENDING", "{j}");
+    assert_eq!(j["payload"], json!({"times": 99, "n": 2}), "{j}");
+    assert_eq!(j["history"].as_array().map(Vec::len), Some(3), "{j}");
+}
+
 /// A Redis with a memory limit, filled by real load: past the high-water mark new webhooks and
 /// tasks are answered 503 with `Retry-After` (nothing half-written, nothing acknowledged lost),
 /// the workers keep draining, and once they have freed memory the same requests are taken again.

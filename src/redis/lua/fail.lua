@@ -52,16 +52,17 @@ for i = 1, (#KEYS - 2) / 2 do
       redis.call('ZADD', retry, ARGV[a + 5], entry)
       out[i] = next_state
     else
-      redis.call('HSET', key, 'a:' .. n, attempt)
-      local history = {}
-      for j = 1, tonumber(n) do
+      -- the payload and the attempt log go into the dead letter, and out of the record: a dead
+      -- task keeps them once (letter.lua puts them back when the letter goes)
+      local history, copies = {}, {'payload'}
+      for j = 1, tonumber(n) - 1 do
         local h = redis.call('HGET', key, 'a:' .. j)
         if h then history[#history + 1] = h end
+        copies[#copies + 1] = 'a:' .. j
       end
+      history[#history + 1] = attempt
       local f = redis.call('HMGET', key, 'kind', 'lane', 'payload', 'created_at')
-      local payload = f[3] or entry_payload(stream, entry)
-      if payload and not f[3] then redis.call('HSET', key, 'payload', payload) end
-      payload = payload or 'null'
+      local payload = f[3] or entry_payload(stream, entry) or 'null'
       local fields = {'task_id', id, 'kind', f[1] or '', 'lane', f[2] or '', 'payload', payload,
         'error', err, 'attempts', '[' .. table.concat(history, ',') .. ']', 'failed_at', now,
         'created_at', f[4] or now}
@@ -71,10 +72,12 @@ for i = 1, (#KEYS - 2) / 2 do
         while redis.call('XLEN', dlq) >= cap do
           local oldest = redis.call('XRANGE', dlq, '-', '+', 'COUNT', 1)[1]
           if not oldest then break end
-          local of = {}
-          for j = 1, #oldest[2], 2 do of[oldest[2][j]] = oldest[2][j + 1] end
+          local of = letter_fields(oldest[2])
           if of.lane then redis.call('HINCRBY', counts, of.lane, -1) end
-          if of.task_id and of.task_id ~= '' then redis.call('PEXPIRE', root .. 'task:' .. of.task_id, ttl) end
+          if of.task_id and of.task_id ~= '' then
+            letter_back(root .. 'task:' .. of.task_id, of)
+            redis.call('PEXPIRE', root .. 'task:' .. of.task_id, ttl)
+          end
           redis.call('XDEL', dlq, oldest[1])
         end
       end
@@ -83,7 +86,8 @@ for i = 1, (#KEYS - 2) / 2 do
       redis.call('XACK', stream, group, entry)
       redis.call('XDEL', stream, entry)
       redis.call('HSET', key, 'state', 'FAILURE', 'error', err, 'finished_at', now, 'attempts', n, 'dead_letter', dead)
-      redis.call('HDEL', key, 'retry_at')
+      copies[#copies + 1] = 'retry_at'
+      redis.call('HDEL', key, unpack(copies))
       redis.call('PERSIST', key)
       wake_parked(root, okey, now)
       out[i] = 'FAILURE'

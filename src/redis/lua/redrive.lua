@@ -10,10 +10,11 @@ local out = {}
 for i = 3, #ARGV do
   local got = redis.call('XRANGE', dlq, ARGV[i], ARGV[i])
   if #got > 0 then
-    local f = {}
-    local raw = got[1][2]
-    for j = 1, #raw, 2 do f[raw[j]] = raw[j + 1] end
+    local f = letter_fields(got[1][2])
     local key = root .. 'task:' .. f.task_id
+    -- the attempt log, kept in the letter only while it was dead (the payload goes into the
+    -- record below)
+    letter_back(key, f, true)
     local base = tonumber(redis.call('HGET', key, 'attempts') or '0') or 0
     local max = redis.call('HGET', key, 'max_attempts') or '4'
     local fields = {'id', f.task_id, 'kind', f.kind, 'payload', f.payload, 'at', now, 'max', max, 'base', base}
