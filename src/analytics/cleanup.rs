@@ -17,8 +17,6 @@ pub const KIND: &str = "maintenance.cleanup";
 
 /// Pending entries looked at per trim call.
 const TRIM_BATCH: u64 = 1000;
-/// Keys looked at per SCAN step.
-const SCAN_COUNT: u64 = 1000;
 
 pub fn register(r: &mut Registry) {
     r.register(KIND, Lane::Analytics, |ctx| async move { run(ctx).await });
@@ -60,16 +58,8 @@ pub async fn cleanup(engine: &Engine, ctx: &TaskContext) -> Result<serde_json::V
     let conv_ttl = c.conversation_retention.as_millis() as u64;
     let root = engine.keys().root().to_string();
     let (mut records, mut conversations, mut scanned) = (0u64, 0u64, 0u64);
-    let mut cursor = 0u64;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{root}*"))
-            .arg("COUNT")
-            .arg(SCAN_COUNT)
-            .query_async(&mut con)
-            .await?;
+    let mut scan = crate::redis::Scan::prefixed(&root);
+    while let Some(keys) = scan.next(&mut con).await? {
         scanned += keys.len() as u64;
         let candidates: Vec<&String> = keys
             .iter()
@@ -98,8 +88,7 @@ pub async fn cleanup(engine: &Engine, ctx: &TaskContext) -> Result<serde_json::V
                 }
             }
         }
-        cursor = next;
-        if cursor == 0 || ctx.is_stopped() {
+        if ctx.is_stopped() {
             break;
         }
     }

@@ -59,9 +59,6 @@ pub const DEFAULT_BATCH_LIMIT: usize = 10_000;
 /// by at most 1 % at a time.
 const BATCH_CHUNK: usize = 50;
 
-/// Keys looked at per SCAN step.
-const SCAN_COUNT: u64 = 1000;
-
 /// A conversation's figures, from its turns alone.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConversationAnalytics {
@@ -534,22 +531,13 @@ async fn analyze_one(engine: &Engine, store: &Store, id: &str) -> Result<Option<
 /// rest whatever the conversation ids look like.
 async fn find_conversations(engine: &Engine, limit: usize) -> Result<Vec<String>, EngineError> {
     let prefix = engine.keys().conversation("");
-    let pattern = format!("{}*", glob_escape(&prefix));
     let mut con = engine.conn();
     let mut seen = HashSet::new();
     let mut ids = Vec::new();
-    let mut cursor = 0u64;
-    while ids.len() < limit {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(SCAN_COUNT)
-            .arg("TYPE")
-            .arg("hash")
-            .query_async(&mut con)
-            .await?;
+    let mut scan = crate::redis::Scan::prefixed(&prefix).of_type("hash");
+    while ids.len() < limit
+        && let Some(keys) = scan.next(&mut con).await?
+    {
         for key in keys {
             if let Some(id) = key.strip_prefix(&prefix)
                 && ids.len() < limit
@@ -558,24 +546,8 @@ async fn find_conversations(engine: &Engine, limit: usize) -> Result<Vec<String>
                 ids.push(id.to_string());
             }
         }
-        if next == 0 {
-            break;
-        }
-        cursor = next;
     }
     Ok(ids)
-}
-
-/// `s` matched literally by a SCAN pattern.
-fn glob_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
 }
 
 #[cfg(test)]
@@ -743,11 +715,5 @@ mod tests {
         assert_eq!(v["language"], "en");
         assert_eq!(v["sentiment"], json!({"score": 0.0, "label": "neutral"}));
         assert_eq!(serde_json::from_value::<StoredAnalytics>(v).unwrap(), record);
-    }
-
-    #[test]
-    fn scan_patterns_match_the_prefix_literally() {
-        assert_eq!(glob_escape("{sy}:conv:"), "{sy}:conv:");
-        assert_eq!(glob_escape("{a*b?[c]\\}:"), "{a\\*b\\?\\[c\\]\\\\}:");
     }
 }

@@ -93,16 +93,8 @@ pub async fn families(engine: &Engine, items: u64) -> anyhow::Result<BTreeMap<St
     let mut con = engine.conn();
     let root = engine.keys().root().to_string();
     let mut out: BTreeMap<String, Family> = BTreeMap::new();
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{root}*"))
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut con)
-            .await?;
+    let mut scan = crate::redis::Scan::prefixed(&root);
+    while let Some(keys) = scan.next(&mut con).await? {
         if !keys.is_empty() {
             let mut pipe = redis::pipe();
             for k in &keys {
@@ -122,10 +114,6 @@ pub async fn families(engine: &Engine, items: u64) -> anyhow::Result<BTreeMap<St
                 }
             }
         }
-        if next == 0 {
-            break;
-        }
-        cursor = next;
     }
     for f in out.values_mut() {
         f.bytes_per_item = f.bytes as f64 / items.max(1) as f64;

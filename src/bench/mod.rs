@@ -168,25 +168,11 @@ pub async fn latency(config: Config, rate: u64, seconds: u64, concurrency: usize
 /// Remove every key under the benchmark's prefix.
 pub(crate) async fn cleanup(engine: &Engine) {
     let mut con = engine.conn();
-    let pattern = format!("{}*", engine.keys().root());
-    let mut cursor: u64 = 0;
-    loop {
-        let r: redis::RedisResult<(u64, Vec<String>)> = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut con)
-            .await;
-        let Ok((next, keys)) = r else { return };
+    let mut scan = crate::redis::Scan::prefixed(engine.keys().root());
+    while let Ok(Some(keys)) = scan.next(&mut con).await {
         if !keys.is_empty() {
             let _: redis::RedisResult<i64> = redis::cmd("UNLINK").arg(&keys).query_async(&mut con).await;
         }
-        if next == 0 {
-            return;
-        }
-        cursor = next;
     }
 }
 

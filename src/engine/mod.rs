@@ -127,6 +127,7 @@ struct Inner {
     registry: Registry,
     redis_url: String,
     memory: memory::MemoryWatch,
+    old_markers: producer::OldMarkers,
 }
 
 impl Engine {
@@ -143,6 +144,7 @@ impl Engine {
                 registry,
                 redis_url: redis_url.to_string(),
                 memory: memory::MemoryWatch::default(),
+                old_markers: producer::OldMarkers::default(),
             }),
         })
     }

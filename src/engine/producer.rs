@@ -6,7 +6,8 @@
 //! trip among everything that arrived meanwhile.
 
 use std::borrow::Cow;
-use std::sync::{Arc, LazyLock, Weak};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -111,6 +112,42 @@ async fn run_batcher(engine: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Job>) 
     }
 }
 
+/// Whether markers of earlier builds (`idem:<key>`, a string each) may still be there to be
+/// looked at: for one idempotency window after this engine first queues anything, unless a walk
+/// over the keys, started then, finds none (a deployment that never ran such a build, or whose
+/// markers have all expired), which spares every keyed enqueue a lookup. A producer of an
+/// earlier build still running beside this one during an upgrade is not looked for: the two
+/// never saw each other's markers anyway.
+#[derive(Default)]
+pub(crate) struct OldMarkers {
+    since: OnceLock<Instant>,
+    none: AtomicBool,
+}
+
+impl OldMarkers {
+    fn look(&self, window: Duration) -> bool {
+        !self.none.load(Ordering::Relaxed) && self.since.get().is_none_or(|t| t.elapsed() <= window)
+    }
+}
+
+/// Walk the keys once for markers of earlier builds; say so when there are none.
+async fn look_for_old_markers(engine: Weak<Inner>) {
+    let Some(inner) = engine.upgrade() else { return };
+    let engine = Engine { inner };
+    let mut con = engine.conn();
+    let mut scan = crate::redis::Scan::prefixed(&engine.keys().idempotency("")).of_type("string");
+    loop {
+        match scan.next(&mut con).await {
+            Ok(Some(keys)) if keys.is_empty() => continue,
+            Ok(Some(_)) => return,
+            Ok(None) => break,
+            // Redis away: keep looking at them for the window.
+            Err(_) => return,
+        }
+    }
+    engine.inner.old_markers.none.store(true, Ordering::Relaxed);
+}
+
 struct Prepared {
     lane: Lane,
     kind: String,
@@ -172,6 +209,8 @@ impl Engine {
         let batcher = self.inner.batcher.get_or_init(|| {
             let (tx, rx) = mpsc::unbounded_channel();
             tokio::spawn(run_batcher(Arc::downgrade(&self.inner), rx));
+            let _ = self.inner.old_markers.since.set(Instant::now());
+            tokio::spawn(look_for_old_markers(Arc::downgrade(&self.inner)));
             tx
         });
         batcher
@@ -280,10 +319,7 @@ impl Engine {
         tasks: impl Iterator<Item = &'a Prepared>,
     ) -> Result<Vec<Option<Enqueued>>, EngineError> {
         let c = self.config();
-        // Markers of earlier builds (a key each) may still be there for one window after this
-        // build first queues anything: looked at until then.
-        static FIRST: LazyLock<Instant> = LazyLock::new(Instant::now);
-        let legacy = FIRST.elapsed() <= c.idempotency_window;
+        let legacy = self.inner.old_markers.look(c.idempotency_window);
         let mut inv = self.scripts().enqueue.prepare_invoke();
         inv.key(self.keys().lane(lane))
             .arg(self.keys().root())

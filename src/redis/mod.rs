@@ -51,3 +51,71 @@ pub fn connect_blocking(url: &str, block: Duration) -> redis::RedisResult<Connec
 pub fn is_nogroup(err: &redis::RedisError) -> bool {
     err.code() == Some("NOGROUP") || err.to_string().contains("NOGROUP")
 }
+
+/// A walk over the keys whose names match a pattern (and of one type, when given), a SCAN
+/// step at a time: `while let Some(keys) = scan.next(&mut con).await? { … }`. Keys may come
+/// twice (SCAN's promise), and keys made during the walk may be missed.
+pub struct Scan {
+    pattern: String,
+    kind: Option<&'static str>,
+    cursor: u64,
+    done: bool,
+}
+
+impl Scan {
+    /// Keys looked at per step.
+    const COUNT: u64 = 1000;
+
+    /// Every key whose name starts with `prefix` (matched literally).
+    pub fn prefixed(prefix: &str) -> Scan {
+        Scan { pattern: format!("{}*", glob_escape(prefix)), kind: None, cursor: 0, done: false }
+    }
+
+    /// Only keys of this type (`hash`, `string`, …).
+    pub fn of_type(mut self, kind: &'static str) -> Scan {
+        self.kind = Some(kind);
+        self
+    }
+
+    /// The next step's keys (possibly none), or `None` once the walk is over.
+    pub async fn next<C: redis::aio::ConnectionLike + Send>(
+        &mut self,
+        con: &mut C,
+    ) -> redis::RedisResult<Option<Vec<String>>> {
+        if self.done {
+            return Ok(None);
+        }
+        let mut cmd = redis::cmd("SCAN");
+        cmd.arg(self.cursor).arg("MATCH").arg(&self.pattern).arg("COUNT").arg(Self::COUNT);
+        if let Some(kind) = self.kind {
+            cmd.arg("TYPE").arg(kind);
+        }
+        let (next, keys): (u64, Vec<String>) = cmd.query_async(con).await?;
+        self.cursor = next;
+        self.done = next == 0;
+        Ok(Some(keys))
+    }
+}
+
+/// `s` matched literally by a SCAN pattern.
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scan_patterns_match_the_prefix_literally() {
+        assert_eq!(Scan::prefixed("{sy}:conv:").pattern, "{sy}:conv:*");
+        assert_eq!(Scan::prefixed("{a*b?[c]\\}:").pattern, "{a\\*b\\?\\[c\\]\\\\}:*");
+    }
+}

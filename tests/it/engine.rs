@@ -612,6 +612,11 @@ async fn an_earlier_builds_marker_still_names_its_task() {
         .unwrap();
     let again = env.engine.enqueue_many(vec![noop().idempotency_key("k-old")]).await.unwrap();
     assert_eq!(again, [Enqueued::Repeat(Some(old.to_string()))]);
+    // The walk over the keys for such markers, started with the first enqueue, found it: it is
+    // still looked at once the walk is over.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let later = env.engine.enqueue_many(vec![noop().idempotency_key("k-old")]).await.unwrap();
+    assert_eq!(later, [Enqueued::Repeat(Some(old.to_string()))]);
     // A marker of this build keeps the fingerprint: the same key with another payload conflicts,
     // and `enqueue` (Switchyard's own producers) answers with the first task all the same.
     let first = env.engine.enqueue(TaskSpec::new("diag.noop", json!({"a": 1})).idempotency_key("k-new")).await.unwrap();
