@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, DEFAULT_REDIS_URL};
 use crate::engine::worker::{self, WorkerOptions};
-use crate::engine::{Engine, Lane, Registry};
+use crate::engine::{Engine, EngineError, Lane, Registry};
 use crate::redis::server::PrivateRedis;
 use crate::web::{self, AppState};
 
@@ -47,7 +47,18 @@ pub fn registry() -> Registry {
     let mut r = Registry::new();
     crate::ingest::register(&mut r);
     crate::delivery::send::register(&mut r);
-    crate::conversation::flow::register(&mut r);
+    // A reply asks for its conversation's figures (debounced; see analytics::conversation).
+    crate::conversation::flow::register(
+        &mut r,
+        Arc::new(|engine, id| {
+            Box::pin(async move {
+                if let Err(e) = crate::analytics::conversation::request(&engine, &id).await {
+                    tracing::debug!(conversation = %id, error = %e, "conversation analytics not queued");
+                }
+            })
+        }),
+    );
+    crate::conversation::events::register(&mut r);
     crate::analytics::cleanup::register(&mut r);
     crate::analytics::report::register(&mut r);
     crate::analytics::conversation::register(&mut r);
@@ -63,55 +74,8 @@ pub fn jwks(c: &Config) -> anyhow::Result<Option<Arc<crate::ingest::jwt::Jwks>>>
 }
 
 /// Warnings about Redis settings known to lose work, one line each.
-pub async fn guardrails(engine: &Engine) -> Result<Vec<String>, redis::RedisError> {
-    let mut con = engine.conn();
-    let mut warnings = Vec::new();
-    let info: String = redis::cmd("INFO").arg("server").query_async(&mut con).await?;
-    let version = info.lines().find_map(|l| l.strip_prefix("redis_version:")).unwrap_or("0").trim().to_string();
-    let major: u32 = version.split('.').next().and_then(|m| m.parse().ok()).unwrap_or(0);
-    if major < 7 {
-        warnings.push(format!("Redis {version} is older than 7.0, which Switchyard needs (XAUTOCLAIM, stream lag)"));
-    }
-    let get = |pairs: Vec<String>| pairs.get(1).cloned().unwrap_or_default();
-    let mut con2 = engine.conn();
-    let policy: redis::RedisResult<Vec<String>> =
-        redis::cmd("CONFIG").arg("GET").arg("maxmemory-policy").query_async(&mut con2).await;
-    if let Ok(p) = policy {
-        let p = get(p);
-        if !p.is_empty() && p != "noeviction" {
-            warnings.push(format!(
-                "maxmemory-policy is {p}: Redis may evict queued tasks under memory pressure; set it to noeviction"
-            ));
-        }
-    }
-    let aof: redis::RedisResult<Vec<String>> =
-        redis::cmd("CONFIG").arg("GET").arg("appendonly").query_async(&mut con2).await;
-    let save: redis::RedisResult<Vec<String>> =
-        redis::cmd("CONFIG").arg("GET").arg("save").query_async(&mut con2).await;
-    if let (Ok(aof), Ok(save)) = (aof, save)
-        && get(aof) != "yes"
-        && get(save).trim().is_empty()
-    {
-        warnings
-            .push("Redis persistence is off (no AOF, no snapshots): a Redis restart loses every queued task".into());
-    }
-    let c = engine.config();
-    if c.claim_renewal_interval() < Duration::from_millis(100) {
-        warnings.push(format!(
-            "VISIBILITY_TIMEOUT {} leaves too little time to renew claims; live tasks may be run twice",
-            humantime::format_duration(c.visibility_timeout)
-        ));
-    }
-    Ok(warnings)
-}
-
-async fn redis_answers(url: &str) -> bool {
-    let Ok(client) = redis::Client::open(url) else { return false };
-    let fut = async {
-        let mut con = client.get_multiplexed_async_connection().await?;
-        redis::cmd("PING").query_async::<String>(&mut con).await
-    };
-    matches!(tokio::time::timeout(Duration::from_secs(2), fut).await, Ok(Ok(_)))
+pub async fn guardrails(engine: &Engine) -> Result<Vec<String>, EngineError> {
+    engine.guardrails().await
 }
 
 /// Cancel `token` on SIGINT or SIGTERM.
@@ -161,7 +125,7 @@ pub async fn serve(config: Config, roles: Roles, lanes: Vec<Lane>) -> anyhow::Re
     let mut private = None;
     let url = match &config.redis_url {
         Some(u) => u.clone(),
-        None if redis_answers(DEFAULT_REDIS_URL).await => DEFAULT_REDIS_URL.to_string(),
+        None if crate::redis::answers(DEFAULT_REDIS_URL).await => DEFAULT_REDIS_URL.to_string(),
         None => {
             let p = PrivateRedis::start(Path::new("./data/redis"), DEFAULT_REDIS_URL).await?;
             tracing::info!(url = %p.url, dir = "./data/redis", "no Redis configured or answering; started a private redis-server");
@@ -196,7 +160,7 @@ pub async fn serve(config: Config, roles: Roles, lanes: Vec<Lane>) -> anyhow::Re
     if roles.api {
         let ready = Arc::new(AtomicBool::new(false));
         tokio::spawn(watch_readiness(engine.clone(), ready.clone(), shutdown.clone()));
-        tokio::spawn(crate::telemetry::sample_lanes(engine.clone(), Duration::from_secs(1), shutdown.clone()));
+        tokio::spawn(crate::engine::gauges::sample_lanes(engine.clone(), Duration::from_secs(1), shutdown.clone()));
         let state = AppState {
             jwks: jwks(engine.config())?,
             engine: engine.clone(),

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::engine::Lane;
+use crate::model::Lane;
 
 /// Why the settings could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -275,7 +275,7 @@ impl Config {
             }
             let expr = r.value.trim().to_string();
             if !expr.eq_ignore_ascii_case("off") {
-                crate::schedule::parse_cron(&expr).map_err(|e| invalid(&r, &e))?;
+                parse_cron(&expr).map_err(|e| invalid(&r, &e))?;
             }
             c.schedules.insert(name, expr);
         }
@@ -460,6 +460,17 @@ fn parse_secrets(r: &Raw) -> Result<BTreeMap<String, String>, ConfigError> {
         }
     }
     Ok(out)
+}
+
+/// A cron expression with a seconds field: `sec min hour day-of-month month day-of-week [year]`.
+pub fn parse_cron(expr: &str) -> Result<cron::Schedule, String> {
+    let fields = expr.split_whitespace().count();
+    if fields == 5 {
+        return Err(format!(
+            "`{expr}` has no seconds field; write it with one, e.g. `0 {expr}` (sec min hour day month weekday)"
+        ));
+    }
+    expr.parse::<cron::Schedule>().map_err(|e| format!("`{expr}` is not a cron expression: {e}"))
 }
 
 #[cfg(test)]

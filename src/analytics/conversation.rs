@@ -293,11 +293,11 @@ pub fn register(r: &mut Registry) {
 }
 
 fn analytics_key(engine: &Engine, conversation_id: &str) -> String {
-    format!("{}:analytics", engine.keys().conversation(conversation_id))
+    engine.keys().conversation_analytics(conversation_id)
 }
 
 fn queued_key(engine: &Engine, conversation_id: &str) -> String {
-    format!("{}:analytics:queued", engine.keys().conversation(conversation_id))
+    engine.keys().conversation_analytics_queued(conversation_id)
 }
 
 /// Ask for a conversation's figures to be brought up to date; call it after each reply. Queues

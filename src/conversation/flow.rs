@@ -12,7 +12,10 @@
 //! never answers twice. Conversations handed to a person get no automatic reply
 //! until `conversation.continue` releases them.
 
-use serde::{Deserialize, Serialize};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -21,68 +24,13 @@ use super::responder::{self, Language, Reply};
 use super::store::{ConversationKey, Store, StoredTurn, Who};
 use crate::delivery::send::{self as delivery, Channel, Outgoing};
 use crate::engine::{Engine, Lane, Outcome, Registry, TaskContext, TaskSpec, now_ms};
-use crate::ingest::event::Raw;
-use crate::ingest::{EventKind, InboundEvent, Platform};
+pub use crate::model::Incoming;
 
-pub const PROCESS: &str = "conversation.process_message";
+pub use crate::model::message::PROCESS;
 pub const CONTINUE: &str = "conversation.continue";
 
 /// Turns of history given to the responder.
 const HISTORY: usize = 20;
-
-/// A customer message to answer: from a webhook or from the API.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Incoming {
-    /// `messenger`, `instagram`, `whatsapp`, `rbm` (replies go back there) or `api`.
-    pub platform: String,
-    pub account: String,
-    pub customer: String,
-    pub text: String,
-    /// The platform's message id (or one made up for API messages): recorded once.
-    pub message_id: String,
-    /// When Switchyard received it (µs since the epoch): the start of the reply latency.
-    #[serde(default)]
-    pub received_us: u64,
-    /// When the customer sent it, as the platform says (ms since the epoch).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timestamp_ms: Option<u64>,
-    /// The event as the platform sent it, for the dashboard.
-    #[serde(default, skip_serializing_if = "Raw::is_null")]
-    pub raw: Raw,
-}
-
-impl Incoming {
-    pub fn key(&self) -> ConversationKey {
-        ConversationKey::new(&self.platform, &self.account, &self.customer)
-    }
-
-    /// Does a webhook event ask for an answer? A customer's message or a tapped button does.
-    pub fn answers(ev: &InboundEvent) -> bool {
-        matches!(ev.kind, EventKind::Message | EventKind::Postback)
-            && matches!(ev.platform, Platform::Messenger | Platform::Instagram | Platform::Whatsapp | Platform::Rbm)
-            && !ev.customer.trim().is_empty()
-    }
-
-    /// The message of an event that [asks for an answer](Incoming::answers).
-    pub fn from_event(ev: InboundEvent) -> Incoming {
-        Incoming {
-            platform: ev.platform.as_str().to_string(),
-            account: ev.account,
-            customer: ev.customer,
-            text: ev.text.filter(|t| !t.trim().is_empty()).unwrap_or_else(|| "(attachment)".into()),
-            message_id: ev.id,
-            received_us: crate::engine::now_us(),
-            timestamp_ms: ev.timestamp_ms,
-            raw: ev.raw,
-        }
-    }
-
-    /// The task that answers it, in the conversation's order.
-    pub fn task(&self) -> TaskSpec {
-        let payload = serde_json::to_string(self).unwrap_or_else(|_| "null".into());
-        TaskSpec::from_json(PROCESS, payload).on_lane(Lane::Conversations).ordered_by(self.key().id())
-    }
-}
 
 /// A conversation's id as given by an API caller: a full `platform:account:customer` id, or any
 /// other string, which names a conversation of the API itself (`api:api:<string>`).
@@ -101,9 +49,21 @@ pub fn continue_task(key: &ConversationKey, message: Option<String>) -> TaskSpec
         .ordered_by(key.id())
 }
 
-pub fn register(r: &mut Registry) {
-    r.register(PROCESS, Lane::Conversations, |ctx| async move { process(ctx).await });
-    r.register(CONTINUE, Lane::Conversations, |ctx| async move { continue_conversation(ctx).await });
+/// What runs once a reply is recorded and queued, given the conversation's id: the analytics
+/// layer's request for the conversation's figures, wired in by the application (this layer
+/// knows nothing above it). It reports its own failures: a reply never waits on it.
+pub type AfterReply = Arc<dyn Fn(Engine, String) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+pub fn register(r: &mut Registry, after_reply: AfterReply) {
+    let after = after_reply.clone();
+    r.register(PROCESS, Lane::Conversations, move |ctx| {
+        let after = after.clone();
+        async move { process(ctx, &after).await }
+    });
+    r.register(CONTINUE, Lane::Conversations, move |ctx| {
+        let after = after_reply.clone();
+        async move { continue_conversation(ctx, &after).await }
+    });
 }
 
 fn channel(platform: &str) -> Option<Channel> {
@@ -116,7 +76,7 @@ fn channel(platform: &str) -> Option<Channel> {
     }
 }
 
-async fn process(ctx: TaskContext) -> Outcome {
+async fn process(ctx: TaskContext, after: &AfterReply) -> Outcome {
     let inc: Incoming = match serde_json::from_value(ctx.payload.clone()) {
         Ok(i) => i,
         Err(e) => return Outcome::fail(format!("not a conversation message: {e}")),
@@ -134,7 +94,7 @@ async fn process(ctx: TaskContext) -> Outcome {
     if let Err(e) = store.append(&key, &turn).await {
         return Outcome::retry(format!("could not record the message: {e}"));
     }
-    answer(ctx.engine(), &store, &key, &inc.text, &inc.message_id, inc.received_us).await
+    answer(ctx.engine(), &store, &key, &inc.text, &inc.message_id, inc.received_us, after).await
 }
 
 /// Answer one customer message (already recorded) unless the conversation is with a person.
@@ -145,6 +105,7 @@ async fn answer(
     text: &str,
     message_id: &str,
     received_us: u64,
+    after: &AfterReply,
 ) -> Outcome {
     let id = key.id();
     let (summary, history) = match tokio::try_join!(store.summary(&id), store.history(&id, HISTORY + 1)) {
@@ -163,20 +124,21 @@ async fn answer(
         history.into_iter().filter(|t| t.event_id.as_deref() != Some(message_id)).collect();
     history.drain(..history.len().saturating_sub(HISTORY));
     let (reply, responder) = respond(engine, &history, text).await;
-    finish_reply(engine, store, key, reply, responder, message_id, received_us).await
+    finish_reply(store, key, reply, responder, message_id, received_us, after).await
 }
 
 /// Record the reply to `answered` (a message id, or a continuation's task id), hand the
 /// conversation to a person when the reply says so, and queue the delivery in order.
 async fn finish_reply(
-    engine: &Engine,
     store: &Store,
     key: &ConversationKey,
     reply: Reply,
     responder: &'static str,
     answered: &str,
     received_us: u64,
+    after: &AfterReply,
 ) -> Outcome {
+    let engine = store.engine();
     let id = key.id();
     let turn_event = format!("reply:{answered}");
     let agent = StoredTurn {
@@ -221,9 +183,7 @@ async fn finish_reply(
     metrics::counter!("switchyard_replies_total", "platform" => key.platform.clone(), "responder" => responder)
         .increment(1);
     // The conversation's figures, once it has been quiet a moment (debounced).
-    if let Err(e) = crate::analytics::conversation::request(engine, &id).await {
-        tracing::debug!(conversation = %id, error = %e, "conversation analytics not queued");
-    }
+    after(engine.clone(), id.clone()).await;
     // The reply, its intent included, is in the conversation's turns, and `handed_off` in its
     // summary: the result says it only when the conversation was handed off. A conversation of
     // the API keeps the reply in the result too, where the seed's clients read it
@@ -279,7 +239,7 @@ struct Continuation {
 
 /// Release a hand-off and pick the conversation up again: answer the message given, or the
 /// customer's last message when it went unanswered, or ask whether there is anything else.
-async fn continue_conversation(ctx: TaskContext) -> Outcome {
+async fn continue_conversation(ctx: TaskContext, after: &AfterReply) -> Outcome {
     let c: Continuation = match serde_json::from_value(ctx.payload.clone()) {
         Ok(c) => c,
         Err(e) => return Outcome::fail(format!("not a continuation: {e}")),
@@ -311,19 +271,19 @@ async fn continue_conversation(ctx: TaskContext) -> Outcome {
             Some(last) if last.who == Who::Customer => {
                 (last.text.clone(), last.event_id.clone().unwrap_or_else(|| ctx.task_id.clone()))
             }
-            _ => return follow_up(ctx.engine(), &store, &c.conversation, &history, &ctx.task_id).await,
+            _ => return follow_up(&store, &c.conversation, &history, &ctx.task_id, after).await,
         }
     };
-    answer(ctx.engine(), &store, &c.conversation, &text, &message_id, crate::engine::now_us()).await
+    answer(ctx.engine(), &store, &c.conversation, &text, &message_id, crate::engine::now_us(), after).await
 }
 
 /// Nothing is unanswered: ask whether the customer needs anything else, in their language.
 async fn follow_up(
-    engine: &Engine,
     store: &Store,
     key: &ConversationKey,
     history: &[StoredTurn],
     task_id: &str,
+    after: &AfterReply,
 ) -> Outcome {
     let language = history
         .iter()
@@ -348,7 +308,7 @@ async fn follow_up(
         return Outcome::retry(format!("could not record the continuation: {e}"));
     }
     let reply = Reply { text: text.into(), intent: responder::Intent::Fallback, language, handoff: false };
-    finish_reply(engine, store, key, reply, "builtin", task_id, 0).await
+    finish_reply(store, key, reply, "builtin", task_id, 0, after).await
 }
 
 #[cfg(test)]

@@ -5,25 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::responder::{Intent, Turn};
 use crate::engine::{Engine, EngineError, now_ms};
-
-/// Who a conversation is between.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct ConversationKey {
-    pub platform: String,
-    pub account: String,
-    pub customer: String,
-}
-
-impl ConversationKey {
-    pub fn new(platform: &str, account: &str, customer: &str) -> ConversationKey {
-        ConversationKey { platform: platform.into(), account: account.into(), customer: customer.into() }
-    }
-
-    /// The conversation's id: `platform:account:customer`.
-    pub fn id(&self) -> String {
-        format!("{}:{}:{}", self.platform, self.account, self.customer)
-    }
-}
+pub use crate::model::ConversationKey;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -40,6 +22,16 @@ impl Who {
             Who::Customer => "customer",
             Who::Agent => "agent",
             Who::System => "system",
+        }
+    }
+
+    /// The kind of most of this side's turns, which the log does not write out: a customer's
+    /// `message`, an agent's `reply` (a system turn always names its kind).
+    fn usual_kind(self) -> &'static str {
+        match self {
+            Who::Customer => "message",
+            Who::Agent => "reply",
+            Who::System => "",
         }
     }
 }
@@ -70,11 +62,7 @@ impl StoredTurn {
         if event.contains(['\t', '\n', '\r']) {
             return serde_json::to_string(self).unwrap_or_default();
         }
-        let usual = match self.who {
-            Who::Customer => "message",
-            Who::Agent => "reply",
-            Who::System => "",
-        };
+        let usual = self.who.usual_kind();
         let who = &self.who.as_str()[..1];
         let intent = self.intent.map(|i| i.as_str()).unwrap_or("");
         if self.kind == usual {
@@ -92,16 +80,16 @@ impl StoredTurn {
         let mut f = line.splitn(5, '\t');
         let (side, at, intent, event, text) = (f.next()?, f.next()?, f.next()?, f.next()?, f.next()?);
         let (who, kind) = side.split_once(':').unwrap_or((side, ""));
-        let (who, usual) = match who {
-            "c" => (Who::Customer, "message"),
-            "a" => (Who::Agent, "reply"),
-            "s" => (Who::System, ""),
+        let who = match who {
+            "c" => Who::Customer,
+            "a" => Who::Agent,
+            "s" => Who::System,
             _ => return None,
         };
         Some(StoredTurn {
             who,
             text: text.to_string(),
-            kind: if side.contains(':') { kind } else { usual }.to_string(),
+            kind: if side.contains(':') { kind } else { who.usual_kind() }.to_string(),
             intent: if intent.is_empty() { None } else { Some(Intent::parse(intent)?) },
             event_id: (!event.is_empty()).then(|| event.to_string()),
             at_ms: at.parse().ok()?,
@@ -142,6 +130,11 @@ impl Store {
                 include_str!("../redis/lua/conv_append.lua")
             )),
         }
+    }
+
+    /// The engine it keeps its data with.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
     }
 
     /// Append a turn; `false` when its event id was already recorded.

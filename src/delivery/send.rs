@@ -139,7 +139,7 @@ async fn sent_marker(engine: &Engine, out: &Outgoing, i: usize, op: &str) -> red
         redis::Script::new(concat!(include_str!("../redis/lua/conv_mark.lua"), include_str!("../redis/lua/sent.lua")))
     });
     let keys = engine.keys();
-    let conversation = format!("{}:{}:{}", out.channel.as_str(), out.account, out.customer);
+    let conversation = crate::model::ConversationKey::new(out.channel.as_str(), &out.account, &out.customer).id();
     // A part's own marker lasts as long as a second delivery of this reply can be queued (the
     // reply's idempotency window) or this one still retried (its record's retention).
     let c = engine.config();
@@ -147,7 +147,7 @@ async fn sent_marker(engine: &Engine, out: &Outgoing, i: usize, op: &str) -> red
     let mut con = engine.conn();
     let sent: i64 = script
         .key(keys.conversation(&conversation))
-        .key(format!("{}sent:{}:{i}", keys.root(), out.reply_id))
+        .key(keys.sent(&out.reply_id, i))
         .arg(op)
         .arg(out.turn.as_deref().unwrap_or(""))
         .arg(i)
@@ -161,7 +161,7 @@ async fn sent_marker(engine: &Engine, out: &Outgoing, i: usize, op: &str) -> red
 async fn rate_wait(engine: &Engine, account: &str) -> Option<Duration> {
     let now = crate::engine::now_ms();
     let second = now / 1000;
-    let key = format!("{}rate:{account}:{second}", engine.keys().root());
+    let key = engine.keys().rate(account, second);
     let mut con = engine.conn();
     let r: redis::RedisResult<(u64, ())> =
         redis::pipe().cmd("INCR").arg(&key).cmd("PEXPIRE").arg(&key).arg(2000).query_async(&mut con).await;

@@ -115,7 +115,7 @@ impl Engine {
             .arg(SCAN_CHUNK)
             .query_async(&mut con)
             .await?;
-        Ok(super::worker::parse_entries(&v).into_iter().map(|(id, f)| parse_letter(id, f)).collect())
+        Ok(crate::redis::reply::parse_entries(&v).into_iter().map(|(id, f)| parse_letter(id, f)).collect())
     }
 
     /// Dead letters matching the filter, newest first, at most `limit`.
@@ -157,7 +157,7 @@ impl Engine {
             Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        Ok(super::worker::parse_entries(&v).into_iter().next().map(|(id, f)| parse_letter(id, f)))
+        Ok(crate::redis::reply::parse_entries(&v).into_iter().next().map(|(id, f)| parse_letter(id, f)))
     }
 
     /// Send dead letters back to their lanes: the given ids, or every letter the filter matches

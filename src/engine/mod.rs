@@ -42,27 +42,31 @@
 
 mod diag;
 pub mod dlq;
+pub mod gauges;
+mod guardrails;
 mod memory;
 mod outcome;
 mod producer;
 mod registry;
+mod sessions;
 pub mod stats;
 pub mod status;
-mod task;
+mod views;
 pub mod worker;
 
 use std::sync::Arc;
 
 use redis::aio::ConnectionManager;
 
+pub use crate::model::task::{
+    Attempt, Lane, TaskSpec, TaskState, TaskStatus, entry_of_task, format_ms, new_task_id, now_ms, now_us,
+    parse_entry_id, task_id_for_entry,
+};
 pub use memory::MemoryTrend;
 pub use outcome::{Outcome, RetryPolicy};
 pub use producer::{Enqueued, KEY_LIMIT, bounded_key};
 pub use registry::{Handler, Registry, StopReason, TaskContext};
-pub use task::{
-    Attempt, Lane, TaskSpec, TaskState, TaskStatus, entry_of_task, format_ms, new_task_id, now_ms, now_us,
-    parse_entry_id, task_id_for_entry,
-};
+pub use views::{RecentTask, WorkerBeat};
 
 use crate::config::Config;
 use crate::redis::{GROUP, Keys, scripts::Scripts};

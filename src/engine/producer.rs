@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::{Engine, EngineError, Inner, Lane, TaskSpec, task_id_for_entry};
-use crate::telemetry::Handles;
+use crate::telemetry::recorder::Handles;
 
 /// Largest payload accepted for one task, as JSON: room for a whole webhook body (1 MiB) kept
 /// raw beside the text taken from it.

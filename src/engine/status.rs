@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use super::{Attempt, Engine, EngineError, Lane, TaskState, TaskStatus, entry_of_task, format_ms, now_ms};
 use crate::redis::GROUP;
+use crate::redis::reply::{value_str, value_u64};
 
 /// One lane's figures. `depth` counts the lane's outstanding work (`lag` + `pending`);
 /// `pending` the entries delivered to a worker and not yet acked (Redis's pending entries
@@ -42,23 +43,6 @@ pub struct ActiveTask {
     /// Time since the worker last renewed its claim, in ms.
     pub idle_ms: u64,
     pub attempt: u64,
-}
-
-pub(crate) fn value_str(v: &redis::Value) -> Option<String> {
-    match v {
-        redis::Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
-        redis::Value::SimpleString(s) => Some(s.clone()),
-        redis::Value::Int(i) => Some(i.to_string()),
-        redis::Value::Okay => Some("OK".into()),
-        _ => None,
-    }
-}
-
-pub(crate) fn value_u64(v: &redis::Value) -> u64 {
-    match v {
-        redis::Value::Int(i) => (*i).max(0) as u64,
-        other => value_str(other).and_then(|s| s.parse().ok()).unwrap_or(0),
-    }
 }
 
 /// `XINFO GROUPS` as name → (field → value) for our group.
@@ -285,7 +269,7 @@ impl Engine {
         {
             let v: redis::Value =
                 redis::cmd("XRANGE").arg(self.keys().lane(lane)).arg(entry).arg(entry).query_async(&mut con).await?;
-            let fields = super::worker::parse_entries(&v).into_iter().next().map(|(_, f)| f).unwrap_or_default();
+            let fields = crate::redis::reply::parse_entries(&v).into_iter().next().map(|(_, f)| f).unwrap_or_default();
             let payload = match fields.into_iter().find(|(k, _)| k == "payload") {
                 Some((_, payload)) => Some(payload),
                 // The entry went meanwhile (the task was cancelled, or ran and was trimmed), and
@@ -325,7 +309,7 @@ impl Engine {
             // Read, and still pending: about to start (its record is written when it starts).
             unread = self.is_pending(lane, &entry).await?;
         }
-        let fields = super::worker::parse_entries(&v).into_iter().next().map(|(_, f)| f);
+        let fields = crate::redis::reply::parse_entries(&v).into_iter().next().map(|(_, f)| f);
         // An entry that names a task of its own belongs to that task (a redrive), not to this id.
         let Some(fields) = fields.filter(|f| unread && f.iter().all(|(k, _)| k != "id")) else {
             let map: HashMap<String, String> =
@@ -480,7 +464,7 @@ impl Engine {
                 if !matches!(found[i * 2], redis::Value::Nil) {
                     continue;
                 }
-                let Some((_, fields)) = super::worker::parse_entries(&found[i * 2 + 1]).into_iter().next() else {
+                let Some((_, fields)) = crate::redis::reply::parse_entries(&found[i * 2 + 1]).into_iter().next() else {
                     continue;
                 };
                 let get = |k: &str| fields.iter().find(|(f, _)| f == k).map(|(_, v)| v.clone());

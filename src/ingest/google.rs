@@ -5,8 +5,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use serde_json::{Value, json};
 
-use super::event::{EventKind, Identity, InboundEvent, Platform, Raw, given, text_of};
 use super::meta::ParseError;
+use crate::model::event::{EventKind, Identity, InboundEvent, Platform, Raw, given, text_of};
 
 /// The parts of a push envelope, with the ids in either spelling Google uses.
 #[derive(Debug, Clone)]
@@ -83,10 +83,10 @@ pub fn pubsub_event(env: &Envelope) -> InboundEvent {
 }
 
 /// Decoded `message.data` that names no RBM event, with why: for the dead-letter queue.
-pub fn rbm_unreadable(env: &Envelope, why: String) -> super::event::Unreadable {
+pub fn rbm_unreadable(env: &Envelope, why: String) -> crate::model::event::Unreadable {
     let text = String::from_utf8_lossy(&env.data);
     let raw = serde_json::from_slice::<Value>(&env.data).unwrap_or_else(|_| Value::String(text.into_owned()));
-    super::event::Unreadable {
+    crate::model::event::Unreadable {
         platform: Platform::Rbm,
         account: env.subscription.clone(),
         why,

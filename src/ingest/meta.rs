@@ -4,7 +4,7 @@
 
 use serde_json::value::RawValue;
 
-use super::event::{
+use crate::model::event::{
     Batch, EventKind, Identity, InboundEvent, Obj, Platform, Raw, Unreadable, check_json, given, items,
     raw_number_or_string, raw_text, raw_true,
 };

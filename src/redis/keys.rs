@@ -4,7 +4,7 @@
 //! several of them (move to the DLQ, redrive, claim) stays on one Redis Cluster slot and may
 //! derive a task's key from its id inside the script.
 
-use crate::engine::Lane;
+use crate::model::Lane;
 
 /// Consumer group every lane stream carries; all worker processes join it.
 pub const GROUP: &str = "workers";
@@ -101,9 +101,29 @@ impl Keys {
         format!("{}conv:{}", self.root, id)
     }
 
-    /// List of one conversation's turns (JSON), oldest first.
+    /// List of one conversation's turns, oldest first.
     pub fn conversation_log(&self, id: &str) -> String {
         format!("{}conv:{}:log", self.root, id)
+    }
+
+    /// String of one conversation's figures (JSON), written by `analytics.conversation`.
+    pub fn conversation_analytics(&self, id: &str) -> String {
+        format!("{}conv:{}:analytics", self.root, id)
+    }
+
+    /// Flag of one conversation's figures being queued (debounces `analytics.conversation`).
+    pub fn conversation_analytics_queued(&self, id: &str) -> String {
+        format!("{}conv:{}:analytics:queued", self.root, id)
+    }
+
+    /// Marker of one part of a reply sent when the reply has no turn to count it in.
+    pub fn sent(&self, reply: &str, part: usize) -> String {
+        format!("{}sent:{}:{}", self.root, reply, part)
+    }
+
+    /// Counter of one account's sends in one second (the platform's rate limit).
+    pub fn rate(&self, account: &str, second: u64) -> String {
+        format!("{}rate:{}:{}", self.root, account, second)
     }
 
     /// Hash of one order key's sequence: `next` (last number given), `done` (all before it have

@@ -5,6 +5,7 @@
 //! `XREADGROUP`, since a blocking command would stall every other caller on a shared one.
 
 pub mod keys;
+pub mod reply;
 pub mod scripts;
 pub mod server;
 
@@ -44,6 +45,16 @@ pub fn connect_lazy(url: &str) -> redis::RedisResult<ConnectionManager> {
 pub fn connect_blocking(url: &str, block: Duration) -> redis::RedisResult<ConnectionManager> {
     let client = redis::Client::open(url)?;
     ConnectionManager::new_lazy_with_config(client, manager_config(block + RESPONSE_TIMEOUT))
+}
+
+/// Whether a Redis answers `PING` at `url` within two seconds.
+pub async fn answers(url: &str) -> bool {
+    let Ok(client) = redis::Client::open(url) else { return false };
+    let fut = async {
+        let mut con = client.get_multiplexed_async_connection().await?;
+        redis::cmd("PING").query_async::<String>(&mut con).await
+    };
+    matches!(tokio::time::timeout(Duration::from_secs(2), fut).await, Ok(Ok(_)))
 }
 
 /// True when the error says a consumer group (or its stream) is missing: Redis restarted

@@ -12,7 +12,6 @@
 //!   length and loses none.
 
 use std::collections::BTreeMap;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,22 +20,11 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, parse_cron};
 use crate::engine::{Engine, EngineError, Lane, TaskSpec, format_ms, now_ms};
 
 /// Most missed ticks of one schedule fired on taking over; older ones are skipped (logged).
 const CATCH_UP: usize = 10;
-
-/// A cron expression with a seconds field: `sec min hour day-of-month month day-of-week [year]`.
-pub fn parse_cron(expr: &str) -> Result<cron::Schedule, String> {
-    let fields = expr.split_whitespace().count();
-    if fields == 5 {
-        return Err(format!(
-            "`{expr}` has no seconds field; write it with one, e.g. `0 {expr}` (sec min hour day month weekday)"
-        ));
-    }
-    cron::Schedule::from_str(expr).map_err(|e| format!("`{expr}` is not a cron expression: {e}"))
-}
 
 /// One named schedule: when, and what it queues.
 #[derive(Clone)]

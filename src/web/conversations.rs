@@ -15,7 +15,7 @@ use super::error::ApiError;
 use crate::conversation::flow::{self, Incoming};
 use crate::conversation::store::{ConversationKey, Store};
 use crate::engine::{Engine, TaskState, new_task_id, now_us};
-use crate::ingest::event::Raw;
+use crate::model::event::Raw;
 
 /// Longest message accepted from the API, in characters.
 const MAX_MESSAGE_CHARS: usize = 20_000;

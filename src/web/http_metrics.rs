@@ -17,7 +17,7 @@ use axum::http::Method;
 use axum::response::Response;
 use tower::{Layer, Service};
 
-use crate::telemetry::Handles;
+use crate::telemetry::recorder::Handles;
 
 const METHODS: [Method; 9] = [
     Method::GET,

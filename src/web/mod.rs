@@ -7,6 +7,7 @@ mod conversations;
 pub mod dashboard;
 pub mod error;
 mod http_metrics;
+mod webhooks;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -83,7 +84,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .merge(admin)
-        .merge(crate::ingest::router())
+        .merge(webhooks::router())
         .merge(dashboard::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -69,7 +69,11 @@ async fn metrics_are_clean_complete_and_match_the_grafana_queries() {
     let (router, _) = env.router();
     let _w = env.start_worker();
     let stop = CancellationToken::new();
-    tokio::spawn(switchyard::telemetry::sample_lanes(env.engine.clone(), Duration::from_millis(200), stop.clone()));
+    tokio::spawn(switchyard::engine::gauges::sample_lanes(
+        env.engine.clone(),
+        Duration::from_millis(200),
+        stop.clone(),
+    ));
 
     // Real work of every kind the metrics describe.
     let body = json!({"object": "page", "entry": [{"id": "P1", "time": 1, "messaging": [

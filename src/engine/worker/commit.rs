@@ -273,9 +273,9 @@ async fn write(
             _ => Vec::new(),
         }
     };
-    let started = as_vec(next(!starts.is_empty())).iter().map(|v| crate::engine::status::value_u64(v) as i64).collect();
-    let finished = as_vec(next(!dones.is_empty())).iter().filter_map(crate::engine::status::value_str).collect();
-    let failed = as_vec(next(!fails.is_empty())).iter().filter_map(crate::engine::status::value_str).collect();
+    let started = as_vec(next(!starts.is_empty())).iter().map(|v| crate::redis::reply::value_u64(v) as i64).collect();
+    let finished = as_vec(next(!dones.is_empty())).iter().filter_map(crate::redis::reply::value_str).collect();
+    let failed = as_vec(next(!fails.is_empty())).iter().filter_map(crate::redis::reply::value_str).collect();
     Ok(Replies { started, finished, failed })
 }
 

@@ -9,41 +9,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Backoff, Delivery, Shared};
 use crate::engine::Lane;
+use crate::redis::reply::parse_entries;
 use crate::redis::{GROUP, is_nogroup};
 
 /// How long one blocking read waits for new entries before the loop looks around again.
 const BLOCK: Duration = Duration::from_millis(500);
-
-/// Entries of a stream reply, `[[id, [field, value, ...]], ...]`, as (id, fields).
-pub fn parse_entries(v: &Value) -> Vec<(String, Vec<(String, String)>)> {
-    let Value::Array(items) = v else { return Vec::new() };
-    items
-        .iter()
-        .filter_map(|item| {
-            let Value::Array(pair) = item else { return None };
-            let id = crate::engine::status::value_str(pair.first()?)?;
-            let fields = match pair.get(1)? {
-                Value::Array(flat) => flat
-                    .chunks(2)
-                    .filter_map(|c| {
-                        Some((
-                            crate::engine::status::value_str(c.first()?)?,
-                            crate::engine::status::value_str(c.get(1)?)?,
-                        ))
-                    })
-                    .collect(),
-                Value::Map(m) => m
-                    .iter()
-                    .filter_map(|(k, v)| {
-                        Some((crate::engine::status::value_str(k)?, crate::engine::status::value_str(v)?))
-                    })
-                    .collect(),
-                _ => return None,
-            };
-            Some((id, fields))
-        })
-        .collect()
-}
 
 /// An entry that is not a task, as read: its lane, id and fields.
 type Malformed = (Lane, String, Vec<(String, String)>);
@@ -259,7 +229,7 @@ async fn read(
         .arg(sh.engine.order_ttl().as_millis() as u64)
         .invoke_async(con)
         .await?;
-    if let Some(at) = crate::engine::status::value_str(&v) {
+    if let Some(at) = crate::redis::reply::value_str(&v) {
         return Ok(Read::Empty(at));
     }
     let (deliveries, bad) = parse_read(lane, &v);
@@ -303,15 +273,5 @@ mod tests {
             lane_order(&lanes, &[now, now, old], aging),
             vec![Lane::Analytics, Lane::Conversations, Lane::Webhooks]
         );
-    }
-
-    #[test]
-    fn parses_stream_entries() {
-        let v = Value::Array(vec![Value::Array(vec![
-            Value::BulkString(b"1-0".to_vec()),
-            Value::Array(vec![Value::BulkString(b"id".to_vec()), Value::BulkString(b"T1".to_vec())]),
-        ])]);
-        assert_eq!(parse_entries(&v), vec![("1-0".to_string(), vec![("id".to_string(), "T1".to_string())])]);
-        assert!(parse_entries(&Value::Nil).is_empty());
     }
 }

@@ -29,7 +29,6 @@ use super::registry::StopSignal;
 use super::{Engine, Lane};
 use crate::config::Config;
 pub(crate) use commit::Event;
-pub use fetch::parse_entries;
 
 /// How one worker process is shaped.
 #[derive(Debug, Clone)]

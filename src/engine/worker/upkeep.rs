@@ -11,9 +11,9 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::{Backoff, Delivery, Shared};
-use crate::engine::status::{value_str, value_u64};
 use crate::engine::{Lane, StopReason, now_ms};
 use crate::redis::GROUP;
+use crate::redis::reply::{value_str, value_u64};
 use crate::redis::scripts::is_noscript;
 
 /// How often due retries are looked for.
@@ -125,8 +125,10 @@ async fn claim(sh: &Arc<Shared>, con: &mut redis::aio::ConnectionManager, scan: 
                 continue;
             }
             let Some(entry) = value_str(&parts[0]) else { continue };
-            let fields =
-                super::parse_entries(&Value::Array(vec![Value::Array(vec![parts[0].clone(), parts[1].clone()])]));
+            let fields = crate::redis::reply::parse_entries(&Value::Array(vec![Value::Array(vec![
+                parts[0].clone(),
+                parts[1].clone(),
+            ])]));
             let deliveries = value_u64(&parts[2]) as u32;
             let reason = value_str(&parts[3]).unwrap_or_default();
             if let Some((_, f)) = fields.into_iter().next()

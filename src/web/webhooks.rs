@@ -1,4 +1,4 @@
-//! `/webhooks/...`: handshakes, verification, parsing, and the answer.
+//! `/webhooks/...`: handshakes, verification, parsing (by `ingest`), and the answer.
 
 use axum::Router;
 use axum::extract::rejection::QueryRejection;
@@ -9,10 +9,10 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::event::{EventKind, Identity, InboundEvent, Platform, Raw, given, text_of};
-use super::{Accepted, accept, count_rejected, google, meta, verify};
-use crate::web::error::ApiError;
-use crate::web::{AppState, RawBody};
+use super::error::ApiError;
+use super::{AppState, RawBody};
+use crate::ingest::{Accepted, accept, count_rejected, google, meta, verify};
+use crate::model::event::{EventKind, Identity, InboundEvent, Platform, Raw, given, text_of};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -126,7 +126,9 @@ async fn rbm(State(s): State<AppState>, headers: HeaderMap, RawBody(body): RawBo
     // refused (a refused push is redelivered until Pub/Sub gives up on it).
     let batch = match google::rbm_event(&env) {
         Ok(ev) => vec![ev].into(),
-        Err(e) => super::Batch { events: Vec::new(), unreadable: vec![google::rbm_unreadable(&env, e.to_string())] },
+        Err(e) => {
+            crate::ingest::Batch { events: Vec::new(), unreadable: vec![google::rbm_unreadable(&env, e.to_string())] }
+        }
     };
     Ok(answer(accept(&s.engine, batch).await?))
 }

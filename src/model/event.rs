@@ -30,6 +30,28 @@ impl Platform {
             Platform::Generic => "generic",
         }
     }
+
+    /// The task kind that carries this platform's events other than customers' messages (lane
+    /// `webhooks`; a customer's message is a `conversation.process_message` task).
+    pub fn task_kind(self) -> &'static str {
+        match self {
+            Platform::Messenger => "webhook.messenger",
+            Platform::Instagram => "webhook.instagram",
+            Platform::Whatsapp => "webhook.whatsapp",
+            Platform::Pubsub => "webhook.pubsub",
+            Platform::Rbm => "webhook.rbm",
+            Platform::Generic => "webhook.generic",
+        }
+    }
+
+    pub const ALL: [Platform; 6] = [
+        Platform::Messenger,
+        Platform::Instagram,
+        Platform::Whatsapp,
+        Platform::Pubsub,
+        Platform::Rbm,
+        Platform::Generic,
+    ];
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,0 +1,36 @@
+//! The deployment-wide figures of the lanes, the DLQ and Redis, sampled into gauges.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::{Engine, Lane};
+
+/// Sample the deployment-wide lane figures into gauges every `every`, until stopped.
+pub async fn sample_lanes(engine: Engine, every: Duration, stop: CancellationToken) {
+    loop {
+        match engine.queues_status().await {
+            Ok(s) => {
+                for lane in Lane::ALL {
+                    if let Some(q) = s.queues.get(lane.as_str()) {
+                        let l = lane.as_str();
+                        metrics::gauge!("switchyard_lane_depth", "lane" => l).set(q.depth as f64);
+                        metrics::gauge!("switchyard_lane_pending", "lane" => l).set(q.pending as f64);
+                        metrics::gauge!("switchyard_lane_lag", "lane" => l).set(q.lag as f64);
+                        metrics::gauge!("switchyard_lane_retrying", "lane" => l).set(q.retrying as f64);
+                        metrics::gauge!("switchyard_lane_consumers", "lane" => l).set(q.consumers as f64);
+                    }
+                }
+                metrics::gauge!("switchyard_dlq_depth").set(s.dlq_depth as f64);
+                metrics::gauge!("switchyard_redis_up").set(1.0);
+                // (sets switchyard_redis_memory_bytes and _max_bytes; the dashboard's trend)
+                let _ = engine.record_memory_sample().await;
+            }
+            Err(_) => metrics::gauge!("switchyard_redis_up").set(0.0),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}

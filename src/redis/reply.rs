@@ -1,0 +1,57 @@
+//! Reading Redis's replies: values as strings and numbers, stream entries as (id, fields).
+
+use redis::Value;
+
+/// A reply's scalar as a string (`None` for nil, arrays and maps).
+pub fn value_str(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::Int(i) => Some(i.to_string()),
+        Value::Okay => Some("OK".into()),
+        _ => None,
+    }
+}
+
+/// A reply's scalar as a number (0 when it is none).
+pub fn value_u64(v: &Value) -> u64 {
+    match v {
+        Value::Int(i) => (*i).max(0) as u64,
+        other => value_str(other).and_then(|s| s.parse().ok()).unwrap_or(0),
+    }
+}
+
+/// Entries of a stream reply, `[[id, [field, value, ...]], ...]`, as (id, fields).
+pub fn parse_entries(v: &Value) -> Vec<(String, Vec<(String, String)>)> {
+    let Value::Array(items) = v else { return Vec::new() };
+    items
+        .iter()
+        .filter_map(|item| {
+            let Value::Array(pair) = item else { return None };
+            let id = value_str(pair.first()?)?;
+            let fields = match pair.get(1)? {
+                Value::Array(flat) => {
+                    flat.chunks(2).filter_map(|c| Some((value_str(c.first()?)?, value_str(c.get(1)?)?))).collect()
+                }
+                Value::Map(m) => m.iter().filter_map(|(k, v)| Some((value_str(k)?, value_str(v)?))).collect(),
+                _ => return None,
+            };
+            Some((id, fields))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_stream_entries() {
+        let v = Value::Array(vec![Value::Array(vec![
+            Value::BulkString(b"1-0".to_vec()),
+            Value::Array(vec![Value::BulkString(b"id".to_vec()), Value::BulkString(b"T1".to_vec())]),
+        ])]);
+        assert_eq!(parse_entries(&v), vec![("1-0".to_string(), vec![("id".to_string(), "T1".to_string())])]);
+        assert!(parse_entries(&Value::Nil).is_empty());
+    }
+}
