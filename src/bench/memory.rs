@@ -55,6 +55,9 @@ pub struct MemoryReport {
     pub bytes_per_noop_task: f64,
     pub noop_families: BTreeMap<String, Family>,
     pub settle_s: f64,
+    /// `MEMORY STATS` after less before, per answered message, for the parts that moved by more
+    /// than a byte per message: where the `used_memory` difference that no key holds went.
+    pub server_per_message: BTreeMap<String, f64>,
 }
 
 /// The family of a key below the root: its first part, with the kinds of conversation, order and
@@ -77,6 +80,42 @@ pub fn family(key: &str) -> String {
         },
         _ => first.to_string(),
     }
+}
+
+/// `MEMORY STATS` as name → bytes (a database's figures as `db.N.<name>`); figures that are not
+/// whole numbers (ratios, percentages) are left out.
+async fn memory_stats(engine: &Engine) -> anyhow::Result<BTreeMap<String, i64>> {
+    fn walk(prefix: &str, v: &redis::Value, out: &mut BTreeMap<String, i64>) {
+        let redis::Value::Array(items) = v else { return };
+        for pair in items.chunks(2) {
+            let [name, value] = pair else { continue };
+            let Ok(name) = redis::from_redis_value::<String>(name.clone()) else { continue };
+            match value {
+                redis::Value::Int(n) => {
+                    out.insert(format!("{prefix}{name}"), *n);
+                }
+                redis::Value::Array(_) => walk(&format!("{prefix}{name}."), value, out),
+                _ => {}
+            }
+        }
+    }
+    let mut con = engine.conn();
+    let stats: redis::Value = redis::cmd("MEMORY").arg("STATS").query_async(&mut con).await?;
+    let mut out = BTreeMap::new();
+    walk("", &stats, &mut out);
+    Ok(out)
+}
+
+/// What moved between two `MEMORY STATS`, per item, where it moved by more than a byte an item.
+fn stats_moved(before: &BTreeMap<String, i64>, after: &BTreeMap<String, i64>, items: u64) -> BTreeMap<String, f64> {
+    after
+        .iter()
+        .filter(|(name, _)| !name.starts_with("peak.") && name.as_str() != "keys.count")
+        .filter_map(|(name, a)| {
+            let per = (a - before.get(name).copied().unwrap_or(0)) as f64 / items.max(1) as f64;
+            (per.abs() >= 1.0).then(|| (name.clone(), (per * 10.0).round() / 10.0))
+        })
+        .collect()
 }
 
 async fn used_memory(engine: &Engine) -> anyhow::Result<u64> {
@@ -146,7 +185,8 @@ pub async fn memory(
 ) -> anyhow::Result<MemoryReport> {
     let conversations = conversations.max(1);
     let t0 = Instant::now();
-    let (replies, bytes_per_message, families_m) = conversation_run(config.clone(), messages, conversations).await?;
+    let (replies, bytes_per_message, families_m, server_per_message) =
+        conversation_run(config.clone(), messages, conversations).await?;
     let settle_s = t0.elapsed().as_secs_f64();
     let (bytes_per_noop_task, noop_families) = noop_run(config, noop_tasks).await?;
     let usage: u64 = families_m.values().map(|f| f.bytes).sum();
@@ -161,6 +201,7 @@ pub async fn memory(
         bytes_per_noop_task,
         noop_families,
         settle_s,
+        server_per_message,
     })
 }
 
@@ -168,7 +209,7 @@ async fn conversation_run(
     mut config: Config,
     messages: u64,
     conversations: u64,
-) -> anyhow::Result<(u64, f64, BTreeMap<String, Family>)> {
+) -> anyhow::Result<(u64, f64, BTreeMap<String, Family>, BTreeMap<String, f64>)> {
     let replies = Arc::new(AtomicU64::new(0));
     let counter = replies.clone();
     let app = axum::Router::new().fallback(axum::routing::post(move || {
@@ -193,6 +234,7 @@ async fn conversation_run(
     let engine = Engine::new(config, &url, crate::app::registry())?;
     super::cleanup(&engine).await;
     let before = used_memory(&engine).await?;
+    let stats_before = memory_stats(&engine).await?;
     engine.ensure_groups().await?;
     let stop_workers = tokio_util::sync::CancellationToken::new();
     let workers = worker::start(
@@ -237,11 +279,12 @@ async fn conversation_run(
     workers.wait().await;
     graph_server.abort();
     let after = used_memory(&engine).await?;
+    let moved = stats_moved(&stats_before, &memory_stats(&engine).await?, messages);
     let fams = families(&engine, messages).await?;
     super::cleanup(&engine).await;
     anyhow::ensure!(settled, "the work did not settle within {SETTLE:?}");
     let per = after.saturating_sub(before) as f64 / messages.max(1) as f64;
-    Ok((replies.load(Ordering::Relaxed), per, fams))
+    Ok((replies.load(Ordering::Relaxed), per, fams, moved))
 }
 
 /// Message `i`, from customer `i mod conversations` of one of ten pages, with a text of the
