@@ -22,40 +22,42 @@ pub struct Scripts {
 
 impl Scripts {
     pub fn new() -> Scripts {
+        let prelude = super::keys::lua_prelude();
+        let script = |parts: &[&str]| Script::new(&format!("{prelude}{}", parts.concat()));
         Scripts {
-            enqueue: Script::new(concat!(include_str!("lua/task_id.lua"), include_str!("lua/enqueue.lua"))),
-            fetch: Script::new(concat!(include_str!("lua/task_id.lua"), include_str!("lua/fetch.lua"))),
-            start: Script::new(concat!(include_str!("lua/done.lua"), include_str!("lua/start.lua"))),
-            finish: Script::new(concat!(
+            enqueue: script(&[include_str!("lua/task_id.lua"), include_str!("lua/enqueue.lua")]),
+            fetch: script(&[include_str!("lua/task_id.lua"), include_str!("lua/fetch.lua")]),
+            start: script(&[include_str!("lua/done.lua"), include_str!("lua/start.lua")]),
+            finish: script(&[
                 include_str!("lua/wake.lua"),
                 include_str!("lua/done.lua"),
-                include_str!("lua/finish.lua")
-            )),
-            fail: Script::new(concat!(
+                include_str!("lua/finish.lua"),
+            ]),
+            fail: script(&[
                 include_str!("lua/wake.lua"),
                 include_str!("lua/entry_payload.lua"),
                 include_str!("lua/letter.lua"),
-                include_str!("lua/fail.lua")
-            )),
-            claim: Script::new(concat!(
+                include_str!("lua/fail.lua"),
+            ]),
+            claim: script(&[
                 include_str!("lua/wake.lua"),
                 include_str!("lua/task_id.lua"),
-                include_str!("lua/claim.lua")
-            )),
-            renew: Script::new(include_str!("lua/renew.lua")),
-            cancel: Script::new(concat!(
+                include_str!("lua/claim.lua"),
+            ]),
+            renew: script(&[include_str!("lua/renew.lua")]),
+            cancel: script(&[
                 include_str!("lua/wake.lua"),
                 include_str!("lua/done.lua"),
                 include_str!("lua/entry_payload.lua"),
-                include_str!("lua/cancel.lua")
-            )),
-            redrive: Script::new(concat!(include_str!("lua/letter.lua"), include_str!("lua/redrive.lua"))),
-            dlq_delete: Script::new(concat!(include_str!("lua/letter.lua"), include_str!("lua/dlq_delete.lua"))),
-            quarantine: Script::new(include_str!("lua/quarantine.lua")),
-            turn: Script::new(include_str!("lua/turn.lua")),
-            lease: Script::new(include_str!("lua/lease.lua")),
-            fire: Script::new(include_str!("lua/fire.lua")),
-            trim: Script::new(include_str!("lua/trim.lua")),
+                include_str!("lua/cancel.lua"),
+            ]),
+            redrive: script(&[include_str!("lua/letter.lua"), include_str!("lua/redrive.lua")]),
+            dlq_delete: script(&[include_str!("lua/letter.lua"), include_str!("lua/dlq_delete.lua")]),
+            quarantine: script(&[include_str!("lua/quarantine.lua")]),
+            turn: script(&[include_str!("lua/turn.lua")]),
+            lease: script(&[include_str!("lua/lease.lua")]),
+            fire: script(&[include_str!("lua/fire.lua")]),
+            trim: script(&[include_str!("lua/trim.lua")]),
         }
     }
 

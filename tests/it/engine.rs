@@ -1212,3 +1212,49 @@ async fn guardrails_warn_about_settings_that_lose_work() {
     drop(env);
     server.stop();
 }
+
+// ---------------------------------------------------------------------------------------------
+// The key schema
+// ---------------------------------------------------------------------------------------------
+
+/// The scripts derive some keys from the root (a task's record from its id, a lane from a dead
+/// letter); the functions they do it with, run in Redis, name the same keys as `keys.rs`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_and_rust_name_the_same_keys() {
+    use switchyard::redis::keys::{Keys, lua_prelude};
+    let prefix = unique_prefix("keys");
+    let keys = Keys::new(&prefix);
+    let id = "0193a2b4-c5d6-7e8f-9a0b-1c2d3e4f5a6b";
+    let lua = format!(
+        "{}return {{key_task(ARGV[1], ARGV[2]), key_done(ARGV[1], string.sub(ARGV[2], 1, 11)), \
+         key_done(ARGV[1], ARGV[3]), key_lane(ARGV[1], 'conversations'), key_retry(ARGV[1], 'webhooks'), \
+         key_order(ARGV[1], 'out:messenger:P:U'), key_parked(ARGV[1], 'out:messenger:P:U'), \
+         key_idem(ARGV[1], 6993, 254), key_idem_legacy(ARGV[1], 'api:k'), key_revoked(ARGV[1])}}",
+        lua_prelude()
+    );
+    let client = redis::Client::open(redis_url().as_str()).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let from_lua: Vec<String> = redis::cmd("EVAL")
+        .arg(&lua)
+        .arg(0)
+        .arg(keys.root())
+        .arg(id)
+        .arg("01JB8Z5E4Q6V7W8X9Y0Z1A2B3C")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let from_rust = vec![
+        keys.task(id),
+        keys.done(id).0,
+        keys.done("01JB8Z5E4Q6V7W8X9Y0Z1A2B3C").0,
+        keys.lane(Lane::Conversations),
+        keys.retry(Lane::Webhooks),
+        keys.order("out:messenger:P:U"),
+        keys.order_parked("out:messenger:P:U"),
+        keys.idempotency_shard(6993, 254),
+        keys.idempotency("api:k"),
+        keys.revoked(),
+    ];
+    assert_eq!(from_lua, from_rust);
+    assert_eq!(from_rust[0], format!("{{{prefix}}}:task:{id}"));
+}

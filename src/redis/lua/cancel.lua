@@ -12,7 +12,7 @@ local key, stream, retry = KEYS[1], KEYS[2], KEYS[3]
 local group, now, ttl, channel, id = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local state = redis.call('HGET', key, 'state')
 -- a task that succeeded keeps a finished record of its own (finish.lua)
-if not state and done_exists(string.sub(key, 1, #key - #('task:' .. id)), id) then
+if not state and done_exists(string.sub(key, 1, #key - #key_task('', id)), id) then
   return {'FINISHED', 'SUCCESS'}
 end
 if not state then
@@ -69,7 +69,7 @@ redis.call('HSET', key, 'state', 'REVOKED', 'finished_at', now, 'error', 'cancel
 redis.call('HDEL', key, 'retry_at')
 -- a queued or retrying task has settled here; tasks parked behind it look at their turn again
 if where ~= 'running' then
-  local root = string.sub(key, 1, #key - #('task:' .. id))
+  local root = string.sub(key, 1, #key - #key_task('', id))
   wake_parked(root, redis.call('HGET', key, 'order_key'), now)
 end
 if where == 'running' then

@@ -30,12 +30,12 @@ local function take(entry, deliveries, min_idle, reason)
   local id = field(e[2], 'id')
   local named = id ~= nil
   if not named and field(e[2], 'kind') then id = task_id(entry, lane_index) end
-  local f = id and redis.call('HMGET', root .. 'task:' .. id, 'state', 'seq') or {}
+  local f = id and redis.call('HMGET', key_task(root, id), 'state', 'seq') or {}
   local state = f[1]
   if state == 'REVOKED' or state == 'SUCCESS' or state == 'FAILURE' then
     redis.call('XACK', stream, group, entry)
     redis.call('XDEL', stream, entry)
-    redis.call('SREM', root .. 'revoked', id)
+    redis.call('SREM', key_revoked(root), id)
     -- settled here (its worker died before recording it): tasks parked behind it may go
     wake_parked(root, field(e[2], 'okey'), now)
     return false

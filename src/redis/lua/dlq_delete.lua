@@ -11,8 +11,8 @@ for i = 3, #ARGV do
     redis.call('XDEL', dlq, ARGV[i])
     if f.lane then redis.call('HINCRBY', counts, f.lane, -1) end
     if f.task_id and f.task_id ~= '' then
-      letter_back(root .. 'task:' .. f.task_id, f)
-      redis.call('PEXPIRE', root .. 'task:' .. f.task_id, ttl)
+      letter_back(key_task(root, f.task_id), f)
+      redis.call('PEXPIRE', key_task(root, f.task_id), ttl)
     end
     n = n + 1
   end

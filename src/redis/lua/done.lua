@@ -12,17 +12,17 @@
 local function done_at(root, id)
   if string.match(id, '^%x%x%x%x%x%x%x%x%-%x%x%x%x%-7%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$') then
     local last = string.gsub(string.sub(id, 25), '^0+', '')
-    return root .. 'done:' .. string.sub(id, 1, 11),
+    return key_done(root, string.sub(id, 1, 11)),
       string.sub(id, 12, 13) .. string.sub(id, 16, 18) .. string.sub(id, 20, 23) .. last
   end
-  return root .. 'done:' .. id, nil
+  return key_done(root, id), nil
 end
 
 local function done_exists(root, id)
   local key, field = done_at(root, id)
   if field and redis.call('HEXISTS', key, field) == 1 then return true end
   -- a record written before records were kept in buckets
-  return redis.call('EXISTS', root .. 'done:' .. id) == 1
+  return redis.call('EXISTS', key_done(root, id)) == 1
 end
 
 -- ttl: the retention (ms, a string or number)

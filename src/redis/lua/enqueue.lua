@@ -57,14 +57,14 @@ for i = 0, n - 1 do
   local marker, earlier
   if idem ~= '' then
     local shard = string.byte(idem, 1)
-    marker = root .. 'idem:' .. slice .. ':' .. shard
+    marker = key_idem(root, slice, shard)
     -- set only if absent, and learn of an earlier owner
     if redis.call('HSETNX', marker, idem, '1') == 0 then
       earlier = redis.call('HGET', marker, idem)
     else
       redis.call('PEXPIREAT', marker, string.format('%d', (slice + 2) * slice_ms + shard * math.min(1000, math.floor(slice_ms / 256))))
-      earlier = redis.call('HGET', root .. 'idem:' .. (slice - 1) .. ':' .. shard, idem)
-      if not earlier and legacy ~= '' then earlier = redis.call('GET', root .. 'idem:' .. legacy) end
+      earlier = redis.call('HGET', key_idem(root, slice - 1, shard), idem)
+      if not earlier and legacy ~= '' then earlier = redis.call('GET', key_idem_legacy(root, legacy)) end
       if earlier then redis.call('HDEL', marker, idem) end
     end
   end

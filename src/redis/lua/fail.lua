@@ -24,7 +24,7 @@ for i = 1, (#KEYS - 2) / 2 do
   local id, entry, n, attempt, err, at, next_state, before =
     ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], tonumber(ARGV[a + 5]), ARGV[a + 6], ARGV[a + 7]
   local okey = ARGV[a + 8]
-  local key = root .. 'task:' .. id
+  local key = key_task(root, id)
   local pending = redis.call('XPENDING', stream, group, entry, entry, 1)
   -- a task handed back before it started may have no record yet (start.lua writes it)
   local recorded = redis.call('HGET', key, 'entry')
@@ -35,7 +35,7 @@ for i = 1, (#KEYS - 2) / 2 do
     if state == 'REVOKED' then
       redis.call('XACK', stream, group, entry)
       redis.call('XDEL', stream, entry)
-      redis.call('SREM', root .. 'revoked', id)
+      redis.call('SREM', key_revoked(root), id)
       redis.call('HSET', key, 'a:' .. n, attempt, 'attempts', n)
       redis.call('PEXPIRE', key, ttl)
       wake_parked(root, okey, now)
@@ -75,8 +75,8 @@ for i = 1, (#KEYS - 2) / 2 do
           local of = letter_fields(oldest[2])
           if of.lane then redis.call('HINCRBY', counts, of.lane, -1) end
           if of.task_id and of.task_id ~= '' then
-            letter_back(root .. 'task:' .. of.task_id, of)
-            redis.call('PEXPIRE', root .. 'task:' .. of.task_id, ttl)
+            letter_back(key_task(root, of.task_id), of)
+            redis.call('PEXPIRE', key_task(root, of.task_id), ttl)
           end
           redis.call('XDEL', dlq, oldest[1])
         end

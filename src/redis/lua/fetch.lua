@@ -44,13 +44,13 @@ for _, e in ipairs(entries) do
   -- an entry without a kind is no task: the worker sets it aside (quarantine.lua)
   if kind and not named and okey and okey ~= '' then
     local id = task_id(entry, lane_index)
-    local order = root .. 'order:' .. okey
+    local order = key_order(root, okey)
     -- as text once: Lua would format the number for every command it is passed to
     local seq = tostring(redis.call('HINCRBY', order, 'next', 1))
     redis.call('HSET', order, seq, id)
     redis.call('PEXPIRE', order, order_ttl)
     -- queued when it was appended: the entry's own millisecond
-    redis.call('HSET', root .. 'task:' .. id, 'kind', kind, 'lane', lane, 'state', 'PENDING', 'created_at', id_ms,
+    redis.call('HSET', key_task(root, id), 'kind', kind, 'lane', lane, 'state', 'PENDING', 'created_at', id_ms,
       'entry', entry, 'max_attempts', max or '1', 'order_key', okey, 'seq', seq)
     fields[#fields + 1] = 'id'; fields[#fields + 1] = id
     fields[#fields + 1] = 'seq'; fields[#fields + 1] = seq

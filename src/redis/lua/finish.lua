@@ -62,7 +62,7 @@ for i = 1, n do
   local a = head + 1 + (i - 1) * per
   local id, entry, attempt_no, result, attempt, base = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], tonumber(ARGV[a + 5])
   local okey, payload, first = ARGV[a + 6], ARGV[a + 7], ARGV[a + 8]
-  local key = root .. 'task:' .. id
+  local key = key_task(root, id)
   local stale = false
   if not all_acked then
     -- Some entry of this batch was acked elsewhere first. Those attempts lost the race: their

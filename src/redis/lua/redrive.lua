@@ -11,7 +11,7 @@ for i = 3, #ARGV do
   local got = redis.call('XRANGE', dlq, ARGV[i], ARGV[i])
   if #got > 0 then
     local f = letter_fields(got[1][2])
-    local key = root .. 'task:' .. f.task_id
+    local key = key_task(root, f.task_id)
     -- the attempt log, kept in the letter only while it was dead (the payload goes into the
     -- record below)
     letter_back(key, f, true)
@@ -23,7 +23,7 @@ for i = 3, #ARGV do
       fields[#fields + 1] = 'okey'; fields[#fields + 1] = order[1]
       fields[#fields + 1] = 'seq'; fields[#fields + 1] = order[2]
     end
-    local entry = redis.call('XADD', root .. 'lane:' .. f.lane, '*', unpack(fields))
+    local entry = redis.call('XADD', key_lane(root, f.lane), '*', unpack(fields))
     redis.call('HSET', key, 'id', f.task_id, 'kind', f.kind, 'lane', f.lane, 'payload', f.payload,
       'state', 'PENDING', 'entry', entry, 'max_attempts', max, 'attempts', base,
       'created_at', f.created_at or now, 'redriven_at', now)

@@ -12,7 +12,7 @@
 local root, worker = ARGV[1], ARGV[2]
 local out = {}
 for a = 3, #ARGV, 9 do
-  local key = root .. 'task:' .. ARGV[a]
+  local key = key_task(root, ARGV[a])
   local n, base, started = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), ARGV[a + 3]
   local state = redis.call('HGET', key, 'state')
   if state == 'REVOKED' or state == 'SUCCESS' or state == 'FAILURE'

@@ -22,11 +22,11 @@ while done < seq - 1 do
   local id = redis.call('HGET', order, done + 1)
   local blocked = false
   if id then
-    local f = redis.call('HMGET', root .. 'task:' .. id, 'state', 'retry_at')
+    local f = redis.call('HMGET', key_task(root, id), 'state', 'retry_at')
     if f[1] == 'PENDING' or f[1] == 'STARTED' or f[1] == 'RETRY' then
       blocked = true
       if f[1] == 'RETRY' then waiting_at = tonumber(f[2] or '0') or 0 end
-    elseif f[1] == 'REVOKED' and redis.call('SISMEMBER', root .. 'revoked', id) == 1 then
+    elseif f[1] == 'REVOKED' and redis.call('SISMEMBER', key_revoked(root), id) == 1 then
       blocked = true
     end
   end

@@ -5,7 +5,7 @@
 -- fired) is left alone (ZADD XX); it wakes the next when it settles.
 local function wake_parked(root, okey, now)
   if not okey or okey == '' then return end
-  local parked = root .. 'order:' .. okey .. ':parked'
+  local parked = key_parked(root, okey)
   local all = redis.call('HGETALL', parked)
   local first, where
   for j = 1, #all, 2 do
@@ -14,6 +14,7 @@ local function wake_parked(root, okey, now)
   end
   if not first then return end
   local lane, entry = string.match(where, '^([^\t]+)\t(.+)$')
-  if lane then redis.call('ZADD', root .. 'retry:' .. lane, 'XX', now, entry) end
+  if lane then redis.call('ZADD', key_retry(root, lane), 'XX', now, entry) end
   redis.call('HDEL', parked, first)
 end
+
