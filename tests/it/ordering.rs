@@ -318,3 +318,37 @@ async fn a_task_cancelled_while_queued_lets_no_one_pass_the_task_before_it() {
     let (_, head_end) = run_of(&runs, 0).unwrap();
     assert!(last_start >= head_end);
 }
+
+/// A key's sequence is kept only while it has a task to order: once the last task numbered has
+/// succeeded with every one before it settled, the key holds nothing, and the next task of the
+/// key starts a new sequence and runs at once. A last task that died keeps it, for its redrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_whose_tasks_have_all_settled_keeps_no_sequence() {
+    let runs: Runs = Arc::default();
+    let env = TestEnv::lazy("ordered-drop", &redis_url(), |_| {}, registry(&runs));
+    env.engine.ensure_groups().await.unwrap();
+    let order_exists = async |env: &TestEnv| -> bool {
+        let mut con = env.engine.conn();
+        redis::cmd("EXISTS").arg(env.engine.keys().order("k")).query_async::<u64>(&mut con).await.unwrap() == 1
+    };
+    let dead = TaskSpec::new("test.step", json!({"key": "k", "i": 1, "dead_first": true})).ordered_by("k");
+    let ids = env.engine.enqueue_batch(vec![step("k", 0, 200), dead, step("k", 2, 5)]).await.unwrap();
+    let _w = env.start_worker();
+    // While the first runs, the sequence numbers all three.
+    env.wait_state(&ids[0], TaskState::Started).await;
+    assert!(order_exists(&env).await, "a key with tasks to order keeps its sequence");
+    env.wait_state(&ids[1], TaskState::Failure).await;
+    env.wait_state(&ids[2], TaskState::Success).await;
+    assert!(!order_exists(&env).await, "the last task succeeded with every one before it settled: no sequence is left");
+
+    let again = env.engine.enqueue(step("k", 3, 0)).await.unwrap();
+    env.wait_state(&again, TaskState::Success).await;
+    let order: Vec<u64> = runs.lock().unwrap().iter().map(|r| r.1).collect();
+    assert_eq!(order, [0, 2, 3]);
+    assert!(!order_exists(&env).await, "the new sequence went with its one task");
+
+    let last = TaskSpec::new("test.step", json!({"key": "k", "i": 4, "dead_first": true})).ordered_by("k");
+    let last = env.engine.enqueue(last).await.unwrap();
+    env.wait_state(&last, TaskState::Failure).await;
+    assert!(order_exists(&env).await, "a last task that died keeps its place in the sequence");
+}

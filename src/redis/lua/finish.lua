@@ -107,9 +107,10 @@ for i = 1, n do
     local line = table.concat({ARGV[a + 12], ARGV[a + 13], since,
       string.format('%d', tonumber(now) - started), worker, attempt_no, max,
       result == 'null' and '' or result, #earlier > 0 and '[' .. table.concat(earlier, ',') .. ']' or ''}, '\t')
+    local seq = okey ~= '' and redis.call('HGET', key, 'seq') or nil
     done_write(root, id, line, success_ttl)
     redis.call('DEL', key)
-    wake_parked(root, okey, now)
+    settle_order(root, okey, seq, now)
     out[i] = 'SUCCESS'
   end
 end

@@ -18,3 +18,17 @@ local function wake_parked(root, okey, now)
   redis.call('HDEL', parked, first)
 end
 
+-- A task numbered `seq` under an order key has succeeded: wake the next parked task, and when
+-- this was the last task numbered and every one before it has settled too, drop the sequence
+-- itself. It holds nothing then that a fresh one would not (the next task starts a new sequence
+-- at 1, with nothing before it), so an idle conversation keeps no order key for the retention.
+-- A task that died keeps the sequence (until it expires): redriven, it takes its place again
+-- ahead of whatever was queued behind it meanwhile.
+local function settle_order(root, okey, seq, now)
+  if not okey or okey == '' then return end
+  wake_parked(root, okey, now)
+  if not seq then return end
+  local order = key_order(root, okey)
+  local f = redis.call('HMGET', order, 'next', 'done')
+  if f[1] == seq and tonumber(f[2] or '0') >= tonumber(seq) - 1 then redis.call('DEL', order) end
+end
