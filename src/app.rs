@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, DEFAULT_REDIS_URL};
 use crate::engine::worker::{self, WorkerOptions};
@@ -151,16 +152,21 @@ pub async fn serve(config: Config, roles: Roles, lanes: Vec<Lane>) -> anyhow::Re
         .worker
         .then(|| worker::start(engine.clone(), WorkerOptions::from_config(engine.config(), lanes), shutdown.clone()));
 
-    let scheduler = roles.scheduler.then(|| {
+    // Everything else the process runs, stopped by `shutdown` and waited for together.
+    let background = TaskTracker::new();
+    if roles.scheduler {
         let defs = crate::schedule::from_config(engine.config());
-        crate::schedule::start(engine.clone(), defs, crate::schedule::process_name(), shutdown.clone())
-    });
-
-    let mut server = None;
+        background.spawn(crate::schedule::start(
+            engine.clone(),
+            defs,
+            crate::schedule::process_name(),
+            shutdown.clone(),
+        ));
+    }
     if roles.api {
         let ready = Arc::new(AtomicBool::new(false));
-        tokio::spawn(watch_readiness(engine.clone(), ready.clone(), shutdown.clone()));
-        tokio::spawn(crate::engine::gauges::sample_lanes(engine.clone(), Duration::from_secs(1), shutdown.clone()));
+        background.spawn(watch_readiness(engine.clone(), ready.clone(), shutdown.clone()));
+        background.spawn(crate::engine::gauges::sample_lanes(engine.clone(), Duration::from_secs(1), shutdown.clone()));
         let state = AppState {
             jwks: jwks(engine.config())?,
             engine: engine.clone(),
@@ -173,21 +179,23 @@ pub async fn serve(config: Config, roles: Roles, lanes: Vec<Lane>) -> anyhow::Re
         let addr = listener.local_addr()?;
         println!("Switchyard is up: dashboard http://{addr}/ — admin token: {admin_token}");
         let stop = shutdown.clone();
-        server = Some(tokio::spawn(async move {
-            axum::serve(listener, web::router(state))
+        background.spawn(async move {
+            let served = axum::serve(listener, web::router(state))
                 .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
-        }));
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "the HTTP server stopped");
+            }
+        });
     }
+    background.close();
     shutdown.cancelled().await;
     if let Some(w) = worker {
         w.wait().await;
     }
-    if let Some(s) = server {
-        let _ = tokio::time::timeout(Duration::from_secs(5), s).await;
-    }
-    if let Some(s) = scheduler {
-        let _ = tokio::time::timeout(Duration::from_secs(5), s).await;
+    // Requests in flight and a scheduler tick get a few seconds to finish.
+    if tokio::time::timeout(Duration::from_secs(5), background.wait()).await.is_err() {
+        tracing::warn!(left = background.len(), "background tasks still running 5 s after shutdown; stopping anyway");
     }
     if let Some(p) = private {
         p.stop().await;
