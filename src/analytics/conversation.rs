@@ -32,6 +32,7 @@ use serde_json::{Value, json};
 pub use super::figures::{
     ConversationAnalytics, Sentiment, SentimentLabel, StoredAnalytics, analyze, message_sentiment,
 };
+use super::store as analytics_store;
 use crate::conversation::store::{Store, Summary};
 use crate::engine::{Engine, EngineError, Lane, Outcome, Registry, TaskContext, TaskSpec, now_ms};
 
@@ -46,10 +47,6 @@ pub const QUIET: Duration = Duration::from_secs(5);
 
 /// The longest a run waits for quiet, counted from the burst's first request.
 pub const LONGEST_WAIT: Duration = Duration::from_secs(60);
-
-/// Lifetime of the queued flag: longer than a run usually waits in its lane, short enough that a
-/// run lost with its flag set (cancelled by an operator) holds back later requests only briefly.
-const FLAG_TTL: Duration = Duration::from_secs(5 * 60);
 
 /// Turns read per conversation: the figures cover at most the last this many.
 pub const MAX_TURNS: usize = 1000;
@@ -66,29 +63,11 @@ pub fn register(r: &mut Registry) {
     r.register(BATCH, Lane::Analytics, |ctx| async move { run_batch(ctx).await });
 }
 
-fn analytics_key(engine: &Engine, conversation_id: &str) -> String {
-    engine.keys().conversation_analytics(conversation_id)
-}
-
-fn queued_key(engine: &Engine, conversation_id: &str) -> String {
-    engine.keys().conversation_analytics_queued(conversation_id)
-}
-
 /// Ask for a conversation's figures to be brought up to date; call it after each reply. Queues
 /// an `analytics.conversation` run unless one is already queued for this burst: the new run's
 /// task id, or `None`.
 pub async fn request(engine: &Engine, conversation_id: &str) -> Result<Option<String>, EngineError> {
-    let flag = queued_key(engine, conversation_id);
-    let mut con = engine.conn();
-    let set: redis::Value = redis::cmd("SET")
-        .arg(&flag)
-        .arg(now_ms())
-        .arg("NX")
-        .arg("PX")
-        .arg(FLAG_TTL.as_millis() as u64)
-        .query_async(&mut con)
-        .await?;
-    if set == redis::Value::Nil {
+    if !analytics_store::set_queued(engine, conversation_id, now_ms()).await? {
         return Ok(None);
     }
     let spec = TaskSpec::new(CONVERSATION, json!({"conversation_id": conversation_id}));
@@ -96,7 +75,7 @@ pub async fn request(engine: &Engine, conversation_id: &str) -> Result<Option<St
         Ok(task_id) => Ok(Some(task_id)),
         Err(e) => {
             // No run is queued: the flag must not hold back the next request.
-            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(&flag).query_async(&mut con).await;
+            let _ = analytics_store::clear_queued(engine, conversation_id).await;
             Err(e)
         }
     }
@@ -104,10 +83,7 @@ pub async fn request(engine: &Engine, conversation_id: &str) -> Result<Option<St
 
 /// The stored figures of a conversation, as JSON; `None` before its first run or after expiry.
 pub async fn load(engine: &Engine, conversation_id: &str) -> Result<Option<Value>, EngineError> {
-    let mut con = engine.conn();
-    let raw: Option<String> =
-        redis::cmd("GET").arg(analytics_key(engine, conversation_id)).query_async(&mut con).await?;
-    Ok(raw.and_then(|r| serde_json::from_str(&r).ok()))
+    analytics_store::figures(engine, conversation_id).await
 }
 
 /// Analyze the conversation's last [`MAX_TURNS`] turns and store the figures.
@@ -119,16 +95,7 @@ async fn analyze_and_store(engine: &Engine, store: &Store, summary: &Summary) ->
         computed_at: now_ms(),
         analytics: analyze(&turns),
     };
-    let json = serde_json::to_string(&record).map_err(|e| EngineError::BadInput(e.to_string()))?;
-    let retention = engine.config().conversation_retention.as_millis().max(1) as u64;
-    let mut con = engine.conn();
-    let _: () = redis::cmd("SET")
-        .arg(analytics_key(engine, &record.conversation_id))
-        .arg(json)
-        .arg("PX")
-        .arg(retention)
-        .query_async(&mut con)
-        .await?;
+    analytics_store::save_figures(engine, &record).await?;
     Ok(record)
 }
 
@@ -137,9 +104,7 @@ async fn run_conversation(ctx: TaskContext) -> Outcome {
         return Outcome::fail("the payload names no conversation_id");
     };
     let engine = ctx.engine();
-    let flag = queued_key(engine, id);
-    let mut con = engine.conn();
-    let began: Option<String> = match redis::cmd("GETDEL").arg(&flag).query_async(&mut con).await {
+    let began = match analytics_store::take_queued(engine, id).await {
         Ok(v) => v,
         Err(e) => return Outcome::retry(format!("could not take the queued flag: {e}")),
     };
@@ -154,23 +119,15 @@ async fn run_conversation(ctx: TaskContext) -> Outcome {
         Err(e) => return Outcome::retry(format!("could not read the conversation: {e}")),
     };
     let now = now_ms();
-    let began = began.and_then(|v| v.parse::<u64>().ok()).unwrap_or(now);
+    let began = began.unwrap_or(now);
     let still = Duration::from_millis(now.saturating_sub(summary.updated_at));
     let waited = Duration::from_millis(now.saturating_sub(began));
     if still < QUIET && waited < LONGEST_WAIT {
-        let kept: redis::RedisResult<redis::Value> = redis::cmd("SET")
-            .arg(&flag)
-            .arg(began)
-            .arg("NX")
-            .arg("PX")
-            .arg(FLAG_TTL.as_millis() as u64)
-            .query_async(&mut con)
-            .await;
-        return match kept {
-            Ok(redis::Value::Nil) => Outcome::Done(json!({
+        return match analytics_store::set_queued(engine, id, began).await {
+            Ok(false) => Outcome::Done(json!({
                 "conversation_id": id, "note": "a reply since queued a newer run, which covers this one",
             })),
-            Ok(_) => Outcome::Later(QUIET - still),
+            Ok(true) => Outcome::Later(QUIET - still),
             Err(e) => Outcome::retry(format!("could not keep the queued flag: {e}")),
         };
     }
@@ -256,7 +213,7 @@ async fn run_batch(ctx: TaskContext) -> Outcome {
             let mut seen = HashSet::new();
             ids.into_iter().filter(|id| seen.insert(id.clone())).take(limit).collect()
         }
-        None => match find_conversations(engine, limit).await {
+        None => match analytics_store::find_conversations(engine, limit).await {
             Ok(ids) => ids,
             Err(e) => return Outcome::retry(format!("could not list the conversations: {e}")),
         },
@@ -298,28 +255,4 @@ async fn analyze_one(engine: &Engine, store: &Store, id: &str) -> Result<Option<
         Some(summary) => analyze_and_store(engine, store, &summary).await.map(Some),
         None => Ok(None),
     }
-}
-
-/// Up to `limit` conversation ids, from the summary hashes under `conv:`. Only summaries are
-/// hashes there (turn logs are lists, figures and flags strings), so `TYPE hash` leaves out the
-/// rest whatever the conversation ids look like.
-async fn find_conversations(engine: &Engine, limit: usize) -> Result<Vec<String>, EngineError> {
-    let prefix = engine.keys().conversation("");
-    let mut con = engine.conn();
-    let mut seen = HashSet::new();
-    let mut ids = Vec::new();
-    let mut scan = crate::redis::Scan::prefixed(&prefix).of_type("hash");
-    while ids.len() < limit
-        && let Some(keys) = scan.next(&mut con).await?
-    {
-        for key in keys {
-            if let Some(id) = key.strip_prefix(&prefix)
-                && ids.len() < limit
-                && seen.insert(id.to_string())
-            {
-                ids.push(id.to_string());
-            }
-        }
-    }
-    Ok(ids)
 }

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
+use super::store::{self, MinuteFigures};
 use crate::engine::stats::KindStats;
 use crate::engine::{Engine, EngineError, Lane, Outcome, Registry, TaskContext, format_ms, now_ms};
 
@@ -17,9 +18,6 @@ pub const KIND: &str = "analytics.performance_report";
 
 /// Minutes a report covers unless its payload says otherwise.
 const DEFAULT_MINUTES: u64 = 5;
-/// Reports kept.
-const KEEP: isize = 100;
-
 pub fn register(r: &mut Registry) {
     r.register(KIND, Lane::Analytics, |ctx| async move { run(ctx).await });
 }
@@ -27,7 +25,7 @@ pub fn register(r: &mut Registry) {
 async fn run(ctx: TaskContext) -> Outcome {
     let minutes = ctx.payload["minutes"].as_u64().unwrap_or(DEFAULT_MINUTES).clamp(1, 120);
     match build(ctx.engine(), minutes).await {
-        Ok(report) => match store(ctx.engine(), &report).await {
+        Ok(report) => match keep(ctx.engine(), &report).await {
             Ok(()) => Outcome::Done(json!({
                 "generated_at": report["generated_at"], "kinds": report["kinds"].as_array().map_or(0, Vec::len),
             })),
@@ -62,13 +60,12 @@ pub async fn build(engine: &Engine, minutes: u64) -> Result<Value, EngineError> 
     let now = now_ms();
     let minutes_data = read_minutes(engine, minutes).await?;
     let from_ms = minutes_data.first().map_or(now, |(m, _)| m * 60_000);
-    let mut kinds: BTreeMap<(String, String), KindStats> = BTreeMap::new();
+    let mut kinds = MinuteFigures::new();
     for (_, figures) in minutes_data {
         for (key, s) in figures {
             kinds.entry(key).or_default().merge(&s);
         }
     }
-    let mut con = engine.conn();
     let seconds = ((now - from_ms) as f64 / 1e3).max(1.0);
     let mut lanes: BTreeMap<String, KindStats> = BTreeMap::new();
     let mut per_kind = Vec::new();
@@ -89,10 +86,8 @@ pub async fn build(engine: &Engine, minutes: u64) -> Result<Value, EngineError> 
         .map(|k| json!({"lane": k["lane"], "kind": k["kind"], "run_p99_ms": k["run_ms"]["p99"]}))
         .collect();
 
-    let depth: u64 = redis::cmd("XLEN").arg(engine.keys().dlq()).query_async(&mut con).await?;
-    let previous: Option<String> =
-        redis::cmd("LINDEX").arg(engine.keys().reports()).arg(0).query_async(&mut con).await?;
-    let before = previous.and_then(|p| serde_json::from_str::<Value>(&p).ok()).and_then(|p| p["dlq"]["depth"].as_u64());
+    let depth = engine.dlq_depth().await?;
+    let before = store::latest_report(engine).await?.and_then(|p| p["dlq"]["depth"].as_u64());
     Ok(json!({
         "generated_at": format_ms(now),
         "window": {"from": format_ms(from_ms), "to": format_ms(now), "seconds": seconds},
@@ -105,33 +100,10 @@ pub async fn build(engine: &Engine, minutes: u64) -> Result<Value, EngineError> 
 
 /// Each of the last `minutes` minutes (oldest first, the current one last): every worker's
 /// figures of each (lane, kind), merged over the workers.
-async fn read_minutes(
-    engine: &Engine,
-    minutes: u64,
-) -> Result<Vec<(u64, BTreeMap<(String, String), KindStats>)>, EngineError> {
+async fn read_minutes(engine: &Engine, minutes: u64) -> Result<Vec<(u64, MinuteFigures)>, EngineError> {
     let to_minute = now_ms() / 60_000;
     let from_minute = to_minute + 1 - minutes.max(1);
-    let mut con = engine.conn();
-    let mut pipe = redis::pipe();
-    for m in from_minute..=to_minute {
-        pipe.cmd("HGETALL").arg(engine.keys().stats(m));
-    }
-    let data: Vec<BTreeMap<String, String>> = pipe.query_async(&mut con).await?;
-    Ok((from_minute..=to_minute)
-        .zip(data)
-        .map(|(m, fields)| {
-            let mut kinds: BTreeMap<(String, String), KindStats> = BTreeMap::new();
-            for (field, json) in fields {
-                // `worker|lane|kind`
-                let mut parts = field.splitn(3, '|');
-                let (Some(_), Some(lane), Some(kind)) = (parts.next(), parts.next(), parts.next()) else { continue };
-                if let Ok(s) = serde_json::from_str::<KindStats>(&json) {
-                    kinds.entry((lane.to_string(), kind.to_string())).or_default().merge(&s);
-                }
-            }
-            (m, kinds)
-        })
-        .collect())
+    store::minute_figures(engine, from_minute, to_minute).await
 }
 
 /// Each of the last `minutes` minutes (oldest first): every lane's figures, merged over its
@@ -150,27 +122,12 @@ pub async fn per_minute(engine: &Engine, minutes: u64) -> Result<Vec<(u64, BTree
         .collect())
 }
 
-async fn store(engine: &Engine, report: &Value) -> Result<(), EngineError> {
-    let mut con = engine.conn();
-    let key = engine.keys().reports();
-    let _: () = redis::pipe()
-        .cmd("LPUSH")
-        .arg(&key)
-        .arg(report.to_string())
-        .ignore()
-        .cmd("LTRIM")
-        .arg(&key)
-        .arg(0)
-        .arg(KEEP - 1)
-        .ignore()
-        .query_async(&mut con)
-        .await?;
-    Ok(())
+/// Keep the report as the newest.
+async fn keep(engine: &Engine, report: &Value) -> Result<(), EngineError> {
+    store::push_report(engine, &report.to_string()).await
 }
 
 /// The newest report, if any.
 pub async fn latest(engine: &Engine) -> Result<Option<Value>, EngineError> {
-    let mut con = engine.conn();
-    let r: Option<String> = redis::cmd("LINDEX").arg(engine.keys().reports()).arg(0).query_async(&mut con).await?;
-    Ok(r.and_then(|r| serde_json::from_str(&r).ok()))
+    store::latest_report(engine).await
 }
