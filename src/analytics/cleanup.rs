@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
+use super::store;
 use crate::engine::{Engine, EngineError, Lane, Outcome, Registry, TaskContext};
-use crate::redis::GROUP;
 
 pub const KIND: &str = "maintenance.cleanup";
 
@@ -31,21 +31,13 @@ async fn run(ctx: TaskContext) -> Outcome {
 
 /// Trim every lane, then give expiries to records that lack one.
 pub async fn cleanup(engine: &Engine, ctx: &TaskContext) -> Result<serde_json::Value, EngineError> {
-    let mut con = engine.conn();
     let mut trimmed = BTreeMap::new();
     for lane in Lane::ALL {
         let mut total = 0u64;
         loop {
-            let (n, more): (u64, u64) = engine
-                .scripts()
-                .trim
-                .key(engine.keys().lane(lane))
-                .arg(GROUP)
-                .arg(TRIM_BATCH)
-                .invoke_async(&mut con)
-                .await?;
+            let (n, more) = store::trim_lane(engine, lane, TRIM_BATCH).await?;
             total += n;
-            if more == 0 || n == 0 || ctx.is_stopped() {
+            if !more || n == 0 || ctx.is_stopped() {
                 break;
             }
         }
@@ -53,41 +45,12 @@ pub async fn cleanup(engine: &Engine, ctx: &TaskContext) -> Result<serde_json::V
     }
     ctx.progress(30).await;
 
-    let c = engine.config();
-    let task_ttl = c.task_retention.as_millis() as u64;
-    let conv_ttl = c.conversation_retention.as_millis() as u64;
-    let root = engine.keys().root().to_string();
     let (mut records, mut conversations, mut scanned) = (0u64, 0u64, 0u64);
-    let mut scan = crate::redis::Scan::prefixed(&root);
-    while let Some(keys) = scan.next(&mut con).await? {
-        scanned += keys.len() as u64;
-        let candidates: Vec<&String> = keys
-            .iter()
-            .filter(|k| k.strip_prefix(&root).is_some_and(|r| r.starts_with("task:") || r.starts_with("conv:")))
-            .collect();
-        if !candidates.is_empty() {
-            let mut pipe = redis::pipe();
-            for k in &candidates {
-                pipe.cmd("PTTL").arg(*k);
-            }
-            let ttls: Vec<i64> = pipe.query_async(&mut con).await?;
-            for (k, ttl) in candidates.into_iter().zip(ttls) {
-                if ttl != -1 {
-                    continue;
-                }
-                if k[root.len()..].starts_with("conv:") {
-                    let _: i64 = redis::cmd("PEXPIRE").arg(k).arg(conv_ttl).query_async(&mut con).await?;
-                    conversations += 1;
-                } else {
-                    // Only finished records expire; a dead letter's stays while it is in the DLQ.
-                    let state: Option<String> = redis::cmd("HGET").arg(k).arg("state").query_async(&mut con).await?;
-                    if matches!(state.as_deref(), Some("SUCCESS" | "REVOKED")) {
-                        let _: i64 = redis::cmd("PEXPIRE").arg(k).arg(task_ttl).query_async(&mut con).await?;
-                        records += 1;
-                    }
-                }
-            }
-        }
+    let mut walk = store::ExpiryWalk::new(engine);
+    while let Some(step) = walk.step().await? {
+        scanned += step.scanned;
+        records += step.records;
+        conversations += step.conversations;
         if ctx.is_stopped() {
             break;
         }

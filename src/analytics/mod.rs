@@ -1,6 +1,9 @@
-//! Analytics on the `analytics` lane: per-conversation figures ([`conversation`]) and the
-//! deployment's performance reports ([`report`]), plus the maintenance cleanup ([`cleanup`]).
+//! Analytics on the `analytics` lane: per-conversation figures ([`conversation`], worked out by
+//! `figures`) and the deployment's performance reports ([`report`]), plus the maintenance cleanup
+//! ([`cleanup`]). What they keep in Redis, and read of the engine's keys, is in `store`.
 
 pub mod cleanup;
 pub mod conversation;
+mod figures;
 pub mod report;
+mod store;

@@ -8,8 +8,10 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::json;
 
+use super::store::{self, MinuteFigures};
 use crate::engine::stats::KindStats;
 use crate::engine::{Engine, EngineError, Lane, Outcome, Registry, TaskContext, format_ms, now_ms};
 
@@ -17,8 +19,80 @@ pub const KIND: &str = "analytics.performance_report";
 
 /// Minutes a report covers unless its payload says otherwise.
 const DEFAULT_MINUTES: u64 = 5;
-/// Reports kept.
-const KEEP: isize = 100;
+
+/// Kinds listed as the slowest.
+const SLOWEST: usize = 5;
+
+// The report's parts list their fields in alphabetical order: reports were first written as JSON
+// maps, which sort their keys, and stored reports and API clients have them in that order.
+
+/// How the deployment has been doing over a window.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub dlq: DlqFigures,
+    pub generated_at: String,
+    /// Each (lane, kind) that ran in the window, by lane then kind.
+    pub kinds: Vec<Figures>,
+    /// Each lane's figures, merged over its kinds.
+    pub lanes: BTreeMap<String, Figures>,
+    /// The kinds with the highest p99 run time, slowest first.
+    pub slowest_kinds: Vec<SlowKind>,
+    pub window: Window,
+}
+
+/// The dead letters, and how many more there are than at the previous report.
+#[derive(Debug, Clone, Serialize)]
+pub struct DlqFigures {
+    pub depth: u64,
+    /// `None` for the first report (or when the previous one is unreadable).
+    pub growth_since_last_report: Option<i64>,
+}
+
+/// The time a report covers: from the start of its first minute to when it was made.
+#[derive(Debug, Clone, Serialize)]
+pub struct Window {
+    pub from: String,
+    /// At least 1.
+    pub seconds: f64,
+    pub to: String,
+}
+
+/// Outcomes, throughput and times of one lane or one kind.
+#[derive(Debug, Clone, Serialize)]
+pub struct Figures {
+    pub failed: u64,
+    /// The kind, in a report's `kinds` (a lane's figures are keyed by the lane).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// The lane, in a report's `kinds`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lane: Option<String>,
+    pub retried: u64,
+    pub revoked: u64,
+    pub run_ms: Percentiles,
+    pub succeeded: u64,
+    pub throughput_per_s: f64,
+    /// From enqueue to first start.
+    pub wait_ms: Percentiles,
+}
+
+/// A histogram's count and percentiles, in ms (3 decimals); `None` without any value.
+#[derive(Debug, Clone, Serialize)]
+pub struct Percentiles {
+    pub count: u64,
+    pub max: Option<f64>,
+    pub p50: Option<f64>,
+    pub p95: Option<f64>,
+    pub p99: Option<f64>,
+}
+
+/// One of the slowest kinds.
+#[derive(Debug, Clone, Serialize)]
+pub struct SlowKind {
+    pub kind: String,
+    pub lane: String,
+    pub run_p99_ms: f64,
+}
 
 pub fn register(r: &mut Registry) {
     r.register(KIND, Lane::Analytics, |ctx| async move { run(ctx).await });
@@ -27,9 +101,9 @@ pub fn register(r: &mut Registry) {
 async fn run(ctx: TaskContext) -> Outcome {
     let minutes = ctx.payload["minutes"].as_u64().unwrap_or(DEFAULT_MINUTES).clamp(1, 120);
     match build(ctx.engine(), minutes).await {
-        Ok(report) => match store(ctx.engine(), &report).await {
+        Ok(report) => match keep(ctx.engine(), &report).await {
             Ok(()) => Outcome::Done(json!({
-                "generated_at": report["generated_at"], "kinds": report["kinds"].as_array().map_or(0, Vec::len),
+                "generated_at": report.generated_at, "kinds": report.kinds.len(),
             })),
             Err(e) => Outcome::retry(format!("could not store the report: {e}")),
         },
@@ -37,101 +111,87 @@ async fn run(ctx: TaskContext) -> Outcome {
     }
 }
 
-fn percentiles(h: &hdrhistogram::Histogram<u64>) -> Value {
+fn percentiles(h: &hdrhistogram::Histogram<u64>) -> Percentiles {
     if h.is_empty() {
-        return json!({"count": 0, "p50": null, "p95": null, "p99": null, "max": null});
+        return Percentiles { count: 0, max: None, p50: None, p95: None, p99: None };
     }
     let ms = |q: f64| (h.value_at_quantile(q) as f64 / 1e3 * 1000.0).round() / 1000.0;
-    json!({"count": h.len(), "p50": ms(0.5), "p95": ms(0.95), "p99": ms(0.99), "max": h.max() as f64 / 1e3})
+    Percentiles {
+        count: h.len(),
+        max: Some(h.max() as f64 / 1e3),
+        p50: Some(ms(0.5)),
+        p95: Some(ms(0.95)),
+        p99: Some(ms(0.99)),
+    }
 }
 
-fn figures(s: &KindStats, seconds: f64) -> Value {
-    json!({
-        "succeeded": s.succeeded,
-        "failed": s.failed,
-        "retried": s.retried,
-        "revoked": s.revoked,
-        "throughput_per_s": ((s.succeeded as f64 / seconds) * 1000.0).round() / 1000.0,
-        "wait_ms": percentiles(&s.wait_us),
-        "run_ms": percentiles(&s.run_us),
-    })
+fn figures(s: &KindStats, seconds: f64) -> Figures {
+    Figures {
+        failed: s.failed,
+        kind: None,
+        lane: None,
+        retried: s.retried,
+        revoked: s.revoked,
+        run_ms: percentiles(&s.run_us),
+        succeeded: s.succeeded,
+        throughput_per_s: ((s.succeeded as f64 / seconds) * 1000.0).round() / 1000.0,
+        wait_ms: percentiles(&s.wait_us),
+    }
 }
 
 /// The report over the last `minutes` whole minutes and the current one.
-pub async fn build(engine: &Engine, minutes: u64) -> Result<Value, EngineError> {
+pub async fn build(engine: &Engine, minutes: u64) -> Result<Report, EngineError> {
     let now = now_ms();
     let minutes_data = read_minutes(engine, minutes).await?;
+    let depth = engine.dlq_depth().await?;
+    let before = store::latest_report(engine).await?.and_then(|p| p["dlq"]["depth"].as_u64());
+    Ok(assemble(now, minutes_data, depth, before))
+}
+
+/// The report made at `now` from the figures of its minutes, the DLQ's depth and its depth at
+/// the previous report.
+fn assemble(now: u64, minutes_data: Vec<(u64, MinuteFigures)>, depth: u64, before: Option<u64>) -> Report {
     let from_ms = minutes_data.first().map_or(now, |(m, _)| m * 60_000);
-    let mut kinds: BTreeMap<(String, String), KindStats> = BTreeMap::new();
+    let mut kinds = MinuteFigures::new();
     for (_, figures) in minutes_data {
         for (key, s) in figures {
             kinds.entry(key).or_default().merge(&s);
         }
     }
-    let mut con = engine.conn();
     let seconds = ((now - from_ms) as f64 / 1e3).max(1.0);
     let mut lanes: BTreeMap<String, KindStats> = BTreeMap::new();
     let mut per_kind = Vec::new();
     for ((lane, kind), s) in &kinds {
         lanes.entry(lane.clone()).or_default().merge(s);
-        let mut v = figures(s, seconds);
-        v["lane"] = json!(lane);
-        v["kind"] = json!(kind);
-        per_kind.push(v);
+        per_kind.push(Figures { kind: Some(kind.clone()), lane: Some(lane.clone()), ..figures(s, seconds) });
     }
-    let mut slowest: Vec<&Value> = per_kind.iter().filter(|k| k["run_ms"]["p99"].is_number()).collect();
-    slowest.sort_by(|a, b| {
-        b["run_ms"]["p99"].as_f64().partial_cmp(&a["run_ms"]["p99"].as_f64()).unwrap_or(std::cmp::Ordering::Equal)
-    });
-    let slowest: Vec<Value> = slowest
+    let mut slowest: Vec<&Figures> = per_kind.iter().filter(|k| k.run_ms.p99.is_some()).collect();
+    slowest.sort_by(|a, b| b.run_ms.p99.partial_cmp(&a.run_ms.p99).unwrap_or(std::cmp::Ordering::Equal));
+    let slowest = slowest
         .iter()
-        .take(5)
-        .map(|k| json!({"lane": k["lane"], "kind": k["kind"], "run_p99_ms": k["run_ms"]["p99"]}))
+        .take(SLOWEST)
+        .map(|k| SlowKind {
+            kind: k.kind.clone().unwrap_or_default(),
+            lane: k.lane.clone().unwrap_or_default(),
+            run_p99_ms: k.run_ms.p99.unwrap_or_default(),
+        })
         .collect();
-
-    let depth: u64 = redis::cmd("XLEN").arg(engine.keys().dlq()).query_async(&mut con).await?;
-    let previous: Option<String> =
-        redis::cmd("LINDEX").arg(engine.keys().reports()).arg(0).query_async(&mut con).await?;
-    let before = previous.and_then(|p| serde_json::from_str::<Value>(&p).ok()).and_then(|p| p["dlq"]["depth"].as_u64());
-    Ok(json!({
-        "generated_at": format_ms(now),
-        "window": {"from": format_ms(from_ms), "to": format_ms(now), "seconds": seconds},
-        "lanes": lanes.iter().map(|(l, s)| (l.clone(), figures(s, seconds))).collect::<serde_json::Map<_, _>>(),
-        "kinds": per_kind,
-        "slowest_kinds": slowest,
-        "dlq": {"depth": depth, "growth_since_last_report": before.map(|b| depth as i64 - b as i64)},
-    }))
+    Report {
+        dlq: DlqFigures { depth, growth_since_last_report: before.map(|b| depth as i64 - b as i64) },
+        generated_at: format_ms(now),
+        kinds: per_kind,
+        lanes: lanes.iter().map(|(l, s)| (l.clone(), figures(s, seconds))).collect(),
+        slowest_kinds: slowest,
+        window: Window { from: format_ms(from_ms), seconds, to: format_ms(now) },
+    }
 }
 
 /// Each of the last `minutes` minutes (oldest first, the current one last): every worker's
 /// figures of each (lane, kind), merged over the workers.
-async fn read_minutes(
-    engine: &Engine,
-    minutes: u64,
-) -> Result<Vec<(u64, BTreeMap<(String, String), KindStats>)>, EngineError> {
+async fn read_minutes(engine: &Engine, minutes: u64) -> Result<Vec<(u64, MinuteFigures)>, EngineError> {
     let to_minute = now_ms() / 60_000;
     let from_minute = to_minute + 1 - minutes.max(1);
-    let mut con = engine.conn();
-    let mut pipe = redis::pipe();
-    for m in from_minute..=to_minute {
-        pipe.cmd("HGETALL").arg(engine.keys().stats(m));
-    }
-    let data: Vec<BTreeMap<String, String>> = pipe.query_async(&mut con).await?;
-    Ok((from_minute..=to_minute)
-        .zip(data)
-        .map(|(m, fields)| {
-            let mut kinds: BTreeMap<(String, String), KindStats> = BTreeMap::new();
-            for (field, json) in fields {
-                // `worker|lane|kind`
-                let mut parts = field.splitn(3, '|');
-                let (Some(_), Some(lane), Some(kind)) = (parts.next(), parts.next(), parts.next()) else { continue };
-                if let Ok(s) = serde_json::from_str::<KindStats>(&json) {
-                    kinds.entry((lane.to_string(), kind.to_string())).or_default().merge(&s);
-                }
-            }
-            (m, kinds)
-        })
-        .collect())
+    store::minute_figures(engine, from_minute, to_minute).await
 }
 
 /// Each of the last `minutes` minutes (oldest first): every lane's figures, merged over its
@@ -150,27 +210,66 @@ pub async fn per_minute(engine: &Engine, minutes: u64) -> Result<Vec<(u64, BTree
         .collect())
 }
 
-async fn store(engine: &Engine, report: &Value) -> Result<(), EngineError> {
-    let mut con = engine.conn();
-    let key = engine.keys().reports();
-    let _: () = redis::pipe()
-        .cmd("LPUSH")
-        .arg(&key)
-        .arg(report.to_string())
-        .ignore()
-        .cmd("LTRIM")
-        .arg(&key)
-        .arg(0)
-        .arg(KEEP - 1)
-        .ignore()
-        .query_async(&mut con)
-        .await?;
-    Ok(())
+/// Keep the report as the newest.
+async fn keep(engine: &Engine, report: &Report) -> Result<(), EngineError> {
+    let json = serde_json::to_string(report).map_err(|e| EngineError::BadInput(e.to_string()))?;
+    store::push_report(engine, &json).await
 }
 
 /// The newest report, if any.
-pub async fn latest(engine: &Engine) -> Result<Option<Value>, EngineError> {
-    let mut con = engine.conn();
-    let r: Option<String> = redis::cmd("LINDEX").arg(engine.keys().reports()).arg(0).query_async(&mut con).await?;
-    Ok(r.and_then(|r| serde_json::from_str(&r).ok()))
+pub async fn latest(engine: &Engine) -> Result<Option<serde_json::Value>, EngineError> {
+    store::latest_report(engine).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Stored reports and API clients read this JSON: the same fields, in the same order, with
+    /// `null` for what a histogram without values cannot say.
+    #[test]
+    fn a_report_serializes_as_clients_know_it() {
+        let now = 1_767_261_723_456; // 2026-01-01T10:02:03.456Z
+        let mut noop = KindStats { succeeded: 3, ..KindStats::default() };
+        let _ = noop.run_us.record(1500);
+        let _ = noop.run_us.record(2500);
+        let _ = noop.wait_us.record(700);
+        let failing = KindStats { failed: 1, retried: 2, ..KindStats::default() };
+        let minute = BTreeMap::from([
+            (("analytics".to_string(), "diag.noop".to_string()), noop),
+            (("webhooks".to_string(), "delivery.send".to_string()), failing),
+        ]);
+        let report = assemble(now, vec![(now / 60_000, minute)], 2, Some(5));
+        let noop_run = r#"{"count":2,"max":2.501,"p50":1.5,"p95":2.501,"p99":2.501}"#;
+        let noop_wait = r#"{"count":1,"max":0.7,"p50":0.7,"p95":0.7,"p99":0.7}"#;
+        let none = r#"{"count":0,"max":null,"p50":null,"p95":null,"p99":null}"#;
+        let want = format!(
+            concat!(
+                r#"{{"dlq":{{"depth":2,"growth_since_last_report":-3}},"generated_at":"2026-01-01T10:02:03.456Z","#,
+                r#""kinds":[{{"failed":0,"kind":"diag.noop","lane":"analytics","retried":0,"revoked":0,"#,
+                r#""run_ms":{noop_run},"succeeded":3,"throughput_per_s":0.868,"wait_ms":{noop_wait}}},"#,
+                r#"{{"failed":1,"kind":"delivery.send","lane":"webhooks","retried":2,"revoked":0,"run_ms":{none},"#,
+                r#""succeeded":0,"throughput_per_s":0.0,"wait_ms":{none}}}],"#,
+                r#""lanes":{{"analytics":{{"failed":0,"retried":0,"revoked":0,"run_ms":{noop_run},"succeeded":3,"#,
+                r#""throughput_per_s":0.868,"wait_ms":{noop_wait}}},"#,
+                r#""webhooks":{{"failed":1,"retried":2,"revoked":0,"run_ms":{none},"succeeded":0,"#,
+                r#""throughput_per_s":0.0,"wait_ms":{none}}}}},"#,
+                r#""slowest_kinds":[{{"kind":"diag.noop","lane":"analytics","run_p99_ms":2.501}}],"#,
+                r#""window":{{"from":"2026-01-01T10:02:00.000Z","seconds":3.456,"to":"2026-01-01T10:02:03.456Z"}}}}"#,
+            ),
+            noop_run = noop_run,
+            noop_wait = noop_wait,
+            none = none,
+        );
+        assert_eq!(serde_json::to_string(&report).unwrap(), want);
+    }
+
+    #[test]
+    fn the_first_report_has_no_growth_and_a_window_of_at_least_a_second() {
+        let now = 1_767_261_720_000; // the first instant of a minute
+        let report = assemble(now, vec![(now / 60_000, BTreeMap::new())], 0, None);
+        assert_eq!(report.dlq.growth_since_last_report, None);
+        assert_eq!(report.window.seconds, 1.0);
+        assert!(report.kinds.is_empty() && report.lanes.is_empty() && report.slowest_kinds.is_empty());
+    }
 }

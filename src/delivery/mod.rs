@@ -1,7 +1,9 @@
 //! Sending replies back through the platforms: the send clients, what their answers mean
-//! ([`classify`]), and splitting long texts to the platforms' limits.
+//! ([`classify`]), splitting long texts to the platforms' limits, and the ledger of parts sent
+//! and sends per second that delivery keeps in Redis.
 
 pub mod classify;
+mod ledger;
 pub mod send;
 
 /// Split a reply into parts of at most `limit` characters, at whitespace where one is near the

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::classify::{self, Verdict};
-use super::split_text;
+use super::{ledger, split_text};
 use crate::engine::{Engine, Lane, Outcome, Registry, TaskContext};
 
 pub const KIND: &str = "delivery.send";
@@ -95,12 +95,14 @@ async fn deliver(ctx: TaskContext) -> Outcome {
     };
     let engine = ctx.engine().clone();
     let parts = split_text(&out.text, out.channel.limit());
+    let conversation = crate::model::ConversationKey::new(out.channel.as_str(), &out.account, &out.customer).id();
+    let reply = ledger::Reply { conversation: &conversation, reply_id: &out.reply_id, turn: out.turn.as_deref() };
     let mut sent = 0;
     for (i, part) in parts.iter().enumerate() {
-        match sent_marker(&engine, &out, i, "check").await {
+        match ledger::part_sent(&engine, &reply, i).await {
             Ok(true) => continue,
             Ok(false) => {}
-            Err(e) => return Outcome::retry(format!("redis: {e}")),
+            Err(e) => return Outcome::retry(e.to_string()),
         }
         if let Some(wait) = rate_wait(&engine, &out.account).await {
             // Not a failure: the send waits for the account's next second, at no attempt cost.
@@ -117,7 +119,7 @@ async fn deliver(ctx: TaskContext) -> Outcome {
         match verdict {
             Verdict::Sent => {
                 sent += 1;
-                if let Err(e) = sent_marker(&engine, &out, i, "mark").await {
+                if let Err(e) = ledger::mark_part_sent(&engine, &reply, i).await {
                     tracing::warn!(reply = %out.reply_id, part = i, error = %e, "sent, but could not record it; a retry may send this part again");
                 }
             }
@@ -132,43 +134,11 @@ async fn deliver(ctx: TaskContext) -> Outcome {
     Outcome::Done(json!({"parts": parts.len(), "sent_now": sent}))
 }
 
-/// `check`: whether part `i` of the reply went out already; `mark`: record that it did.
-async fn sent_marker(engine: &Engine, out: &Outgoing, i: usize, op: &str) -> redis::RedisResult<bool> {
-    static SCRIPT: OnceLock<redis::Script> = OnceLock::new();
-    let script = SCRIPT.get_or_init(|| {
-        redis::Script::new(concat!(include_str!("../redis/lua/conv_mark.lua"), include_str!("../redis/lua/sent.lua")))
-    });
-    let keys = engine.keys();
-    let conversation = crate::model::ConversationKey::new(out.channel.as_str(), &out.account, &out.customer).id();
-    // A part's own marker lasts as long as a second delivery of this reply can be queued (the
-    // reply's idempotency window) or this one still retried (its record's retention).
-    let c = engine.config();
-    let ttl = c.task_retention.max(c.idempotency_window).as_millis() as u64;
-    let mut con = engine.conn();
-    let sent: i64 = script
-        .key(keys.conversation(&conversation))
-        .key(keys.sent(&out.reply_id, i))
-        .arg(op)
-        .arg(out.turn.as_deref().unwrap_or(""))
-        .arg(i)
-        .arg(ttl)
-        .invoke_async(&mut con)
-        .await?;
-    Ok(sent == 1)
-}
-
 /// `None` when a send may go now; otherwise how long until the next second's budget.
 async fn rate_wait(engine: &Engine, account: &str) -> Option<Duration> {
     let now = crate::engine::now_ms();
-    let second = now / 1000;
-    let key = engine.keys().rate(account, second);
-    let mut con = engine.conn();
-    let r: redis::RedisResult<(u64, ())> =
-        redis::pipe().cmd("INCR").arg(&key).cmd("PEXPIRE").arg(&key).arg(2000).query_async(&mut con).await;
-    match r {
-        Ok((n, ())) if n > PER_ACCOUNT_PER_SECOND => {
-            Some(Duration::from_millis(1000 - now % 1000 + fastrand::u64(0..200)))
-        }
+    match ledger::take_send_slot(engine, account, now / 1000).await {
+        Ok(n) if n > PER_ACCOUNT_PER_SECOND => Some(Duration::from_millis(1000 - now % 1000 + fastrand::u64(0..200))),
         // Without Redis there is no budget to check; the send's own errors decide.
         _ => None,
     }

@@ -11,7 +11,8 @@
 //!   schedule's last recorded tick), so losing the holder delays ticks by at most one lease
 //!   length and loses none.
 
-use std::collections::BTreeMap;
+mod store;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -116,7 +117,7 @@ async fn run(engine: Engine, schedules: Arc<Vec<ScheduleDef>>, me: String, stop:
     let mut last_renew = std::time::Instant::now() - renew_every;
     loop {
         if last_renew.elapsed() >= renew_every || token.is_none() {
-            match hold_lease(&engine, &me, lease, token).await {
+            match store::hold_lease(&engine, &me, lease, token).await {
                 Ok(Some(t)) => {
                     if token != Some(t) {
                         tracing::info!(scheduler = %me, token = t, "holding the scheduler lease");
@@ -159,33 +160,8 @@ async fn run(engine: Engine, schedules: Arc<Vec<ScheduleDef>>, me: String, stop:
     }
     if token.is_some() {
         // Leave the lease at once so another process takes over without waiting it out.
-        let _ = release_lease(&engine, &me).await;
+        let _ = store::release_lease(&engine, &me).await;
     }
-}
-
-async fn hold_lease(engine: &Engine, me: &str, lease: Duration, held: Option<u64>) -> Result<Option<u64>, EngineError> {
-    let mut con = engine.conn();
-    let t: u64 = engine
-        .scripts()
-        .lease
-        .key(engine.keys().scheduler_lease())
-        .key(engine.keys().scheduler_fence())
-        .arg(me)
-        .arg(lease.as_millis() as u64)
-        .arg(held.map(|t| t.to_string()).unwrap_or_default())
-        .invoke_async(&mut con)
-        .await?;
-    Ok((t > 0).then_some(t))
-}
-
-async fn release_lease(engine: &Engine, me: &str) -> Result<(), EngineError> {
-    let mut con = engine.conn();
-    let key = engine.keys().scheduler_lease();
-    let holder: Option<String> = redis::cmd("GET").arg(&key).query_async(&mut con).await?;
-    if holder.as_deref() == Some(me) {
-        let _: i64 = redis::cmd("DEL").arg(&key).query_async(&mut con).await?;
-    }
-    Ok(())
 }
 
 /// The lease was taken over while firing.
@@ -195,13 +171,7 @@ struct Fenced;
 async fn fire_due(engine: &Engine, schedules: &[ScheduleDef], me: &str, token: u64) -> Result<Option<u64>, Fenced> {
     let mut earliest: Option<u64> = None;
     for s in schedules.iter().filter(|s| s.cron.is_some()) {
-        let mut con = engine.conn();
-        let last: Option<u64> = match redis::cmd("HGET")
-            .arg(engine.keys().schedule(&s.name))
-            .arg("last_tick")
-            .query_async(&mut con)
-            .await
-        {
+        let last = match store::last_tick(engine, &s.name).await {
             Ok(v) => v,
             Err(_) => continue,
         };
@@ -234,7 +204,7 @@ async fn fire_due(engine: &Engine, schedules: &[ScheduleDef], me: &str, token: u
                     break;
                 }
             };
-            match record(engine, me, token, &s.name, tick, &task, next).await {
+            match store::record_tick(engine, me, token, &s.name, tick, &task, next).await {
                 Ok(true) => tracing::info!(schedule = %s.name, tick = %format_ms(tick), task_id = %task, "fired"),
                 Ok(false) => return Err(Fenced),
                 Err(_) => break,
@@ -243,7 +213,7 @@ async fn fire_due(engine: &Engine, schedules: &[ScheduleDef], me: &str, token: u
         if last.is_none() {
             // Remember where this schedule starts, so a takeover knows what was missed.
             let next = s.next_after(now).unwrap_or(0);
-            if let Ok(false) = record(engine, me, token, &s.name, now, "", next).await {
+            if let Ok(false) = store::record_tick(engine, me, token, &s.name, now, "", next).await {
                 return Err(Fenced);
             }
         }
@@ -254,56 +224,36 @@ async fn fire_due(engine: &Engine, schedules: &[ScheduleDef], me: &str, token: u
     Ok(earliest)
 }
 
-async fn record(
-    engine: &Engine,
-    me: &str,
-    token: u64,
-    name: &str,
-    tick: u64,
-    task: &str,
-    next: u64,
-) -> Result<bool, EngineError> {
-    let mut con = engine.conn();
-    let ok: i64 = engine
-        .scripts()
-        .fire
-        .key(engine.keys().scheduler_lease())
-        .key(engine.keys().scheduler_fence())
-        .key(engine.keys().schedule(name))
-        .arg(me)
-        .arg(token)
-        .arg(tick)
-        .arg(now_ms())
-        .arg(task)
-        .arg(next)
-        .invoke_async(&mut con)
-        .await?;
-    Ok(ok == 1)
+/// Every schedule as operators see it, and the process firing them. (Fields here and in
+/// [`ScheduleStatus`] are in alphabetical order: that is the order clients of `GET /schedules`
+/// have always been given them in.)
+#[derive(Debug, Serialize)]
+pub struct ScheduleList {
+    /// The process holding the scheduler's lease; `None` when no scheduler runs.
+    pub leader: Option<String>,
+    pub schedules: Vec<ScheduleStatus>,
 }
 
 /// A schedule as operators see it.
 #[derive(Debug, Serialize)]
 pub struct ScheduleStatus {
-    pub name: String,
     pub cron: String,
     pub enabled: bool,
     pub kind: String,
-    pub next_run: Option<String>,
-    pub last_run: Option<String>,
-    pub last_task_id: Option<String>,
     /// The last task's state and result or error.
     pub last_result: Value,
+    pub last_run: Option<String>,
+    pub last_task_id: Option<String>,
+    pub name: String,
+    pub next_run: Option<String>,
 }
 
 /// Every schedule with its next run, last run and last result, and the lease holder.
-pub async fn list(engine: &Engine, schedules: &[ScheduleDef]) -> Result<Value, EngineError> {
+pub async fn list(engine: &Engine, schedules: &[ScheduleDef]) -> Result<ScheduleList, EngineError> {
     let mut out = Vec::new();
-    let mut con = engine.conn();
     for s in schedules {
-        let h: BTreeMap<String, String> =
-            redis::cmd("HGETALL").arg(engine.keys().schedule(&s.name)).query_async(&mut con).await?;
-        let last_task = h.get("last_task").filter(|t| !t.is_empty()).cloned();
-        let last_result = match &last_task {
+        let last = store::last_run(engine, &s.name).await?;
+        let last_result = match &last.task {
             Some(id) => match engine.task_status(id).await? {
                 Some(st) => {
                     json!({"status": st.status, "result": st.result, "error": st.error, "finished_at": st.finished_at})
@@ -313,18 +263,17 @@ pub async fn list(engine: &Engine, schedules: &[ScheduleDef]) -> Result<Value, E
             None => Value::Null,
         };
         out.push(ScheduleStatus {
-            name: s.name.clone(),
             cron: s.expr.clone(),
             enabled: s.cron.is_some(),
             kind: s.kind.clone(),
-            next_run: s.next_after(now_ms()).map(format_ms),
-            last_run: h.get("last_run").and_then(|v| v.parse().ok()).map(format_ms),
-            last_task_id: last_task,
             last_result,
+            last_run: last.at_ms.map(format_ms),
+            last_task_id: last.task,
+            name: s.name.clone(),
+            next_run: s.next_after(now_ms()).map(format_ms),
         });
     }
-    let leader: Option<String> = redis::cmd("GET").arg(engine.keys().scheduler_lease()).query_async(&mut con).await?;
-    Ok(json!({"schedules": out, "leader": leader}))
+    Ok(ScheduleList { leader: store::lease_holder(engine).await?, schedules: out })
 }
 
 /// Queue a schedule's task now, outside its ticks; recorded as its last run.
@@ -334,15 +283,7 @@ pub async fn run_now(engine: &Engine, schedules: &[ScheduleDef], name: &str) -> 
         .find(|s| s.name == name)
         .ok_or_else(|| EngineError::NotFound(format!("no schedule named `{name}`")))?;
     let task = engine.enqueue(s.task(None)).await?;
-    let mut con = engine.conn();
-    let _: () = redis::cmd("HSET")
-        .arg(engine.keys().schedule(name))
-        .arg("last_run")
-        .arg(now_ms())
-        .arg("last_task")
-        .arg(&task)
-        .query_async(&mut con)
-        .await?;
+    store::record_run(engine, name, now_ms(), &task).await?;
     Ok(task)
 }
 
@@ -365,5 +306,31 @@ mod tests {
         assert_eq!(next, Utc.with_ymd_and_hms(2026, 1, 1, 10, 5, 0).unwrap().timestamp_millis() as u64);
         assert_eq!(d.next_after(next).unwrap() - next, 300_000, "strictly after the tick itself");
         assert!(ScheduleDef::new("c", "off", "diag.noop", Value::Null).unwrap().next_after(t0).is_none());
+    }
+
+    /// `GET /schedules` answers this JSON: the same fields, in the same order.
+    #[test]
+    fn a_schedule_list_serializes_as_clients_know_it() {
+        let list = ScheduleList {
+            leader: Some("host-1-abcd".into()),
+            schedules: vec![ScheduleStatus {
+                cron: "0 */5 * * * *".into(),
+                enabled: true,
+                kind: "maintenance.cleanup".into(),
+                last_result: json!({"status": "SUCCESS", "result": {"n": 1}, "error": null, "finished_at": "t"}),
+                last_run: Some("2026-01-01T10:00:00.000Z".into()),
+                last_task_id: Some("task-1".into()),
+                name: "cleanup".into(),
+                next_run: None,
+            }],
+        };
+        assert_eq!(
+            serde_json::to_string(&list).unwrap(),
+            concat!(
+                r#"{"leader":"host-1-abcd","schedules":[{"cron":"0 */5 * * * *","enabled":true,"kind":"maintenance.cleanup","#,
+                r#""last_result":{"error":null,"finished_at":"t","result":{"n":1},"status":"SUCCESS"},"#,
+                r#""last_run":"2026-01-01T10:00:00.000Z","last_task_id":"task-1","name":"cleanup","next_run":null}]}"#,
+            )
+        );
     }
 }

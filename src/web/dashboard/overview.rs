@@ -82,9 +82,9 @@ async fn lanes_data(engine: &Engine) -> Result<(QueuesView, u64, Vec<LaneRow>), 
         .iter()
         .map(|l| {
             let s = q.queues.get(l.as_str());
-            let fig = &report["lanes"][l.as_str()];
-            let secs = report["window"]["seconds"].as_f64().unwrap_or(60.0).max(1.0);
-            let failed = fig["failed"].as_u64().unwrap_or(0) + fig["retried"].as_u64().unwrap_or(0);
+            let fig = report.lanes.get(l.as_str());
+            let secs = report.window.seconds.max(1.0);
+            let failed = fig.map_or(0, |f| f.failed + f.retried);
             LaneRow {
                 name: l.as_str(),
                 depth: s.map_or(0, |s| s.depth),
@@ -94,9 +94,9 @@ async fn lanes_data(engine: &Engine) -> Result<(QueuesView, u64, Vec<LaneRow>), 
                 retrying: s.map_or(0, |s| s.retrying),
                 consumers: s.map_or(0, |s| s.consumers),
                 dead: s.map_or(0, |s| s.dead),
-                throughput: format!("{:.1}", fig["throughput_per_s"].as_f64().unwrap_or(0.0)),
+                throughput: format!("{:.1}", fig.map_or(0.0, |f| f.throughput_per_s)),
                 failures: format!("{:.2}", failed as f64 / secs),
-                run_p99: fig["run_ms"]["p99"].as_f64().map_or("—".into(), |ms| format!("{ms:.1} ms")),
+                run_p99: fig.and_then(|f| f.run_ms.p99).map_or("—".into(), |ms| format!("{ms:.1} ms")),
             }
         })
         .collect();

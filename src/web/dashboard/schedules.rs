@@ -24,26 +24,23 @@ struct SchedulesPage {
 async fn schedules_page(engine: &Engine, csrf: String, notice: Option<String>) -> Page {
     let defs = crate::schedule::from_config(engine.config());
     let list = crate::schedule::list(engine, &defs).await.map_err(failed)?;
-    let text = |v: &Value| v.as_str().map(str::to_string).unwrap_or_else(|| "—".into());
-    let schedules = list["schedules"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|s| ScheduleRow {
-                    name: text(&s["name"]),
-                    cron: text(&s["cron"]),
-                    kind: text(&s["kind"]),
-                    next_run: text(&s["next_run"]),
-                    last_run: text(&s["last_run"]),
-                    last_result: match &s["last_result"] {
-                        Value::Null => "—".into(),
-                        r => text(&r["status"]),
-                    },
-                })
-                .collect()
+    let text = |v: Option<String>| v.unwrap_or_else(|| "—".into());
+    let schedules = list
+        .schedules
+        .into_iter()
+        .map(|s| ScheduleRow {
+            name: s.name,
+            cron: s.cron,
+            kind: s.kind,
+            next_run: text(s.next_run),
+            last_run: text(s.last_run),
+            last_result: match &s.last_result {
+                Value::Null => "—".into(),
+                r => text(r["status"].as_str().map(str::to_string)),
+            },
         })
-        .unwrap_or_default();
-    let leader = list["leader"].as_str().unwrap_or("no process (no scheduler running)").to_string();
+        .collect();
+    let leader = list.leader.unwrap_or_else(|| "no process (no scheduler running)".into());
     Ok(render(SchedulesPage { csrf, nav: "schedules", notice, leader, schedules }))
 }
 

@@ -1,0 +1,75 @@
+//! What delivery keeps in Redis: which parts of a reply went out, and how many sends each
+//! business account has made in the current second.
+//!
+//! A part sent is counted in its reply's turn's mark in the conversation's hash when the reply
+//! was recorded there, else in a key of its own (`sent:<reply>:<part>`); `sent.lua` decides which,
+//! atomically. The rate counters (`rate:<account>:<second>`) are shared by every process, so the
+//! platform's limit holds for the deployment, not for one worker.
+
+use std::sync::OnceLock;
+
+use crate::engine::{Engine, EngineError};
+
+/// How long a rate counter outlives the start of its second: past the second itself, with room
+/// for processes whose clocks disagree a little; no counter is read after that.
+const RATE_COUNTER_TTL_MS: u64 = 2000;
+
+/// The reply a part belongs to, as the ledger knows it.
+pub struct Reply<'a> {
+    /// The conversation the reply answers in (`channel:account:customer`).
+    pub conversation: &'a str,
+    /// Unique per reply: the name of its parts' own markers.
+    pub reply_id: &'a str,
+    /// The event id of the reply's turn in its conversation, whose mark counts the parts sent.
+    pub turn: Option<&'a str>,
+}
+
+/// Whether part `part` (from 0) of the reply went out already.
+pub async fn part_sent(engine: &Engine, reply: &Reply<'_>, part: usize) -> Result<bool, EngineError> {
+    sent_marker(engine, reply, part, "check").await
+}
+
+/// Record that part `part` (from 0) of the reply went out, so a retry or a redelivery skips it.
+pub async fn mark_part_sent(engine: &Engine, reply: &Reply<'_>, part: usize) -> Result<(), EngineError> {
+    sent_marker(engine, reply, part, "mark").await.map(drop)
+}
+
+/// `check`: whether part `i` of the reply went out already; `mark`: record that it did.
+async fn sent_marker(engine: &Engine, reply: &Reply<'_>, i: usize, op: &str) -> Result<bool, EngineError> {
+    static SCRIPT: OnceLock<redis::Script> = OnceLock::new();
+    let script = SCRIPT.get_or_init(|| {
+        redis::Script::new(concat!(include_str!("../redis/lua/conv_mark.lua"), include_str!("../redis/lua/sent.lua")))
+    });
+    let keys = engine.keys();
+    // A part's own marker lasts as long as a second delivery of this reply can be queued (the
+    // reply's idempotency window) or this one still retried (its record's retention).
+    let c = engine.config();
+    let ttl = c.task_retention.max(c.idempotency_window).as_millis() as u64;
+    let mut con = engine.conn();
+    let sent: i64 = script
+        .key(keys.conversation(reply.conversation))
+        .key(keys.sent(reply.reply_id, i))
+        .arg(op)
+        .arg(reply.turn.unwrap_or(""))
+        .arg(i)
+        .arg(ttl)
+        .invoke_async(&mut con)
+        .await?;
+    Ok(sent == 1)
+}
+
+/// Take one send of `account`'s budget for the second `second` (seconds since the epoch): how
+/// many sends the account has taken in that second, this one included.
+pub async fn take_send_slot(engine: &Engine, account: &str, second: u64) -> Result<u64, EngineError> {
+    let key = engine.keys().rate(account, second);
+    let mut con = engine.conn();
+    let (n, ()): (u64, ()) = redis::pipe()
+        .cmd("INCR")
+        .arg(&key)
+        .cmd("PEXPIRE")
+        .arg(&key)
+        .arg(RATE_COUNTER_TTL_MS)
+        .query_async(&mut con)
+        .await?;
+    Ok(n)
+}
