@@ -142,7 +142,8 @@ fn figures(s: &KindStats, seconds: f64) -> Figures {
 /// The report over the last `minutes` whole minutes and the current one.
 pub async fn build(engine: &Engine, minutes: u64) -> Result<Report, EngineError> {
     let now = now_ms();
-    let minutes_data = read_minutes(engine, minutes).await?;
+    // the minutes read end at the same `now` the window is measured to
+    let minutes_data = read_minutes(engine, minutes, now).await?;
     let depth = engine.dlq_depth().await?;
     let before = store::latest_report(engine).await?.and_then(|p| p["dlq"]["depth"].as_u64());
     Ok(assemble(now, minutes_data, depth, before))
@@ -158,7 +159,7 @@ fn assemble(now: u64, minutes_data: Vec<(u64, MinuteFigures)>, depth: u64, befor
             kinds.entry(key).or_default().merge(&s);
         }
     }
-    let seconds = ((now - from_ms) as f64 / 1e3).max(1.0);
+    let seconds = (now.saturating_sub(from_ms) as f64 / 1e3).max(1.0);
     let mut lanes: BTreeMap<String, KindStats> = BTreeMap::new();
     let mut per_kind = Vec::new();
     for ((lane, kind), s) in &kinds {
@@ -186,10 +187,10 @@ fn assemble(now: u64, minutes_data: Vec<(u64, MinuteFigures)>, depth: u64, befor
     }
 }
 
-/// Each of the last `minutes` minutes (oldest first, the current one last): every worker's
-/// figures of each (lane, kind), merged over the workers.
-async fn read_minutes(engine: &Engine, minutes: u64) -> Result<Vec<(u64, MinuteFigures)>, EngineError> {
-    let to_minute = now_ms() / 60_000;
+/// Each of the `minutes` minutes up to the one of `now` (oldest first, that one last): every
+/// worker's figures of each (lane, kind), merged over the workers.
+async fn read_minutes(engine: &Engine, minutes: u64, now: u64) -> Result<Vec<(u64, MinuteFigures)>, EngineError> {
+    let to_minute = now / 60_000;
     let from_minute = to_minute + 1 - minutes.max(1);
     store::minute_figures(engine, from_minute, to_minute).await
 }
@@ -197,7 +198,7 @@ async fn read_minutes(engine: &Engine, minutes: u64) -> Result<Vec<(u64, MinuteF
 /// Each of the last `minutes` minutes (oldest first): every lane's figures, merged over its
 /// kinds and every worker.
 pub async fn per_minute(engine: &Engine, minutes: u64) -> Result<Vec<(u64, BTreeMap<String, KindStats>)>, EngineError> {
-    Ok(read_minutes(engine, minutes)
+    Ok(read_minutes(engine, minutes, now_ms())
         .await?
         .into_iter()
         .map(|(m, kinds)| {
