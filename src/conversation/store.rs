@@ -118,18 +118,11 @@ pub struct Summary {
 
 pub struct Store {
     engine: Engine,
-    append: redis::Script,
 }
 
 impl Store {
     pub fn new(engine: Engine) -> Store {
-        Store {
-            engine,
-            append: redis::Script::new(concat!(
-                include_str!("../redis/lua/conv_mark.lua"),
-                include_str!("../redis/lua/conv_append.lua")
-            )),
-        }
+        Store { engine }
     }
 
     /// The engine it keeps its data with.
@@ -143,7 +136,9 @@ impl Store {
         let line = turn.encode();
         let mut con = self.engine.conn();
         let added: i64 = self
-            .append
+            .engine
+            .scripts()
+            .conv_append
             .key(self.engine.keys().conversation(&id))
             .key(self.engine.keys().conversation_log(&id))
             .key(self.engine.keys().conversations())

@@ -6,8 +6,6 @@
 //! atomically. The rate counters (`rate:<account>:<second>`) are shared by every process, so the
 //! platform's limit holds for the deployment, not for one worker.
 
-use std::sync::OnceLock;
-
 use crate::engine::{Engine, EngineError};
 
 /// How long a rate counter outlives the start of its second: past the second itself, with room
@@ -36,17 +34,15 @@ pub async fn mark_part_sent(engine: &Engine, reply: &Reply<'_>, part: usize) -> 
 
 /// `check`: whether part `i` of the reply went out already; `mark`: record that it did.
 async fn sent_marker(engine: &Engine, reply: &Reply<'_>, i: usize, op: &str) -> Result<bool, EngineError> {
-    static SCRIPT: OnceLock<redis::Script> = OnceLock::new();
-    let script = SCRIPT.get_or_init(|| {
-        redis::Script::new(concat!(include_str!("../redis/lua/conv_mark.lua"), include_str!("../redis/lua/sent.lua")))
-    });
     let keys = engine.keys();
     // A part's own marker lasts as long as a second delivery of this reply can be queued (the
     // reply's idempotency window) or this one still retried (its record's retention).
     let c = engine.config();
     let ttl = c.task_retention.max(c.idempotency_window).as_millis() as u64;
     let mut con = engine.conn();
-    let sent: i64 = script
+    let sent: i64 = engine
+        .scripts()
+        .sent
         .key(keys.conversation(reply.conversation))
         .key(keys.sent(reply.reply_id, i))
         .arg(op)

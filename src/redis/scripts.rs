@@ -16,6 +16,9 @@ pub struct Scripts {
     pub quarantine: Script,
     pub turn: Script,
     pub lease: Script,
+    pub release: Script,
+    pub conv_append: Script,
+    pub sent: Script,
     pub fire: Script,
     pub trim: Script,
 }
@@ -56,6 +59,9 @@ impl Scripts {
             quarantine: script(&[include_str!("lua/quarantine.lua")]),
             turn: script(&[include_str!("lua/turn.lua")]),
             lease: script(&[include_str!("lua/lease.lua")]),
+            release: script(&[include_str!("lua/release.lua")]),
+            conv_append: script(&[include_str!("lua/conv_mark.lua"), include_str!("lua/conv_append.lua")]),
+            sent: script(&[include_str!("lua/conv_mark.lua"), include_str!("lua/sent.lua")]),
             fire: script(&[include_str!("lua/fire.lua")]),
             trim: script(&[include_str!("lua/trim.lua")]),
         }
@@ -77,6 +83,9 @@ impl Scripts {
             &self.quarantine,
             &self.turn,
             &self.lease,
+            &self.release,
+            &self.conv_append,
+            &self.sent,
             &self.fire,
             &self.trim,
         ] {

@@ -36,11 +36,7 @@ pub async fn hold_lease(
 /// Give the lease up if `me` holds it, so another process takes over without waiting it out.
 pub async fn release_lease(engine: &Engine, me: &str) -> Result<(), EngineError> {
     let mut con = engine.conn();
-    let key = engine.keys().scheduler_lease();
-    let holder: Option<String> = redis::cmd("GET").arg(&key).query_async(&mut con).await?;
-    if holder.as_deref() == Some(me) {
-        let _: i64 = redis::cmd("DEL").arg(&key).query_async(&mut con).await?;
-    }
+    let _: i64 = engine.scripts().release.key(engine.keys().scheduler_lease()).arg(me).invoke_async(&mut con).await?;
     Ok(())
 }
 

@@ -126,7 +126,7 @@ async fn replaying_a_fail_batch_after_a_timeout_is_harmless() {
     let mut con = env.engine.conn();
     // Worker A read it (delivery 1) and is handing it back at shutdown.
     env.read_as(Lane::Analytics, "A", 1).await;
-    let script = redis::Script::new(include_str!("../../src/redis/lua/fail.lua"));
+    let script = &env.engine.scripts().fail;
     let fail = |con: &mut redis::aio::ConnectionManager| {
         let mut inv = script.prepare_invoke();
         inv.key(env.engine.keys().dlq()).key(env.engine.keys().dlq_lanes()).key(&lane).key(&retry);
