@@ -129,4 +129,47 @@ mod tests {
         assert_eq!(Scan::prefixed("{sy}:conv:").pattern, "{sy}:conv:*");
         assert_eq!(Scan::prefixed("{a*b?[c]\\}:").pattern, "{a\\*b\\?\\[c\\]\\\\}:*");
     }
+
+    /// Only the storage code talks to Redis (ARCHITECTURE.md): the storage layer, the engine,
+    /// the benchmarks, and each layer's store. Anywhere else a Redis command, pipeline, script
+    /// call or raw connection is a door to Redis that bypasses them.
+    #[test]
+    fn only_the_storage_code_sends_redis_commands() {
+        fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+            for e in std::fs::read_dir(dir).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    out.push(p);
+                }
+            }
+        }
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut files = Vec::new();
+        walk(&root.join("src"), &mut files);
+        let storage = |rel: &str| {
+            ["src/redis/", "src/engine/", "src/bench/"].iter().any(|d| rel.starts_with(d))
+                || rel.ends_with("/store.rs")
+                || rel.ends_with("/ledger.rs")
+        };
+        let mut doors = Vec::new();
+        for f in files {
+            let rel = f.strip_prefix(root).unwrap().to_string_lossy().replace('\\', "/");
+            if storage(&rel) {
+                continue;
+            }
+            let text = std::fs::read_to_string(&f).unwrap();
+            for (n, line) in text.lines().enumerate() {
+                let code = line.split("//").next().unwrap_or("");
+                if ["redis::cmd(", "redis::pipe(", ".conn()", ".scripts()", "invoke_async("]
+                    .iter()
+                    .any(|d| code.contains(d))
+                {
+                    doors.push(format!("{rel}:{}: {}", n + 1, line.trim()));
+                }
+            }
+        }
+        assert!(doors.is_empty(), "Redis reached outside the storage code:\n{}", doors.join("\n"));
+    }
 }
