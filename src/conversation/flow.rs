@@ -22,8 +22,9 @@ use sha2::{Digest, Sha256};
 use super::llm;
 use super::responder::{self, Language, Reply};
 use super::store::{ConversationKey, Store, StoredTurn, Who};
-use crate::delivery::send::{self as delivery, Channel, Outgoing};
+use crate::delivery::send::{self as delivery, Outgoing};
 use crate::engine::{Engine, Lane, Outcome, Registry, TaskContext, TaskSpec, now_ms};
+use crate::model::Platform;
 pub use crate::model::Incoming;
 
 pub use crate::model::message::PROCESS;
@@ -64,16 +65,6 @@ pub fn register(r: &mut Registry, after_reply: AfterReply) {
         let after = after_reply.clone();
         async move { continue_conversation(ctx, &after).await }
     });
-}
-
-fn channel(platform: &str) -> Option<Channel> {
-    match platform {
-        "messenger" => Some(Channel::Messenger),
-        "instagram" => Some(Channel::Instagram),
-        "whatsapp" => Some(Channel::Whatsapp),
-        "rbm" => Some(Channel::Rbm),
-        _ => None,
-    }
 }
 
 async fn process(ctx: TaskContext, after: &AfterReply) -> Outcome {
@@ -158,7 +149,7 @@ async fn finish_reply(
         return Outcome::retry(format!("could not hand the conversation to a person: {e}"));
     }
     let mut delivery_task = Value::Null;
-    if let Some(channel) = channel(&key.platform) {
+    if let Some(channel) = Platform::parse(&key.platform).filter(|p| delivery::text_limit(*p).is_some()) {
         let reply_id = reply_id(&id, answered);
         let out = Outgoing {
             channel,

@@ -18,45 +18,29 @@ use serde_json::json;
 use super::classify::{self, Verdict};
 use super::{ledger, split_text};
 use crate::engine::{Engine, Lane, Outcome, Registry, TaskContext};
+use crate::model::Platform;
 
 pub const KIND: &str = "delivery.send";
 
 /// Sends per second allowed per business account (Meta allows about 300 text sends per page).
 pub const PER_ACCOUNT_PER_SECOND: u64 = 250;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Channel {
-    Messenger,
-    Instagram,
-    Whatsapp,
-    Rbm,
-}
-
-impl Channel {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Channel::Messenger => "messenger",
-            Channel::Instagram => "instagram",
-            Channel::Whatsapp => "whatsapp",
-            Channel::Rbm => "rbm",
-        }
-    }
-
-    /// Longest text one message may carry.
-    fn limit(self) -> usize {
-        match self {
-            Channel::Messenger | Channel::Instagram => 2000,
-            Channel::Whatsapp => 4096,
-            Channel::Rbm => 3072,
-        }
+/// Longest text one message may carry on a platform with a send API; `None` for the platforms
+/// there is no answering on (Pub/Sub, generic sources).
+pub fn text_limit(platform: Platform) -> Option<usize> {
+    match platform {
+        Platform::Messenger | Platform::Instagram => Some(2000),
+        Platform::Whatsapp => Some(4096),
+        Platform::Rbm => Some(3072),
+        Platform::Pubsub | Platform::Generic => None,
     }
 }
 
 /// What a `delivery.send` task carries.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Outgoing {
-    pub channel: Channel,
+    /// The platform to send on (one with a send API: [`text_limit`]).
+    pub channel: Platform,
     /// Page, Instagram account, WhatsApp phone number id or RBM agent.
     pub account: String,
     /// PSID, IGSID, WhatsApp id or phone number.
@@ -94,7 +78,10 @@ async fn deliver(ctx: TaskContext) -> Outcome {
         Err(e) => return Outcome::fail(format!("not a reply: {e}")),
     };
     let engine = ctx.engine().clone();
-    let parts = split_text(&out.text, out.channel.limit());
+    let Some(limit) = text_limit(out.channel) else {
+        return Outcome::fail(format!("no send API for {}", out.channel.as_str()));
+    };
+    let parts = split_text(&out.text, limit);
     let conversation = crate::model::ConversationKey::new(out.channel.as_str(), &out.account, &out.customer).id();
     let reply = ledger::Reply { conversation: &conversation, reply_id: &out.reply_id, turn: out.turn.as_deref() };
     let mut sent = 0;
@@ -147,7 +134,7 @@ async fn rate_wait(engine: &Engine, account: &str) -> Option<Duration> {
 async fn send_part(engine: &Engine, out: &Outgoing, i: usize, part: &str) -> Verdict {
     let c = engine.config();
     let (request, meta) = match out.channel {
-        Channel::Messenger | Channel::Instagram => {
+        Platform::Messenger | Platform::Instagram => {
             let Some(token) = c.facebook_page_token.as_deref() else {
                 return Verdict::Permanent("FACEBOOK_PAGE_TOKEN is not configured".into());
             };
@@ -161,7 +148,7 @@ async fn send_part(engine: &Engine, out: &Outgoing, i: usize, part: &str) -> Ver
                 true,
             )
         }
-        Channel::Whatsapp => {
+        Platform::Whatsapp => {
             let Some(token) = c.whatsapp_token.as_deref() else {
                 return Verdict::Permanent("WHATSAPP_TOKEN is not configured".into());
             };
@@ -169,7 +156,7 @@ async fn send_part(engine: &Engine, out: &Outgoing, i: usize, part: &str) -> Ver
                 json!({"messaging_product": "whatsapp", "to": out.customer, "type": "text", "text": {"body": part}});
             (http().post(format!("{}/{}/messages", c.graph_url, out.account)).bearer_auth(token).json(&body), true)
         }
-        Channel::Rbm => {
+        Platform::Rbm => {
             let Some(token) = c.rbm_token.as_deref() else {
                 return Verdict::Permanent("RBM_TOKEN is not configured".into());
             };
@@ -177,6 +164,9 @@ async fn send_part(engine: &Engine, out: &Outgoing, i: usize, part: &str) -> Ver
             let message_id = format!("{}-{i}", out.reply_id);
             let url = format!("{}/v1/phones/{}/agentMessages", c.rbm_url, out.customer);
             (http().post(url).query(&[("messageId", message_id.as_str())]).bearer_auth(token).json(&body), false)
+        }
+        Platform::Pubsub | Platform::Generic => {
+            return Verdict::Permanent(format!("no send API for {}", out.channel.as_str()));
         }
     };
     let resp = match request.send().await {

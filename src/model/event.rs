@@ -44,6 +44,11 @@ impl Platform {
         }
     }
 
+    /// The platform named `name` as [`Platform::as_str`] writes it.
+    pub fn parse(name: &str) -> Option<Platform> {
+        Platform::ALL.into_iter().find(|p| p.as_str() == name)
+    }
+
     pub const ALL: [Platform; 6] = [
         Platform::Messenger,
         Platform::Instagram,
