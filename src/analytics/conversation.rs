@@ -34,7 +34,7 @@ pub use super::figures::{
 };
 use super::store as analytics_store;
 use crate::conversation::store::{Store, Summary};
-use crate::engine::{Engine, EngineError, Lane, Outcome, Registry, TaskContext, TaskSpec, now_ms};
+use crate::engine::{Engine, EngineError, Lane, Outcome, Payload, Registry, TaskContext, TaskSpec, now_ms};
 
 pub const CONVERSATION: &str = "analytics.conversation";
 pub const BATCH: &str = "analytics.batch_conversations";
@@ -60,7 +60,9 @@ const BATCH_CHUNK: usize = 50;
 
 pub fn register(r: &mut Registry) {
     r.register(CONVERSATION, Lane::Analytics, |ctx| async move { run_conversation(ctx).await });
-    r.register(BATCH, Lane::Analytics, |ctx| async move { run_batch(ctx).await });
+    r.register_typed(BATCH, Lane::Analytics, |ctx, p: Option<BatchPayload>| async move {
+        run_batch(ctx, p.unwrap_or_default()).await
+    });
 }
 
 /// Ask for a conversation's figures to be brought up to date; call it after each reply. Queues
@@ -201,11 +203,12 @@ impl BatchSummary {
     }
 }
 
-async fn run_batch(ctx: TaskContext) -> Outcome {
-    let payload: BatchPayload = match serde_json::from_value::<Option<BatchPayload>>(ctx.payload.clone()) {
-        Ok(p) => p.unwrap_or_default(),
-        Err(e) => return Outcome::fail(format!("not a batch of conversations: {e}")),
-    };
+/// A batch's payload may be `null`: every conversation found, up to the default limit.
+impl Payload for Option<BatchPayload> {
+    const WHAT: &'static str = "a batch of conversations";
+}
+
+async fn run_batch(ctx: TaskContext, payload: BatchPayload) -> Outcome {
     let engine = ctx.engine();
     let limit = payload.limit.unwrap_or(DEFAULT_BATCH_LIMIT);
     let ids = match payload.conversation_ids {

@@ -4,22 +4,26 @@
 use serde_json::json;
 
 use super::store::{ConversationKey, Store, StoredTurn, Who};
-use crate::engine::{Lane, Outcome, Registry, TaskContext, now_ms};
+use crate::engine::{Lane, Outcome, Payload, Registry, TaskContext, now_ms};
 use crate::model::{InboundEvent, Platform};
 
 /// Register the kind of every platform's events (a customer's message is the flow's).
 pub fn register(r: &mut Registry) {
     for p in Platform::ALL {
-        r.register(p.task_kind(), Lane::Webhooks, |ctx| async move { record_event(ctx).await });
+        r.register_typed(
+            p.task_kind(),
+            Lane::Webhooks,
+            |ctx, ev: InboundEvent| async move { record_event(ctx, ev).await },
+        );
     }
 }
 
 /// Record an event that needs no answer in its conversation (when it belongs to one).
-async fn record_event(ctx: TaskContext) -> Outcome {
-    let ev = match serde_json::from_value::<InboundEvent>(ctx.payload.clone()) {
-        Ok(ev) => ev,
-        Err(e) => return Outcome::fail(format!("not a webhook event: {e}")),
-    };
+impl Payload for InboundEvent {
+    const WHAT: &'static str = "a webhook event";
+}
+
+async fn record_event(ctx: TaskContext, ev: InboundEvent) -> Outcome {
     let mut recorded = false;
     if !ev.customer.is_empty() && !matches!(ev.platform, Platform::Pubsub | Platform::Generic) {
         let kind = serde_json::to_value(ev.kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();

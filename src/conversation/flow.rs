@@ -23,9 +23,9 @@ use super::llm;
 use super::responder::{self, Language, Reply};
 use super::store::{ConversationKey, Store, StoredTurn, Who};
 use crate::delivery::send::{self as delivery, Outgoing};
-use crate::engine::{Engine, Lane, Outcome, Registry, TaskContext, TaskSpec, now_ms};
-use crate::model::Platform;
+use crate::engine::{Engine, Lane, Outcome, Payload, Registry, TaskContext, TaskSpec, now_ms};
 pub use crate::model::Incoming;
+use crate::model::Platform;
 
 pub use crate::model::message::PROCESS;
 pub const CONTINUE: &str = "conversation.continue";
@@ -57,21 +57,25 @@ pub type AfterReply = Arc<dyn Fn(Engine, String) -> Pin<Box<dyn Future<Output = 
 
 pub fn register(r: &mut Registry, after_reply: AfterReply) {
     let after = after_reply.clone();
-    r.register(PROCESS, Lane::Conversations, move |ctx| {
+    r.register_typed(PROCESS, Lane::Conversations, move |ctx, inc: Incoming| {
         let after = after.clone();
-        async move { process(ctx, &after).await }
+        async move { process(ctx, inc, &after).await }
     });
-    r.register(CONTINUE, Lane::Conversations, move |ctx| {
+    r.register_typed(CONTINUE, Lane::Conversations, move |ctx, c: Continuation| {
         let after = after_reply.clone();
-        async move { continue_conversation(ctx, &after).await }
+        async move { continue_conversation(ctx, c, &after).await }
     });
 }
 
-async fn process(ctx: TaskContext, after: &AfterReply) -> Outcome {
-    let inc: Incoming = match serde_json::from_value(ctx.payload.clone()) {
-        Ok(i) => i,
-        Err(e) => return Outcome::fail(format!("not a conversation message: {e}")),
-    };
+impl Payload for Incoming {
+    const WHAT: &'static str = "a conversation message";
+}
+
+impl Payload for Continuation {
+    const WHAT: &'static str = "a continuation";
+}
+
+async fn process(ctx: TaskContext, inc: Incoming, after: &AfterReply) -> Outcome {
     let store = Store::new(ctx.engine().clone());
     let key = inc.key();
     let turn = StoredTurn {
@@ -230,11 +234,7 @@ struct Continuation {
 
 /// Release a hand-off and pick the conversation up again: answer the message given, or the
 /// customer's last message when it went unanswered, or ask whether there is anything else.
-async fn continue_conversation(ctx: TaskContext, after: &AfterReply) -> Outcome {
-    let c: Continuation = match serde_json::from_value(ctx.payload.clone()) {
-        Ok(c) => c,
-        Err(e) => return Outcome::fail(format!("not a continuation: {e}")),
-    };
+async fn continue_conversation(ctx: TaskContext, c: Continuation, after: &AfterReply) -> Outcome {
     let store = Store::new(ctx.engine().clone());
     let id = c.conversation.id();
     if let Err(e) = store.set_handoff(&id, false).await {

@@ -17,7 +17,7 @@ use serde_json::json;
 
 use super::classify::{self, Verdict};
 use super::{ledger, split_text};
-use crate::engine::{Engine, Lane, Outcome, Registry, TaskContext};
+use crate::engine::{Engine, Lane, Outcome, Payload, Registry, TaskContext};
 use crate::model::Platform;
 
 pub const KIND: &str = "delivery.send";
@@ -69,14 +69,14 @@ fn http() -> &'static reqwest::Client {
 }
 
 pub fn register(r: &mut Registry) {
-    r.register(KIND, Lane::Webhooks, |ctx| async move { deliver(ctx).await });
+    r.register_typed(KIND, Lane::Webhooks, |ctx, out: Outgoing| async move { deliver(ctx, out).await });
 }
 
-async fn deliver(ctx: TaskContext) -> Outcome {
-    let out: Outgoing = match serde_json::from_value(ctx.payload.clone()) {
-        Ok(o) => o,
-        Err(e) => return Outcome::fail(format!("not a reply: {e}")),
-    };
+impl Payload for Outgoing {
+    const WHAT: &'static str = "a reply";
+}
+
+async fn deliver(ctx: TaskContext, out: Outgoing) -> Outcome {
     let engine = ctx.engine().clone();
     let Some(limit) = text_limit(out.channel) else {
         return Outcome::fail(format!("no send API for {}", out.channel.as_str()));

@@ -65,7 +65,7 @@ pub use crate::model::task::{
 pub use memory::MemoryTrend;
 pub use outcome::{Outcome, RetryPolicy};
 pub use producer::{Enqueued, KEY_LIMIT, bounded_key};
-pub use registry::{Handler, Registry, StopReason, TaskContext};
+pub use registry::{Handler, Payload, Registry, StopReason, TaskContext};
 pub use views::{RecentTask, WorkerBeat};
 
 use crate::config::Config;

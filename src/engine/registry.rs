@@ -117,6 +117,12 @@ pub struct Registered {
     pub retry: Option<RetryPolicy>,
 }
 
+/// What a kind's tasks carry, read from their JSON payload by [`Registry::register_typed`].
+pub trait Payload: serde::de::DeserializeOwned + Send + 'static {
+    /// What a payload of this type is, for the error when one is not (`a reply`, …).
+    const WHAT: &'static str;
+}
+
 /// Handlers by kind. The diagnostic kinds are always there.
 #[derive(Clone)]
 pub struct Registry {
@@ -136,6 +142,7 @@ impl Registry {
         r
     }
 
+    /// Register a handler of kind `kind` on `lane`, taking its payload as it comes.
     pub fn register<F, Fut>(&mut self, kind: &str, lane: Lane, handler: F) -> &mut Self
     where
         F: Fn(TaskContext) -> Fut + Send + Sync + 'static,
@@ -144,6 +151,26 @@ impl Registry {
         let handler: Handler = Arc::new(move |ctx| Box::pin(handler(ctx)));
         self.kinds.insert(kind.to_string(), Registered { handler, lane, retry: None });
         self
+    }
+
+    /// Register a handler that takes its payload as a `P`: a payload that is not one fails the
+    /// task for good (no retry can make it one), saying what it should have been and why not.
+    pub fn register_typed<P, F, Fut>(&mut self, kind: &str, lane: Lane, handler: F) -> &mut Self
+    where
+        P: Payload,
+        F: Fn(TaskContext, P) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Outcome> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        self.register(kind, lane, move |ctx| {
+            let handler = handler.clone();
+            async move {
+                match P::deserialize(&ctx.payload) {
+                    Ok(payload) => handler(ctx, payload).await,
+                    Err(e) => Outcome::fail(format!("not {}: {e}", P::WHAT)),
+                }
+            }
+        })
     }
 
     /// Give one kind its own retry policy.

@@ -178,3 +178,29 @@ async fn whatsapp_and_rbm_round_trips() {
     assert_eq!(seen[1].auth.as_deref(), Some("Bearer RBM_TOKEN"));
     assert_eq!(seen[1].body, json!({"contentMessage": {"text": "Hi there"}}));
 }
+
+/// A payload that is no reply (a missing field, a platform with no send API) fails at once with
+/// what was wrong, and nothing is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payload_that_is_no_reply_fails_at_once_and_sends_nothing() {
+    let (env, platform) = setup("send-bad").await;
+    let _worker = env.start_worker();
+    let no_text = env
+        .engine
+        .enqueue(TaskSpec::new("delivery.send", json!({"channel": "messenger", "account": "P", "customer": "U"})))
+        .await
+        .unwrap();
+    let telegram = env.engine.enqueue(reply("telegram", "P", "U", "hi", "r-tg")).await.unwrap();
+    let pubsub = env.engine.enqueue(reply("pubsub", "P", "U", "hi", "r-ps")).await.unwrap();
+    let error = async |id: &str| {
+        let s = env.wait_state(id, TaskState::Failure).await;
+        assert_eq!(outcomes(&s).len(), 1, "failed for good on its first attempt: {s:?}");
+        s.error.unwrap_or_default()
+    };
+    let e = error(&no_text).await;
+    assert!(e.starts_with("not a reply: missing field `text`"), "{e}");
+    let e = error(&telegram).await;
+    assert!(e.starts_with("not a reply: unknown variant `telegram`"), "{e}");
+    assert_eq!(error(&pubsub).await, "no send API for pubsub");
+    assert!(platform.seen().is_empty(), "{:?}", platform.seen());
+}
