@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use super::figures::StoredAnalytics;
 use crate::engine::stats::KindStats;
-use crate::engine::{Engine, EngineError, Lane};
+use crate::engine::{Engine, EngineError, Lane, TaskState};
 use crate::redis::{GROUP, Scan};
 
 /// Lifetime of the queued flag: longer than a run usually waits in its lane, short enough that a
@@ -250,7 +250,8 @@ impl ExpiryWalk {
             } else {
                 // Only finished records expire; a dead letter's stays while it is in the DLQ.
                 let state: Option<String> = redis::cmd("HGET").arg(k).arg("state").query_async(con).await?;
-                if matches!(state.as_deref(), Some("SUCCESS" | "REVOKED")) {
+                if matches!(state.as_deref().and_then(TaskState::parse), Some(TaskState::Success | TaskState::Revoked))
+                {
                     let _: i64 = redis::cmd("PEXPIRE").arg(k).arg(self.task_ttl).query_async(con).await?;
                     done.records += 1;
                 }

@@ -163,7 +163,7 @@ pub(crate) fn done_fields(id: &str, line: &str) -> Option<HashMap<String, String
         named => named,
     };
     let mut map: HashMap<String, String> = [
-        ("state", "SUCCESS"),
+        ("state", TaskState::Success.as_str()),
         ("kind", kind),
         ("lane", lane),
         ("worker", worker),
@@ -321,7 +321,7 @@ impl Engine {
         let created = super::parse_entry_id(&entry).map(|(ms, _)| ms.to_string()).unwrap_or_default();
         let max = map.remove("max").unwrap_or_else(|| "1".into());
         map.extend([
-            ("state".to_string(), "PENDING".to_string()),
+            ("state".to_string(), TaskState::Pending.as_str().to_string()),
             ("lane".to_string(), lane.as_str().to_string()),
             ("entry".to_string(), entry),
             ("created_at".to_string(), created),

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::status::entry_after;
-use super::{Engine, EngineError, Lane, task_id_for_entry};
+use super::{Engine, EngineError, Lane, TaskState, task_id_for_entry};
 use crate::redis::GROUP;
 use crate::redis::reply::parse_entries;
 
@@ -116,7 +116,7 @@ impl Engine {
         for (i, (r, s)) in rows.iter_mut().zip(states).enumerate() {
             r.state = match s {
                 Some(s) => Some(s),
-                None if pending[i] || !read.contains(&i) => Some("PENDING".into()),
+                None if pending[i] || !read.contains(&i) => Some(TaskState::Pending.as_str().into()),
                 None => None,
             };
         }

@@ -11,8 +11,8 @@ use serde_json::json;
 use super::AppState;
 use super::RawBody;
 use super::error::ApiError;
-use crate::engine::TaskSpec;
 use crate::engine::dlq::DlqFilter;
+use crate::engine::{TaskSpec, TaskState};
 
 /// Parse a JSON body whatever its content type, with a 400 that says what is wrong.
 pub(super) fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
@@ -25,7 +25,7 @@ pub(super) fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
 pub async fn enqueue(State(s): State<AppState>, RawBody(body): RawBody) -> Result<impl IntoResponse, ApiError> {
     let spec: TaskSpec = parse_body(&body)?;
     let task_id = s.engine.submit(spec).await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({"task_id": task_id, "status": "PENDING"}))))
+    Ok((StatusCode::ACCEPTED, Json(json!({"task_id": task_id, "status": TaskState::Pending.as_str()}))))
 }
 
 pub async fn task_status(State(s): State<AppState>, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
@@ -147,7 +147,7 @@ pub async fn report_request(State(s): State<AppState>, RawBody(body): RawBody) -
     let payload: serde_json::Value =
         if body.iter().all(u8::is_ascii_whitespace) { json!({}) } else { parse_body(&body)? };
     let task_id = s.engine.enqueue(TaskSpec::new(crate::analytics::report::KIND, payload)).await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({"task_id": task_id, "status": "PENDING"}))))
+    Ok((StatusCode::ACCEPTED, Json(json!({"task_id": task_id, "status": TaskState::Pending.as_str()}))))
 }
 
 /// `GET /analytics/reports/latest`: the newest report.

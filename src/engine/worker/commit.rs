@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 use super::{Backoff, Shared};
 use crate::engine::stats::Counted;
-use crate::engine::{Lane, StopReason, now_ms};
+use crate::engine::{Lane, StopReason, TaskState, now_ms};
 use crate::redis::GROUP;
 use crate::redis::scripts::is_noscript;
 
@@ -70,7 +70,7 @@ pub(crate) struct Failed {
     /// When the next attempt is due (ms); 0 sends the task to the DLQ.
     pub retry_at: u64,
     /// `RETRY`, or `PENDING` for work handed back.
-    pub next_state: &'static str,
+    pub next_state: TaskState,
     /// Times the entry was delivered, this attempt's delivery included.
     pub deliveries: u32,
     pub run: Duration,
@@ -257,7 +257,7 @@ async fn write(
                 .arg(&f.attempt_json)
                 .arg(&f.error)
                 .arg(f.retry_at)
-                .arg(f.next_state)
+                .arg(f.next_state.as_str())
                 .arg(f.deliveries.saturating_sub(1))
                 .arg(f.order_key.as_deref().unwrap_or(""));
         }
@@ -296,9 +296,10 @@ fn after_write(sh: &Shared, starts: &[Start], dones: &[Done], fails: &[Failed], 
     let mut fl = sh.in_flight.lock().unwrap_or_else(|e| e.into_inner());
     for (d, outcome) in dones.iter().zip(&r.finished) {
         fl.remove(&d.id);
-        let label = match outcome.as_str() {
-            "SUCCESS" => "success",
-            "REVOKED" => "revoked",
+        // the script answers a state, or STALE when another attempt settled the task first
+        let label = match TaskState::parse(outcome) {
+            Some(TaskState::Success) => "success",
+            Some(TaskState::Revoked) => "revoked",
             _ => "stale",
         };
         metrics::counter!("switchyard_tasks_finished_total", "lane" => d.lane.as_str(), "kind" => d.kind.clone(), "outcome" => label)
@@ -317,11 +318,11 @@ fn after_write(sh: &Shared, starts: &[Start], dones: &[Done], fails: &[Failed], 
         if f.deferred {
             continue;
         }
-        let label = match outcome.as_str() {
-            "RETRY" => "retry",
-            "FAILURE" => "failure",
-            "REVOKED" => "revoked",
-            "PENDING" => "handed_back",
+        let label = match TaskState::parse(outcome) {
+            Some(TaskState::Retry) => "retry",
+            Some(TaskState::Failure) => "failure",
+            Some(TaskState::Revoked) => "revoked",
+            Some(TaskState::Pending) => "handed_back",
             _ => "stale",
         };
         if label == "failure" {

@@ -11,7 +11,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::commit::{Done, Event, Failed, Start};
 use super::{Delivery, Phase, Shared, set_phase};
 use crate::engine::registry::StopSignal;
-use crate::engine::{Attempt, Outcome, StopReason, TaskContext, now_ms, now_us};
+use crate::engine::{Attempt, Outcome, StopReason, TaskContext, TaskState, now_ms, now_us};
 
 /// Start a backlog entry as a tokio task holding its capacity permits.
 pub(super) fn spawn(sh: &Arc<Shared>, d: Delivery, permits: (OwnedSemaphorePermit, OwnedSemaphorePermit)) {
@@ -385,7 +385,7 @@ fn record(
         attempt_json: aj,
         error,
         retry_at,
-        next_state: "RETRY",
+        next_state: TaskState::Retry,
         deliveries: d.deliveries,
         run: elapsed,
         deferred: false,
@@ -423,7 +423,7 @@ pub(super) fn handback(d: &Delivery, why: &str) -> Event {
         attempt_json: serde_json::to_string(&a).unwrap_or_else(|_| "{}".into()),
         error: why.to_string(),
         retry_at: now_ms(),
-        next_state: "PENDING",
+        next_state: TaskState::Pending,
         deliveries: d.deliveries,
         run: Duration::ZERO,
         deferred: false,

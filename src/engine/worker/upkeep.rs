@@ -11,7 +11,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::{Backoff, Delivery, Shared};
-use crate::engine::{Lane, StopReason, now_ms};
+use crate::engine::{Lane, StopReason, TaskState, now_ms};
 use crate::redis::GROUP;
 use crate::redis::reply::{value_str, value_u64};
 use crate::redis::scripts::is_noscript;
@@ -219,7 +219,7 @@ async fn check_revoked(sh: &Shared, con: &mut redis::aio::ConnectionManager) -> 
         }
         let states: Vec<Option<String>> = pipe.query_async(con).await?;
         for (id, state) in chunk.iter().zip(states) {
-            if state.as_deref() == Some("REVOKED") {
+            if state.as_deref().and_then(TaskState::parse) == Some(TaskState::Revoked) {
                 sh.stop_task(id, StopReason::Revoked);
             }
         }
