@@ -2,8 +2,8 @@
 //! `figures`) and the deployment's performance reports ([`report`]), plus the maintenance cleanup
 //! ([`cleanup`]). What they keep in Redis, and read of the engine's keys, is in `store`.
 
-pub mod cleanup;
+pub(crate) mod cleanup;
 pub mod conversation;
 mod figures;
-pub mod report;
+pub(crate) mod report;
 mod store;

@@ -2,8 +2,8 @@
 //! tasks that take a message to its reply ([`flow`]), and the events that need no answer
 //! recorded in theirs ([`events`]).
 
-pub mod events;
-pub mod flow;
-pub mod llm;
+pub(crate) mod events;
+pub(crate) mod flow;
+mod llm;
 pub mod responder;
 pub mod store;

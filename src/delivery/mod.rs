@@ -2,9 +2,9 @@
 //! ([`classify`]), splitting long texts to the platforms' limits, and the ledger of parts sent
 //! and sends per second that delivery keeps in Redis.
 
-pub mod classify;
+mod classify;
 mod ledger;
-pub mod send;
+pub(crate) mod send;
 
 /// Split a reply into parts of at most `limit` characters, at whitespace where one is near the
 /// end of a part, so no word is cut unless a single word is longer than the limit.

@@ -49,8 +49,8 @@ mod outcome;
 mod producer;
 mod registry;
 mod sessions;
-pub mod stats;
-pub mod status;
+pub(crate) mod stats;
+pub(crate) mod status;
 mod views;
 pub mod worker;
 

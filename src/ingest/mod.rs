@@ -12,9 +12,9 @@
 //! script returned; when Redis is away or the lane is over its depth limit it gets 503 with
 //! `Retry-After`, and the platform delivers again.
 
-pub mod google;
-pub mod jwt;
-pub mod meta;
+pub(crate) mod google;
+pub(crate) mod jwt;
+pub(crate) mod meta;
 pub mod verify;
 
 use std::sync::LazyLock;

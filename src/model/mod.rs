@@ -3,8 +3,8 @@
 //! customer's message to answer with the conversation it belongs to ([`message`]).
 
 pub mod event;
-pub mod message;
-pub mod task;
+pub(crate) mod message;
+pub(crate) mod task;
 
 pub use event::{EventKind, InboundEvent, Platform, Raw};
 pub use message::{ConversationKey, Incoming};

@@ -5,8 +5,8 @@
 //! `XREADGROUP`, since a blocking command would stall every other caller on a shared one.
 
 pub mod keys;
-pub mod reply;
-pub mod scripts;
+pub(crate) mod reply;
+pub(crate) mod scripts;
 pub mod server;
 
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! every layer) and tracing. Below every layer: it knows no Redis (the engine samples the lanes
 //! into gauges: `engine::gauges`).
 
-pub mod recorder;
+pub(crate) mod recorder;
 
 pub use recorder::{Handles, prometheus};
 

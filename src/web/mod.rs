@@ -2,10 +2,10 @@
 //! engine function, map the result.
 
 mod api;
-pub mod auth;
+pub(crate) mod auth;
 mod conversations;
-pub mod dashboard;
-pub mod error;
+mod dashboard;
+mod error;
 mod http_metrics;
 mod webhooks;
 
