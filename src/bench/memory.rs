@@ -233,6 +233,9 @@ async fn conversation_run(
     let url = config.redis_url_or_default().to_string();
     let engine = Engine::new(config, &url, crate::app::registry())?;
     super::cleanup(&engine).await;
+    // Loaded before the first reading: the script cache is one fixed cost per Redis, not a
+    // per-message one, and a first run on a new Redis would count it otherwise.
+    engine.scripts().load_all(&mut engine.conn()).await?;
     let before = used_memory(&engine).await?;
     let stats_before = memory_stats(&engine).await?;
     engine.ensure_groups().await?;
@@ -305,6 +308,7 @@ async fn noop_run(mut config: Config, tasks: u64) -> anyhow::Result<(f64, BTreeM
     let url = config.redis_url_or_default().to_string();
     let engine = Engine::new(config, &url, crate::engine::Registry::new())?;
     super::cleanup(&engine).await;
+    engine.scripts().load_all(&mut engine.conn()).await?;
     let before = used_memory(&engine).await?;
     engine.ensure_groups().await?;
     let stop = tokio_util::sync::CancellationToken::new();
