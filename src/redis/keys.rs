@@ -9,49 +9,49 @@ use crate::model::Lane;
 /// Consumer group every lane stream carries; all worker processes join it.
 pub const GROUP: &str = "workers";
 
-/// The keys the Lua scripts derive from the root (they are given the root, not the key, when the
+/// A key the Lua scripts derive from the root (they are given the root, not the key, when the
 /// key depends on what they read: a task's record from its id, a lane from a dead letter): the
-/// Lua function each is named by, its arguments after the root, and its shape, `{}` standing for
-/// the arguments in turn. [`Keys`] names these keys from the same shapes and [`lua_prelude`]
-/// writes the functions every script starts with, so a script never spells a key itself.
-const DERIVED: &[(&str, &str, &str)] = &[
-    ("key_task", "id", "task:{}"),
-    ("key_done", "bucket", "done:{}"),
-    ("key_lane", "lane", "lane:{}"),
-    ("key_retry", "lane", "retry:{}"),
-    ("key_order", "okey", "order:{}"),
-    ("key_parked", "okey", "order:{}:parked"),
-    ("key_idem", "slice, shard", "idem:{}:{}"),
-    ("key_idem_legacy", "k", "idem:{}"),
-    ("key_revoked", "", "revoked"),
-];
-
-/// The shape of a derived key by its Lua function's name.
-fn shape(name: &str) -> &'static str {
-    DERIVED.iter().find(|(n, _, _)| *n == name).map(|(_, _, s)| *s).expect("a derived key's shape")
+/// Lua function it is named by, that function's arguments after the root, and its shape, `{}`
+/// standing for the arguments in turn. [`Keys`] names these keys from the same shapes and
+/// [`lua_prelude`] writes the functions every script starts with, so a script never spells a key
+/// itself.
+struct Derived {
+    lua: &'static str,
+    args: &'static str,
+    shape: &'static str,
 }
 
-/// `root` and the shape of `name` with `args` in its places.
-fn derive(root: &str, name: &str, args: &[&str]) -> String {
-    let mut out = root.to_string();
-    let mut args = args.iter();
-    for (i, piece) in shape(name).split("{}").enumerate() {
-        if i > 0 {
-            out.push_str(args.next().expect("an argument for each place"));
+const TASK: Derived = Derived { lua: "key_task", args: "id", shape: "task:{}" };
+const DONE: Derived = Derived { lua: "key_done", args: "bucket", shape: "done:{}" };
+const LANE: Derived = Derived { lua: "key_lane", args: "lane", shape: "lane:{}" };
+const RETRY: Derived = Derived { lua: "key_retry", args: "lane", shape: "retry:{}" };
+const ORDER: Derived = Derived { lua: "key_order", args: "okey", shape: "order:{}" };
+const PARKED: Derived = Derived { lua: "key_parked", args: "okey", shape: "order:{}:parked" };
+const IDEM: Derived = Derived { lua: "key_idem", args: "slice, shard", shape: "idem:{}:{}" };
+const IDEM_LEGACY: Derived = Derived { lua: "key_idem_legacy", args: "k", shape: "idem:{}" };
+const REVOKED: Derived = Derived { lua: "key_revoked", args: "", shape: "revoked" };
+
+const DERIVED: [Derived; 9] = [TASK, DONE, LANE, RETRY, ORDER, PARKED, IDEM, IDEM_LEGACY, REVOKED];
+
+impl Derived {
+    /// `root` and the shape with `args` in its places.
+    fn key(&self, root: &str, args: &[&str]) -> String {
+        let mut out = root.to_string();
+        let mut args = args.iter();
+        for (i, piece) in self.shape.split("{}").enumerate() {
+            if i > 0 {
+                out.push_str(args.next().expect("an argument for each place"));
+            }
+            out.push_str(piece);
         }
-        out.push_str(piece);
+        out
     }
-    out
-}
 
-/// The Lua functions naming the derived keys, one a line (`local function key_task(root, id)
-/// return root .. 'task:' .. id end`), put before every script.
-pub fn lua_prelude() -> String {
-    let mut out = String::from("-- The keys scripts derive from the root, written from src/redis/keys.rs.\n");
-    for (name, args, shape) in DERIVED {
+    /// The Lua function: `local function key_task(root, id) return root .. 'task:' .. id end`.
+    fn lua_function(&self) -> String {
         let mut body = String::from("root");
-        let mut params = args.split(", ").filter(|a| !a.is_empty());
-        for (i, piece) in shape.split("{}").enumerate() {
+        let mut params = self.args.split(", ").filter(|a| !a.is_empty());
+        for (i, piece) in self.shape.split("{}").enumerate() {
             if i > 0 {
                 body.push_str(" .. ");
                 body.push_str(params.next().expect("a parameter for each place"));
@@ -60,8 +60,16 @@ pub fn lua_prelude() -> String {
                 body.push_str(&format!(" .. '{piece}'"));
             }
         }
-        let comma = if args.is_empty() { "" } else { ", " };
-        out.push_str(&format!("local function {name}(root{comma}{args}) return {body} end\n"));
+        let comma = if self.args.is_empty() { "" } else { ", " };
+        format!("local function {}(root{comma}{}) return {body} end\n", self.lua, self.args)
+    }
+}
+
+/// The Lua functions naming the derived keys, one a line, put before every script.
+pub fn lua_prelude() -> String {
+    let mut out = String::from("-- The keys scripts derive from the root, written from src/redis/keys.rs.\n");
+    for d in &DERIVED {
+        out.push_str(&d.lua_function());
     }
     out
 }
@@ -84,18 +92,18 @@ impl Keys {
 
     /// Stream of one lane's tasks (`XADD` by producers, `XREADGROUP` by workers).
     pub fn lane(&self, lane: Lane) -> String {
-        derive(&self.root, "key_lane", &[lane.as_str()])
+        LANE.key(&self.root, &[lane.as_str()])
     }
 
     /// Sorted set of a lane's entries waiting out a retry backoff: member is the stream entry id,
     /// score the time (ms) it becomes due. The entries stay pending in the group meanwhile.
     pub fn retry(&self, lane: Lane) -> String {
-        derive(&self.root, "key_retry", &[lane.as_str()])
+        RETRY.key(&self.root, &[lane.as_str()])
     }
 
     /// Hash holding one task's record: state, payload, result, attempts `a:<n>`.
     pub fn task(&self, id: &str) -> String {
-        derive(&self.root, "key_task", &[id])
+        TASK.key(&self.root, &[id])
     }
 
     /// Where a task that succeeded keeps its one line of fields (see `finish.lua`; its `task:`
@@ -118,25 +126,25 @@ impl Keys {
             return (self.done_own(id), None);
         }
         let field = format!("{}{}{}{}", &id[11..13], &id[15..18], &id[19..23], id[24..].trim_start_matches('0'));
-        (derive(&self.root, "key_done", &[&id[..11]]), Some(field))
+        (DONE.key(&self.root, &[&id[..11]]), Some(field))
     }
 
     /// The key of its own a finished record had before records were kept in buckets (and still
     /// has when its id is not a UUIDv7).
     pub fn done_own(&self, id: &str) -> String {
-        derive(&self.root, "key_done", &[id])
+        DONE.key(&self.root, &[id])
     }
 
     /// An idempotency key's marker as earlier builds kept it (a string, the task id it created):
     /// still honoured. Markers are now fields of `idem:<slice>:<shard>` (enqueue.lua).
     pub fn idempotency(&self, key: &str) -> String {
-        derive(&self.root, "key_idem_legacy", &[key])
+        IDEM_LEGACY.key(&self.root, &[key])
     }
 
     /// One shard of one slice of the idempotency window's markers (a hash: the key's digest →
     /// the task it created and the fingerprint of its kind and payload; enqueue.lua).
     pub fn idempotency_shard(&self, slice: u64, shard: u8) -> String {
-        derive(&self.root, "key_idem", &[&slice.to_string(), &shard.to_string()])
+        IDEM.key(&self.root, &[&slice.to_string(), &shard.to_string()])
     }
 
     /// The dead-letter stream: one entry per dead task with its whole attempt history.
@@ -156,7 +164,7 @@ impl Keys {
 
     /// Set of running tasks an operator cancelled, until their worker records the attempt.
     pub fn revoked(&self) -> String {
-        derive(&self.root, "key_revoked", &[])
+        REVOKED.key(&self.root, &[])
     }
 
     /// Hash with one conversation's summary: platform, account, customer, times, counts, hand-off.
@@ -192,12 +200,12 @@ impl Keys {
     /// Hash of one order key's sequence: `next` (last number given), `done` (all before it have
     /// settled) and sequence number → task id for the tasks not yet passed.
     pub fn order(&self, key: &str) -> String {
-        derive(&self.root, "key_order", &[key])
+        ORDER.key(&self.root, &[key])
     }
 
     /// Hash of one order key's parked tasks: sequence number → `lane TAB entry`.
     pub fn order_parked(&self, key: &str) -> String {
-        derive(&self.root, "key_parked", &[key])
+        PARKED.key(&self.root, &[key])
     }
 
     /// The scheduler's lease: the name of the process that fires ticks.
@@ -286,8 +294,8 @@ mod tests {
             let text = std::fs::read_to_string(&path).unwrap();
             for (n, line) in text.lines().enumerate() {
                 let code = line.split("--").next().unwrap_or("");
-                let literal_key = DERIVED.iter().any(|(_, _, shape)| {
-                    let head = shape.split("{}").next().unwrap();
+                let literal_key = DERIVED.iter().any(|d| {
+                    let head = d.shape.split("{}").next().unwrap();
                     code.contains(&format!("'{head}'")) || code.contains(&format!("\"{head}\""))
                 });
                 if code.contains("root ..") || literal_key {
