@@ -59,7 +59,9 @@ pub const DEFAULT_BATCH_LIMIT: usize = 10_000;
 const BATCH_CHUNK: usize = 50;
 
 pub fn register(r: &mut Registry) {
-    r.register(CONVERSATION, Lane::Analytics, |ctx| async move { run_conversation(ctx).await });
+    r.register_typed(CONVERSATION, Lane::Analytics, |ctx, p: ConversationRun| async move {
+        run_conversation(ctx, p.conversation_id).await
+    });
     r.register_typed(BATCH, Lane::Analytics, |ctx, p: Option<BatchPayload>| async move {
         run_batch(ctx, p.unwrap_or_default()).await
     });
@@ -72,7 +74,7 @@ pub async fn request(engine: &Engine, conversation_id: &str) -> Result<Option<St
     if !analytics_store::set_queued(engine, conversation_id, now_ms()).await? {
         return Ok(None);
     }
-    let spec = TaskSpec::new(CONVERSATION, json!({"conversation_id": conversation_id}));
+    let spec = TaskSpec::new(CONVERSATION, json!(ConversationRun { conversation_id: conversation_id.to_string() }));
     match engine.enqueue(spec).await {
         Ok(task_id) => Ok(Some(task_id)),
         Err(e) => {
@@ -101,10 +103,21 @@ async fn analyze_and_store(engine: &Engine, store: &Store, summary: &Summary) ->
     Ok(record)
 }
 
-async fn run_conversation(ctx: TaskContext) -> Outcome {
-    let Some(id) = ctx.payload.get("conversation_id").and_then(Value::as_str).filter(|s| !s.is_empty()) else {
+/// The payload of an `analytics.conversation` run.
+#[derive(Debug, Serialize, Deserialize)]
+struct ConversationRun {
+    conversation_id: String,
+}
+
+impl Payload for ConversationRun {
+    const WHAT: &'static str = "a conversation to analyze (`{\"conversation_id\": …}`)";
+}
+
+async fn run_conversation(ctx: TaskContext, id: String) -> Outcome {
+    if id.is_empty() {
         return Outcome::fail("the payload names no conversation_id");
-    };
+    }
+    let id = id.as_str();
     let engine = ctx.engine();
     let began = match analytics_store::take_queued(engine, id).await {
         Ok(v) => v,

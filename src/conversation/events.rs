@@ -37,7 +37,7 @@ async fn record_event(ctx: TaskContext, ev: InboundEvent) -> Outcome {
             event_id: Some(ev.id.clone()),
             at_ms: ev.timestamp_ms.unwrap_or_else(now_ms),
         };
-        let key = ConversationKey::new(ev.platform.as_str(), &ev.account, &ev.customer);
+        let key = ConversationKey::new(ev.platform, &ev.account, &ev.customer);
         match Store::new(ctx.engine().clone()).append(&key, &turn).await {
             Ok(_) => recorded = true,
             Err(e) => return Outcome::retry(format!("could not record the event: {e}")),

@@ -24,8 +24,8 @@ use super::responder::{self, Language, Reply};
 use super::store::{ConversationKey, Store, StoredTurn, Who};
 use crate::delivery::send::{self as delivery, Outgoing};
 use crate::engine::{Engine, Lane, Outcome, Payload, Registry, TaskContext, TaskSpec, now_ms};
+use crate::model::Channel;
 pub use crate::model::Incoming;
-use crate::model::Platform;
 
 pub use crate::model::message::PROCESS;
 pub const CONTINUE: &str = "conversation.continue";
@@ -34,12 +34,17 @@ pub const CONTINUE: &str = "conversation.continue";
 const HISTORY: usize = 20;
 
 /// A conversation's id as given by an API caller: a full `platform:account:customer` id, or any
-/// other string, which names a conversation of the API itself (`api:api:<string>`).
+/// other string, which names a conversation of the API itself (`api:api:<string>`). A first part
+/// that names no platform makes the whole string an API conversation's name, so callers cannot
+/// make up platforms.
 pub fn key_for_id(id: &str) -> ConversationKey {
     let parts: Vec<&str> = id.splitn(3, ':').collect();
     match parts.as_slice() {
-        [p, a, c] if !p.is_empty() && !a.is_empty() && !c.is_empty() => ConversationKey::new(p, a, c),
-        _ => ConversationKey::new("api", "api", id),
+        [p, a, c] if !a.is_empty() && !c.is_empty() => match Channel::parse(p) {
+            Some(channel) => ConversationKey::new(channel, a, c),
+            None => ConversationKey::api(id),
+        },
+        _ => ConversationKey::api(id),
     }
 }
 
@@ -108,7 +113,7 @@ async fn answer(
         Err(e) => return Outcome::retry(format!("could not read the conversation: {e}")),
     };
     if summary.is_some_and(|s| s.handed_off) {
-        metrics::counter!("switchyard_replies_total", "platform" => key.platform.clone(), "responder" => "none")
+        metrics::counter!("switchyard_replies_total", "platform" => key.platform.as_str(), "responder" => "none")
             .increment(1);
         return Outcome::Done(json!({
             "conversation_id": id, "response": null, "handed_off": true,
@@ -153,7 +158,7 @@ async fn finish_reply(
         return Outcome::retry(format!("could not hand the conversation to a person: {e}"));
     }
     let mut delivery_task = Value::Null;
-    if let Some(channel) = Platform::parse(&key.platform).filter(|p| delivery::text_limit(*p).is_some()) {
+    if let Some(channel) = key.platform.platform().filter(|p| delivery::text_limit(*p).is_some()) {
         let reply_id = reply_id(&id, answered);
         let out = Outgoing {
             channel,
@@ -175,7 +180,7 @@ async fn finish_reply(
             Err(e) => return Outcome::retry(format!("could not queue the reply's delivery: {e}")),
         }
     }
-    metrics::counter!("switchyard_replies_total", "platform" => key.platform.clone(), "responder" => responder)
+    metrics::counter!("switchyard_replies_total", "platform" => key.platform.as_str(), "responder" => responder)
         .increment(1);
     // The conversation's figures, once it has been quiet a moment (debounced).
     after(engine.clone(), id.clone()).await;
@@ -191,7 +196,7 @@ async fn finish_reply(
     if reply.handoff {
         result["handed_off"] = json!(true);
     }
-    if key.platform == "api" {
+    if key.platform == Channel::Api {
         result["response"] = json!(reply.text);
         result["intent"] = json!(reply.intent);
         result["language"] = json!(reply.language);
@@ -305,12 +310,17 @@ async fn follow_up(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Platform;
 
     #[test]
     fn ids_from_callers_name_conversations() {
-        assert_eq!(key_for_id("messenger:P1:U1"), ConversationKey::new("messenger", "P1", "U1"));
-        assert_eq!(key_for_id("abc-123"), ConversationKey::new("api", "api", "abc-123"));
-        assert_eq!(key_for_id("a::b"), ConversationKey::new("api", "api", "a::b"));
+        assert_eq!(key_for_id("messenger:P1:U1"), ConversationKey::new(Platform::Messenger, "P1", "U1"));
+        assert_eq!(key_for_id("api:api:u7"), ConversationKey::api("u7"));
+        assert_eq!(key_for_id("abc-123"), ConversationKey::api("abc-123"));
+        assert_eq!(key_for_id("a::b"), ConversationKey::api("a::b"));
+        // A made-up platform is not one: the whole id names an API conversation.
+        assert_eq!(key_for_id("foo:bar:baz"), ConversationKey::api("foo:bar:baz"));
+        assert_eq!(key_for_id("foo:bar:baz").id(), "api:api:foo:bar:baz");
         assert_eq!(key_for_id("api:api:abc-123").id(), "api:api:abc-123");
     }
 

@@ -146,7 +146,7 @@ impl Store {
             .arg(turn.event_id.as_deref().unwrap_or(""))
             .arg(now_ms())
             .arg(self.engine.config().conversation_retention.as_millis() as u64)
-            .arg(&key.platform)
+            .arg(key.platform.as_str())
             .arg(&key.account)
             .arg(&key.customer)
             .arg(turn.who.as_str())

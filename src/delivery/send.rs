@@ -82,7 +82,7 @@ async fn deliver(ctx: TaskContext, out: Outgoing) -> Outcome {
         return Outcome::fail(format!("no send API for {}", out.channel.as_str()));
     };
     let parts = split_text(&out.text, limit);
-    let conversation = crate::model::ConversationKey::new(out.channel.as_str(), &out.account, &out.customer).id();
+    let conversation = crate::model::ConversationKey::new(out.channel, &out.account, &out.customer).id();
     let reply = ledger::Reply { conversation: &conversation, reply_id: &out.reply_id, turn: out.turn.as_deref() };
     let mut sent = 0;
     for (i, part) in parts.iter().enumerate() {

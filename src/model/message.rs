@@ -9,22 +9,79 @@ use super::task::{Lane, TaskSpec, now_us};
 /// The task kind that answers a customer's message (lane `conversations`).
 pub const PROCESS: &str = "conversation.process_message";
 
+/// Where a conversation is held: on a platform, through its webhooks, or through the HTTP API
+/// (`POST /conversations/message`). Written as the platform's name or `api`, in conversation
+/// ids, task payloads and the `platform` label of the reply metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Channel {
+    Platform(Platform),
+    Api,
+}
+
+impl Channel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Platform(p) => p.as_str(),
+            Channel::Api => "api",
+        }
+    }
+
+    /// The channel named `name` as [`Channel::as_str`] writes it.
+    pub fn parse(name: &str) -> Option<Channel> {
+        if name == "api" { Some(Channel::Api) } else { Platform::parse(name).map(Channel::Platform) }
+    }
+
+    /// The platform replies are sent back through, if there is one.
+    pub fn platform(self) -> Option<Platform> {
+        match self {
+            Channel::Platform(p) => Some(p),
+            Channel::Api => None,
+        }
+    }
+}
+
+impl From<Channel> for String {
+    fn from(c: Channel) -> String {
+        c.as_str().to_string()
+    }
+}
+
+impl TryFrom<String> for Channel {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Channel, String> {
+        Channel::parse(&name).ok_or_else(|| format!("unknown platform `{name}`"))
+    }
+}
+
+impl From<Platform> for Channel {
+    fn from(p: Platform) -> Channel {
+        Channel::Platform(p)
+    }
+}
+
 /// Who a conversation is between.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ConversationKey {
-    pub platform: String,
+    pub platform: Channel,
     pub account: String,
     pub customer: String,
 }
 
 impl ConversationKey {
-    pub fn new(platform: &str, account: &str, customer: &str) -> ConversationKey {
+    pub fn new(platform: impl Into<Channel>, account: &str, customer: &str) -> ConversationKey {
         ConversationKey { platform: platform.into(), account: account.into(), customer: customer.into() }
+    }
+
+    /// A conversation of the API itself, named by its caller.
+    pub fn api(name: &str) -> ConversationKey {
+        ConversationKey::new(Channel::Api, "api", name)
     }
 
     /// The conversation's id: `platform:account:customer`.
     pub fn id(&self) -> String {
-        format!("{}:{}:{}", self.platform, self.account, self.customer)
+        format!("{}:{}:{}", self.platform.as_str(), self.account, self.customer)
     }
 }
 
@@ -32,7 +89,7 @@ impl ConversationKey {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Incoming {
     /// `messenger`, `instagram`, `whatsapp`, `rbm` (replies go back there) or `api`.
-    pub platform: String,
+    pub platform: Channel,
     pub account: String,
     pub customer: String,
     pub text: String,
@@ -51,7 +108,7 @@ pub struct Incoming {
 
 impl Incoming {
     pub fn key(&self) -> ConversationKey {
-        ConversationKey::new(&self.platform, &self.account, &self.customer)
+        ConversationKey::new(self.platform, &self.account, &self.customer)
     }
 
     /// Does a webhook event ask for an answer? A customer's message or a tapped button does.
@@ -64,7 +121,7 @@ impl Incoming {
     /// The message of an event that [asks for an answer](Incoming::answers).
     pub fn from_event(ev: InboundEvent) -> Incoming {
         Incoming {
-            platform: ev.platform.as_str().to_string(),
+            platform: ev.platform.into(),
             account: ev.account,
             customer: ev.customer,
             text: ev.text.filter(|t| !t.trim().is_empty()).unwrap_or_else(|| "(attachment)".into()),

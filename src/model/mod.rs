@@ -7,5 +7,5 @@ pub(crate) mod message;
 pub(crate) mod task;
 
 pub use event::{EventKind, InboundEvent, Platform, Raw};
-pub use message::{ConversationKey, Incoming};
+pub use message::{Channel, ConversationKey, Incoming};
 pub use task::{Lane, TaskSpec, TaskState};

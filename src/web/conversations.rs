@@ -57,11 +57,11 @@ async fn handle(engine: &Engine, req: MessageRequest, async_default: bool) -> Re
     }
     let key = match (&req.conversation_id, &req.user_id) {
         (Some(id), _) if !id.trim().is_empty() => flow::key_for_id(id.trim()),
-        (_, Some(user)) if !user.trim().is_empty() => ConversationKey::new("api", "api", user.trim()),
-        _ => ConversationKey::new("api", "api", &new_task_id().to_lowercase()),
+        (_, Some(user)) if !user.trim().is_empty() => ConversationKey::api(user.trim()),
+        _ => ConversationKey::api(&new_task_id().to_lowercase()),
     };
     let incoming = Incoming {
-        platform: key.platform.clone(),
+        platform: key.platform,
         account: key.account.clone(),
         customer: key.customer.clone(),
         text: req.message,

@@ -3,6 +3,7 @@
 
 use crate::common::*;
 use std::time::{Duration, Instant};
+use switchyard::model::Platform;
 
 use futures_util::future::join_all;
 use serde_json::{Value, json};
@@ -64,7 +65,7 @@ fn conversation_task(id: &str) -> TaskSpec {
 async fn a_conversation_of_known_shape_is_analyzed_by_its_task() {
     let env = deployment("an-shape").await;
     let store = Store::new(env.engine.clone());
-    let key = ConversationKey::new("messenger", "PAGE1", "PSID1");
+    let key = ConversationKey::new(Platform::Messenger, "PAGE1", "PSID1");
     for turn in [
         customer("Hola, ¿cuánto cuesta el plan pro?", Intent::Pricing, "m1", 0),
         reply("m1", 1_500),
@@ -125,11 +126,26 @@ async fn a_missing_conversation_is_done_with_a_note() {
     assert_eq!(analytics::load(&env.engine, "messenger:PAGE1:nobody").await.unwrap(), None);
 }
 
+/// A run whose payload names no conversation fails on its first attempt, saying what it needed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_names_no_conversation_fails_at_once() {
+    let env = deployment("an-bad").await;
+    let _worker = env.start_worker();
+    let missing = env.engine.enqueue(TaskSpec::new(analytics::CONVERSATION, json!({"id": "x"}))).await.unwrap();
+    let empty = env.engine.enqueue(conversation_task("")).await.unwrap();
+    for (task, why) in [(missing, "not a conversation to analyze"), (empty, "the payload names no conversation_id")] {
+        let s = env.wait_state(&task, TaskState::Failure).await;
+        assert_eq!(outcomes(&s).len(), 1, "failed for good on its first attempt: {s:?}");
+        let error = s.error.unwrap_or_default();
+        assert!(error.starts_with(why), "{error}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_requests_queues_one_run_and_a_later_request_another() {
     let env = deployment("an-debounce").await;
     let store = Store::new(env.engine.clone());
-    let key = ConversationKey::new("whatsapp", "PHONE1", "15550001");
+    let key = ConversationKey::new(Platform::Whatsapp, "PHONE1", "15550001");
     let id = key.id();
     store.append(&key, &customer("hello", Intent::Greeting, "m1", 0)).await.unwrap();
     store.append(&key, &reply("m1", 800)).await.unwrap();
@@ -164,7 +180,7 @@ async fn replies_while_a_run_waits_for_quiet_get_no_second_run() {
     const EXCHANGES: u64 = 25;
     let env = deployment("an-busy").await;
     let store = Store::new(env.engine.clone());
-    let key = ConversationKey::new("instagram", "IG1", "IGSID1");
+    let key = ConversationKey::new(Platform::Instagram, "IG1", "IGSID1");
     let id = key.id();
     let _worker = env.start_worker();
 
@@ -204,7 +220,7 @@ async fn a_batch_reports_progress_and_stores_analytics_for_every_conversation() 
     let store = Store::new(env.engine.clone());
     // Three shapes in turn: pleased (answered after 1 s), upset (after 2 s), unanswered.
     let keys: Vec<ConversationKey> =
-        (0..N).map(|i| ConversationKey::new("messenger", "PAGE1", &format!("U{i}"))).collect();
+        (0..N).map(|i| ConversationKey::new(Platform::Messenger, "PAGE1", &format!("U{i}"))).collect();
     join_all(keys.iter().enumerate().map(|(i, key)| {
         let store = &store;
         async move {
@@ -286,8 +302,10 @@ async fn a_batch_reports_progress_and_stores_analytics_for_every_conversation() 
 async fn a_batch_takes_the_conversations_named_or_found_up_to_its_limit() {
     let env = deployment("an-batch-ids").await;
     let store = Store::new(env.engine.clone());
-    let keys: Vec<ConversationKey> =
-        ["A", "B", "C"].iter().map(|c| ConversationKey::new("rbm", "AGENT1", &format!("+1555000{c}"))).collect();
+    let keys: Vec<ConversationKey> = ["A", "B", "C"]
+        .iter()
+        .map(|c| ConversationKey::new(Platform::Rbm, "AGENT1", &format!("+1555000{c}")))
+        .collect();
     for key in &keys {
         store.append(key, &customer("hi", Intent::Greeting, "m1", 0)).await.unwrap();
         store.append(key, &reply("m1", 400)).await.unwrap();

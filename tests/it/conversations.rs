@@ -3,6 +3,7 @@
 use crate::common::*;
 use switchyard::conversation::responder::Intent;
 use switchyard::conversation::store::{ConversationKey, Store, StoredTurn, Who};
+use switchyard::model::Platform;
 
 fn turn(who: Who, text: &str, event: Option<&str>) -> StoredTurn {
     StoredTurn {
@@ -19,7 +20,7 @@ fn turn(who: Who, text: &str, event: Option<&str>) -> StoredTurn {
 async fn turns_are_kept_in_order_once_each_with_a_summary() {
     let env = TestEnv::new("conv-store").await;
     let store = Store::new(env.engine.clone());
-    let key = ConversationKey::new("messenger", "PAGE1", "PSID1");
+    let key = ConversationKey::new(Platform::Messenger, "PAGE1", "PSID1");
     let id = key.id();
     assert_eq!(id, "messenger:PAGE1:PSID1");
     assert!(store.summary(&id).await.unwrap().is_none());
@@ -61,7 +62,7 @@ async fn turns_are_kept_in_order_once_each_with_a_summary() {
 async fn a_conversation_keeps_its_last_turns_and_only_their_marks() {
     let env = TestEnv::with("conv-cap", &redis_url(), |c| c.conversation_max_turns = 3).await;
     let store = Store::new(env.engine.clone());
-    let key = ConversationKey::new("messenger", "PAGE1", "PSID1");
+    let key = ConversationKey::new(Platform::Messenger, "PAGE1", "PSID1");
     let id = key.id();
     for i in 1..=5 {
         let event = format!("m_{i}");

@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::common::*;
 use serde_json::json;
 use switchyard::engine::{TaskSpec, TaskState};
+use switchyard::model::Platform;
 
 async fn setup(name: &str) -> (TestEnv, FakePlatform) {
     let platform = FakePlatform::default();
@@ -110,7 +111,7 @@ async fn a_long_reply_is_split_and_a_retry_sends_only_the_missing_part() {
 async fn a_conversations_reply_counts_its_parts_in_its_turn() {
     use switchyard::conversation::store::{ConversationKey, Store, StoredTurn, Who};
     let (env, platform) = setup("send-turn").await;
-    let key = ConversationKey::new("messenger", "PAGE1", "PSID7");
+    let key = ConversationKey::new(Platform::Messenger, "PAGE1", "PSID7");
     let turn = StoredTurn {
         who: Who::Agent,
         text: "palabra ".repeat(560),
