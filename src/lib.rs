@@ -16,6 +16,7 @@
 //! together and shutting them down), [`commands`] (the CLI's operations) and [`bench`].
 //! ARCHITECTURE.md draws the layers; imports only run down them.
 #![forbid(unsafe_code)]
+#![warn(unreachable_pub)]
 
 pub mod analytics;
 pub mod app;

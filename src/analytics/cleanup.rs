@@ -13,12 +13,12 @@ use serde_json::json;
 use super::store;
 use crate::engine::{Engine, EngineError, Lane, Outcome, Registry, TaskContext};
 
-pub const KIND: &str = "maintenance.cleanup";
+pub(crate) const KIND: &str = "maintenance.cleanup";
 
 /// Pending entries looked at per trim call.
 const TRIM_BATCH: u64 = 1000;
 
-pub fn register(r: &mut Registry) {
+pub(crate) fn register(r: &mut Registry) {
     r.register(KIND, Lane::Analytics, |ctx| async move { run(ctx).await });
 }
 
@@ -30,7 +30,7 @@ async fn run(ctx: TaskContext) -> Outcome {
 }
 
 /// Trim every lane, then give expiries to records that lack one.
-pub async fn cleanup(engine: &Engine, ctx: &TaskContext) -> Result<serde_json::Value, EngineError> {
+pub(crate) async fn cleanup(engine: &Engine, ctx: &TaskContext) -> Result<serde_json::Value, EngineError> {
     let mut trimmed = BTreeMap::new();
     for lane in Lane::ALL {
         let mut total = 0u64;

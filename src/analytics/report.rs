@@ -15,7 +15,7 @@ use super::store::{self, MinuteFigures};
 use crate::engine::stats::KindStats;
 use crate::engine::{Engine, EngineError, Lane, Outcome, Registry, TaskContext, format_ms, now_ms};
 
-pub const KIND: &str = "analytics.performance_report";
+pub(crate) const KIND: &str = "analytics.performance_report";
 
 /// Minutes a report covers unless its payload says otherwise.
 const DEFAULT_MINUTES: u64 = 5;
@@ -28,7 +28,7 @@ const SLOWEST: usize = 5;
 
 /// How the deployment has been doing over a window.
 #[derive(Debug, Clone, Serialize)]
-pub struct Report {
+pub(crate) struct Report {
     pub dlq: DlqFigures,
     pub generated_at: String,
     /// Each (lane, kind) that ran in the window, by lane then kind.
@@ -42,7 +42,7 @@ pub struct Report {
 
 /// The dead letters, and how many more there are than at the previous report.
 #[derive(Debug, Clone, Serialize)]
-pub struct DlqFigures {
+pub(crate) struct DlqFigures {
     pub depth: u64,
     /// `None` for the first report (or when the previous one is unreadable).
     pub growth_since_last_report: Option<i64>,
@@ -50,7 +50,7 @@ pub struct DlqFigures {
 
 /// The time a report covers: from the start of its first minute to when it was made.
 #[derive(Debug, Clone, Serialize)]
-pub struct Window {
+pub(crate) struct Window {
     pub from: String,
     /// At least 1.
     pub seconds: f64,
@@ -59,7 +59,7 @@ pub struct Window {
 
 /// Outcomes, throughput and times of one lane or one kind.
 #[derive(Debug, Clone, Serialize)]
-pub struct Figures {
+pub(crate) struct Figures {
     pub failed: u64,
     /// The kind, in a report's `kinds` (a lane's figures are keyed by the lane).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -78,7 +78,7 @@ pub struct Figures {
 
 /// A histogram's count and percentiles, in ms (3 decimals); `None` without any value.
 #[derive(Debug, Clone, Serialize)]
-pub struct Percentiles {
+pub(crate) struct Percentiles {
     pub count: u64,
     pub max: Option<f64>,
     pub p50: Option<f64>,
@@ -88,13 +88,13 @@ pub struct Percentiles {
 
 /// One of the slowest kinds.
 #[derive(Debug, Clone, Serialize)]
-pub struct SlowKind {
+pub(crate) struct SlowKind {
     pub kind: String,
     pub lane: String,
     pub run_p99_ms: f64,
 }
 
-pub fn register(r: &mut Registry) {
+pub(crate) fn register(r: &mut Registry) {
     r.register(KIND, Lane::Analytics, |ctx| async move { run(ctx).await });
 }
 
@@ -140,7 +140,7 @@ fn figures(s: &KindStats, seconds: f64) -> Figures {
 }
 
 /// The report over the last `minutes` whole minutes and the current one.
-pub async fn build(engine: &Engine, minutes: u64) -> Result<Report, EngineError> {
+pub(crate) async fn build(engine: &Engine, minutes: u64) -> Result<Report, EngineError> {
     let now = now_ms();
     // the minutes read end at the same `now` the window is measured to
     let minutes_data = read_minutes(engine, minutes, now).await?;
@@ -197,7 +197,10 @@ async fn read_minutes(engine: &Engine, minutes: u64, now: u64) -> Result<Vec<(u6
 
 /// Each of the last `minutes` minutes (oldest first): every lane's figures, merged over its
 /// kinds and every worker.
-pub async fn per_minute(engine: &Engine, minutes: u64) -> Result<Vec<(u64, BTreeMap<String, KindStats>)>, EngineError> {
+pub(crate) async fn per_minute(
+    engine: &Engine,
+    minutes: u64,
+) -> Result<Vec<(u64, BTreeMap<String, KindStats>)>, EngineError> {
     Ok(read_minutes(engine, minutes, now_ms())
         .await?
         .into_iter()
@@ -218,7 +221,7 @@ async fn keep(engine: &Engine, report: &Report) -> Result<(), EngineError> {
 }
 
 /// The newest report, if any.
-pub async fn latest(engine: &Engine) -> Result<Option<serde_json::Value>, EngineError> {
+pub(crate) async fn latest(engine: &Engine) -> Result<Option<serde_json::Value>, EngineError> {
     store::latest_report(engine).await
 }
 

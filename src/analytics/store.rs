@@ -30,7 +30,11 @@ const KEEP_REPORTS: isize = 100;
 
 /// Set a conversation's queued flag, holding when its burst began, unless it is set already:
 /// `true` when this call set it.
-pub async fn set_queued(engine: &Engine, conversation_id: &str, burst_began_ms: u64) -> Result<bool, EngineError> {
+pub(super) async fn set_queued(
+    engine: &Engine,
+    conversation_id: &str,
+    burst_began_ms: u64,
+) -> Result<bool, EngineError> {
     let mut con = engine.conn();
     let set: redis::Value = redis::cmd("SET")
         .arg(engine.keys().conversation_analytics_queued(conversation_id))
@@ -45,7 +49,7 @@ pub async fn set_queued(engine: &Engine, conversation_id: &str, burst_began_ms: 
 
 /// Take a conversation's queued flag away: when its burst began, if the flag was set (and holds
 /// a time).
-pub async fn take_queued(engine: &Engine, conversation_id: &str) -> Result<Option<u64>, EngineError> {
+pub(super) async fn take_queued(engine: &Engine, conversation_id: &str) -> Result<Option<u64>, EngineError> {
     let mut con = engine.conn();
     let began: Option<String> = redis::cmd("GETDEL")
         .arg(engine.keys().conversation_analytics_queued(conversation_id))
@@ -55,7 +59,7 @@ pub async fn take_queued(engine: &Engine, conversation_id: &str) -> Result<Optio
 }
 
 /// Remove a conversation's queued flag.
-pub async fn clear_queued(engine: &Engine, conversation_id: &str) -> Result<(), EngineError> {
+pub(super) async fn clear_queued(engine: &Engine, conversation_id: &str) -> Result<(), EngineError> {
     let mut con = engine.conn();
     let _: () = redis::cmd("DEL")
         .arg(engine.keys().conversation_analytics_queued(conversation_id))
@@ -65,7 +69,7 @@ pub async fn clear_queued(engine: &Engine, conversation_id: &str) -> Result<(), 
 }
 
 /// Keep a conversation's figures for the conversation's retention.
-pub async fn save_figures(engine: &Engine, record: &StoredAnalytics) -> Result<(), EngineError> {
+pub(super) async fn save_figures(engine: &Engine, record: &StoredAnalytics) -> Result<(), EngineError> {
     let json = serde_json::to_string(record).map_err(|e| EngineError::BadInput(e.to_string()))?;
     let retention = engine.config().conversation_retention.as_millis().max(1) as u64;
     let mut con = engine.conn();
@@ -81,7 +85,7 @@ pub async fn save_figures(engine: &Engine, record: &StoredAnalytics) -> Result<(
 
 /// A conversation's stored figures, as JSON; `None` before its first run, after expiry, or when
 /// what is stored is not JSON.
-pub async fn figures(engine: &Engine, conversation_id: &str) -> Result<Option<Value>, EngineError> {
+pub(super) async fn figures(engine: &Engine, conversation_id: &str) -> Result<Option<Value>, EngineError> {
     let mut con = engine.conn();
     let raw: Option<String> =
         redis::cmd("GET").arg(engine.keys().conversation_analytics(conversation_id)).query_async(&mut con).await?;
@@ -91,7 +95,7 @@ pub async fn figures(engine: &Engine, conversation_id: &str) -> Result<Option<Va
 /// Up to `limit` conversation ids, from the summary hashes under `conv:`. Only summaries are
 /// hashes there (turn logs are lists, figures and flags strings), so `TYPE hash` leaves out the
 /// rest whatever the conversation ids look like.
-pub async fn find_conversations(engine: &Engine, limit: usize) -> Result<Vec<String>, EngineError> {
+pub(super) async fn find_conversations(engine: &Engine, limit: usize) -> Result<Vec<String>, EngineError> {
     let prefix = engine.keys().conversation("");
     let mut con = engine.conn();
     let mut seen = HashSet::new();
@@ -117,11 +121,11 @@ pub async fn find_conversations(engine: &Engine, limit: usize) -> Result<Vec<Str
 // ---------------------------------------------------------------------------------------------
 
 /// One minute's figures of each (lane, kind), merged over the workers.
-pub type MinuteFigures = BTreeMap<(String, String), KindStats>;
+pub(super) type MinuteFigures = BTreeMap<(String, String), KindStats>;
 
 /// Each minute from `from_minute` to `to_minute` (minutes since the epoch, oldest first), with
 /// its figures.
-pub async fn minute_figures(
+pub(super) async fn minute_figures(
     engine: &Engine,
     from_minute: u64,
     to_minute: u64,
@@ -151,7 +155,7 @@ pub async fn minute_figures(
 
 /// Keep a report (its JSON) as the newest, dropping the oldest beyond the last
 /// [`KEEP_REPORTS`].
-pub async fn push_report(engine: &Engine, report_json: &str) -> Result<(), EngineError> {
+pub(super) async fn push_report(engine: &Engine, report_json: &str) -> Result<(), EngineError> {
     let mut con = engine.conn();
     let key = engine.keys().reports();
     let _: () = redis::pipe()
@@ -170,7 +174,7 @@ pub async fn push_report(engine: &Engine, report_json: &str) -> Result<(), Engin
 }
 
 /// The newest report, if any (and if it is JSON).
-pub async fn latest_report(engine: &Engine) -> Result<Option<Value>, EngineError> {
+pub(super) async fn latest_report(engine: &Engine) -> Result<Option<Value>, EngineError> {
     let mut con = engine.conn();
     let r: Option<String> = redis::cmd("LINDEX").arg(engine.keys().reports()).arg(0).query_async(&mut con).await?;
     Ok(r.and_then(|r| serde_json::from_str(&r).ok()))
@@ -182,7 +186,7 @@ pub async fn latest_report(engine: &Engine) -> Result<Option<Value>, EngineError
 
 /// Remove acknowledged entries from a lane (`trim.lua`), looking at no more than `pending` of
 /// its pending entries: how many were removed, and whether there may be more to remove.
-pub async fn trim_lane(engine: &Engine, lane: Lane, pending: u64) -> Result<(u64, bool), EngineError> {
+pub(super) async fn trim_lane(engine: &Engine, lane: Lane, pending: u64) -> Result<(u64, bool), EngineError> {
     let mut con = engine.conn();
     let (n, more): (u64, u64) =
         engine.scripts().trim.key(engine.keys().lane(lane)).arg(GROUP).arg(pending).invoke_async(&mut con).await?;
@@ -191,7 +195,7 @@ pub async fn trim_lane(engine: &Engine, lane: Lane, pending: u64) -> Result<(u64
 
 /// What one step of an [`ExpiryWalk`] did.
 #[derive(Debug, Default)]
-pub struct ExpiryStep {
+pub(super) struct ExpiryStep {
     /// Keys looked at.
     pub scanned: u64,
     /// Finished task records given an expiry.
@@ -202,7 +206,7 @@ pub struct ExpiryStep {
 
 /// A walk over every key of the deployment that gives the configured retention to finished task
 /// records and conversation keys without an expiry, a SCAN step at a time.
-pub struct ExpiryWalk {
+pub(super) struct ExpiryWalk {
     con: ConnectionManager,
     scan: Scan,
     tasks: String,
@@ -213,7 +217,7 @@ pub struct ExpiryWalk {
 
 impl ExpiryWalk {
     /// A walk from the first key, with the retentions configured now.
-    pub fn new(engine: &Engine) -> ExpiryWalk {
+    pub(super) fn new(engine: &Engine) -> ExpiryWalk {
         let c = engine.config();
         ExpiryWalk {
             con: engine.conn(),
@@ -226,7 +230,7 @@ impl ExpiryWalk {
     }
 
     /// The next step, or `None` once every key was looked at.
-    pub async fn step(&mut self) -> Result<Option<ExpiryStep>, EngineError> {
+    pub(super) async fn step(&mut self) -> Result<Option<ExpiryStep>, EngineError> {
         let con = &mut self.con;
         let Some(keys) = self.scan.next(con).await? else { return Ok(None) };
         let mut done = ExpiryStep { scanned: keys.len() as u64, ..ExpiryStep::default() };

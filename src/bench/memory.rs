@@ -62,7 +62,7 @@ pub struct MemoryReport {
 
 /// The family of a key below the root: its first part, with the kinds of conversation, order and
 /// idempotency keys told apart.
-pub fn family(key: &str) -> String {
+pub(super) fn family(key: &str) -> String {
     let first = key.split(':').next().unwrap_or("");
     match first {
         "conv" => {
@@ -128,7 +128,7 @@ async fn used_memory(engine: &Engine) -> anyhow::Result<u64> {
 }
 
 /// Every key of the engine's prefix, by family.
-pub async fn families(engine: &Engine, items: u64) -> anyhow::Result<BTreeMap<String, Family>> {
+pub(super) async fn families(engine: &Engine, items: u64) -> anyhow::Result<BTreeMap<String, Family>> {
     let mut con = engine.conn();
     let root = engine.keys().root().to_string();
     let mut out: BTreeMap<String, Family> = BTreeMap::new();

@@ -8,7 +8,7 @@ use crate::engine::{Lane, Outcome, Payload, Registry, TaskContext, now_ms};
 use crate::model::{InboundEvent, Platform};
 
 /// Register the kind of every platform's events (a customer's message is the flow's).
-pub fn register(r: &mut Registry) {
+pub(crate) fn register(r: &mut Registry) {
     for p in Platform::ALL {
         r.register_typed(
             p.task_kind(),

@@ -25,10 +25,10 @@ use super::store::{ConversationKey, Store, StoredTurn, Who};
 use crate::delivery::send::{self as delivery, Outgoing};
 use crate::engine::{Engine, Lane, Outcome, Payload, Registry, TaskContext, TaskSpec, now_ms};
 use crate::model::Channel;
-pub use crate::model::Incoming;
+pub(crate) use crate::model::Incoming;
 
-pub use crate::model::message::PROCESS;
-pub const CONTINUE: &str = "conversation.continue";
+pub(crate) use crate::model::message::PROCESS;
+pub(crate) const CONTINUE: &str = "conversation.continue";
 
 /// Turns of history given to the responder.
 const HISTORY: usize = 20;
@@ -37,7 +37,7 @@ const HISTORY: usize = 20;
 /// other string, which names a conversation of the API itself (`api:api:<string>`). A first part
 /// that names no platform makes the whole string an API conversation's name, so callers cannot
 /// make up platforms.
-pub fn key_for_id(id: &str) -> ConversationKey {
+pub(crate) fn key_for_id(id: &str) -> ConversationKey {
     let parts: Vec<&str> = id.splitn(3, ':').collect();
     match parts.as_slice() {
         [p, a, c] if !a.is_empty() && !c.is_empty() => match Channel::parse(p) {
@@ -49,7 +49,7 @@ pub fn key_for_id(id: &str) -> ConversationKey {
 }
 
 /// The task that continues a conversation: releases a hand-off and answers what is unanswered.
-pub fn continue_task(key: &ConversationKey, message: Option<String>) -> TaskSpec {
+pub(crate) fn continue_task(key: &ConversationKey, message: Option<String>) -> TaskSpec {
     TaskSpec::new(CONTINUE, json!({"conversation": key, "message": message}))
         .on_lane(Lane::Conversations)
         .ordered_by(key.id())
@@ -58,9 +58,9 @@ pub fn continue_task(key: &ConversationKey, message: Option<String>) -> TaskSpec
 /// What runs once a reply is recorded and queued, given the conversation's id: the analytics
 /// layer's request for the conversation's figures, wired in by the application (this layer
 /// knows nothing above it). It reports its own failures: a reply never waits on it.
-pub type AfterReply = Arc<dyn Fn(Engine, String) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+pub(crate) type AfterReply = Arc<dyn Fn(Engine, String) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
-pub fn register(r: &mut Registry, after_reply: AfterReply) {
+pub(crate) fn register(r: &mut Registry, after_reply: AfterReply) {
     let after = after_reply.clone();
     r.register_typed(PROCESS, Lane::Conversations, move |ctx, inc: Incoming| {
         let after = after.clone();

@@ -24,14 +24,14 @@ fn http() -> &'static reqwest::Client {
 
 /// The endpoint to POST to: `LLM_URL` as given when it names `/chat/completions`, else that
 /// path under it (so both `https://host/v1` and the full URL work).
-pub fn endpoint(base: &str) -> String {
+pub(super) fn endpoint(base: &str) -> String {
     let base = base.trim_end_matches('/');
     if base.ends_with("/chat/completions") { base.to_string() } else { format!("{base}/chat/completions") }
 }
 
 /// The request body: system prompt, the history (customer → user, ours → assistant; system
 /// turns such as reads are left out) and the new message.
-pub fn request_body(model: &str, history: &[StoredTurn], message: &str) -> Value {
+pub(super) fn request_body(model: &str, history: &[StoredTurn], message: &str) -> Value {
     let mut messages = vec![json!({"role": "system", "content": SYSTEM_PROMPT})];
     for t in history {
         let role = match t.who {
@@ -46,7 +46,7 @@ pub fn request_body(model: &str, history: &[StoredTurn], message: &str) -> Value
 }
 
 /// Ask the endpoint for a reply. `Err` says why there is none (timeout, status, shape).
-pub async fn reply(c: &Config, history: &[StoredTurn], message: &str) -> Result<String, String> {
+pub(super) async fn reply(c: &Config, history: &[StoredTurn], message: &str) -> Result<String, String> {
     let Some(base) = c.llm_url.as_deref() else { return Err("LLM_URL is not set".into()) };
     let mut req =
         http().post(endpoint(base)).timeout(c.llm_timeout).json(&request_body(&c.llm_model, history, message));

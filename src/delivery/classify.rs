@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum Verdict {
+pub(super) enum Verdict {
     Sent,
     Retry { after: Option<Duration>, reason: String },
     Permanent(String),
@@ -21,12 +21,12 @@ const PERMANENT_CODES: [i64; 6] = [190, 200, 230, 551, 100, 368];
 const PERMANENT_SUBCODES: [i64; 1] = [2018278];
 
 /// `Retry-After` as seconds or an HTTP date; only the seconds form is read (Meta sends it).
-pub fn retry_after(header: Option<&str>) -> Option<Duration> {
+pub(super) fn retry_after(header: Option<&str>) -> Option<Duration> {
     header?.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
 /// Classify a Graph API answer.
-pub fn meta(status: u16, retry_after_header: Option<&str>, body: &[u8]) -> Verdict {
+pub(super) fn meta(status: u16, retry_after_header: Option<&str>, body: &[u8]) -> Verdict {
     if (200..300).contains(&status) {
         return Verdict::Sent;
     }
@@ -51,7 +51,7 @@ pub fn meta(status: u16, retry_after_header: Option<&str>, body: &[u8]) -> Verdi
 }
 
 /// Classify any other platform's answer by HTTP status alone (RBM, WhatsApp transport errors).
-pub fn http(status: u16, retry_after_header: Option<&str>, body: &[u8]) -> Verdict {
+pub(super) fn http(status: u16, retry_after_header: Option<&str>, body: &[u8]) -> Verdict {
     match status {
         200..=299 => Verdict::Sent,
         429 | 500..=599 => Verdict::Retry {

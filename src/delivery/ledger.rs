@@ -13,7 +13,7 @@ use crate::engine::{Engine, EngineError};
 const RATE_COUNTER_TTL_MS: u64 = 2000;
 
 /// The reply a part belongs to, as the ledger knows it.
-pub struct Reply<'a> {
+pub(super) struct Reply<'a> {
     /// The conversation the reply answers in (`channel:account:customer`).
     pub conversation: &'a str,
     /// Unique per reply: the name of its parts' own markers.
@@ -23,12 +23,12 @@ pub struct Reply<'a> {
 }
 
 /// Whether part `part` (from 0) of the reply went out already.
-pub async fn part_sent(engine: &Engine, reply: &Reply<'_>, part: usize) -> Result<bool, EngineError> {
+pub(super) async fn part_sent(engine: &Engine, reply: &Reply<'_>, part: usize) -> Result<bool, EngineError> {
     sent_marker(engine, reply, part, "check").await
 }
 
 /// Record that part `part` (from 0) of the reply went out, so a retry or a redelivery skips it.
-pub async fn mark_part_sent(engine: &Engine, reply: &Reply<'_>, part: usize) -> Result<(), EngineError> {
+pub(super) async fn mark_part_sent(engine: &Engine, reply: &Reply<'_>, part: usize) -> Result<(), EngineError> {
     sent_marker(engine, reply, part, "mark").await.map(drop)
 }
 
@@ -56,7 +56,7 @@ async fn sent_marker(engine: &Engine, reply: &Reply<'_>, i: usize, op: &str) -> 
 
 /// Take one send of `account`'s budget for the second `second` (seconds since the epoch): how
 /// many sends the account has taken in that second, this one included.
-pub async fn take_send_slot(engine: &Engine, account: &str, second: u64) -> Result<u64, EngineError> {
+pub(super) async fn take_send_slot(engine: &Engine, account: &str, second: u64) -> Result<u64, EngineError> {
     let key = engine.keys().rate(account, second);
     let mut con = engine.conn();
     let (n, ()): (u64, ()) = redis::pipe()

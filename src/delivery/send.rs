@@ -20,14 +20,14 @@ use super::{ledger, split_text};
 use crate::engine::{Engine, Lane, Outcome, Payload, Registry, TaskContext};
 use crate::model::Platform;
 
-pub const KIND: &str = "delivery.send";
+pub(crate) const KIND: &str = "delivery.send";
 
 /// Sends per second allowed per business account (Meta allows about 300 text sends per page).
-pub const PER_ACCOUNT_PER_SECOND: u64 = 250;
+pub(crate) const PER_ACCOUNT_PER_SECOND: u64 = 250;
 
 /// Longest text one message may carry on a platform with a send API; `None` for the platforms
 /// there is no answering on (Pub/Sub, generic sources).
-pub fn text_limit(platform: Platform) -> Option<usize> {
+pub(crate) fn text_limit(platform: Platform) -> Option<usize> {
     match platform {
         Platform::Messenger | Platform::Instagram => Some(2000),
         Platform::Whatsapp => Some(4096),
@@ -38,7 +38,7 @@ pub fn text_limit(platform: Platform) -> Option<usize> {
 
 /// What a `delivery.send` task carries.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Outgoing {
+pub(crate) struct Outgoing {
     /// The platform to send on (one with a send API: [`text_limit`]).
     pub channel: Platform,
     /// Page, Instagram account, WhatsApp phone number id or RBM agent.
@@ -68,7 +68,7 @@ fn http() -> &'static reqwest::Client {
     CLIENT.get_or_init(|| crate::http_client::client().expect("the HTTP client builds with static settings"))
 }
 
-pub fn register(r: &mut Registry) {
+pub(crate) fn register(r: &mut Registry) {
     r.register_typed(KIND, Lane::Webhooks, |ctx, out: Outgoing| async move { deliver(ctx, out).await });
 }
 

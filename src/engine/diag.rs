@@ -10,7 +10,7 @@ fn num(payload: &Value, key: &str) -> u64 {
     payload.get(key).and_then(Value::as_u64).unwrap_or(0)
 }
 
-pub fn register(r: &mut Registry) {
+pub(super) fn register(r: &mut Registry) {
     r.register("diag.noop", Lane::Analytics, |_ctx| async { Outcome::Done(Value::Null) });
 
     r.register("diag.sleep", Lane::Analytics, |ctx| async move {

@@ -18,7 +18,7 @@ use crate::telemetry::recorder::Handles;
 
 /// Largest payload accepted for one task, as JSON: room for a whole webhook body (1 MiB) kept
 /// raw beside the text taken from it.
-pub const MAX_PAYLOAD_BYTES: usize = 4 << 20;
+pub(super) const MAX_PAYLOAD_BYTES: usize = 4 << 20;
 
 /// Tasks per script call: big enough to amortise the round trip, small enough not to stall Redis.
 const CHUNK: usize = 500;

@@ -48,14 +48,14 @@ impl StopReason {
 
 /// The stop signal of one running attempt: a token plus the first reason given.
 #[derive(Clone, Default)]
-pub struct StopSignal {
+pub(crate) struct StopSignal {
     token: CancellationToken,
     reason: Arc<AtomicU8>,
 }
 
 impl StopSignal {
     /// Ask the task to stop; the first reason given is the one kept.
-    pub fn stop(&self, reason: StopReason) {
+    pub(crate) fn stop(&self, reason: StopReason) {
         let _ = self.reason.compare_exchange(0, reason as u8, Ordering::AcqRel, Ordering::Acquire);
         self.token.cancel();
     }
@@ -64,7 +64,7 @@ impl StopSignal {
         &self.token
     }
 
-    pub fn reason(&self) -> Option<StopReason> {
+    pub(crate) fn reason(&self) -> Option<StopReason> {
         StopReason::from_u8(self.reason.load(Ordering::Acquire))
     }
 }

@@ -12,11 +12,11 @@ use serde::{Deserialize, Serialize};
 use super::{Engine, Lane, now_ms};
 
 /// How long the per-minute figures are kept in Redis.
-pub const KEEP_MS: u64 = 2 * 3600 * 1000;
+pub(crate) const KEEP_MS: u64 = 2 * 3600 * 1000;
 
 /// One minute of one kind's figures.
 #[derive(Clone, Serialize, Deserialize)]
-pub struct KindStats {
+pub(crate) struct KindStats {
     pub succeeded: u64,
     pub failed: u64,
     pub retried: u64,
@@ -28,7 +28,7 @@ pub struct KindStats {
     pub run_us: Histogram<u64>,
 }
 
-pub fn new_histogram() -> Histogram<u64> {
+pub(crate) fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds")
 }
 
@@ -39,7 +39,7 @@ impl Default for KindStats {
 }
 
 impl KindStats {
-    pub fn merge(&mut self, o: &KindStats) {
+    pub(crate) fn merge(&mut self, o: &KindStats) {
         self.succeeded += o.succeeded;
         self.failed += o.failed;
         self.retried += o.retried;
@@ -53,12 +53,12 @@ mod hist {
     use hdrhistogram::Histogram;
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    pub fn serialize<S: Serializer>(h: &Histogram<u64>, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(h: &Histogram<u64>, s: S) -> Result<S::Ok, S::Error> {
         let pairs: Vec<(u64, u64)> = h.iter_recorded().map(|v| (v.value_iterated_to(), v.count_at_value())).collect();
         pairs.serialize(s)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Histogram<u64>, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Histogram<u64>, D::Error> {
         let pairs: Vec<(u64, u64)> = Vec::deserialize(d)?;
         let mut h = super::new_histogram();
         for (v, n) in pairs {
@@ -69,7 +69,7 @@ mod hist {
 }
 
 /// What one outcome adds to the figures.
-pub enum Counted {
+pub(crate) enum Counted {
     Succeeded,
     Failed,
     Retried,
@@ -83,7 +83,7 @@ type ByKind = HashMap<String, (KindStats, bool)>;
 
 /// A worker's figures by minute (since the epoch) and lane, then kind.
 #[derive(Default)]
-pub struct Collector {
+pub(crate) struct Collector {
     slots: Mutex<HashMap<(u64, Lane), ByKind>>,
 }
 
@@ -101,13 +101,13 @@ impl Collector {
         slot.1 = true;
     }
 
-    pub fn wait(&self, lane: Lane, kind: &str, us: u64) {
+    pub(crate) fn wait(&self, lane: Lane, kind: &str, us: u64) {
         self.with(lane, kind, |s| {
             let _ = s.wait_us.record(us.max(1));
         });
     }
 
-    pub fn outcome(&self, lane: Lane, kind: &str, outcome: Counted, run_us: u64) {
+    pub(crate) fn outcome(&self, lane: Lane, kind: &str, outcome: Counted, run_us: u64) {
         if matches!(outcome, Counted::Nothing) {
             return;
         }
@@ -126,7 +126,7 @@ impl Collector {
     }
 
     /// Write what changed since the last flush; forget minutes that are over.
-    pub async fn flush(&self, engine: &Engine, worker: &str) -> redis::RedisResult<()> {
+    pub(crate) async fn flush(&self, engine: &Engine, worker: &str) -> redis::RedisResult<()> {
         let now_minute = now_ms() / 60_000;
         // (minute, lane, kind, figures as JSON) of what changed; the flags are cleared now and
         // set again if the write fails.

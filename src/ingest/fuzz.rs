@@ -117,7 +117,7 @@ mod reference {
     }
 
     #[derive(Debug)]
-    pub struct RefEvent {
+    pub(super) struct RefEvent {
         pub platform: Platform,
         pub kind: EventKind,
         pub id: String,
@@ -128,7 +128,7 @@ mod reference {
         pub raw: Value,
     }
 
-    pub fn parse(body: &[u8]) -> Result<Vec<RefEvent>, String> {
+    pub(super) fn parse(body: &[u8]) -> Result<Vec<RefEvent>, String> {
         let mut v: Value = serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}"))?;
         let object = v.get("object").and_then(Value::as_str).ok_or("missing `object`")?;
         let platform = match object {

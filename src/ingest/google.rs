@@ -10,7 +10,7 @@ use crate::model::event::{EventKind, Identity, InboundEvent, Platform, Raw, give
 
 /// The parts of a push envelope, with the ids in either spelling Google uses.
 #[derive(Debug, Clone)]
-pub struct Envelope {
+pub(crate) struct Envelope {
     /// `message.messageId`, or the hash of the `message` object when it has none (or a blank one).
     pub message_id: Identity,
     pub publish_time: Option<String>,
@@ -29,7 +29,7 @@ fn either_id(v: &Value, camel: &str, snake: &str) -> Option<String> {
     given(text_of(v.get(camel))).or_else(|| given(text_of(v.get(snake))))
 }
 
-pub fn envelope(body: &[u8]) -> Result<Envelope, ParseError> {
+pub(crate) fn envelope(body: &[u8]) -> Result<Envelope, ParseError> {
     let v: Value = serde_json::from_slice(body).map_err(|e| ParseError::Json(e.to_string()))?;
     let m = v
         .get("message")
@@ -59,7 +59,7 @@ fn rfc3339_ms(t: Option<&str>) -> Option<u64> {
 }
 
 /// A Pub/Sub notification: one event, its data decoded (JSON when it is JSON).
-pub fn pubsub_event(env: &Envelope) -> InboundEvent {
+pub(crate) fn pubsub_event(env: &Envelope) -> InboundEvent {
     let data = serde_json::from_slice::<Value>(&env.data)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&env.data).into_owned()));
     let id = env.message_id.id();
@@ -83,7 +83,7 @@ pub fn pubsub_event(env: &Envelope) -> InboundEvent {
 }
 
 /// Decoded `message.data` that names no RBM event, with why: for the dead-letter queue.
-pub fn rbm_unreadable(env: &Envelope, why: String) -> crate::model::event::Unreadable {
+pub(crate) fn rbm_unreadable(env: &Envelope, why: String) -> crate::model::event::Unreadable {
     let text = String::from_utf8_lossy(&env.data);
     let raw = serde_json::from_slice::<Value>(&env.data).unwrap_or_else(|_| Value::String(text.into_owned()));
     crate::model::event::Unreadable {
@@ -95,7 +95,7 @@ pub fn rbm_unreadable(env: &Envelope, why: String) -> crate::model::event::Unrea
 }
 
 /// An RBM message or event, from the decoded `message.data`.
-pub fn rbm_event(env: &Envelope) -> Result<InboundEvent, ParseError> {
+pub(crate) fn rbm_event(env: &Envelope) -> Result<InboundEvent, ParseError> {
     let d: Value = serde_json::from_slice(&env.data).map_err(|e| ParseError::Json(format!("message.data: {e}")))?;
     if !d.is_object() {
         return Err(ParseError::Shape("RBM data must be a JSON object".into()));

@@ -11,7 +11,7 @@ use crate::model::event::{
 
 /// Why a body is not a Meta webhook.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
-pub enum ParseError {
+pub(crate) enum ParseError {
     #[error("body is not JSON: {0}")]
     Json(String),
     #[error("{0}")]
@@ -22,7 +22,7 @@ pub enum ParseError {
 /// item's text is copied once into its event, as sent: nothing is built as a tree and written
 /// out again. Only a fault of the whole body is an error; an item that is no event is set aside
 /// as [`Unreadable`] and costs the others nothing.
-pub fn parse(body: &[u8]) -> Result<Batch, ParseError> {
+pub(crate) fn parse(body: &[u8]) -> Result<Batch, ParseError> {
     check_json(body).map_err(|e| ParseError::Json(e.to_string()))?;
     // JSON, but not an object: say what is missing, as for an object without it.
     let top = serde_json::from_slice::<Obj>(body).map_err(|_| ParseError::Shape("missing `object`".into()))?;

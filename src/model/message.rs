@@ -7,7 +7,7 @@ use super::event::{EventKind, InboundEvent, Platform, Raw};
 use super::task::{Lane, TaskSpec, now_us};
 
 /// The task kind that answers a customer's message (lane `conversations`).
-pub const PROCESS: &str = "conversation.process_message";
+pub(crate) const PROCESS: &str = "conversation.process_message";
 
 /// Where a conversation is held: on a platform, through its webhooks, or through the HTTP API
 /// (`POST /conversations/message`). Written as the platform's name or `api`, in conversation

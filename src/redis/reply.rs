@@ -3,7 +3,7 @@
 use redis::Value;
 
 /// A reply's scalar as a string (`None` for nil, arrays and maps).
-pub fn value_str(v: &Value) -> Option<String> {
+pub(crate) fn value_str(v: &Value) -> Option<String> {
     match v {
         Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
         Value::SimpleString(s) => Some(s.clone()),
@@ -14,7 +14,7 @@ pub fn value_str(v: &Value) -> Option<String> {
 }
 
 /// A reply's scalar as a number (0 when it is none).
-pub fn value_u64(v: &Value) -> u64 {
+pub(crate) fn value_u64(v: &Value) -> u64 {
     match v {
         Value::Int(i) => (*i).max(0) as u64,
         other => value_str(other).and_then(|s| s.parse().ok()).unwrap_or(0),
@@ -22,7 +22,7 @@ pub fn value_u64(v: &Value) -> u64 {
 }
 
 /// Entries of a stream reply, `[[id, [field, value, ...]], ...]`, as (id, fields).
-pub fn parse_entries(v: &Value) -> Vec<(String, Vec<(String, String)>)> {
+pub(crate) fn parse_entries(v: &Value) -> Vec<(String, Vec<(String, String)>)> {
     let Value::Array(items) = v else { return Vec::new() };
     items
         .iter()

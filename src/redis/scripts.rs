@@ -102,6 +102,6 @@ impl Default for Scripts {
 }
 
 /// True when Redis no longer knows a script (it restarted or was flushed with SCRIPT FLUSH).
-pub fn is_noscript(err: &redis::RedisError) -> bool {
+pub(crate) fn is_noscript(err: &redis::RedisError) -> bool {
     err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
 }

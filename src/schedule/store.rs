@@ -13,7 +13,7 @@ use crate::engine::{Engine, EngineError, now_ms};
 
 /// Take the lease for `me`, or renew it when `held` is the token it already holds: the token
 /// now held, or `None` when another process holds the lease.
-pub async fn hold_lease(
+pub(super) async fn hold_lease(
     engine: &Engine,
     me: &str,
     lease: Duration,
@@ -34,20 +34,20 @@ pub async fn hold_lease(
 }
 
 /// Give the lease up if `me` holds it, so another process takes over without waiting it out.
-pub async fn release_lease(engine: &Engine, me: &str) -> Result<(), EngineError> {
+pub(super) async fn release_lease(engine: &Engine, me: &str) -> Result<(), EngineError> {
     let mut con = engine.conn();
     let _: i64 = engine.scripts().release.key(engine.keys().scheduler_lease()).arg(me).invoke_async(&mut con).await?;
     Ok(())
 }
 
 /// The process holding the lease, if any.
-pub async fn lease_holder(engine: &Engine) -> Result<Option<String>, EngineError> {
+pub(super) async fn lease_holder(engine: &Engine) -> Result<Option<String>, EngineError> {
     let mut con = engine.conn();
     Ok(redis::cmd("GET").arg(engine.keys().scheduler_lease()).query_async(&mut con).await?)
 }
 
 /// The last tick recorded for a schedule (ms since the epoch); `None` before its first.
-pub async fn last_tick(engine: &Engine, name: &str) -> Result<Option<u64>, EngineError> {
+pub(super) async fn last_tick(engine: &Engine, name: &str) -> Result<Option<u64>, EngineError> {
     let mut con = engine.conn();
     Ok(redis::cmd("HGET").arg(engine.keys().schedule(name)).arg("last_tick").query_async(&mut con).await?)
 }
@@ -55,7 +55,7 @@ pub async fn last_tick(engine: &Engine, name: &str) -> Result<Option<u64>, Engin
 /// Record that `tick` of a schedule queued `task` (`""`: nothing queued, the tick only marks
 /// where the schedule starts) and that its next tick is `next` (0: none), if `me` still holds the lease
 /// under `token`; `false` when it does not (fenced out).
-pub async fn record_tick(
+pub(super) async fn record_tick(
     engine: &Engine,
     me: &str,
     token: u64,
@@ -83,7 +83,7 @@ pub async fn record_tick(
 }
 
 /// Record a run outside the ticks: when it was queued and its task.
-pub async fn record_run(engine: &Engine, name: &str, at_ms: u64, task: &str) -> Result<(), EngineError> {
+pub(super) async fn record_run(engine: &Engine, name: &str, at_ms: u64, task: &str) -> Result<(), EngineError> {
     let mut con = engine.conn();
     let _: () = redis::cmd("HSET")
         .arg(engine.keys().schedule(name))
@@ -97,7 +97,7 @@ pub async fn record_run(engine: &Engine, name: &str, at_ms: u64, task: &str) -> 
 }
 
 /// A schedule's last run, as recorded.
-pub struct LastRun {
+pub(super) struct LastRun {
     /// When it was queued (ms since the epoch).
     pub at_ms: Option<u64>,
     /// The task it queued; `None` when it queued none.
@@ -105,7 +105,7 @@ pub struct LastRun {
 }
 
 /// A schedule's last run, from its state.
-pub async fn last_run(engine: &Engine, name: &str) -> Result<LastRun, EngineError> {
+pub(super) async fn last_run(engine: &Engine, name: &str) -> Result<LastRun, EngineError> {
     let mut con = engine.conn();
     let h: BTreeMap<String, String> =
         redis::cmd("HGETALL").arg(engine.keys().schedule(name)).query_async(&mut con).await?;

@@ -22,46 +22,49 @@ pub(super) fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
     serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
 }
 
-pub async fn enqueue(State(s): State<AppState>, RawBody(body): RawBody) -> Result<impl IntoResponse, ApiError> {
+pub(super) async fn enqueue(State(s): State<AppState>, RawBody(body): RawBody) -> Result<impl IntoResponse, ApiError> {
     let spec: TaskSpec = parse_body(&body)?;
     let task_id = s.engine.submit(spec).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({"task_id": task_id, "status": TaskState::Pending.as_str()}))))
 }
 
-pub async fn task_status(State(s): State<AppState>, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+pub(super) async fn task_status(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
     match s.engine.task_status(&id).await? {
         Some(status) => Ok(Json(status)),
         None => Err(ApiError::NotFound(format!("no task with id {id}"))),
     }
 }
 
-pub async fn cancel(State(s): State<AppState>, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+pub(super) async fn cancel(State(s): State<AppState>, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
     let state = s.engine.cancel(&id).await?;
     Ok(Json(json!({"task_id": id, "status": state})))
 }
 
-pub async fn queues_status(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+pub(super) async fn queues_status(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     Ok(Json(s.engine.queues_status().await?))
 }
 
 #[derive(Deserialize)]
-pub struct Limit {
+pub(super) struct Limit {
     limit: Option<usize>,
 }
 
-pub async fn active(State(s): State<AppState>, Query(q): Query<Limit>) -> Result<impl IntoResponse, ApiError> {
+pub(super) async fn active(State(s): State<AppState>, Query(q): Query<Limit>) -> Result<impl IntoResponse, ApiError> {
     let tasks = s.engine.active_tasks(q.limit.unwrap_or(100).clamp(1, 1000)).await?;
     Ok(Json(json!({"active": tasks, "count": tasks.len()})))
 }
 
 #[derive(Deserialize)]
-pub struct DlqQuery {
+pub(super) struct DlqQuery {
     #[serde(flatten)]
     filter: DlqFilter,
     limit: Option<usize>,
 }
 
-pub async fn dlq_list(
+pub(super) async fn dlq_list(
     State(s): State<AppState>,
     q: Result<Query<DlqQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -71,7 +74,7 @@ pub async fn dlq_list(
     Ok(Json(json!({"dead_letters": letters, "count": letters.len(), "total": total})))
 }
 
-pub async fn dlq_show(State(s): State<AppState>, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+pub(super) async fn dlq_show(State(s): State<AppState>, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
     match s.engine.dlq_get(&id).await? {
         Some(d) => Ok(Json(d)),
         None => Err(ApiError::NotFound(format!("no dead letter {id}"))),
@@ -80,7 +83,7 @@ pub async fn dlq_show(State(s): State<AppState>, Path(id): Path<String>) -> Resu
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RedriveBody {
+pub(super) struct RedriveBody {
     #[serde(default)]
     ids: Vec<String>,
     #[serde(default)]
@@ -97,7 +100,10 @@ pub struct RedriveBody {
     dry_run: bool,
 }
 
-pub async fn dlq_redrive(State(s): State<AppState>, RawBody(body): RawBody) -> Result<impl IntoResponse, ApiError> {
+pub(super) async fn dlq_redrive(
+    State(s): State<AppState>,
+    RawBody(body): RawBody,
+) -> Result<impl IntoResponse, ApiError> {
     let b: RedriveBody = parse_body(&body)?;
     let older_than = match b.older_than.as_deref() {
         None => None,
@@ -122,7 +128,10 @@ pub async fn dlq_redrive(State(s): State<AppState>, RawBody(body): RawBody) -> R
     Ok(Json(report))
 }
 
-pub async fn dlq_delete(State(s): State<AppState>, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+pub(super) async fn dlq_delete(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
     match s.engine.dlq_delete(std::slice::from_ref(&id)).await? {
         0 => Err(ApiError::NotFound(format!("no dead letter {id}"))),
         n => Ok(Json(json!({"deleted": n}))),
@@ -130,20 +139,26 @@ pub async fn dlq_delete(State(s): State<AppState>, Path(id): Path<String>) -> Re
 }
 
 /// `GET /schedules`: every schedule with its cron, next run, last run and last result.
-pub async fn schedules(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+pub(super) async fn schedules(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let defs = crate::schedule::from_config(s.engine.config());
     Ok(Json(crate::schedule::list(&s.engine, &defs).await?))
 }
 
 /// `POST /schedules/{name}/run`: queue a schedule's task now.
-pub async fn schedule_run(State(s): State<AppState>, Path(name): Path<String>) -> Result<impl IntoResponse, ApiError> {
+pub(super) async fn schedule_run(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
     let defs = crate::schedule::from_config(s.engine.config());
     let task_id = crate::schedule::run_now(&s.engine, &defs, &name).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({"schedule": name, "task_id": task_id}))))
 }
 
 /// `POST /analytics/reports`: queue a performance report (`{"minutes"?}`, default 5).
-pub async fn report_request(State(s): State<AppState>, RawBody(body): RawBody) -> Result<impl IntoResponse, ApiError> {
+pub(super) async fn report_request(
+    State(s): State<AppState>,
+    RawBody(body): RawBody,
+) -> Result<impl IntoResponse, ApiError> {
     let payload: serde_json::Value =
         if body.iter().all(u8::is_ascii_whitespace) { json!({}) } else { parse_body(&body)? };
     let task_id = s.engine.enqueue(TaskSpec::new(crate::analytics::report::KIND, payload)).await?;
@@ -151,7 +166,7 @@ pub async fn report_request(State(s): State<AppState>, RawBody(body): RawBody) -
 }
 
 /// `GET /analytics/reports/latest`: the newest report.
-pub async fn report_latest(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+pub(super) async fn report_latest(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     match crate::analytics::report::latest(&s.engine).await? {
         Some(r) => Ok(Json(r)),
         None => Err(ApiError::NotFound("no report yet; POST /analytics/reports queues one".into())),

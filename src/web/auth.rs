@@ -11,12 +11,12 @@ use super::AppState;
 use super::error::ApiError;
 use crate::engine::EngineError;
 
-pub fn token_matches(expected: &str, given: &str) -> bool {
+pub(crate) fn token_matches(expected: &str, given: &str) -> bool {
     expected.len() == given.len() && bool::from(expected.as_bytes().ct_eq(given.as_bytes()))
 }
 
 /// The bearer token, or (for reads) the dashboard's session cookie.
-pub async fn require_admin(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub(crate) async fn require_admin(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let given = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -32,7 +32,7 @@ pub async fn require_admin(State(state): State<AppState>, req: Request, next: Ne
 
 /// 32 random bytes from the kernel, hex-encoded. Without the kernel's randomness there is no
 /// safe token: that is fatal, never a predictable fallback.
-pub fn random_token() -> String {
+pub(crate) fn random_token() -> String {
     use std::io::Read;
     let mut bytes = [0u8; 32];
     std::fs::File::open("/dev/urandom")
@@ -44,13 +44,13 @@ pub fn random_token() -> String {
 // The dashboard's sessions: a cookie naming a session kept in Redis.
 
 /// The session cookie's name.
-pub const COOKIE: &str = "sy_session";
+pub(crate) const COOKIE: &str = "sy_session";
 
 /// How long a session lasts.
-pub const SESSION_SECONDS: u64 = 12 * 3600;
+pub(crate) const SESSION_SECONDS: u64 = 12 * 3600;
 
 /// A logged-in operator's session.
-pub struct Session {
+pub(crate) struct Session {
     pub id: String,
     /// The token every state-changing request of the session must carry.
     pub csrf: String,
@@ -75,7 +75,7 @@ fn token_mark(admin_token: &str) -> String {
 }
 
 /// The session the request's cookie names, if it is still open (`Err` when Redis cannot tell).
-pub async fn session(state: &AppState, headers: &HeaderMap) -> Result<Option<Session>, EngineError> {
+pub(crate) async fn session(state: &AppState, headers: &HeaderMap) -> Result<Option<Session>, EngineError> {
     let Some(id) = cookie(headers, COOKIE).filter(|id| id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()))
     else {
         return Ok(None);
@@ -88,7 +88,7 @@ pub async fn session(state: &AppState, headers: &HeaderMap) -> Result<Option<Ses
 }
 
 /// Open a session for an operator who gave the admin token: its id (the cookie's value).
-pub async fn open_session(state: &AppState) -> Result<String, EngineError> {
+pub(crate) async fn open_session(state: &AppState) -> Result<String, EngineError> {
     let (id, csrf) = (random_token(), random_token());
     let value = format!("{csrf} {}", token_mark(&state.admin_token));
     state.engine.open_session(&id, &value, std::time::Duration::from_secs(SESSION_SECONDS)).await?;
@@ -97,6 +97,6 @@ pub async fn open_session(state: &AppState) -> Result<String, EngineError> {
 
 /// Whether a request may use the JSON API on the strength of a dashboard session: reads only
 /// (writes through the API need the bearer token).
-pub async fn api_session_ok(state: &AppState, method: &Method, headers: &HeaderMap) -> bool {
+pub(crate) async fn api_session_ok(state: &AppState, method: &Method, headers: &HeaderMap) -> bool {
     (method == Method::GET || method == Method::HEAD) && matches!(session(state, headers).await, Ok(Some(_)))
 }

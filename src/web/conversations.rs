@@ -22,7 +22,7 @@ const MAX_MESSAGE_CHARS: usize = 20_000;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct MessageRequest {
+pub(super) struct MessageRequest {
     #[serde(default)]
     conversation_id: Option<String>,
     message: String,
@@ -36,12 +36,12 @@ pub struct MessageRequest {
 }
 
 /// `POST /conversations/message`: synchronous unless `async_processing` is true.
-pub async fn message(State(s): State<AppState>, RawBody(body): RawBody) -> Result<impl IntoResponse, ApiError> {
+pub(super) async fn message(State(s): State<AppState>, RawBody(body): RawBody) -> Result<impl IntoResponse, ApiError> {
     handle(&s.engine, parse_body(&body)?, false).await
 }
 
 /// `POST /conversations/webhook-interaction`: the same, asynchronous unless told otherwise.
-pub async fn webhook_interaction(
+pub(super) async fn webhook_interaction(
     State(s): State<AppState>,
     RawBody(body): RawBody,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -130,13 +130,13 @@ async fn wait_finished(
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct ContinueRequest {
+pub(super) struct ContinueRequest {
     #[serde(default)]
     message: Option<String>,
 }
 
 /// `POST /conversations/{id}/continue`: release a hand-off and pick the conversation up again.
-pub async fn continue_conversation(
+pub(super) async fn continue_conversation(
     State(s): State<AppState>,
     Path(id): Path<String>,
     RawBody(body): RawBody,
@@ -156,12 +156,12 @@ pub async fn continue_conversation(
 }
 
 #[derive(Deserialize)]
-pub struct TranscriptQuery {
+pub(super) struct TranscriptQuery {
     limit: Option<usize>,
 }
 
 /// `GET /conversations/{id}`: the summary and the latest turns, oldest first.
-pub async fn get(
+pub(super) async fn get(
     State(s): State<AppState>,
     Path(id): Path<String>,
     Query(q): Query<TranscriptQuery>,

@@ -32,7 +32,7 @@ const METHODS: [Method; 9] = [
 ];
 
 #[derive(Clone, Copy, Default)]
-pub struct HttpMetricsLayer;
+pub(super) struct HttpMetricsLayer;
 
 impl<S> Layer<S> for HttpMetricsLayer {
     type Service = HttpMetrics<S>;
@@ -43,7 +43,7 @@ impl<S> Layer<S> for HttpMetricsLayer {
 }
 
 #[derive(Clone)]
-pub struct HttpMetrics<S> {
+pub(super) struct HttpMetrics<S> {
     inner: S,
 }
 

@@ -14,7 +14,7 @@ use super::{AppState, RawBody};
 use crate::ingest::{Accepted, accept, count_rejected, google, meta, verify};
 use crate::model::event::{EventKind, Identity, InboundEvent, Platform, Raw, given, text_of};
 
-pub fn router() -> Router<AppState> {
+pub(super) fn router() -> Router<AppState> {
     Router::new()
         .route("/webhooks/facebook", get(facebook_handshake).post(facebook))
         .route("/webhooks/google/pubsub", post(pubsub))

@@ -80,7 +80,12 @@ pub(crate) struct Delivery {
 }
 
 impl Delivery {
-    pub fn from_fields(lane: Lane, entry: String, fields: &[(String, String)], deliveries: u32) -> Option<Delivery> {
+    pub(crate) fn from_fields(
+        lane: Lane,
+        entry: String,
+        fields: &[(String, String)],
+        deliveries: u32,
+    ) -> Option<Delivery> {
         let get = |k: &str| fields.iter().find(|(f, _)| f == k).map(|(_, v)| v.as_str());
         let kind = get("kind")?.to_string();
         // A task is named after its entry unless the entry names it (fetch.lua and claim.lua add
@@ -118,7 +123,7 @@ impl Delivery {
     }
 
     /// The attempt number this delivery makes (1-based, across retries and redrives).
-    pub fn attempt(&self) -> u32 {
+    pub(crate) fn attempt(&self) -> u32 {
         self.base + self.deliveries
     }
 }
@@ -468,18 +473,18 @@ impl Backoff {
     const FIRST: Duration = Duration::from_millis(100);
     const MAX: Duration = Duration::from_secs(5);
 
-    pub fn new() -> Backoff {
+    pub(crate) fn new() -> Backoff {
         Backoff { next: Backoff::FIRST }
     }
 
     /// The wait after one more failure.
-    pub fn fail(&mut self) -> Duration {
+    pub(crate) fn fail(&mut self) -> Duration {
         let d = self.next;
         self.next = (self.next * 2).min(Backoff::MAX);
         d.mul_f64(0.75 + fastrand::f64() * 0.5)
     }
 
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.next = Backoff::FIRST;
     }
 }

@@ -36,7 +36,7 @@ use schedules::{schedule_run, schedules};
 use tasks::{active, cancel, retry, tasks};
 use workers::workers;
 
-pub fn router() -> Router<AppState> {
+pub(super) fn router() -> Router<AppState> {
     Router::new()
         .route("/", get(|| async { Redirect::to("/ui/") }))
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
