@@ -18,10 +18,12 @@ run: build
 	$(BIN) serve
 
 ## The whole test suite, against real Redis servers the tests start themselves; the dashboard is
-## also tested in a headless Chromium, and /metrics with promtool (fetched on first use).
+## also tested in a headless Chromium, and /metrics with promtool (fetched on first use). The
+## integration suite runs twice: on a single Redis, then on a one-master Redis Cluster.
 test:
 	@scripts/setup.sh chromium
 	cargo test --all-targets
+	SWITCHYARD_TEST_CLUSTER=1 cargo test --test it
 
 lint:
 	cargo fmt --check

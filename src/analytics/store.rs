@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use crate::redis::Conn;
 use serde_json::Value;
 
 use super::figures::StoredAnalytics;
@@ -97,12 +97,12 @@ pub(super) async fn figures(engine: &Engine, conversation_id: &str) -> Result<Op
 /// rest whatever the conversation ids look like.
 pub(super) async fn find_conversations(engine: &Engine, limit: usize) -> Result<Vec<String>, EngineError> {
     let prefix = engine.keys().conversation("");
-    let mut con = engine.conn();
+    let con = engine.conn();
     let mut seen = HashSet::new();
     let mut ids = Vec::new();
     let mut scan = Scan::prefixed(&prefix).of_type("hash");
     while ids.len() < limit
-        && let Some(keys) = scan.next(&mut con).await?
+        && let Some(keys) = scan.next(&con).await?
     {
         for key in keys {
             if let Some(id) = key.strip_prefix(&prefix)
@@ -207,7 +207,7 @@ pub(super) struct ExpiryStep {
 /// A walk over every key of the deployment that gives the configured retention to finished task
 /// records and conversation keys without an expiry, a SCAN step at a time.
 pub(super) struct ExpiryWalk {
-    con: ConnectionManager,
+    con: Conn,
     scan: Scan,
     tasks: String,
     conversations: String,

@@ -133,7 +133,7 @@ pub(super) async fn families(engine: &Engine, items: u64) -> anyhow::Result<BTre
     let root = engine.keys().root().to_string();
     let mut out: BTreeMap<String, Family> = BTreeMap::new();
     let mut scan = crate::redis::Scan::prefixed(&root);
-    while let Some(keys) = scan.next(&mut con).await? {
+    while let Some(keys) = scan.next(&con).await? {
         if !keys.is_empty() {
             let mut pipe = redis::pipe();
             for k in &keys {

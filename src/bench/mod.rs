@@ -169,7 +169,7 @@ pub async fn latency(config: Config, rate: u64, seconds: u64, concurrency: usize
 pub(crate) async fn cleanup(engine: &Engine) {
     let mut con = engine.conn();
     let mut scan = crate::redis::Scan::prefixed(engine.keys().root());
-    while let Ok(Some(keys)) = scan.next(&mut con).await {
+    while let Ok(Some(keys)) = scan.next(&con).await {
         if !keys.is_empty() {
             let _: redis::RedisResult<i64> = redis::cmd("UNLINK").arg(&keys).query_async(&mut con).await;
         }

@@ -7,9 +7,10 @@ use super::{Engine, EngineError};
 impl Engine {
     /// Warnings about Redis settings known to lose work, one line each.
     pub async fn guardrails(&self) -> Result<Vec<String>, EngineError> {
-        let mut con = self.conn();
+        let con = self.conn();
+        let home = self.keys().root();
         let mut warnings = Vec::new();
-        let info: String = redis::cmd("INFO").arg("server").query_async(&mut con).await?;
+        let info: String = con.query_at(home, redis::cmd("INFO").arg("server")).await?;
         let version = info.lines().find_map(|l| l.strip_prefix("redis_version:")).unwrap_or("0").trim().to_string();
         let major: u32 = version.split('.').next().and_then(|m| m.parse().ok()).unwrap_or(0);
         if major < 7 {
@@ -17,9 +18,8 @@ impl Engine {
                 .push(format!("Redis {version} is older than 7.0, which Switchyard needs (XAUTOCLAIM, stream lag)"));
         }
         let get = |pairs: Vec<String>| pairs.get(1).cloned().unwrap_or_default();
-        let mut con2 = self.conn();
         let policy: redis::RedisResult<Vec<String>> =
-            redis::cmd("CONFIG").arg("GET").arg("maxmemory-policy").query_async(&mut con2).await;
+            con.query_at(home, redis::cmd("CONFIG").arg("GET").arg("maxmemory-policy")).await;
         if let Ok(p) = policy {
             let p = get(p);
             if !p.is_empty() && p != "noeviction" {
@@ -29,9 +29,9 @@ impl Engine {
             }
         }
         let aof: redis::RedisResult<Vec<String>> =
-            redis::cmd("CONFIG").arg("GET").arg("appendonly").query_async(&mut con2).await;
+            con.query_at(home, redis::cmd("CONFIG").arg("GET").arg("appendonly")).await;
         let save: redis::RedisResult<Vec<String>> =
-            redis::cmd("CONFIG").arg("GET").arg("save").query_async(&mut con2).await;
+            con.query_at(home, redis::cmd("CONFIG").arg("GET").arg("save")).await;
         if let (Ok(aof), Ok(save)) = (aof, save)
             && get(aof) != "yes"
             && get(save).trim().is_empty()

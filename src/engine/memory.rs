@@ -106,8 +106,8 @@ impl Engine {
         if now.saturating_sub(last) >= if near { FRESH_NEAR_MS } else { FRESH_MS }
             && w.read_at.compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire).is_ok()
         {
-            let mut con = self.conn();
-            let read: Result<String, _> = redis::cmd("INFO").arg("memory").query_async(&mut con).await;
+            let read: Result<String, _> =
+                self.conn().query_at(self.keys().root(), redis::cmd("INFO").arg("memory")).await;
             match read.map(|info| parse_info(&info)) {
                 Ok(Some((used, max))) => {
                     w.used.store(used, Ordering::Release);

@@ -56,7 +56,7 @@ pub mod worker;
 
 use std::sync::Arc;
 
-use redis::aio::ConnectionManager;
+use crate::redis::Conn;
 
 pub use crate::model::task::{
     Attempt, Lane, TaskSpec, TaskState, TaskStatus, entry_of_task, format_ms, new_task_id, now_ms, now_us,
@@ -127,7 +127,7 @@ struct Inner {
     config: Config,
     keys: Keys,
     scripts: Scripts,
-    conn: ConnectionManager,
+    conn: Conn,
     registry: Registry,
     redis_url: String,
     memory: memory::MemoryWatch,
@@ -174,7 +174,7 @@ impl Engine {
     }
 
     /// The shared connection (a cheap handle; clone per use).
-    pub fn conn(&self) -> ConnectionManager {
+    pub fn conn(&self) -> Conn {
         self.inner.conn.clone()
     }
 
@@ -215,7 +215,7 @@ impl Engine {
     pub(crate) async fn set_progress(&self, task_id: &str, percent: u8) {
         let mut con = self.conn();
         let r: redis::RedisResult<()> = redis::cmd("EVAL")
-            .arg("if redis.call('HEXISTS', KEYS[1], 'state') == 1 then redis.call('HSET', KEYS[1], 'progress', ARGV[1]) end")
+            .arg("#!lua flags=allow-oom\nif redis.call('HEXISTS', KEYS[1], 'state') == 1 then redis.call('HSET', KEYS[1], 'progress', ARGV[1]) end")
             .arg(1)
             .arg(self.keys().task(task_id))
             .arg(percent)

@@ -134,10 +134,10 @@ impl OldMarkers {
 async fn look_for_old_markers(engine: Weak<Inner>) {
     let Some(inner) = engine.upgrade() else { return };
     let engine = Engine { inner };
-    let mut con = engine.conn();
+    let con = engine.conn();
     let mut scan = crate::redis::Scan::prefixed(&engine.keys().idempotency("")).of_type("string");
     loop {
-        match scan.next(&mut con).await {
+        match scan.next(&con).await {
             Ok(Some(keys)) if keys.is_empty() => continue,
             Ok(Some(_)) => return,
             Ok(None) => break,

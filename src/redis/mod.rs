@@ -1,9 +1,11 @@
 //! Redis connection handling, key names and the Lua scripts of the engine.
 //!
-//! Two kinds of connection are used: a shared multiplexed [`ConnectionManager`] for short
-//! commands (it reconnects by itself), and a dedicated one per worker for blocking
-//! `XREADGROUP`, since a blocking command would stall every other caller on a shared one.
+//! Two kinds of connection are used, each a [`Conn`] (a single Redis or a cluster): a shared
+//! multiplexed one for short commands (it reconnects by itself), and a dedicated one per worker
+//! for blocking `XREADGROUP`, since a blocking command would stall every other caller on a
+//! shared one.
 
+mod conn;
 pub mod keys;
 pub(crate) mod reply;
 pub(crate) mod scripts;
@@ -11,45 +13,36 @@ pub mod server;
 
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-
+pub use conn::{Conn, node_urls};
 pub use keys::{GROUP, Keys};
 
 /// How long a short command may take before the call fails (a Lua batch of a thousand tasks
 /// included).
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 
-fn manager_config(response_timeout: Duration) -> ConnectionManagerConfig {
-    ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(Some(response_timeout))
-        .set_number_of_retries(2)
-        .set_min_delay(Duration::from_millis(50))
-        .set_max_delay(Duration::from_secs(2))
-}
-
-/// A connection for short commands, shared by every task of a process.
-pub async fn connect(url: &str) -> redis::RedisResult<ConnectionManager> {
-    let client = redis::Client::open(url)?;
-    ConnectionManager::new_with_config(client, manager_config(RESPONSE_TIMEOUT)).await
+/// A connection for short commands, shared by every task of a process; connected before it
+/// returns.
+pub async fn connect(url: &str) -> redis::RedisResult<Conn> {
+    let conn = Conn::lazy(url, RESPONSE_TIMEOUT)?;
+    conn.is_cluster().await?;
+    Ok(conn)
 }
 
 /// The same, without waiting for Redis to answer first: the process starts even while Redis is
 /// away and connects when it comes back.
-pub fn connect_lazy(url: &str) -> redis::RedisResult<ConnectionManager> {
-    let client = redis::Client::open(url)?;
-    ConnectionManager::new_lazy_with_config(client, manager_config(RESPONSE_TIMEOUT))
+pub fn connect_lazy(url: &str) -> redis::RedisResult<Conn> {
+    Conn::lazy(url, RESPONSE_TIMEOUT)
 }
 
 /// A connection for blocking reads of up to `block`.
-pub fn connect_blocking(url: &str, block: Duration) -> redis::RedisResult<ConnectionManager> {
-    let client = redis::Client::open(url)?;
-    ConnectionManager::new_lazy_with_config(client, manager_config(block + RESPONSE_TIMEOUT))
+pub fn connect_blocking(url: &str, block: Duration) -> redis::RedisResult<Conn> {
+    Conn::lazy(url, block + RESPONSE_TIMEOUT)
 }
 
 /// Whether a Redis answers `PING` at `url` within two seconds.
 pub async fn answers(url: &str) -> bool {
-    let Ok(client) = redis::Client::open(url) else { return false };
+    let Some(first) = node_urls(url).into_iter().next() else { return false };
+    let Ok(client) = redis::Client::open(first) else { return false };
     let fut = async {
         let mut con = client.get_multiplexed_async_connection().await?;
         redis::cmd("PING").query_async::<String>(&mut con).await
@@ -64,9 +57,10 @@ pub fn is_nogroup(err: &redis::RedisError) -> bool {
 }
 
 /// A walk over the keys whose names match a pattern (and of one type, when given), a SCAN
-/// step at a time: `while let Some(keys) = scan.next(&mut con).await? { … }`. Keys may come
+/// step at a time: `while let Some(keys) = scan.next(&con).await? { … }`. Keys may come
 /// twice (SCAN's promise), and keys made during the walk may be missed.
 pub struct Scan {
+    prefix: String,
     pattern: String,
     kind: Option<&'static str>,
     cursor: u64,
@@ -79,7 +73,13 @@ impl Scan {
 
     /// Every key whose name starts with `prefix` (matched literally).
     pub fn prefixed(prefix: &str) -> Scan {
-        Scan { pattern: format!("{}*", glob_escape(prefix)), kind: None, cursor: 0, done: false }
+        Scan {
+            prefix: prefix.to_string(),
+            pattern: format!("{}*", glob_escape(prefix)),
+            kind: None,
+            cursor: 0,
+            done: false,
+        }
     }
 
     /// Only keys of this type (`hash`, `string`, …).
@@ -88,11 +88,9 @@ impl Scan {
         self
     }
 
-    /// The next step's keys (possibly none), or `None` once the walk is over.
-    pub async fn next<C: redis::aio::ConnectionLike + Send>(
-        &mut self,
-        con: &mut C,
-    ) -> redis::RedisResult<Option<Vec<String>>> {
+    /// The next step's keys (possibly none), or `None` once the walk is over. On a cluster the
+    /// walk is over the node holding the prefix's slot.
+    pub async fn next(&mut self, con: &Conn) -> redis::RedisResult<Option<Vec<String>>> {
         if self.done {
             return Ok(None);
         }
@@ -101,7 +99,7 @@ impl Scan {
         if let Some(kind) = self.kind {
             cmd.arg("TYPE").arg(kind);
         }
-        let (next, keys): (u64, Vec<String>) = cmd.query_async(con).await?;
+        let (next, keys): (u64, Vec<String>) = con.query_at(&self.prefix, &cmd).await?;
         self.cursor = next;
         self.done = next == 0;
         Ok(Some(keys))

@@ -1,4 +1,12 @@
 //! The engine's Lua scripts. Each one is a step that must be atomic; its file says why.
+//!
+//! Every script starts with a `#!lua` line (Redis 7 script flags), which makes Redis check that
+//! every key a script touches is in the slot of the keys it was given: on a Redis Cluster a key
+//! in another slot fails the call instead of being written on whatever node ran it. The flag
+//! also settles what a script does when Redis is over `maxmemory`: a script that takes new work
+//! in is refused whole (nothing half-written), and one that moves work already taken along to
+//! its end (`allow-oom`: start, finish, retry, dead-letter, cancel, trim, …) runs whole, since
+//! settling work is what frees memory and a refused one could leave a sent reply unmarked.
 
 use redis::Script;
 
@@ -26,44 +34,45 @@ pub struct Scripts {
 impl Scripts {
     pub fn new() -> Scripts {
         let prelude = super::keys::lua_prelude();
-        let script = |parts: &[&str]| Script::new(&format!("{prelude}{}", parts.concat()));
+        let intake = |parts: &[&str]| Script::new(&format!("#!lua\n{prelude}{}", parts.concat()));
+        let settle = |parts: &[&str]| Script::new(&format!("#!lua flags=allow-oom\n{prelude}{}", parts.concat()));
         Scripts {
-            enqueue: script(&[include_str!("lua/task_id.lua"), include_str!("lua/enqueue.lua")]),
-            fetch: script(&[include_str!("lua/task_id.lua"), include_str!("lua/fetch.lua")]),
-            start: script(&[include_str!("lua/done.lua"), include_str!("lua/start.lua")]),
-            finish: script(&[
+            enqueue: intake(&[include_str!("lua/task_id.lua"), include_str!("lua/enqueue.lua")]),
+            fetch: settle(&[include_str!("lua/task_id.lua"), include_str!("lua/fetch.lua")]),
+            start: settle(&[include_str!("lua/done.lua"), include_str!("lua/start.lua")]),
+            finish: settle(&[
                 include_str!("lua/wake.lua"),
                 include_str!("lua/done.lua"),
                 include_str!("lua/finish.lua"),
             ]),
-            fail: script(&[
+            fail: settle(&[
                 include_str!("lua/wake.lua"),
                 include_str!("lua/entry_payload.lua"),
                 include_str!("lua/letter.lua"),
                 include_str!("lua/fail.lua"),
             ]),
-            claim: script(&[
+            claim: settle(&[
                 include_str!("lua/wake.lua"),
                 include_str!("lua/task_id.lua"),
                 include_str!("lua/claim.lua"),
             ]),
-            renew: script(&[include_str!("lua/renew.lua")]),
-            cancel: script(&[
+            renew: settle(&[include_str!("lua/renew.lua")]),
+            cancel: settle(&[
                 include_str!("lua/wake.lua"),
                 include_str!("lua/done.lua"),
                 include_str!("lua/entry_payload.lua"),
                 include_str!("lua/cancel.lua"),
             ]),
-            redrive: script(&[include_str!("lua/letter.lua"), include_str!("lua/redrive.lua")]),
-            dlq_delete: script(&[include_str!("lua/letter.lua"), include_str!("lua/dlq_delete.lua")]),
-            quarantine: script(&[include_str!("lua/quarantine.lua")]),
-            turn: script(&[include_str!("lua/turn.lua")]),
-            lease: script(&[include_str!("lua/lease.lua")]),
-            release: script(&[include_str!("lua/release.lua")]),
-            conv_append: script(&[include_str!("lua/conv_mark.lua"), include_str!("lua/conv_append.lua")]),
-            sent: script(&[include_str!("lua/conv_mark.lua"), include_str!("lua/sent.lua")]),
-            fire: script(&[include_str!("lua/fire.lua")]),
-            trim: script(&[include_str!("lua/trim.lua")]),
+            redrive: intake(&[include_str!("lua/letter.lua"), include_str!("lua/redrive.lua")]),
+            dlq_delete: settle(&[include_str!("lua/letter.lua"), include_str!("lua/dlq_delete.lua")]),
+            quarantine: intake(&[include_str!("lua/quarantine.lua")]),
+            turn: settle(&[include_str!("lua/turn.lua")]),
+            lease: intake(&[include_str!("lua/lease.lua")]),
+            release: settle(&[include_str!("lua/release.lua")]),
+            conv_append: intake(&[include_str!("lua/conv_mark.lua"), include_str!("lua/conv_append.lua")]),
+            sent: settle(&[include_str!("lua/conv_mark.lua"), include_str!("lua/sent.lua")]),
+            fire: intake(&[include_str!("lua/fire.lua")]),
+            trim: settle(&[include_str!("lua/trim.lua")]),
         }
     }
 

@@ -4,7 +4,9 @@
 //!
 //! Redis: `SWITCHYARD_TEST_REDIS_URL` when set; otherwise one `redis-server` shared by the whole
 //! test binary, on a free port, without persistence, stopped by a watchdog when the test process
-//! exits. Tests that stop Redis start their own [`RedisProcess`].
+//! exits — with `SWITCHYARD_TEST_CLUSTER=1`, a Redis Cluster of one master holding every slot
+//! instead, where a script touching a key outside its slot fails. Tests that stop Redis start
+//! their own [`RedisProcess`]; tests of a cluster start their own [`RedisCluster`].
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -85,7 +87,7 @@ impl RedisProcess {
     pub fn start_on_free_port() -> RedisProcess {
         let mut last = String::new();
         for _ in 0..5 {
-            match RedisProcess::try_start(free_port()) {
+            match RedisProcess::try_start(free_port(), "") {
                 Ok(p) => return p,
                 Err(e) => last = e,
             }
@@ -98,7 +100,7 @@ impl RedisProcess {
         let mut last = String::new();
         // The old server's port may take a moment to be released.
         for _ in 0..20 {
-            match RedisProcess::try_start(port) {
+            match RedisProcess::try_start(port, "") {
                 Ok(p) => return p,
                 Err(e) => {
                     last = e;
@@ -109,13 +111,30 @@ impl RedisProcess {
         panic!("could not start redis-server on port {port}: {last}");
     }
 
-    fn try_start(port: u16) -> Result<RedisProcess, String> {
+    /// A node for a Redis Cluster on a free port: cluster mode on, no slots yet.
+    pub fn start_cluster_node() -> RedisProcess {
+        let mut last = String::new();
+        for _ in 0..5 {
+            let port = free_port();
+            let conf = std::env::temp_dir().join(format!("switchyard-test-nodes-{port}.conf"));
+            let _ = std::fs::remove_file(&conf);
+            let extra =
+                format!("--cluster-enabled yes --cluster-config-file '{}' --cluster-node-timeout 2000", conf.display());
+            match RedisProcess::try_start(port, &extra) {
+                Ok(p) => return p,
+                Err(e) => last = e,
+            }
+        }
+        panic!("could not start a cluster node: {last}");
+    }
+
+    fn try_start(port: u16, extra: &str) -> Result<RedisProcess, String> {
         let dir = std::env::temp_dir();
         let script = format!(
-            "redis-server --save '' --appendonly no --port {port} --bind 127.0.0.1 --dir '{dir}' >/dev/null 2>&1 & r=$!; \
+            "redis-server --save '' --appendonly no --port {port} --bind 127.0.0.1 --dir '{dir}' {extra} >/dev/null 2>&1 & r=$!; \
              echo $r; \
              while kill -0 {parent} 2>/dev/null && kill -0 $r 2>/dev/null; do sleep 0.5; done; \
-             kill $r 2>/dev/null",
+             kill $r 2>/dev/null; rm -f '{dir}/switchyard-test-nodes-{port}.conf'",
             dir = dir.display(),
             parent = std::process::id(),
         );
@@ -176,6 +195,66 @@ impl RedisProcess {
     }
 }
 
+/// A Redis Cluster on free ports: masters sharing the slots in equal ranges, in order, each with
+/// its replicas. Its processes stop with the test process (or when dropped).
+pub struct RedisCluster {
+    pub masters: Vec<RedisProcess>,
+    pub replicas: Vec<RedisProcess>,
+}
+
+impl RedisCluster {
+    pub fn start(masters: usize, replicas_per_master: usize) -> RedisCluster {
+        let m: Vec<RedisProcess> = (0..masters).map(|_| RedisProcess::start_cluster_node()).collect();
+        let r: Vec<RedisProcess> =
+            (0..masters * replicas_per_master).map(|_| RedisProcess::start_cluster_node()).collect();
+        let cmd = |port: u16, c: &str| {
+            let reply = raw_command(port, c).unwrap_or_else(|e| panic!("{c} on {port}: {e}"));
+            assert!(!reply.starts_with('-'), "{c} on {port}: {reply}");
+            reply
+        };
+        for (i, node) in m.iter().enumerate() {
+            let (lo, hi) = (16384 * i / masters, 16384 * (i + 1) / masters - 1);
+            cmd(node.port, &format!("CLUSTER ADDSLOTSRANGE {lo} {hi}"));
+        }
+        let all: Vec<u16> = m.iter().chain(&r).map(|n| n.port).collect();
+        for &port in &all[1..] {
+            cmd(port, &format!("CLUSTER MEET 127.0.0.1 {}", all[0]));
+        }
+        let known = format!("cluster_known_nodes:{}\r\n", all.len());
+        wait_sync("every node knows every other", || all.iter().all(|&p| cmd(p, "CLUSTER INFO").contains(&known)));
+        for (j, replica) in r.iter().enumerate() {
+            let master = &m[j / replicas_per_master.max(1)];
+            let id = cmd(master.port, "CLUSTER MYID");
+            let id = id.lines().nth(1).unwrap_or_default().trim().to_string();
+            cmd(replica.port, &format!("CLUSTER REPLICATE {id}"));
+        }
+        wait_sync("the cluster is up", || all.iter().all(|&p| cmd(p, "CLUSTER INFO").contains("cluster_state:ok")));
+        RedisCluster { masters: m, replicas: r }
+    }
+
+    /// `REDIS_URL` for it: every master, comma-separated.
+    pub fn url(&self) -> String {
+        self.masters.iter().map(RedisProcess::url).collect::<Vec<_>>().join(",")
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for node in self.masters.drain(..).chain(self.replicas.drain(..)) {
+            node.stop();
+        }
+    }
+}
+
+/// Poll a condition without a runtime, up to [`WAIT`].
+fn wait_sync(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The Redis every test shares (unless it needs its own).
 pub fn redis_url() -> String {
     static URL: OnceLock<String> = OnceLock::new();
@@ -184,6 +263,12 @@ pub fn redis_url() -> String {
             && !url.trim().is_empty()
         {
             return url.trim().to_string();
+        }
+        if std::env::var("SWITCHYARD_TEST_CLUSTER").is_ok_and(|v| v == "1") {
+            let cluster = RedisCluster::start(1, 0);
+            let url = cluster.url();
+            std::mem::forget(cluster);
+            return url;
         }
         let server = RedisProcess::start_on_free_port();
         let url = server.url();

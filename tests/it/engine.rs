@@ -489,7 +489,7 @@ async fn a_queued_task_is_its_entry_until_a_worker_starts_it() {
     assert_eq!(entries.ids.len(), 1);
     let entry = entries.ids[0].id.clone();
     assert_eq!(switchyard::engine::entry_of_task(&id), Some((Lane::Analytics, entry.clone())), "{id}");
-    let record_exists = async |con: &mut redis::aio::ConnectionManager| -> bool {
+    let record_exists = async |con: &mut switchyard::redis::Conn| -> bool {
         redis::cmd("EXISTS").arg(env.engine.keys().task(&id)).query_async(con).await.unwrap()
     };
     assert!(!record_exists(&mut con).await, "nothing but the entry is written at enqueue");

@@ -127,7 +127,7 @@ async fn replaying_a_fail_batch_after_a_timeout_is_harmless() {
     // Worker A read it (delivery 1) and is handing it back at shutdown.
     env.read_as(Lane::Analytics, "A", 1).await;
     let script = &env.engine.scripts().fail;
-    let fail = |con: &mut redis::aio::ConnectionManager| {
+    let fail = |con: &mut switchyard::redis::Conn| {
         let mut inv = script.prepare_invoke();
         inv.key(env.engine.keys().dlq()).key(env.engine.keys().dlq_lanes()).key(&lane).key(&retry);
         inv.arg(env.engine.keys().root()).arg("workers").arg(1).arg(60_000).arg(0).arg("A");

@@ -11,6 +11,7 @@ mod analytics;
 mod analytics_conv;
 mod binary;
 mod browser;
+mod cluster;
 mod common;
 mod conversations;
 mod dashboard;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::common::*;
 use axum::http::StatusCode;
 use serde_json::json;
-use switchyard::engine::Lane;
+use switchyard::engine::{Lane, TaskSpec, TaskState};
 
 const SECRET: &str = "memory_app_secret";
 
@@ -183,10 +183,9 @@ async fn a_dead_tasks_payload_and_log_are_kept_once() {
 
     let mut con = env.engine.conn();
     let keys = env.engine.keys();
-    let record =
-        async |con: &mut redis::aio::ConnectionManager, id: &str| -> std::collections::HashMap<String, String> {
-            redis::cmd("HGETALL").arg(keys.task(id)).query_async(con).await.unwrap()
-        };
+    let record = async |con: &mut switchyard::redis::Conn, id: &str| -> std::collections::HashMap<String, String> {
+        redis::cmd("HGETALL").arg(keys.task(id)).query_async(con).await.unwrap()
+    };
     let shown = async |id: &str| {
         let s = admin(&router, "GET", &format!("/tasks/{id}"), None).await;
         assert_eq!(s.status, StatusCode::OK, "{}", s.text);
@@ -380,4 +379,31 @@ async fn memory_is_flat_under_a_constant_load() {
         platform.accepted().len()
     );
     drop(server);
+}
+
+/// The scripts' `#!lua` flags decide what Redis over its `maxmemory` does with them: a task going
+/// in is refused whole (nothing of it written), while a task already running still finishes and
+/// is recorded — the way memory comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_maxmemory_new_tasks_are_refused_whole_and_running_ones_finish() {
+    let server = RedisProcess::start_on_free_port();
+    let env = TestEnv::with("oom-flags", &server.url(), |_| {}).await;
+    let _worker = env.start_worker();
+    let running = env.engine.enqueue(TaskSpec::new("diag.sleep", json!({"ms": 1500}))).await.unwrap();
+    env.wait_state(&running, TaskState::Started).await;
+
+    let mut con = env.engine.conn();
+    let set = async |con: &mut switchyard::redis::Conn, v: &str| {
+        let _: () = redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg(v).query_async(con).await.unwrap();
+    };
+    set(&mut con, "1").await;
+    let e = env.engine.enqueue(TaskSpec::new("diag.noop", json!({}))).await.unwrap_err().to_string();
+    assert!(e.contains("OOM"), "{e}");
+    assert_eq!(env.lane_len(Lane::Analytics).await, 1, "only the running task's entry");
+    let s = env.wait_state(&running, TaskState::Success).await;
+    assert_eq!(s.result, json!({"slept_ms": 1500}));
+
+    set(&mut con, "0").await;
+    let after = env.engine.enqueue(TaskSpec::new("diag.noop", json!({}))).await.unwrap();
+    env.wait_state(&after, TaskState::Success).await;
 }

@@ -121,7 +121,7 @@ const GIVE_UP_AFTER_CLOSE: Duration = Duration::from_secs(10);
 /// Redis, so another worker runs them again after the visibility timeout — late, never lost.
 async fn write_until_stored(
     sh: &Arc<Shared>,
-    con: &mut redis::aio::ConnectionManager,
+    con: &mut crate::redis::Conn,
     batch: Vec<Event>,
     deadline: Option<std::time::Instant>,
 ) {
@@ -199,7 +199,7 @@ struct Replies {
 
 async fn write(
     sh: &Shared,
-    con: &mut redis::aio::ConnectionManager,
+    con: &mut crate::redis::Conn,
     starts: &[Start],
     dones: &[Done],
     fails: &[Failed],

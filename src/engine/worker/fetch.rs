@@ -209,12 +209,7 @@ enum Read {
 
 /// Read up to `count` new entries of `lane` (fetch.lua: a new ordered task gets its record and
 /// its number in the same step).
-async fn read(
-    con: &mut redis::aio::ConnectionManager,
-    sh: &Shared,
-    lane: Lane,
-    count: usize,
-) -> redis::RedisResult<Read> {
+async fn read(con: &mut crate::redis::Conn, sh: &Shared, lane: Lane, count: usize) -> redis::RedisResult<Read> {
     let v: Value = sh
         .engine
         .scripts()
@@ -242,7 +237,7 @@ async fn read(
 /// Block until an entry arrives after the read position of one of `lanes` (or [`BLOCK`]
 /// passes). It reads nothing for the group: the next pass does.
 async fn wait_for_entries(
-    con: &mut redis::aio::ConnectionManager,
+    con: &mut crate::redis::Conn,
     sh: &Shared,
     lanes: &[(Lane, String)],
 ) -> redis::RedisResult<()> {

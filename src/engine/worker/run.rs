@@ -245,14 +245,7 @@ enum Turn {
 }
 
 /// One look at the task's turn; with `park`, a task that may not run yet is parked.
-async fn turn(
-    sh: &Shared,
-    con: &mut redis::aio::ConnectionManager,
-    d: &Delivery,
-    key: &str,
-    seq: u64,
-    park: bool,
-) -> Turn {
+async fn turn(sh: &Shared, con: &mut crate::redis::Conn, d: &Delivery, key: &str, seq: u64, park: bool) -> Turn {
     let keys = sh.engine.keys();
     let mut inv = sh.engine.scripts().turn.prepare_invoke();
     inv.key(keys.order(key))

@@ -94,7 +94,7 @@ pub(super) async fn upkeep_loop(sh: Arc<Shared>, reading: CancellationToken, sto
 }
 
 /// Claim due retries and (when `scan`) entries of dead workers, up to this worker's free room.
-async fn claim(sh: &Arc<Shared>, con: &mut redis::aio::ConnectionManager, scan: bool) -> redis::RedisResult<()> {
+async fn claim(sh: &Arc<Shared>, con: &mut crate::redis::Conn, scan: bool) -> redis::RedisResult<()> {
     let c = sh.engine.config();
     for &lane in &sh.opts.lanes {
         let room = sh.lane_free(lane).saturating_sub(sh.backlog_len(lane)).min(sh.opts.batch);
@@ -156,7 +156,7 @@ async fn claim(sh: &Arc<Shared>, con: &mut redis::aio::ConnectionManager, scan: 
 }
 
 /// Reset the idle time of every entry this worker holds; stop work whose claim was lost.
-async fn renew(sh: &Shared, con: &mut redis::aio::ConnectionManager) -> redis::RedisResult<()> {
+async fn renew(sh: &Shared, con: &mut crate::redis::Conn) -> redis::RedisResult<()> {
     for &lane in &sh.opts.lanes {
         let held = sh.held_entries(lane);
         for chunk in held.chunks(500) {
@@ -178,7 +178,7 @@ async fn renew(sh: &Shared, con: &mut redis::aio::ConnectionManager) -> redis::R
     Ok(())
 }
 
-async fn heartbeat(sh: &Shared, con: &mut redis::aio::ConnectionManager, started: u64) -> redis::RedisResult<()> {
+async fn heartbeat(sh: &Shared, con: &mut crate::redis::Conn, started: u64) -> redis::RedisResult<()> {
     let beat = json!({
         "name": sh.name,
         "host": super::hostname(),
@@ -210,7 +210,7 @@ async fn heartbeat(sh: &Shared, con: &mut redis::aio::ConnectionManager, started
 }
 
 /// Catch cancellations whose announcement this worker missed (it was reconnecting).
-async fn check_revoked(sh: &Shared, con: &mut redis::aio::ConnectionManager) -> redis::RedisResult<()> {
+async fn check_revoked(sh: &Shared, con: &mut crate::redis::Conn) -> redis::RedisResult<()> {
     let ids: Vec<String> = sh.in_flight.lock().map(|f| f.keys().cloned().collect()).unwrap_or_default();
     for chunk in ids.chunks(500) {
         let mut pipe = redis::pipe();
@@ -228,7 +228,7 @@ async fn check_revoked(sh: &Shared, con: &mut redis::aio::ConnectionManager) -> 
 }
 
 /// Remove consumers that have been idle for long with nothing pending, and stale heartbeats.
-async fn prune(sh: &Shared, con: &mut redis::aio::ConnectionManager) -> redis::RedisResult<()> {
+async fn prune(sh: &Shared, con: &mut crate::redis::Conn) -> redis::RedisResult<()> {
     for &lane in &sh.opts.lanes {
         let key = sh.engine.keys().lane(lane);
         let consumers: Value = redis::cmd("XINFO").arg("CONSUMERS").arg(&key).arg(GROUP).query_async(con).await?;
@@ -268,7 +268,9 @@ pub(super) async fn cancel_listener(sh: Arc<Shared>, stop: CancellationToken) {
     let channel = sh.engine.keys().cancel_channel();
     let mut backoff = Backoff::new();
     while !stop.is_cancelled() {
-        let client = match redis::Client::open(sh.engine.redis_url()) {
+        // Cancellations are published to every node of a cluster: any one of them will do.
+        let first = crate::redis::node_urls(sh.engine.redis_url()).into_iter().next().unwrap_or_default();
+        let client = match redis::Client::open(first) {
             Ok(c) => c,
             Err(_) => return,
         };

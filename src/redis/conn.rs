@@ -1,0 +1,201 @@
+//! One connection type for a single Redis and for a Redis Cluster.
+//!
+//! `REDIS_URL` names one server, or one or more nodes of a cluster (comma-separated). Which it is
+//! is found out on first use: the first node that answers says whether `cluster_enabled` is on.
+//! Then every command goes through a reconnecting [`ConnectionManager`] (a single server) or the
+//! `redis` crate's cluster client, which follows `MOVED`, `ASK` and `TRYAGAIN` and learns the new
+//! slot map after a failover. The finding waits for Redis: a process starts while Redis is away
+//! and connects when it comes back, as with a single server before.
+//!
+//! Commands about a server rather than a key (`INFO`, `CONFIG GET`, `SCAN`, `MEMORY STATS`) go to
+//! the node holding a given key's slot: [`Conn::query_at`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, Slot, SlotAddr};
+use redis::{Cmd, FromRedisValue, Pipeline, RedisFuture, RedisResult, Value};
+use tokio::sync::OnceCell;
+
+/// A handle on the deployment's Redis, cheap to clone; see the module's text.
+#[derive(Clone)]
+pub struct Conn {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    nodes: Vec<String>,
+    response_timeout: Duration,
+    mode: OnceCell<Mode>,
+}
+
+#[derive(Clone)]
+enum Mode {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+/// The URLs of `REDIS_URL`: comma-separated; a node given as `host:port` takes the first URL's
+/// scheme and credentials.
+pub fn node_urls(redis_url: &str) -> Vec<String> {
+    let items: Vec<&str> = redis_url.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    let Some(first) = items.first() else { return Vec::new() };
+    // `redis://user:pass@` of the first URL, for the bare nodes after it.
+    let head = match first.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((auth, _)) => format!("{scheme}://{auth}@"),
+            None => format!("{scheme}://"),
+        },
+        None => "redis://".to_string(),
+    };
+    items.iter().map(|item| if item.contains("://") { item.to_string() } else { format!("{head}{item}") }).collect()
+}
+
+fn manager_config(response_timeout: Duration) -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(response_timeout))
+        .set_number_of_retries(2)
+        .set_min_delay(Duration::from_millis(50))
+        .set_max_delay(Duration::from_secs(2))
+}
+
+impl Conn {
+    /// A handle that connects on first use, each command waiting at most `response_timeout`.
+    pub fn lazy(redis_url: &str, response_timeout: Duration) -> RedisResult<Conn> {
+        let nodes = node_urls(redis_url);
+        if nodes.is_empty() {
+            return Err((redis::ErrorKind::InvalidClientConfig, "REDIS_URL names no Redis").into());
+        }
+        for n in &nodes {
+            redis::Client::open(n.as_str())?;
+        }
+        Ok(Conn { shared: Arc::new(Shared { nodes, response_timeout, mode: OnceCell::new() }) })
+    }
+
+    /// The URL of the first node given.
+    pub fn first_url(&self) -> &str {
+        &self.shared.nodes[0]
+    }
+
+    async fn mode(&self) -> RedisResult<&Mode> {
+        self.shared.mode.get_or_try_init(|| connect(&self.shared.nodes, self.shared.response_timeout)).await
+    }
+
+    /// Whether the deployment's Redis is a cluster (connecting first, if need be).
+    pub async fn is_cluster(&self) -> RedisResult<bool> {
+        Ok(matches!(self.mode().await?, Mode::Cluster(_)))
+    }
+
+    /// Run a command about a server on the node that holds `key`'s slot (on a single Redis,
+    /// that Redis).
+    pub async fn query_at<T: FromRedisValue>(&self, key: &str, cmd: &Cmd) -> RedisResult<T> {
+        match self.mode().await? {
+            Mode::Single(c) => cmd.query_async(&mut c.clone()).await,
+            Mode::Cluster(c) => {
+                let route = Route::with_slot(Slot::for_key(key), SlotAddr::Master);
+                let v = c
+                    .clone()
+                    .route_command(cmd.clone(), RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)))
+                    .await?;
+                T::from_redis_value(v).map_err(Into::into)
+            }
+        }
+    }
+}
+
+/// Find out what the nodes are and connect to them.
+async fn connect(nodes: &[String], response_timeout: Duration) -> RedisResult<Mode> {
+    let mut last = None;
+    for url in nodes {
+        match cluster_enabled(url).await {
+            Ok(false) if nodes.len() > 1 => {
+                return Err((
+                    redis::ErrorKind::InvalidClientConfig,
+                    "REDIS_URL names several nodes, but this one is not in a cluster",
+                    url.clone(),
+                )
+                    .into());
+            }
+            Ok(false) => {
+                let client = redis::Client::open(url.as_str())?;
+                let manager = ConnectionManager::new_with_config(client, manager_config(response_timeout)).await?;
+                return Ok(Mode::Single(manager));
+            }
+            Ok(true) => {
+                let client = ClusterClientBuilder::new(nodes.to_vec())
+                    .connection_timeout(Duration::from_secs(2))
+                    .response_timeout(response_timeout)
+                    .retries(8)
+                    .min_retry_wait(20)
+                    .max_retry_wait(1000)
+                    .build()?;
+                return Ok(Mode::Cluster(client.get_async_connection().await?));
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| (redis::ErrorKind::InvalidClientConfig, "REDIS_URL names no Redis").into()))
+}
+
+/// `cluster_enabled` from the node's `INFO cluster`.
+async fn cluster_enabled(url: &str) -> RedisResult<bool> {
+    let client = redis::Client::open(url)?;
+    let fut = async {
+        let mut con = client.get_multiplexed_async_connection().await?;
+        redis::cmd("INFO").arg("cluster").query_async::<String>(&mut con).await
+    };
+    let info = match tokio::time::timeout(Duration::from_secs(2), fut).await {
+        Ok(r) => r?,
+        Err(_) => return Err((redis::ErrorKind::Io, "no answer from Redis within 2 s", url.to_string()).into()),
+    };
+    Ok(info.lines().any(|l| l.trim() == "cluster_enabled:1"))
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(async move {
+            match self.mode().await? {
+                Mode::Single(c) => c.clone().req_packed_command(cmd).await,
+                Mode::Cluster(c) => c.clone().req_packed_command(cmd).await,
+            }
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        Box::pin(async move {
+            match self.mode().await? {
+                Mode::Single(c) => c.clone().req_packed_commands(cmd, offset, count).await,
+                Mode::Cluster(c) => c.clone().req_packed_commands(cmd, offset, count).await,
+            }
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redis_url_names_one_node_or_several() {
+        assert_eq!(node_urls("redis://127.0.0.1:6379"), ["redis://127.0.0.1:6379"]);
+        assert_eq!(
+            node_urls("redis://:pw@10.0.0.1:7000, 10.0.0.2:7001,redis://10.0.0.3:7002"),
+            ["redis://:pw@10.0.0.1:7000", "redis://:pw@10.0.0.2:7001", "redis://10.0.0.3:7002"]
+        );
+        assert!(node_urls(" , ").is_empty());
+        assert!(Conn::lazy("", Duration::from_secs(1)).is_err());
+    }
+}
