@@ -7,6 +7,7 @@
 
 mod conn;
 pub mod keys;
+pub mod partition;
 pub(crate) mod reply;
 pub(crate) mod scripts;
 pub mod server;

@@ -68,3 +68,44 @@ async fn tasks_run_retry_die_and_come_back_on_a_cluster_of_three_masters() {
     .await;
     assert_eq!(env.lane_pending(Lane::Analytics).await, 0);
 }
+
+/// The slot function is Redis's own, and the partitions' tags spread evenly over the masters of
+/// a real cluster (three masters, twelve partitions: four each).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partition_tags_land_evenly_on_the_masters() {
+    use switchyard::redis::partition::{slot, tags};
+    let cluster = RedisCluster::start(3, 0);
+    let client = redis::Client::open(cluster.masters[0].url()).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let tags12 = tags("sy", 12);
+    let mut keys: Vec<String> = tags12.iter().map(|t| format!("{{{t}}}:lane:webhooks")).collect();
+    keys.extend(["sy", "{sy}:workers", "foo{}{bar}", "foo{{bar}}zap", "a{b}c{d}", "{}", "ünïcode:é"].map(String::from));
+    keys.extend((0..200).map(|i| format!("messenger:PAGE1:{i}")));
+    for key in &keys {
+        let theirs: u16 = redis::cmd("CLUSTER").arg("KEYSLOT").arg(key).query_async(&mut con).await.unwrap();
+        assert_eq!(slot(key), theirs, "{key}");
+    }
+    // Which master serves each slot, from the cluster itself.
+    let ranges: Vec<(u16, u16, u16)> = {
+        let v: Vec<redis::Value> = redis::cmd("CLUSTER").arg("SLOTS").query_async(&mut con).await.unwrap();
+        v.iter()
+            .map(|r| {
+                let redis::Value::Array(r) = r else { panic!("{r:?}") };
+                let int = |v: &redis::Value| match v {
+                    redis::Value::Int(n) => *n as u16,
+                    other => panic!("{other:?}"),
+                };
+                let redis::Value::Array(master) = &r[2] else { panic!("{r:?}") };
+                (int(&r[0]), int(&r[1]), int(&master[1]))
+            })
+            .collect()
+    };
+    let mut per_master = std::collections::BTreeMap::new();
+    for tag in &tags12 {
+        let s = slot(tag);
+        let (_, _, port) = ranges.iter().find(|(lo, hi, _)| (*lo..=*hi).contains(&s)).expect("a master serves it");
+        *per_master.entry(*port).or_insert(0) += 1;
+    }
+    assert_eq!(per_master.len(), 3, "{per_master:?}");
+    assert!(per_master.values().all(|&n| n == 4), "{per_master:?}");
+}
