@@ -59,7 +59,7 @@ use std::sync::Arc;
 use crate::redis::Conn;
 
 pub use crate::model::task::{
-    Attempt, Lane, TaskSpec, TaskState, TaskStatus, entry_of_task, format_ms, new_task_id, now_ms, now_us,
+    Attempt, Lane, TaskSpec, TaskState, TaskStatus, entry_of_task, format_ms, id_place, new_task_id, now_ms, now_us,
     parse_entry_id, task_id_for_entry,
 };
 pub use memory::MemoryTrend;

@@ -323,7 +323,7 @@ impl Engine {
         let mut inv = self.scripts().enqueue.prepare_invoke();
         inv.key(self.keys().lane(lane))
             .arg(self.keys().root())
-            .arg(lane.index())
+            .arg(super::id_place(0, lane))
             .arg(c.idempotency_window.max(Duration::from_millis(1)).as_millis() as u64)
             .arg(c.lane_depth_limit)
             .arg(super::now_us())
@@ -344,7 +344,7 @@ impl Engine {
             .map(|a| {
                 let Some(a) = a else { return Ok(None) };
                 let q = match a.split_at_checked(1) {
-                    Some(("n", entry)) => task_id_for_entry(lane, entry).map(Enqueued::New),
+                    Some(("n", entry)) => task_id_for_entry(0, lane, entry).map(Enqueued::New),
                     Some(("e", id)) => Some(Enqueued::Repeat(Some(id.to_string()))),
                     Some(("x", id)) => Some(Enqueued::Conflict(id.to_string())),
                     Some(("d", "")) => Some(Enqueued::Repeat(None)),

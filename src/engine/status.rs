@@ -126,7 +126,7 @@ pub(crate) fn task_status_from(id: &str, map: HashMap<String, String>) -> TaskSt
 /// earlier build, both start with the time in ms.
 fn created_ms(id: &str) -> Option<u64> {
     match entry_of_task(id) {
-        Some((_, entry)) => super::parse_entry_id(&entry).map(|(ms, _)| ms),
+        Some((_, _, entry)) => super::parse_entry_id(&entry).map(|(ms, _)| ms),
         None => ulid::Ulid::from_string(id).ok().map(|u| u.timestamp_ms()),
     }
 }
@@ -159,7 +159,7 @@ pub(crate) fn done_fields(id: &str, line: &str) -> Option<HashMap<String, String
     let finished = started + to_finish.parse::<u64>().ok()?;
     let attempt: u32 = attempts.parse().ok()?;
     let lane = match lane {
-        "" => entry_of_task(id)?.0.as_str(),
+        "" => entry_of_task(id)?.1.as_str(),
         named => named,
     };
     let mut map: HashMap<String, String> = [
@@ -289,7 +289,7 @@ impl Engine {
     /// meanwhile, and the record is read again). An entry acknowledged whose record is gone
     /// (expired, and the entry not trimmed yet) is no queued task.
     async fn queued_task(&self, id: &str) -> Result<Option<HashMap<String, String>>, EngineError> {
-        let Some((lane, entry)) = entry_of_task(id) else { return Ok(None) };
+        let Some((_, lane, entry)) = entry_of_task(id) else { return Ok(None) };
         let mut con = self.conn();
         let stream = self.keys().lane(lane);
         let (v, groups): (redis::Value, redis::Value) = redis::pipe()
@@ -470,7 +470,7 @@ impl Engine {
                 let get = |k: &str| fields.iter().find(|(f, _)| f == k).map(|(_, v)| v.clone());
                 let base: u64 = get("base").and_then(|b| b.parse().ok()).unwrap_or(0);
                 rows.push(ActiveTask {
-                    task_id: get("id").or_else(|| super::task_id_for_entry(lane, entry)).unwrap_or_default(),
+                    task_id: get("id").or_else(|| super::task_id_for_entry(0, lane, entry)).unwrap_or_default(),
                     kind: get("kind").unwrap_or_default(),
                     lane,
                     worker: worker.clone(),
@@ -505,9 +505,9 @@ impl Engine {
         let named = entry_of_task(id);
         let lane = lane
             .and_then(|l| Lane::parse(&l))
-            .or(named.as_ref().map(|(l, _)| *l))
+            .or(named.as_ref().map(|(_, l, _)| *l))
             .ok_or_else(|| EngineError::NotFound(id.to_string()))?;
-        let entry = named.filter(|(l, _)| *l == lane).map(|(_, e)| e).unwrap_or_default();
+        let entry = named.filter(|(_, l, _)| *l == lane).map(|(_, _, e)| e).unwrap_or_default();
         let c = self.config();
         let reply: Vec<String> = self
             .scripts()

@@ -67,7 +67,7 @@ impl Engine {
                 // A task is named after its entry, unless the entry names it (a redrive).
                 let id = Some(get("id")).filter(|id| !id.is_empty());
                 rows.push(RecentTask {
-                    id: id.or_else(|| task_id_for_entry(lane, &entry)).unwrap_or_default(),
+                    id: id.or_else(|| task_id_for_entry(0, lane, &entry)).unwrap_or_default(),
                     entry,
                     kind: task_kind,
                     lane,

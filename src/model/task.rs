@@ -247,25 +247,35 @@ pub fn parse_entry_id(entry: &str) -> Option<(u64, u64)> {
     (digits(ms) && digits(seq)).then(|| Some((ms.parse().ok()?, seq.parse().ok()?)))?
 }
 
-/// The id of the task queued as `entry` of `lane`: a UUIDv7 whose time is the entry's
-/// millisecond, whose 12 bits after the version are the lane's index and whose last 62 bits
-/// are the entry's sequence number (as `task_id` in src/redis/lua/task_id.lua). A queued task
-/// is its entry alone, so its id must lead to it; ids stay sortable by time of enqueue.
-pub fn task_id_for_entry(lane: Lane, entry: &str) -> Option<String> {
+/// Where a task id says its entry is: the partition and the lane. Kept in the 12 bits after the
+/// UUID's version, the partition above the lane's two bits (so the ids of a single partition,
+/// partition 0, are those of the layout before partitions).
+pub fn id_place(partition: usize, lane: Lane) -> u16 {
+    ((partition as u16) << 2) | lane.index() as u16
+}
+
+/// The id of the task queued as `entry` of `lane` in `partition`: a UUIDv7 whose time is the
+/// entry's millisecond, whose 12 bits after the version are its [place](id_place) and whose last
+/// 62 bits are the entry's sequence number (as `task_id` in src/redis/lua/task_id.lua). A queued
+/// task is its entry alone, so its id must lead to it; ids stay sortable by time of enqueue.
+pub fn task_id_for_entry(partition: usize, lane: Lane, entry: &str) -> Option<String> {
     let (ms, seq) = parse_entry_id(entry)?;
+    if partition >= 1024 {
+        return None;
+    }
     Some(format!(
         "{:08x}-{:04x}-7{:03x}-{:04x}-{:012x}",
         ms >> 16,
         ms & 0xffff,
-        lane.index(),
+        id_place(partition, lane),
         0x8000 | ((seq >> 48) & 0x3fff),
         seq & 0xffff_ffff_ffff
     ))
 }
 
-/// The lane and entry a task id is named after, for ids made by [`task_id_for_entry`] (older
-/// tasks have ULIDs, which name none: their records say where they are).
-pub fn entry_of_task(id: &str) -> Option<(Lane, String)> {
+/// The partition, lane and entry a task id is named after, for ids made by [`task_id_for_entry`]
+/// (older tasks have ULIDs, which name none: their records, in partition 0, say where they are).
+pub fn entry_of_task(id: &str) -> Option<(usize, Lane, String)> {
     let b = id.as_bytes();
     if b.len() != 36 || [8, 13, 18, 23].iter().any(|&i| b[i] != b'-') || b[14] != b'7' {
         return None;
@@ -274,7 +284,8 @@ pub fn entry_of_task(id: &str) -> Option<(Lane, String)> {
         id.get(r).filter(|s| s.bytes().all(|c| c.is_ascii_hexdigit())).and_then(|s| u64::from_str_radix(s, 16).ok())
     };
     let ms = hex(0..8)? << 16 | hex(9..13)?;
-    let lane = *Lane::ALL.get(usize::try_from(hex(15..18)?).ok()?)?;
+    let place = usize::try_from(hex(15..18)?).ok()?;
+    let (partition, lane) = (place >> 2, *Lane::ALL.get(place & 3)?);
     let variant = hex(19..23)?;
     if variant & 0xc000 != 0x8000 {
         return None;
@@ -283,7 +294,7 @@ pub fn entry_of_task(id: &str) -> Option<(Lane, String)> {
     let entry = format!("{ms}-{seq}");
     // Only the id as it was given out: the same hex in capitals would name the same entry under
     // another record key.
-    (task_id_for_entry(lane, &entry)? == id).then_some((lane, entry))
+    (task_id_for_entry(partition, lane, &entry)? == id).then_some((partition, lane, entry))
 }
 
 #[cfg(test)]
@@ -298,18 +309,28 @@ mod tests {
 
     #[test]
     fn task_ids_name_their_entries() {
-        let id = task_id_for_entry(Lane::Webhooks, "1796181455301-7").unwrap();
-        assert_eq!(id, "01a234c1-f1c5-7001-8000-000000000007");
-        assert_eq!(entry_of_task(&id), Some((Lane::Webhooks, "1796181455301-7".to_string())));
-        // Every lane, the largest sequence numbers, the first millisecond.
-        for (lane, entry) in [(Lane::Conversations, "0-0"), (Lane::Analytics, "281474976710655-4611686018427387903")] {
-            let id = task_id_for_entry(lane, entry).unwrap();
-            assert_eq!(entry_of_task(&id), Some((lane, entry.to_string())), "{id}");
+        let id = task_id_for_entry(0, Lane::Webhooks, "1796181455301-7").unwrap();
+        assert_eq!(id, "01a234c1-f1c5-7001-8000-000000000007", "partition 0: the ids from before partitions");
+        assert_eq!(entry_of_task(&id), Some((0, Lane::Webhooks, "1796181455301-7".to_string())));
+        // Every lane, the largest sequence numbers, the first millisecond, the last partition.
+        for (partition, lane, entry) in [
+            (0, Lane::Conversations, "0-0"),
+            (0, Lane::Analytics, "281474976710655-4611686018427387903"),
+            (11, Lane::Webhooks, "1796181455301-7"),
+            (1023, Lane::Analytics, "1796181455301-7"),
+        ] {
+            let id = task_id_for_entry(partition, lane, entry).unwrap();
+            assert_eq!(entry_of_task(&id), Some((partition, lane, entry.to_string())), "{id}");
         }
+        assert_eq!(
+            task_id_for_entry(11, Lane::Webhooks, "1796181455301-7").unwrap(),
+            "01a234c1-f1c5-702d-8000-000000000007"
+        );
+        assert_eq!(task_id_for_entry(1024, Lane::Webhooks, "1796181455301-7"), None);
         // Sortable by time of enqueue, then by place in the lane.
         let ids: Vec<String> = ["1796181455301-7", "1796181455301-12", "1796181455302-0"]
             .iter()
-            .map(|e| task_id_for_entry(Lane::Analytics, e).unwrap())
+            .map(|e| task_id_for_entry(0, Lane::Analytics, e).unwrap())
             .collect();
         assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
         // ULIDs, other UUIDs, the id in capitals and garbage name no entry.
@@ -325,7 +346,7 @@ mod tests {
         ] {
             assert_eq!(entry_of_task(other), None, "{other}");
         }
-        assert_eq!(task_id_for_entry(Lane::Analytics, "12"), None);
+        assert_eq!(task_id_for_entry(0, Lane::Analytics, "12"), None);
         assert_eq!(parse_entry_id("1796181455301-12"), Some((1796181455301, 12)));
         for not_an_entry in ["12", "-3", "5-", "+5-3", "5-3x", "01a234c1-f1c5"] {
             assert_eq!(parse_entry_id(not_an_entry), None, "{not_an_entry}");

@@ -560,7 +560,7 @@ impl TestEnv {
                 // A task is named after its entry, unless the entry names it (a redrive).
                 let id: String = e
                     .get("id")
-                    .or_else(|| switchyard::engine::task_id_for_entry(lane, &e.id))
+                    .or_else(|| switchyard::engine::task_id_for_entry(0, lane, &e.id))
                     .unwrap_or_else(|| panic!("entry {} names no task", e.id));
                 let kind: String = e.get("kind").unwrap_or_else(|| panic!("entry {} without a kind", e.id));
                 (id, kind)
@@ -601,7 +601,7 @@ impl TestEnv {
     /// leave the entry in the lane (acknowledged entries wait there to be trimmed). Returns how
     /// many entries were acknowledged.
     pub async fn ack_entry(&self, id: &str) -> i64 {
-        let (lane, entry) = switchyard::engine::entry_of_task(id).expect("a task id named after its entry");
+        let (_, lane, entry) = switchyard::engine::entry_of_task(id).expect("a task id named after its entry");
         let mut con = self.engine.conn();
         redis::cmd("XACK").arg(self.lane_key(lane)).arg("workers").arg(entry).query_async(&mut con).await.expect("XACK")
     }

@@ -488,7 +488,7 @@ async fn a_queued_task_is_its_entry_until_a_worker_starts_it() {
         redis::cmd("XRANGE").arg(env.lane_key(Lane::Analytics)).arg("-").arg("+").query_async(&mut con).await.unwrap();
     assert_eq!(entries.ids.len(), 1);
     let entry = entries.ids[0].id.clone();
-    assert_eq!(switchyard::engine::entry_of_task(&id), Some((Lane::Analytics, entry.clone())), "{id}");
+    assert_eq!(switchyard::engine::entry_of_task(&id), Some((0, Lane::Analytics, entry.clone())), "{id}");
     let record_exists = async |con: &mut switchyard::redis::Conn| -> bool {
         redis::cmd("EXISTS").arg(env.engine.keys().task(&id)).query_async(con).await.unwrap()
     };
@@ -513,7 +513,7 @@ async fn a_queued_task_is_its_entry_until_a_worker_starts_it() {
     assert_eq!((s.status, s.kind.as_str(), &s.payload), (TaskState::Pending, "diag.sleep", &json!({"ms": 10})));
     let _: i64 = redis::cmd("DEL").arg(env.engine.keys().task(&id)).query_async(&mut con).await.unwrap();
     // Ids that name no entry, or an entry that is not there, are no task.
-    let gone = switchyard::engine::task_id_for_entry(Lane::Analytics, "1-1").unwrap();
+    let gone = switchyard::engine::task_id_for_entry(0, Lane::Analytics, "1-1").unwrap();
     assert_eq!(admin(&router, "GET", &format!("/tasks/{gone}"), None).await.status, StatusCode::NOT_FOUND);
     assert!(env.engine.task_status(&gone).await.unwrap().is_none());
 

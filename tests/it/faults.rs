@@ -10,7 +10,7 @@ use serde_json::json;
 use switchyard::engine::{Lane, Outcome, Registry, TaskSpec, TaskState};
 
 fn entry_of(id: &str) -> String {
-    switchyard::engine::entry_of_task(id).expect("a task id named after its entry").1
+    switchyard::engine::entry_of_task(id).expect("a task id named after its entry").2
 }
 
 /// (owner, deliveries) of a pending entry, or None.

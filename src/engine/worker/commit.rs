@@ -239,7 +239,7 @@ async fn write(
                 .arg(&d.payload);
             first_fields(&mut inv, d.first.as_ref());
             // The finished record leaves out the lane when the task's id names an entry of it.
-            let named = crate::engine::entry_of_task(&d.id).is_some_and(|(lane, _)| lane == d.lane);
+            let named = crate::engine::entry_of_task(&d.id).is_some_and(|(_, lane, _)| lane == d.lane);
             inv.arg(&d.kind).arg(if named { "" } else { d.lane.as_str() });
         }
         finish_inv = inv;

@@ -220,7 +220,7 @@ async fn read(con: &mut crate::redis::Conn, sh: &Shared, lane: Lane, count: usiz
         .arg(&sh.name)
         .arg(count)
         .arg(lane.as_str())
-        .arg(lane.index())
+        .arg(crate::engine::id_place(0, lane))
         .arg(sh.engine.order_ttl().as_millis() as u64)
         .invoke_async(con)
         .await?;

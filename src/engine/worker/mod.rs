@@ -92,7 +92,7 @@ impl Delivery {
         // the id of ordered tasks, which have their record from the read).
         let (id, unrecorded) = match get("id") {
             Some(id) => (id.to_string(), false),
-            None => (crate::engine::task_id_for_entry(lane, &entry)?, true),
+            None => (crate::engine::task_id_for_entry(0, lane, &entry)?, true),
         };
         Some(Delivery {
             lane,

@@ -114,7 +114,7 @@ async fn claim(sh: &Arc<Shared>, con: &mut crate::redis::Conn, scan: bool) -> re
             .arg(now_ms())
             .arg(vt)
             .arg(room)
-            .arg(lane.index())
+            .arg(crate::engine::id_place(0, lane))
             .invoke_async(con)
             .await?;
         let Value::Array(items) = v else { continue };

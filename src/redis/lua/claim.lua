@@ -7,13 +7,13 @@
 -- whose reply was lost) and would otherwise hold them until it restarts under another name.
 -- KEYS[1] lane stream, KEYS[2] lane retry set
 -- ARGV[1] key root, ARGV[2] group, ARGV[3] consumer, ARGV[4] now (ms), ARGV[5] visibility timeout (ms; 0: skip the scan for dead workers),
--- ARGV[6] most entries to hand out, ARGV[7] lane index
+-- ARGV[6] most entries to hand out, ARGV[7] the place task ids name (partition and lane: `id_place`)
 -- Returns {entry id, fields, deliveries, reason} per entry. The fields of an ordered task's entry
 -- that does not name its task (a task is named after its entry: task_id.lua) are followed by its
 -- `id` and `seq`, as fetch.lua gave them (kept in the record).
 local stream, retry = KEYS[1], KEYS[2]
 local root, group, me = ARGV[1], ARGV[2], ARGV[3]
-local now, vt, budget, lane_index = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local now, vt, budget, place = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local out = {}
 
 local function field(fields, name)
@@ -29,7 +29,7 @@ local function take(entry, deliveries, min_idle, reason)
   if not e or type(e) ~= 'table' or not e[2] then return false end
   local id = field(e[2], 'id')
   local named = id ~= nil
-  if not named and field(e[2], 'kind') then id = task_id(entry, lane_index) end
+  if not named and field(e[2], 'kind') then id = task_id(entry, place) end
   local f = id and redis.call('HMGET', key_task(root, id), 'state', 'seq') or {}
   local state = f[1]
   if state == 'REVOKED' or state == 'SUCCESS' or state == 'FAILURE' then

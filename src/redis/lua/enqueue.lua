@@ -6,7 +6,7 @@
 -- idempotency marker and the entry. Only new tasks count against the depth limit: a repeated
 -- idempotency key is answered with the earlier task even when the lane is full.
 -- KEYS[1] lane stream
--- ARGV[1] key root, ARGV[2] lane index, ARGV[3] idempotency window (ms), ARGV[4] depth limit
+-- ARGV[1] key root, ARGV[2] the place task ids name (`id_place`), ARGV[3] idempotency window (ms), ARGV[4] depth limit
 -- (0: none), ARGV[5] now (µs, kept in the entry to measure waits), ARGV[6] consumer group;
 -- then per task: kind, payload, max attempts, idempotency key's hash (16 bytes of its SHA-256;
 -- '' for none), the key as earlier builds kept their markers ('' unless they may still hold
@@ -28,7 +28,7 @@
 -- idempotency key was seen with the same kind and payload; 'x' .. the earlier task's id when it
 -- was seen with another kind or payload (nothing is queued); 'd' when it was seen and no id was
 -- kept; false when the lane is full (nothing was stored for it, its idempotency key included).
-local stream, root, lane_index = KEYS[1], ARGV[1], tonumber(ARGV[2])
+local stream, root, place = KEYS[1], ARGV[1], tonumber(ARGV[2])
 local window, limit, now_us, group = ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6]
 local per, head = 7, 6
 local n = (#ARGV - head) / per
@@ -90,7 +90,7 @@ for i = 0, n - 1 do
     else
       entry = redis.call('XADD', stream, '*', 'kind', kind, 'payload', payload, 'at', now_us, 'max', max, 'okey', okey)
     end
-    if marker and fp ~= '' then redis.call('HSET', marker, idem, task_id(entry, lane_index) .. ' ' .. fp) end
+    if marker and fp ~= '' then redis.call('HSET', marker, idem, task_id(entry, place) .. ' ' .. fp) end
     out[#out + 1] = 'n' .. entry
   end
 end

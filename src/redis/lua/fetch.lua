@@ -8,13 +8,13 @@
 -- redriven task, which keeps its id, record and number) are passed on as they are.
 -- KEYS[1] lane stream
 -- ARGV[1] key root, ARGV[2] group, ARGV[3] consumer, ARGV[4] most entries, ARGV[5] lane name,
--- ARGV[6] lane index, ARGV[7] how long an order key's sequence is kept (ms)
+-- ARGV[6] the place task ids name (`id_place`), ARGV[7] how long an order key's sequence is kept (ms)
 -- Returns the entries read, `{{entry id, {field, value, ...}}, ...}`, each new ordered task's
 -- fields followed by its `id` and `seq`; or, when there was nothing to read, the
 -- group's read position as a string: an `XREAD BLOCK` from there wakes when the next entry
 -- arrives, and cannot miss one that came in meanwhile.
 local stream, root, group, me, count = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local lane, lane_index, order_ttl = ARGV[5], tonumber(ARGV[6]), ARGV[7]
+local lane, place, order_ttl = ARGV[5], tonumber(ARGV[6]), ARGV[7]
 local read = redis.pcall('XREADGROUP', 'GROUP', group, me, 'COUNT', count, 'STREAMS', stream, '>')
 if type(read) == 'table' and read.err then return read end
 if not read or not read[1] or #read[1][2] == 0 then
@@ -43,7 +43,7 @@ for _, e in ipairs(entries) do
   end
   -- an entry without a kind is no task: the worker sets it aside (quarantine.lua)
   if kind and not named and okey and okey ~= '' then
-    local id = task_id(entry, lane_index)
+    local id = task_id(entry, place)
     local order = key_order(root, okey)
     -- as text once: Lua would format the number for every command it is passed to
     local seq = tostring(redis.call('HINCRBY', order, 'next', 1))
