@@ -4,8 +4,9 @@
 //!
 //! Redis: `SWITCHYARD_TEST_REDIS_URL` when set; otherwise one `redis-server` shared by the whole
 //! test binary, on a free port, without persistence, stopped by a watchdog when the test process
-//! exits — with `SWITCHYARD_TEST_CLUSTER=1`, a Redis Cluster of one master holding every slot
-//! instead, where a script touching a key outside its slot fails. Tests that stop Redis start
+//! exits — with `SWITCHYARD_TEST_CLUSTER=<masters>`, a Redis Cluster of that many masters
+//! instead (with one, every slot is on one node, and a script touching a key outside its slot
+//! still fails). Tests that stop Redis start
 //! their own [`RedisProcess`]; tests of a cluster start their own [`RedisCluster`].
 #![allow(dead_code)]
 
@@ -264,8 +265,8 @@ pub fn redis_url() -> String {
         {
             return url.trim().to_string();
         }
-        if std::env::var("SWITCHYARD_TEST_CLUSTER").is_ok_and(|v| v == "1") {
-            let cluster = RedisCluster::start(1, 0);
+        if let Some(masters) = std::env::var("SWITCHYARD_TEST_CLUSTER").ok().and_then(|v| v.parse().ok()) {
+            let cluster = RedisCluster::start(masters, 0);
             let url = cluster.url();
             std::mem::forget(cluster);
             return url;

@@ -1232,7 +1232,7 @@ async fn scripts_and_rust_name_the_same_keys() {
          key_idem(ARGV[1], 6993, 254), key_idem_legacy(ARGV[1], 'api:k'), key_revoked(ARGV[1])}}",
         lua_prelude()
     );
-    let client = redis::Client::open(redis_url().as_str()).unwrap();
+    let client = redis::Client::open(switchyard::redis::node_urls(&redis_url())[0].as_str()).unwrap();
     let mut con = client.get_multiplexed_async_connection().await.unwrap();
     let from_lua: Vec<String> = redis::cmd("EVAL")
         .arg(&lua)

@@ -215,7 +215,7 @@ async fn write(
     let fail_inv;
     if !starts.is_empty() {
         let mut inv = scripts.start.prepare_invoke();
-        inv.arg(keys.root()).arg(&sh.name);
+        inv.key(keys.revoked()).arg(keys.root()).arg(&sh.name);
         for s in starts {
             inv.arg(&s.id).arg(s.attempt).arg(s.base).arg(s.started_ms).arg(&s.payload);
             first_fields(&mut inv, s.first.as_ref());

@@ -4,6 +4,8 @@
 -- The task's payload is copied into its record (queued tasks keep it in their entry only). The
 -- first start of a task that has no record yet (a new task without an order key: enqueue.lua
 -- wrote its entry alone) writes the record's fields that come from the entry too.
+-- KEYS[1] the revoked set (not read: declared so that the call goes to the node of the key root's
+-- slot, and a key outside it fails)
 -- ARGV[1] key root, ARGV[2] worker; then per attempt: task id, attempt number, base, started (ms),
 -- payload, kind ('' when the record was written before: an ordered or redriven task), lane,
 -- entry, max attempts
