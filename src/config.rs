@@ -29,6 +29,8 @@ pub struct Config {
     pub redis_url: Option<String>,
     pub listen: String,
     pub key_prefix: String,
+    /// Partitions of the deployment's keys over a Redis Cluster's slots (`src/redis/partition.rs`).
+    pub partitions: usize,
     pub admin_token: Option<String>,
     pub facebook_app_secret: Option<String>,
     pub facebook_verify_token: Option<String>,
@@ -93,6 +95,7 @@ impl Default for Config {
             redis_url: None,
             listen: "127.0.0.1:8080".into(),
             key_prefix: "sy".into(),
+            partitions: 1,
             admin_token: None,
             facebook_app_secret: None,
             facebook_verify_token: None,
@@ -290,6 +293,13 @@ impl Config {
         };
         if self.key_prefix.is_empty() || self.key_prefix.contains(['{', '}', ' ']) {
             return bad("KEY_PREFIX", self.key_prefix.clone(), "must be non-empty, without braces or spaces");
+        }
+        if !(1..=crate::redis::partition::MAX_PARTITIONS).contains(&self.partitions) {
+            return bad(
+                "PARTITIONS",
+                self.partitions.to_string(),
+                &format!("must be between 1 and {}", crate::redis::partition::MAX_PARTITIONS),
+            );
         }
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
             return bad("LISTEN", self.listen.clone(), "must be an address such as 127.0.0.1:8080");

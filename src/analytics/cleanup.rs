@@ -34,11 +34,13 @@ pub(crate) async fn cleanup(engine: &Engine, ctx: &TaskContext) -> Result<serde_
     let mut trimmed = BTreeMap::new();
     for lane in Lane::ALL {
         let mut total = 0u64;
-        loop {
-            let (n, more) = store::trim_lane(engine, lane, TRIM_BATCH).await?;
-            total += n;
-            if !more || n == 0 || ctx.is_stopped() {
-                break;
+        for part in 0..engine.partitions() {
+            loop {
+                let (n, more) = store::trim_lane(engine, part, lane, TRIM_BATCH).await?;
+                total += n;
+                if !more || n == 0 || ctx.is_stopped() {
+                    break;
+                }
             }
         }
         trimmed.insert(lane.as_str(), total);

@@ -37,7 +37,7 @@ pub(super) async fn set_queued(
 ) -> Result<bool, EngineError> {
     let mut con = engine.conn();
     let set: redis::Value = redis::cmd("SET")
-        .arg(engine.keys().conversation_analytics_queued(conversation_id))
+        .arg(engine.conversation_part(conversation_id).conversation_analytics_queued(conversation_id))
         .arg(burst_began_ms)
         .arg("NX")
         .arg("PX")
@@ -52,7 +52,7 @@ pub(super) async fn set_queued(
 pub(super) async fn take_queued(engine: &Engine, conversation_id: &str) -> Result<Option<u64>, EngineError> {
     let mut con = engine.conn();
     let began: Option<String> = redis::cmd("GETDEL")
-        .arg(engine.keys().conversation_analytics_queued(conversation_id))
+        .arg(engine.conversation_part(conversation_id).conversation_analytics_queued(conversation_id))
         .query_async(&mut con)
         .await?;
     Ok(began.and_then(|v| v.parse().ok()))
@@ -62,7 +62,7 @@ pub(super) async fn take_queued(engine: &Engine, conversation_id: &str) -> Resul
 pub(super) async fn clear_queued(engine: &Engine, conversation_id: &str) -> Result<(), EngineError> {
     let mut con = engine.conn();
     let _: () = redis::cmd("DEL")
-        .arg(engine.keys().conversation_analytics_queued(conversation_id))
+        .arg(engine.conversation_part(conversation_id).conversation_analytics_queued(conversation_id))
         .query_async(&mut con)
         .await?;
     Ok(())
@@ -74,7 +74,7 @@ pub(super) async fn save_figures(engine: &Engine, record: &StoredAnalytics) -> R
     let retention = engine.config().conversation_retention.as_millis().max(1) as u64;
     let mut con = engine.conn();
     let _: () = redis::cmd("SET")
-        .arg(engine.keys().conversation_analytics(&record.conversation_id))
+        .arg(engine.conversation_part(&record.conversation_id).conversation_analytics(&record.conversation_id))
         .arg(json)
         .arg("PX")
         .arg(retention)
@@ -87,8 +87,10 @@ pub(super) async fn save_figures(engine: &Engine, record: &StoredAnalytics) -> R
 /// what is stored is not JSON.
 pub(super) async fn figures(engine: &Engine, conversation_id: &str) -> Result<Option<Value>, EngineError> {
     let mut con = engine.conn();
-    let raw: Option<String> =
-        redis::cmd("GET").arg(engine.keys().conversation_analytics(conversation_id)).query_async(&mut con).await?;
+    let raw: Option<String> = redis::cmd("GET")
+        .arg(engine.conversation_part(conversation_id).conversation_analytics(conversation_id))
+        .query_async(&mut con)
+        .await?;
     Ok(raw.and_then(|r| serde_json::from_str(&r).ok()))
 }
 
@@ -96,20 +98,22 @@ pub(super) async fn figures(engine: &Engine, conversation_id: &str) -> Result<Op
 /// hashes there (turn logs are lists, figures and flags strings), so `TYPE hash` leaves out the
 /// rest whatever the conversation ids look like.
 pub(super) async fn find_conversations(engine: &Engine, limit: usize) -> Result<Vec<String>, EngineError> {
-    let prefix = engine.keys().conversation("");
     let con = engine.conn();
     let mut seen = HashSet::new();
     let mut ids = Vec::new();
-    let mut scan = Scan::prefixed(&prefix).of_type("hash");
-    while ids.len() < limit
-        && let Some(keys) = scan.next(&con).await?
-    {
-        for key in keys {
-            if let Some(id) = key.strip_prefix(&prefix)
-                && ids.len() < limit
-                && seen.insert(id.to_string())
-            {
-                ids.push(id.to_string());
+    for part in 0..engine.partitions() {
+        let prefix = engine.part(part).conversation("");
+        let mut scan = Scan::prefixed(&prefix).of_type("hash");
+        while ids.len() < limit
+            && let Some(keys) = scan.next(&con).await?
+        {
+            for key in keys {
+                if let Some(id) = key.strip_prefix(&prefix)
+                    && ids.len() < limit
+                    && seen.insert(id.to_string())
+                {
+                    ids.push(id.to_string());
+                }
             }
         }
     }
@@ -186,10 +190,15 @@ pub(super) async fn latest_report(engine: &Engine) -> Result<Option<Value>, Engi
 
 /// Remove acknowledged entries from a lane (`trim.lua`), looking at no more than `pending` of
 /// its pending entries: how many were removed, and whether there may be more to remove.
-pub(super) async fn trim_lane(engine: &Engine, lane: Lane, pending: u64) -> Result<(u64, bool), EngineError> {
+pub(super) async fn trim_lane(
+    engine: &Engine,
+    part: usize,
+    lane: Lane,
+    pending: u64,
+) -> Result<(u64, bool), EngineError> {
     let mut con = engine.conn();
     let (n, more): (u64, u64) =
-        engine.scripts().trim.key(engine.keys().lane(lane)).arg(GROUP).arg(pending).invoke_async(&mut con).await?;
+        engine.scripts().trim.key(engine.part(part).lane(lane)).arg(GROUP).arg(pending).invoke_async(&mut con).await?;
     Ok((n, more != 0))
 }
 
@@ -205,12 +214,13 @@ pub(super) struct ExpiryStep {
 }
 
 /// A walk over every key of the deployment that gives the configured retention to finished task
-/// records and conversation keys without an expiry, a SCAN step at a time.
+/// records and conversation keys without an expiry, a SCAN step at a time, partition after
+/// partition (each on the node that holds it).
 pub(super) struct ExpiryWalk {
     con: Conn,
-    scan: Scan,
-    tasks: String,
-    conversations: String,
+    /// The walks left, the current one last: each partition's scan with its record and
+    /// conversation key prefixes.
+    walks: Vec<(Scan, String, String)>,
     task_ttl: u64,
     conversation_ttl: u64,
 }
@@ -219,11 +229,16 @@ impl ExpiryWalk {
     /// A walk from the first key, with the retentions configured now.
     pub(super) fn new(engine: &Engine) -> ExpiryWalk {
         let c = engine.config();
+        let walks = (0..engine.partitions())
+            .rev()
+            .map(|p| {
+                let keys = engine.part(p);
+                (Scan::prefixed(keys.root()), keys.task(""), keys.conversation(""))
+            })
+            .collect();
         ExpiryWalk {
             con: engine.conn(),
-            scan: Scan::prefixed(engine.keys().root()),
-            tasks: engine.keys().task(""),
-            conversations: engine.keys().conversation(""),
+            walks,
             task_ttl: c.task_retention.as_millis() as u64,
             conversation_ttl: c.conversation_retention.as_millis() as u64,
         }
@@ -232,10 +247,20 @@ impl ExpiryWalk {
     /// The next step, or `None` once every key was looked at.
     pub(super) async fn step(&mut self) -> Result<Option<ExpiryStep>, EngineError> {
         let con = &mut self.con;
-        let Some(keys) = self.scan.next(con).await? else { return Ok(None) };
+        let keys = loop {
+            let Some((scan, _, _)) = self.walks.last_mut() else { return Ok(None) };
+            match scan.next(con).await? {
+                Some(keys) => break keys,
+                None => {
+                    self.walks.pop();
+                }
+            }
+        };
+        let (_, tasks, conversations) = self.walks.last().expect("the walk that gave these keys");
+        let (tasks, conversations) = (tasks.clone(), conversations.clone());
         let mut done = ExpiryStep { scanned: keys.len() as u64, ..ExpiryStep::default() };
         let candidates: Vec<&String> =
-            keys.iter().filter(|k| k.starts_with(&self.tasks) || k.starts_with(&self.conversations)).collect();
+            keys.iter().filter(|k| k.starts_with(&tasks) || k.starts_with(&conversations)).collect();
         if candidates.is_empty() {
             return Ok(Some(done));
         }
@@ -248,7 +273,7 @@ impl ExpiryWalk {
             if ttl != -1 {
                 continue;
             }
-            if k.starts_with(&self.conversations) {
+            if k.starts_with(&conversations) {
                 let _: i64 = redis::cmd("PEXPIRE").arg(k).arg(self.conversation_ttl).query_async(con).await?;
                 done.conversations += 1;
             } else {

@@ -174,7 +174,8 @@ async fn finish_reply(
         // marked, so nothing goes out twice — and no marker per message is kept for a day.
         let spec = TaskSpec::new(delivery::KIND, serde_json::to_value(&out).unwrap_or_default())
             .on_lane(Lane::Webhooks)
-            .ordered_by(format!("out:{id}"));
+            .ordered_by(format!("out:{id}"))
+            .routed_by(id.clone());
         match engine.enqueue(spec).await {
             Ok(task) => delivery_task = json!(task),
             Err(e) => return Outcome::retry(format!("could not queue the reply's delivery: {e}")),

@@ -139,9 +139,9 @@ impl Store {
             .engine
             .scripts()
             .conv_append
-            .key(self.engine.keys().conversation(&id))
-            .key(self.engine.keys().conversation_log(&id))
-            .key(self.engine.keys().conversations())
+            .key(self.engine.conversation_part(&id).conversation(&id))
+            .key(self.engine.conversation_part(&id).conversation_log(&id))
+            .key(self.engine.conversation_part(&id).conversations())
             .arg(line)
             .arg(turn.event_id.as_deref().unwrap_or(""))
             .arg(now_ms())
@@ -157,24 +157,33 @@ impl Store {
         Ok(added == 1)
     }
 
-    /// The ids of the `n` conversations with the latest turns, newest first.
+    /// The ids of the `n` conversations with the latest turns, newest first (each partition
+    /// keeps its own index).
     pub async fn recent(&self, n: usize) -> Result<Vec<(String, u64)>, EngineError> {
-        let mut con = self.engine.conn();
-        let v: Vec<(String, f64)> = redis::cmd("ZREVRANGE")
-            .arg(self.engine.keys().conversations())
-            .arg(0)
-            .arg(n.max(1) as i64 - 1)
-            .arg("WITHSCORES")
-            .query_async(&mut con)
-            .await?;
-        Ok(v.into_iter().map(|(id, at)| (id, at as u64)).collect())
+        let mut out: Vec<(String, u64)> = Vec::new();
+        for part in 0..self.engine.partitions() {
+            let mut con = self.engine.conn();
+            let v: Vec<(String, f64)> = redis::cmd("ZREVRANGE")
+                .arg(self.engine.part(part).conversations())
+                .arg(0)
+                .arg(n.max(1) as i64 - 1)
+                .arg("WITHSCORES")
+                .query_async(&mut con)
+                .await?;
+            out.extend(v.into_iter().map(|(id, at)| (id, at as u64)));
+        }
+        if self.engine.partitions() > 1 {
+            out.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            out.truncate(n);
+        }
+        Ok(out)
     }
 
     /// The last `n` turns, oldest first.
     pub async fn history(&self, id: &str, n: usize) -> Result<Vec<StoredTurn>, EngineError> {
         let mut con = self.engine.conn();
         let raw: Vec<String> = redis::cmd("LRANGE")
-            .arg(self.engine.keys().conversation_log(id))
+            .arg(self.engine.conversation_part(id).conversation_log(id))
             .arg(-(n.max(1) as i64))
             .arg(-1)
             .query_async(&mut con)
@@ -186,7 +195,7 @@ impl Store {
     pub async fn set_handoff(&self, id: &str, on: bool) -> Result<(), EngineError> {
         let mut con = self.engine.conn();
         let _: () = redis::cmd("HSET")
-            .arg(self.engine.keys().conversation(id))
+            .arg(self.engine.conversation_part(id).conversation(id))
             .arg("handoff")
             .arg(u8::from(on))
             .query_async(&mut con)
@@ -199,8 +208,11 @@ impl Store {
         const FIELDS: [&str; 8] =
             ["platform", "account", "customer", "created_at", "updated_at", "turns:customer", "turns:agent", "handoff"];
         let mut con = self.engine.conn();
-        let v: Vec<Option<String>> =
-            redis::cmd("HMGET").arg(self.engine.keys().conversation(id)).arg(&FIELDS[..]).query_async(&mut con).await?;
+        let v: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(self.engine.conversation_part(id).conversation(id))
+            .arg(&FIELDS[..])
+            .query_async(&mut con)
+            .await?;
         let get = |k: &str| FIELDS.iter().position(|f| *f == k).and_then(|i| v.get(i).cloned().flatten());
         let Some(created_at) = get("created_at").and_then(|v| v.parse().ok()) else {
             return Ok(None);

@@ -34,7 +34,7 @@ pub(super) async fn mark_part_sent(engine: &Engine, reply: &Reply<'_>, part: usi
 
 /// `check`: whether part `i` of the reply went out already; `mark`: record that it did.
 async fn sent_marker(engine: &Engine, reply: &Reply<'_>, i: usize, op: &str) -> Result<bool, EngineError> {
-    let keys = engine.keys();
+    let keys = engine.conversation_part(reply.conversation);
     // A part's own marker lasts as long as a second delivery of this reply can be queued (the
     // reply's idempotency window) or this one still retried (its record's retention).
     let c = engine.config();

@@ -10,7 +10,8 @@ use super::{Attempt, Engine, EngineError, Lane, format_ms, now_ms};
 /// One dead task, with everything needed to understand and replay it.
 #[derive(Debug, Clone, Serialize)]
 pub struct DeadLetter {
-    /// The dead letter's own id (its DLQ stream entry).
+    /// The dead letter's own id: its DLQ stream entry, followed by `@` and its partition when
+    /// that is not the first ([`letter_id`]).
     pub id: String,
     pub task_id: String,
     pub kind: String,
@@ -22,6 +23,26 @@ pub struct DeadLetter {
     pub created_at: Option<String>,
     #[serde(skip)]
     failed_ms: u64,
+    /// Its partition and entry in that partition's DLQ stream.
+    #[serde(skip)]
+    part: usize,
+    #[serde(skip)]
+    entry: String,
+}
+
+/// A dead letter's id: the entry of partition 0 as it is (the ids from before partitions),
+/// another partition's as `<entry>@<partition>`.
+pub fn letter_id(part: usize, entry: &str) -> String {
+    if part == 0 { entry.to_string() } else { format!("{entry}@{part}") }
+}
+
+/// The partition and entry a dead letter's id names, when it names one.
+fn parse_letter_id(id: &str) -> Option<(usize, &str)> {
+    let (entry, part) = match id.split_once('@') {
+        Some((entry, part)) => (entry, part.parse().ok()?),
+        None => (id, 0),
+    };
+    super::parse_entry_id(entry).map(|_| (part, entry))
 }
 
 /// Which dead letters an operation applies to. Empty filters match everything.
@@ -75,11 +96,13 @@ pub struct RedriveReport {
 /// Dead letters read per round trip while scanning.
 const SCAN_CHUNK: usize = 500;
 
-fn parse_letter(id: String, fields: Vec<(String, String)>) -> DeadLetter {
+fn parse_letter(part: usize, entry: String, fields: Vec<(String, String)>) -> DeadLetter {
     let get = |k: &str| fields.iter().find(|(f, _)| f == k).map(|(_, v)| v.as_str());
     let failed_ms = get("failed_at").and_then(|v| v.parse().ok()).unwrap_or(0);
     DeadLetter {
-        id,
+        id: letter_id(part, &entry),
+        part,
+        entry,
         task_id: get("task_id").unwrap_or_default().to_string(),
         kind: get("kind").unwrap_or_default().to_string(),
         lane: get("lane").and_then(Lane::parse),
@@ -94,12 +117,23 @@ fn parse_letter(id: String, fields: Vec<(String, String)>) -> DeadLetter {
 
 impl Engine {
     pub async fn dlq_depth(&self) -> Result<u64, EngineError> {
-        let mut con = self.conn();
-        Ok(redis::cmd("XLEN").arg(self.keys().dlq()).query_async(&mut con).await?)
+        let mut depth = 0;
+        for part in 0..self.partitions() {
+            let mut con = self.conn();
+            let n: u64 = redis::cmd("XLEN").arg(self.part(part).dlq()).query_async(&mut con).await?;
+            depth += n;
+        }
+        Ok(depth)
     }
 
-    /// Read one chunk of dead letters after (or, newest first, before) `cursor`.
-    async fn dlq_chunk(&self, cursor: Option<&str>, newest_first: bool) -> Result<Vec<DeadLetter>, EngineError> {
+    /// Read one chunk of partition `part`'s dead letters after (or, newest first, before) the
+    /// entry `cursor`.
+    async fn dlq_chunk(
+        &self,
+        part: usize,
+        cursor: Option<&str>,
+        newest_first: bool,
+    ) -> Result<Vec<DeadLetter>, EngineError> {
         let mut con = self.conn();
         let (cmd, start, end) = match (newest_first, cursor) {
             (true, None) => ("XREVRANGE", "+".to_string(), "-".to_string()),
@@ -108,25 +142,45 @@ impl Engine {
             (false, Some(c)) => ("XRANGE", format!("({c}"), "+".to_string()),
         };
         let v: redis::Value = redis::cmd(cmd)
-            .arg(self.keys().dlq())
+            .arg(self.part(part).dlq())
             .arg(start)
             .arg(end)
             .arg("COUNT")
             .arg(SCAN_CHUNK)
             .query_async(&mut con)
             .await?;
-        Ok(crate::redis::reply::parse_entries(&v).into_iter().map(|(id, f)| parse_letter(id, f)).collect())
+        Ok(crate::redis::reply::parse_entries(&v).into_iter().map(|(id, f)| parse_letter(part, id, f)).collect())
     }
 
-    /// Dead letters matching the filter, newest first, at most `limit`.
+    /// Dead letters matching the filter, newest first, at most `limit`: of every partition.
     pub async fn dlq_list(&self, filter: &DlqFilter, limit: usize) -> Result<Vec<DeadLetter>, EngineError> {
+        let mut out = Vec::new();
+        for part in 0..self.partitions() {
+            out.extend(self.dlq_list_part(part, filter, limit).await?);
+        }
+        if self.partitions() > 1 {
+            out.sort_by(|a, b| {
+                let at = |d: &DeadLetter| (d.failed_ms, super::parse_entry_id(&d.entry).unwrap_or_default());
+                at(b).cmp(&at(a))
+            });
+        }
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    async fn dlq_list_part(
+        &self,
+        part: usize,
+        filter: &DlqFilter,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, EngineError> {
         let now = now_ms();
         let mut out = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
-            let chunk = self.dlq_chunk(cursor.as_deref(), true).await?;
+            let chunk = self.dlq_chunk(part, cursor.as_deref(), true).await?;
             let Some(last) = chunk.last() else { break };
-            cursor = Some(last.id.clone());
+            cursor = Some(last.entry.clone());
             let short = chunk.len() < SCAN_CHUNK;
             out.extend(chunk.into_iter().filter(|d| filter.matches(d, now)));
             if out.len() >= limit || short {
@@ -140,24 +194,29 @@ impl Engine {
     /// One dead letter by its id, or by its task's id.
     pub async fn dlq_get(&self, id: &str) -> Result<Option<DeadLetter>, EngineError> {
         let mut con = self.conn();
-        let mut entry = id.to_string();
-        // A stream entry's id is `<ms>-<seq>`; anything else is a task's id (UUIDs have dashes too).
-        if super::parse_entry_id(id).is_none() {
-            let dead: Option<String> =
-                redis::cmd("HGET").arg(self.keys().task(id)).arg("dead_letter").query_async(&mut con).await?;
-            match dead {
-                Some(d) => entry = d,
-                None => return Ok(None),
+        // A letter's id is a stream entry's, `<ms>-<seq>` (and its partition); anything else is
+        // a task's id (UUIDs have dashes too).
+        let (part, entry) = match parse_letter_id(id) {
+            Some((part, entry)) if part < self.partitions() => (part, entry.to_string()),
+            Some(_) => return Ok(None),
+            None => {
+                let part = self.part_of_task(id);
+                let dead: Option<String> =
+                    redis::cmd("HGET").arg(self.part(part).task(id)).arg("dead_letter").query_async(&mut con).await?;
+                match dead {
+                    Some(d) => (part, d),
+                    None => return Ok(None),
+                }
             }
-        }
+        };
         let v: redis::RedisResult<redis::Value> =
-            redis::cmd("XRANGE").arg(self.keys().dlq()).arg(&entry).arg(&entry).query_async(&mut con).await;
+            redis::cmd("XRANGE").arg(self.part(part).dlq()).arg(&entry).arg(&entry).query_async(&mut con).await;
         let v = match v {
             Ok(v) => v,
             Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        Ok(crate::redis::reply::parse_entries(&v).into_iter().next().map(|(id, f)| parse_letter(id, f)))
+        Ok(crate::redis::reply::parse_entries(&v).into_iter().next().map(|(id, f)| parse_letter(part, id, f)))
     }
 
     /// Send dead letters back to their lanes: the given ids, or every letter the filter matches
@@ -186,17 +245,19 @@ impl Engine {
             return Ok(report);
         }
         let now = now_ms();
-        let mut cursor: Option<String> = None;
-        loop {
-            let chunk = self.dlq_chunk(cursor.as_deref(), false).await?;
-            let Some(last) = chunk.last() else { break };
-            cursor = Some(last.id.clone());
-            let short = chunk.len() < SCAN_CHUNK;
-            let letters: Vec<DeadLetter> = chunk.into_iter().filter(|d| filter.matches(d, now)).collect();
-            self.redrive_letters(letters, dry_run, &mut report).await?;
-            progress(report.matched);
-            if short {
-                break;
+        for part in 0..self.partitions() {
+            let mut cursor: Option<String> = None;
+            loop {
+                let chunk = self.dlq_chunk(part, cursor.as_deref(), false).await?;
+                let Some(last) = chunk.last() else { break };
+                cursor = Some(last.entry.clone());
+                let short = chunk.len() < SCAN_CHUNK;
+                let letters: Vec<DeadLetter> = chunk.into_iter().filter(|d| filter.matches(d, now)).collect();
+                self.redrive_letters(letters, dry_run, &mut report).await?;
+                progress(report.matched);
+                if short {
+                    break;
+                }
             }
         }
         Ok(report)
@@ -218,39 +279,53 @@ impl Engine {
                 .extend(letters.iter().take(100usize.saturating_sub(report.task_ids.len())).map(|d| d.task_id.clone()));
             return Ok(());
         }
-        let mut inv = self.scripts().redrive.prepare_invoke();
-        inv.key(self.keys().dlq()).key(self.keys().dlq_lanes()).arg(self.keys().root()).arg(now_ms());
-        for d in &letters {
-            inv.arg(&d.id);
+        for part in 0..self.partitions() {
+            let mine: Vec<&DeadLetter> = letters.iter().filter(|d| d.part == part).collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let keys = self.part(part);
+            let mut inv = self.scripts().redrive.prepare_invoke();
+            inv.key(keys.dlq()).key(keys.dlq_lanes()).arg(keys.root()).arg(now_ms());
+            for d in mine {
+                inv.arg(&d.entry);
+            }
+            let mut con = self.conn();
+            let sent: Vec<String> = inv.invoke_async(&mut con).await?;
+            report.redriven += sent.len() as u64;
+            let room = 100usize.saturating_sub(report.task_ids.len());
+            report.task_ids.extend(sent.into_iter().take(room));
         }
-        let mut con = self.conn();
-        let sent: Vec<String> = inv.invoke_async(&mut con).await?;
-        report.redriven += sent.len() as u64;
-        let room = 100usize.saturating_sub(report.task_ids.len());
-        report.task_ids.extend(sent.into_iter().take(room));
         Ok(())
     }
 
     /// Delete dead letters by id (or task id); returns how many were deleted.
     pub async fn dlq_delete(&self, ids: &[String]) -> Result<u64, EngineError> {
-        let mut entries = Vec::new();
+        let mut letters = Vec::new();
         for id in ids {
             if let Some(d) = self.dlq_get(id).await? {
-                entries.push(d.id);
+                letters.push(d);
             }
         }
-        if entries.is_empty() {
-            return Ok(0);
+        let mut deleted = 0;
+        for part in 0..self.partitions() {
+            let mine: Vec<&DeadLetter> = letters.iter().filter(|d| d.part == part).collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let keys = self.part(part);
+            let mut inv = self.scripts().dlq_delete.prepare_invoke();
+            inv.key(keys.dlq())
+                .key(keys.dlq_lanes())
+                .arg(keys.root())
+                .arg(self.config().task_retention.as_millis() as u64);
+            for d in mine {
+                inv.arg(&d.entry);
+            }
+            let mut con = self.conn();
+            let n: u64 = inv.invoke_async(&mut con).await?;
+            deleted += n;
         }
-        let mut inv = self.scripts().dlq_delete.prepare_invoke();
-        inv.key(self.keys().dlq())
-            .key(self.keys().dlq_lanes())
-            .arg(self.keys().root())
-            .arg(self.config().task_retention.as_millis() as u64);
-        for e in &entries {
-            inv.arg(e);
-        }
-        let mut con = self.conn();
-        Ok(inv.invoke_async(&mut con).await?)
+        Ok(deleted)
     }
 }

@@ -126,6 +126,10 @@ struct Inner {
     batcher: std::sync::OnceLock<producer::Batcher>,
     config: Config,
     keys: Keys,
+    /// The keys of each partition; with one, the deployment's own.
+    parts: Vec<Keys>,
+    /// The partition the next enqueue without a routing key goes to.
+    next_part: std::sync::atomic::AtomicUsize,
     scripts: Scripts,
     conn: Conn,
     registry: Registry,
@@ -142,6 +146,11 @@ impl Engine {
             inner: Arc::new(Inner {
                 batcher: std::sync::OnceLock::new(),
                 keys: Keys::new(&config.key_prefix),
+                parts: crate::redis::partition::tags(&config.key_prefix, config.partitions)
+                    .iter()
+                    .map(|t| Keys::new(t))
+                    .collect(),
+                next_part: std::sync::atomic::AtomicUsize::new(0),
                 config,
                 scripts: Scripts::new(),
                 conn,
@@ -157,8 +166,47 @@ impl Engine {
         &self.inner.config
     }
 
+    /// The keys of the deployment as a whole (workers, schedules, sessions, reports); with one
+    /// partition, every key.
     pub fn keys(&self) -> &Keys {
         &self.inner.keys
+    }
+
+    /// How many partitions the deployment's tasks are spread over.
+    pub fn partitions(&self) -> usize {
+        self.inner.parts.len()
+    }
+
+    /// The keys of partition `p`.
+    pub fn part(&self, p: usize) -> &Keys {
+        &self.inner.parts[p]
+    }
+
+    /// The partition a routing key (an order key, an idempotency key, a conversation id) goes to.
+    pub fn part_of_key(&self, routing_key: &str) -> usize {
+        crate::redis::partition::partition_of(routing_key, self.partitions())
+    }
+
+    /// The partition of a task, from its id (a ULID of an earlier build: partition 0, the only
+    /// one there was).
+    pub fn part_of_task(&self, id: &str) -> usize {
+        entry_of_task(id).map(|(p, _, _)| p).filter(|p| *p < self.partitions()).unwrap_or(0)
+    }
+
+    /// The keys of a conversation's partition (its summary, turns, figures, the markers of its
+    /// replies' parts): the partition its messages' tasks go to, ordered by its id.
+    pub fn conversation_part(&self, conversation_id: &str) -> &Keys {
+        self.part(self.part_of_key(conversation_id))
+    }
+
+    /// The keys of a task's partition.
+    pub(crate) fn task_part(&self, id: &str) -> &Keys {
+        self.part(self.part_of_task(id))
+    }
+
+    /// The partition for an enqueue without a routing key: each in turn.
+    pub(crate) fn next_part(&self) -> usize {
+        self.inner.next_part.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.partitions()
     }
 
     pub fn scripts(&self) -> &Scripts {
@@ -182,10 +230,10 @@ impl Engine {
     /// the groups back after a Redis restart without persistence, a flush or a deleted stream.
     pub async fn ensure_groups(&self) -> Result<(), EngineError> {
         let mut con = self.conn();
-        for lane in Lane::ALL {
+        for (keys, lane) in self.inner.parts.iter().flat_map(|k| Lane::ALL.map(|l| (k, l))) {
             let r: redis::RedisResult<()> = redis::cmd("XGROUP")
                 .arg("CREATE")
-                .arg(self.keys().lane(lane))
+                .arg(keys.lane(lane))
                 .arg(GROUP)
                 .arg("0")
                 .arg("MKSTREAM")
@@ -217,7 +265,7 @@ impl Engine {
         let r: redis::RedisResult<()> = redis::cmd("EVAL")
             .arg("#!lua flags=allow-oom\nif redis.call('HEXISTS', KEYS[1], 'state') == 1 then redis.call('HSET', KEYS[1], 'progress', ARGV[1]) end")
             .arg(1)
-            .arg(self.keys().task(task_id))
+            .arg(self.task_part(task_id).task(task_id))
             .arg(percent)
             .query_async(&mut con)
             .await;

@@ -149,6 +149,7 @@ async fn look_for_old_markers(engine: Weak<Inner>) {
 }
 
 struct Prepared {
+    part: usize,
     lane: Lane,
     kind: String,
     payload: String,
@@ -200,7 +201,9 @@ impl Engine {
 
     /// As [`Engine::enqueue_batch`], telling for each task what became of it.
     pub async fn enqueue_many(&self, specs: Vec<TaskSpec>) -> Result<Vec<Enqueued>, EngineError> {
-        let prepared = specs.into_iter().map(|s| self.prepare(s)).collect::<Result<Vec<_>, _>>()?;
+        // Tasks with no routing key go to one partition per call, each in turn.
+        let any = if self.partitions() > 1 { self.next_part() } else { 0 };
+        let prepared = specs.into_iter().map(|s| self.prepare(s, any)).collect::<Result<Vec<_>, _>>()?;
         if prepared.is_empty() {
             return Ok(Vec::new());
         }
@@ -225,20 +228,28 @@ impl Engine {
         Ok(queued)
     }
 
-    /// Send a batch of jobs: one script call per lane and chunk, then every job its answer.
+    /// Send a batch of jobs: one script call per partition, lane and chunk, then every job its
+    /// answer.
     async fn send_jobs(&self, jobs: Vec<Job>) {
         let mut results: Vec<Result<Vec<Enqueued>, EngineError>> =
             jobs.iter().map(|j| Ok(vec![Enqueued::Repeat(None); j.tasks.len()])).collect();
-        for lane in Lane::ALL {
+        let mut used: Vec<(usize, Lane)> = jobs.iter().flat_map(|j| j.tasks.iter().map(|t| (t.part, t.lane))).collect();
+        used.sort_unstable_by_key(|&(p, l)| (p, l.index()));
+        used.dedup();
+        for (part, lane) in used {
             let places: Vec<(usize, usize)> = jobs
                 .iter()
                 .enumerate()
                 .flat_map(|(j, job)| {
-                    job.tasks.iter().enumerate().filter(|(_, t)| t.lane == lane).map(move |(t, _)| (j, t))
+                    job.tasks
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, t)| t.lane == lane && t.part == part)
+                        .map(move |(t, _)| (j, t))
                 })
                 .collect();
             for chunk in places.chunks(CHUNK) {
-                match self.enqueue_chunk(lane, chunk.iter().map(|&(j, t)| &jobs[j].tasks[t])).await {
+                match self.enqueue_chunk(part, lane, chunk.iter().map(|&(j, t)| &jobs[j].tasks[t])).await {
                     Ok(answers) => {
                         for (&(j, t), answer) in chunk.iter().zip(answers) {
                             match (answer, &mut results[j]) {
@@ -272,12 +283,17 @@ impl Engine {
         (self.config().task_retention * 2).max(Duration::from_secs(7 * 24 * 3600))
     }
 
-    fn prepare(&self, spec: TaskSpec) -> Result<Prepared, EngineError> {
+    /// A task ready to send; `any` is the partition of a task without a routing key.
+    fn prepare(&self, spec: TaskSpec, any: usize) -> Result<Prepared, EngineError> {
         let registered = self.registry().get(&spec.kind).ok_or_else(|| EngineError::UnknownKind(spec.kind.clone()))?;
         let max_attempts = match spec.max_attempts {
             None => self.retry_policy(&spec.kind).max_attempts,
             Some(n @ 1..=100) => n,
             Some(n) => return Err(EngineError::BadInput(format!("max_attempts must be between 1 and 100, got {n}"))),
+        };
+        let part = match spec.routing_key() {
+            Some(key) => self.part_of_key(key),
+            None => any,
         };
         let payload = match spec.payload_json {
             Some(json) => json,
@@ -300,6 +316,7 @@ impl Engine {
             false => Sha256::digest(idempotency_key.as_bytes())[..16].to_vec(),
         };
         Ok(Prepared {
+            part,
             lane: spec.lane.unwrap_or(registered.lane),
             kind: spec.kind,
             payload,
@@ -315,15 +332,17 @@ impl Engine {
     /// lane was full.
     async fn enqueue_chunk<'a>(
         &self,
+        part: usize,
         lane: Lane,
         tasks: impl Iterator<Item = &'a Prepared>,
     ) -> Result<Vec<Option<Enqueued>>, EngineError> {
         let c = self.config();
         let legacy = self.inner.old_markers.look(c.idempotency_window);
         let mut inv = self.scripts().enqueue.prepare_invoke();
-        inv.key(self.keys().lane(lane))
-            .arg(self.keys().root())
-            .arg(super::id_place(0, lane))
+        let keys = self.part(part);
+        inv.key(keys.lane(lane))
+            .arg(keys.root())
+            .arg(super::id_place(part, lane))
             .arg(c.idempotency_window.max(Duration::from_millis(1)).as_millis() as u64)
             .arg(c.lane_depth_limit)
             .arg(super::now_us())
@@ -344,7 +363,7 @@ impl Engine {
             .map(|a| {
                 let Some(a) = a else { return Ok(None) };
                 let q = match a.split_at_checked(1) {
-                    Some(("n", entry)) => task_id_for_entry(0, lane, entry).map(Enqueued::New),
+                    Some(("n", entry)) => task_id_for_entry(part, lane, entry).map(Enqueued::New),
                     Some(("e", id)) => Some(Enqueued::Repeat(Some(id.to_string()))),
                     Some(("x", id)) => Some(Enqueued::Conflict(id.to_string())),
                     Some(("d", "")) => Some(Enqueued::Repeat(None)),

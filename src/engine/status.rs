@@ -201,8 +201,8 @@ impl Engine {
     /// bucket, or from a key of its own (an id that is no UUIDv7, or a record written before
     /// buckets), whichever holds it.
     fn done_pipe<'a>(&self, id: &str, pipe: &'a mut redis::Pipeline) -> &'a mut redis::Pipeline {
-        let own = self.keys().done_own(id);
-        match self.keys().done(id) {
+        let own = self.task_part(id).done_own(id);
+        match self.task_part(id).done(id) {
             (bucket, Some(field)) => pipe.cmd("EVAL").arg(DONE_LINE).arg(2).arg(bucket).arg(own).arg(field),
             (_, None) => pipe.cmd("GET").arg(own),
         }
@@ -212,7 +212,7 @@ impl Engine {
     pub async fn task_state(&self, id: &str) -> Result<Option<TaskState>, EngineError> {
         let mut con = self.conn();
         let (state, done): (Option<String>, Option<String>) = self
-            .done_pipe(id, redis::pipe().cmd("HGET").arg(self.keys().task(id)).arg("state"))
+            .done_pipe(id, redis::pipe().cmd("HGET").arg(self.task_part(id).task(id)).arg("state"))
             .query_async(&mut con)
             .await?;
         match (state, done.is_some()) {
@@ -227,8 +227,10 @@ impl Engine {
     /// A task's record, or `None` when no such task exists (or its record expired).
     pub async fn task_status(&self, id: &str) -> Result<Option<TaskStatus>, EngineError> {
         let mut con = self.conn();
-        let (mut map, done): (HashMap<String, String>, Option<String>) =
-            self.done_pipe(id, redis::pipe().cmd("HGETALL").arg(self.keys().task(id))).query_async(&mut con).await?;
+        let (mut map, done): (HashMap<String, String>, Option<String>) = self
+            .done_pipe(id, redis::pipe().cmd("HGETALL").arg(self.task_part(id).task(id)))
+            .query_async(&mut con)
+            .await?;
         // A task that succeeded: its finished record, and no payload (its entry held it).
         if !map.contains_key("state")
             && let Some(fields) = done.as_deref().and_then(|line| done_fields(id, line))
@@ -241,6 +243,10 @@ impl Engine {
                 Some(queued) => map = queued,
                 None => return Ok(None),
             }
+        }
+        // The record names its dead letter by its entry in the partition's DLQ.
+        if let Some(entry) = map.get_mut("dead_letter") {
+            *entry = super::dlq::letter_id(self.part_of_task(id), entry);
         }
         // A dead task's payload and attempt log are in its dead letter only (fail.lua). A letter
         // deleted or redriven meanwhile put them back into the record: read it again.
@@ -256,7 +262,7 @@ impl Engine {
                     return Ok(Some(task_status_from(id, map)));
                 }
                 None => {
-                    map = redis::cmd("HGETALL").arg(self.keys().task(id)).query_async(&mut con).await?;
+                    map = redis::cmd("HGETALL").arg(self.task_part(id).task(id)).query_async(&mut con).await?;
                     if map.is_empty() {
                         return Ok(None);
                     }
@@ -267,14 +273,20 @@ impl Engine {
         if !map.contains_key("payload")
             && let (Some(lane), Some(entry)) = (map.get("lane").and_then(|l| Lane::parse(l)), map.get("entry"))
         {
-            let v: redis::Value =
-                redis::cmd("XRANGE").arg(self.keys().lane(lane)).arg(entry).arg(entry).query_async(&mut con).await?;
+            let v: redis::Value = redis::cmd("XRANGE")
+                .arg(self.task_part(id).lane(lane))
+                .arg(entry)
+                .arg(entry)
+                .query_async(&mut con)
+                .await?;
             let fields = crate::redis::reply::parse_entries(&v).into_iter().next().map(|(_, f)| f).unwrap_or_default();
             let payload = match fields.into_iter().find(|(k, _)| k == "payload") {
                 Some((_, payload)) => Some(payload),
                 // The entry went meanwhile (the task was cancelled, or ran and was trimmed), and
                 // whatever removed it put the payload into the record first.
-                None => redis::cmd("HGET").arg(self.keys().task(id)).arg("payload").query_async(&mut con).await?,
+                None => {
+                    redis::cmd("HGET").arg(self.task_part(id).task(id)).arg("payload").query_async(&mut con).await?
+                }
             };
             if let Some(payload) = payload {
                 map.insert("payload".into(), payload);
@@ -289,9 +301,9 @@ impl Engine {
     /// meanwhile, and the record is read again). An entry acknowledged whose record is gone
     /// (expired, and the entry not trimmed yet) is no queued task.
     async fn queued_task(&self, id: &str) -> Result<Option<HashMap<String, String>>, EngineError> {
-        let Some((_, lane, entry)) = entry_of_task(id) else { return Ok(None) };
+        let Some((part, lane, entry)) = entry_of_task(id) else { return Ok(None) };
         let mut con = self.conn();
-        let stream = self.keys().lane(lane);
+        let stream = self.task_part(id).lane(lane);
         let (v, groups): (redis::Value, redis::Value) = redis::pipe()
             .cmd("XRANGE")
             .arg(&stream)
@@ -307,13 +319,13 @@ impl Engine {
         let mut unread = read_up_to.is_none_or(|at| entry_after(&entry, &at));
         if !unread && !matches!(&v, redis::Value::Array(e) if e.is_empty()) {
             // Read, and still pending: about to start (its record is written when it starts).
-            unread = self.is_pending(lane, &entry).await?;
+            unread = self.is_pending(part, lane, &entry).await?;
         }
         let fields = crate::redis::reply::parse_entries(&v).into_iter().next().map(|(_, f)| f);
         // An entry that names a task of its own belongs to that task (a redrive), not to this id.
         let Some(fields) = fields.filter(|f| unread && f.iter().all(|(k, _)| k != "id")) else {
             let map: HashMap<String, String> =
-                redis::cmd("HGETALL").arg(self.keys().task(id)).query_async(&mut con).await?;
+                redis::cmd("HGETALL").arg(self.task_part(id).task(id)).query_async(&mut con).await?;
             return Ok((!map.is_empty()).then_some(map));
         };
         let mut map: HashMap<String, String> = fields.into_iter().collect();
@@ -330,11 +342,11 @@ impl Engine {
         Ok(Some(map))
     }
 
-    /// Is `entry` of `lane` delivered to a worker and not acknowledged?
-    pub(crate) async fn is_pending(&self, lane: Lane, entry: &str) -> Result<bool, EngineError> {
+    /// Is `entry` of `lane` in partition `part` delivered to a worker and not acknowledged?
+    pub(crate) async fn is_pending(&self, part: usize, lane: Lane, entry: &str) -> Result<bool, EngineError> {
         let mut con = self.conn();
         let p: redis::RedisResult<redis::Value> = redis::cmd("XPENDING")
-            .arg(self.keys().lane(lane))
+            .arg(self.part(part).lane(lane))
             .arg(GROUP)
             .arg(entry)
             .arg(entry)
@@ -349,10 +361,15 @@ impl Engine {
         }
     }
 
-    /// The group's read position in `lane`: entries after it have not been read yet.
-    pub(crate) async fn read_position(&self, lane: Lane) -> Result<Option<String>, EngineError> {
+    /// The group's read position in `lane` of partition `part`: entries after it have not been
+    /// read yet.
+    pub(crate) async fn read_position(&self, part: usize, lane: Lane) -> Result<Option<String>, EngineError> {
         let mut con = self.conn();
-        match redis::cmd("XINFO").arg("GROUPS").arg(self.keys().lane(lane)).query_async::<redis::Value>(&mut con).await
+        match redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(self.part(part).lane(lane))
+            .query_async::<redis::Value>(&mut con)
+            .await
         {
             Ok(v) => Ok(group_info(&v).get("last-delivered-id").and_then(value_str)),
             Err(e) if is_missing_stream(&e) => Ok(None),
@@ -360,22 +377,54 @@ impl Engine {
         }
     }
 
-    /// Every lane's figures and the DLQ's size, in one round trip.
+    /// Every lane's figures and the DLQ's size, summed over the partitions (each one round trip
+    /// and a look at each lane's group).
     pub async fn queues_status(&self) -> Result<QueuesStatus, EngineError> {
+        let parts = futures_util::future::try_join_all((0..self.partitions()).map(|p| self.part_status(p))).await?;
+        let mut queues: HashMap<&'static str, LaneStatus> = HashMap::new();
+        let mut dlq_depth = 0;
+        for (part_queues, part_dead) in parts {
+            dlq_depth += part_dead;
+            for (lane, s) in part_queues {
+                let t = queues.entry(lane).or_insert(LaneStatus {
+                    depth: 0,
+                    active: 0,
+                    pending: 0,
+                    retrying: 0,
+                    lag: 0,
+                    consumers: 0,
+                    dead: 0,
+                });
+                t.depth += s.depth;
+                t.active += s.active;
+                t.pending += s.pending;
+                t.retrying += s.retrying;
+                t.lag += s.lag;
+                // Every worker joins the group of every partition: the most any one has.
+                t.consumers = t.consumers.max(s.consumers);
+                t.dead += s.dead;
+            }
+        }
+        Ok(QueuesStatus { queues, dlq_depth, timestamp: format_ms(now_ms()) })
+    }
+
+    /// One partition's lanes and dead letters.
+    async fn part_status(&self, part: usize) -> Result<(HashMap<&'static str, LaneStatus>, u64), EngineError> {
+        let keys = self.part(part);
         let mut pipe = redis::pipe();
         for lane in Lane::ALL {
-            pipe.cmd("XLEN").arg(self.keys().lane(lane));
-            pipe.cmd("ZCARD").arg(self.keys().retry(lane));
+            pipe.cmd("XLEN").arg(keys.lane(lane));
+            pipe.cmd("ZCARD").arg(keys.retry(lane));
         }
-        pipe.cmd("HGETALL").arg(self.keys().dlq_lanes());
-        pipe.cmd("XLEN").arg(self.keys().dlq());
+        pipe.cmd("HGETALL").arg(keys.dlq_lanes());
+        pipe.cmd("XLEN").arg(keys.dlq());
         let mut con = self.conn();
         let values: Vec<redis::Value> = pipe.query_async(&mut con).await?;
         // XINFO GROUPS fails on a missing stream; ask separately so one lane cannot spoil the rest.
         let mut infos = Vec::new();
         for lane in Lane::ALL {
             let info: redis::RedisResult<redis::Value> =
-                redis::cmd("XINFO").arg("GROUPS").arg(self.keys().lane(lane)).query_async(&mut con).await;
+                redis::cmd("XINFO").arg("GROUPS").arg(keys.lane(lane)).query_async(&mut con).await;
             infos.push(info.map(|v| group_info(&v)).unwrap_or_default());
         }
         let dead: HashMap<String, i64> = match &values[Lane::ALL.len() * 2] {
@@ -396,7 +445,7 @@ impl Engine {
             let lag = match info.get("lag") {
                 Some(redis::Value::Int(l)) => (*l).max(0) as u64,
                 // Redis cannot tell after a deletion past the group's position: count instead.
-                _ => self.count_undelivered(lane, info.get("last-delivered-id").and_then(value_str)).await?,
+                _ => self.count_undelivered(part, lane, info.get("last-delivered-id").and_then(value_str)).await?,
             };
             queues.insert(
                 lane.as_str(),
@@ -411,15 +460,16 @@ impl Engine {
                 },
             );
         }
-        Ok(QueuesStatus {
-            queues,
-            dlq_depth: value_u64(&values[Lane::ALL.len() * 2 + 1]),
-            timestamp: format_ms(now_ms()),
-        })
+        Ok((queues, value_u64(&values[Lane::ALL.len() * 2 + 1])))
     }
 
     /// Entries after the group's read position, counted up to a bound.
-    async fn count_undelivered(&self, lane: Lane, last_delivered: Option<String>) -> Result<u64, EngineError> {
+    async fn count_undelivered(
+        &self,
+        part: usize,
+        lane: Lane,
+        last_delivered: Option<String>,
+    ) -> Result<u64, EngineError> {
         const BOUND: usize = 100_000;
         let mut con = self.conn();
         let start = match last_delivered {
@@ -427,7 +477,7 @@ impl Engine {
             None => "-".to_string(),
         };
         let ids: Vec<redis::Value> = redis::cmd("XRANGE")
-            .arg(self.keys().lane(lane))
+            .arg(self.part(part).lane(lane))
             .arg(start)
             .arg("+")
             .arg("COUNT")
@@ -441,8 +491,9 @@ impl Engine {
     pub async fn active_tasks(&self, limit: usize) -> Result<Vec<ActiveTask>, EngineError> {
         let mut con = self.conn();
         let mut out = Vec::new();
-        for lane in Lane::ALL {
-            let stream = self.keys().lane(lane);
+        for (part, lane) in (0..self.partitions()).flat_map(|p| Lane::ALL.map(|l| (p, l))) {
+            let keys = self.part(part);
+            let stream = keys.lane(lane);
             let pending: redis::RedisResult<Vec<(String, String, u64, u64)>> =
                 redis::cmd("XPENDING").arg(&stream).arg(GROUP).arg("-").arg("+").arg(limit).query_async(&mut con).await;
             let pending = match pending {
@@ -455,7 +506,7 @@ impl Engine {
             }
             let mut pipe = redis::pipe();
             for (entry, ..) in &pending {
-                pipe.cmd("ZSCORE").arg(self.keys().retry(lane)).arg(entry);
+                pipe.cmd("ZSCORE").arg(keys.retry(lane)).arg(entry);
                 pipe.cmd("XRANGE").arg(&stream).arg(entry).arg(entry);
             }
             let found: Vec<redis::Value> = pipe.query_async(&mut con).await?;
@@ -470,7 +521,7 @@ impl Engine {
                 let get = |k: &str| fields.iter().find(|(f, _)| f == k).map(|(_, v)| v.clone());
                 let base: u64 = get("base").and_then(|b| b.parse().ok()).unwrap_or(0);
                 rows.push(ActiveTask {
-                    task_id: get("id").or_else(|| super::task_id_for_entry(0, lane, entry)).unwrap_or_default(),
+                    task_id: get("id").or_else(|| super::task_id_for_entry(part, lane, entry)).unwrap_or_default(),
                     kind: get("kind").unwrap_or_default(),
                     lane,
                     worker: worker.clone(),
@@ -482,7 +533,7 @@ impl Engine {
             if !rows.is_empty() {
                 let mut pipe = redis::pipe();
                 for r in &rows {
-                    pipe.cmd("HGET").arg(self.keys().task(&r.task_id)).arg("started_at");
+                    pipe.cmd("HGET").arg(keys.task(&r.task_id)).arg("started_at");
                 }
                 let started: Vec<Option<u64>> = pipe.query_async(&mut con).await?;
                 for (r, s) in rows.iter_mut().zip(started) {
@@ -500,7 +551,7 @@ impl Engine {
     pub async fn cancel(&self, id: &str) -> Result<TaskState, EngineError> {
         let mut con = self.conn();
         let lane: Option<String> =
-            redis::cmd("HGET").arg(self.keys().task(id)).arg("lane").query_async(&mut con).await?;
+            redis::cmd("HGET").arg(self.task_part(id).task(id)).arg("lane").query_async(&mut con).await?;
         // A task no worker has read yet has no record: its id names its lane and entry.
         let named = entry_of_task(id);
         let lane = lane
@@ -509,13 +560,14 @@ impl Engine {
             .ok_or_else(|| EngineError::NotFound(id.to_string()))?;
         let entry = named.filter(|(_, l, _)| *l == lane).map(|(_, _, e)| e).unwrap_or_default();
         let c = self.config();
+        let keys = self.task_part(id);
         let reply: Vec<String> = self
             .scripts()
             .cancel
-            .key(self.keys().task(id))
-            .key(self.keys().lane(lane))
-            .key(self.keys().retry(lane))
-            .key(self.keys().revoked())
+            .key(keys.task(id))
+            .key(keys.lane(lane))
+            .key(keys.retry(lane))
+            .key(keys.revoked())
             .arg(GROUP)
             .arg(now_ms())
             .arg(c.task_retention.as_millis() as u64)

@@ -45,11 +45,33 @@ impl Engine {
     /// Tasks still in their lanes, newest first: of each lane the latest `per_lane` whose kind
     /// contains `kind` (looked for among its latest `4 × per_lane` entries).
     pub async fn recent_tasks(&self, kind: &str, per_lane: usize) -> Result<Vec<RecentTask>, EngineError> {
+        if self.partitions() == 1 {
+            return self.recent_in(0, kind, per_lane).await;
+        }
+        let parts =
+            futures_util::future::try_join_all((0..self.partitions()).map(|p| self.recent_in(p, kind, per_lane)))
+                .await?;
+        let mut rows: Vec<RecentTask> = parts.into_iter().flatten().collect();
+        rows.sort_by(|a, b| {
+            let at = |r: &RecentTask| super::parse_entry_id(&r.entry).unwrap_or_default();
+            (a.lane.index(), std::cmp::Reverse(at(a))).cmp(&(b.lane.index(), std::cmp::Reverse(at(b))))
+        });
+        let mut taken = [0; 3];
+        rows.retain(|r| {
+            taken[r.lane.index()] += 1;
+            taken[r.lane.index()] <= per_lane
+        });
+        Ok(rows)
+    }
+
+    /// [`Engine::recent_tasks`] of one partition.
+    async fn recent_in(&self, part: usize, kind: &str, per_lane: usize) -> Result<Vec<RecentTask>, EngineError> {
+        let keys = self.part(part);
         let mut con = self.conn();
         let mut rows: Vec<RecentTask> = Vec::new();
         for lane in Lane::ALL {
             let v: redis::Value = redis::cmd("XREVRANGE")
-                .arg(self.keys().lane(lane))
+                .arg(keys.lane(lane))
                 .arg("+")
                 .arg("-")
                 .arg("COUNT")
@@ -67,7 +89,7 @@ impl Engine {
                 // A task is named after its entry, unless the entry names it (a redrive).
                 let id = Some(get("id")).filter(|id| !id.is_empty());
                 rows.push(RecentTask {
-                    id: id.or_else(|| task_id_for_entry(0, lane, &entry)).unwrap_or_default(),
+                    id: id.or_else(|| task_id_for_entry(part, lane, &entry)).unwrap_or_default(),
                     entry,
                     kind: task_kind,
                     lane,
@@ -85,12 +107,12 @@ impl Engine {
         }
         let mut pipe = redis::pipe();
         for r in &rows {
-            pipe.cmd("HGET").arg(self.keys().task(&r.id)).arg("state");
+            pipe.cmd("HGET").arg(keys.task(&r.id)).arg("state");
         }
         let states: Vec<Option<String>> = pipe.query_async(&mut con).await?;
         let mut read_up_to = Vec::new();
         for lane in Lane::ALL {
-            read_up_to.push(self.read_position(lane).await?);
+            read_up_to.push(self.read_position(part, lane).await?);
         }
         // No record: queued if no worker has read the entry yet, or read and about to start (a
         // new task's record is written when it starts); else its record is gone. Whether a read
@@ -106,7 +128,7 @@ impl Engine {
             let mut pipe = redis::pipe();
             for &i in &read {
                 let r = &rows[i];
-                pipe.cmd("XPENDING").arg(self.keys().lane(r.lane)).arg(GROUP).arg(&r.entry).arg(&r.entry).arg(1);
+                pipe.cmd("XPENDING").arg(keys.lane(r.lane)).arg(GROUP).arg(&r.entry).arg(&r.entry).arg(1);
             }
             let found: Vec<redis::Value> = pipe.query_async(&mut con).await.unwrap_or_default();
             for (&i, v) in read.iter().zip(&found) {

@@ -128,6 +128,10 @@ pub struct TaskSpec {
     /// marker then holds no id, one write less per enqueue (webhooks' message ids).
     #[serde(skip)]
     pub dedup_only: bool,
+    /// The key whose partition the task goes to, when not its order key (a reply's delivery goes
+    /// to its conversation's partition; its order key is the conversation's `out:` key).
+    #[serde(skip)]
+    pub route: Option<String>,
 }
 
 impl TaskSpec {
@@ -141,6 +145,7 @@ impl TaskSpec {
             order_key: None,
             payload_json: None,
             dedup_only: false,
+            route: None,
         }
     }
 
@@ -171,6 +176,18 @@ impl TaskSpec {
     pub fn ordered_by(mut self, key: impl Into<String>) -> TaskSpec {
         self.order_key = Some(key.into());
         self
+    }
+
+    /// Go to the partition of `key` (see [`TaskSpec::route`]).
+    pub fn routed_by(mut self, key: impl Into<String>) -> TaskSpec {
+        self.route = Some(key.into());
+        self
+    }
+
+    /// The key that chooses the task's partition: its route, else its order key, else its
+    /// idempotency key; none for a task that may go to any partition.
+    pub fn routing_key(&self) -> Option<&str> {
+        self.route.as_deref().or(self.order_key.as_deref()).or(self.idempotency_key.as_deref())
     }
 
     pub fn max_attempts(mut self, n: u32) -> TaskSpec {

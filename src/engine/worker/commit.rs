@@ -19,6 +19,7 @@ use crate::redis::scripts::is_noscript;
 const MAX_BATCH: usize = 1024;
 
 pub(crate) struct Start {
+    pub part: usize,
     pub id: String,
     pub attempt: u32,
     pub base: u32,
@@ -40,6 +41,7 @@ pub(crate) struct FirstFields {
 }
 
 pub(crate) struct Done {
+    pub part: usize,
     pub id: String,
     /// Its order key, for ordered tasks: waiters of that key are woken once it is stored.
     pub order_key: Option<String>,
@@ -59,6 +61,7 @@ pub(crate) struct Done {
 }
 
 pub(crate) struct Failed {
+    pub part: usize,
     pub id: String,
     pub order_key: Option<String>,
     pub entry: String,
@@ -126,6 +129,59 @@ async fn write_until_stored(
     deadline: Option<std::time::Instant>,
 ) {
     let (starts, dones, fails) = split(batch);
+    let mut groups = by_part(starts, dones, fails);
+    if groups.len() == 1 {
+        let (part, starts, dones, fails) = groups.remove(0);
+        return write_part_until_stored(sh, con, part, starts, dones, fails, deadline).await;
+    }
+    // A pipeline may not span slots: one per partition, all on their way at once.
+    let writes = groups.into_iter().map(|(part, starts, dones, fails)| {
+        let mut con = con.clone();
+        async move { write_part_until_stored(sh, &mut con, part, starts, dones, fails, deadline).await }
+    });
+    futures_util::future::join_all(writes).await;
+}
+
+/// Events grouped by partition.
+type PartEvents = (usize, Vec<Start>, Vec<Done>, Vec<Failed>);
+
+fn by_part(starts: Vec<Start>, dones: Vec<Done>, fails: Vec<Failed>) -> Vec<PartEvents> {
+    fn of(groups: &mut Vec<PartEvents>, part: usize) -> &mut PartEvents {
+        let i = match groups.iter().position(|g| g.0 == part) {
+            Some(i) => i,
+            None => {
+                groups.push((part, Vec::new(), Vec::new(), Vec::new()));
+                groups.len() - 1
+            }
+        };
+        &mut groups[i]
+    }
+    let mut groups: Vec<PartEvents> = Vec::new();
+    for s in starts {
+        of(&mut groups, s.part).1.push(s);
+    }
+    for d in dones {
+        of(&mut groups, d.part).2.push(d);
+    }
+    for f in fails {
+        of(&mut groups, f.part).3.push(f);
+    }
+    if groups.is_empty() {
+        groups.push((0, Vec::new(), Vec::new(), Vec::new()));
+    }
+    groups
+}
+
+/// [`write_until_stored`] for the events of one partition.
+async fn write_part_until_stored(
+    sh: &Arc<Shared>,
+    con: &mut crate::redis::Conn,
+    part: usize,
+    starts: Vec<Start>,
+    dones: Vec<Done>,
+    fails: Vec<Failed>,
+    deadline: Option<std::time::Instant>,
+) {
     let mut backoff = Backoff::new();
     loop {
         if deadline.is_some_and(|d| std::time::Instant::now() > d) {
@@ -135,7 +191,7 @@ async fn write_until_stored(
             );
             return;
         }
-        match write(sh, con, &starts, &dones, &fails).await {
+        match write(sh, con, part, &starts, &dones, &fails).await {
             Ok(replies) => {
                 after_write(sh, &starts, &dones, &fails, replies);
                 return;
@@ -200,11 +256,12 @@ struct Replies {
 async fn write(
     sh: &Shared,
     con: &mut crate::redis::Conn,
+    part: usize,
     starts: &[Start],
     dones: &[Done],
     fails: &[Failed],
 ) -> redis::RedisResult<Replies> {
-    let keys = sh.engine.keys();
+    let keys = sh.engine.part(part);
     let scripts = sh.engine.scripts();
     let c = sh.engine.config();
     let now = now_ms();

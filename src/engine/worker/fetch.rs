@@ -18,12 +18,12 @@ const BLOCK: Duration = Duration::from_millis(500);
 /// An entry that is not a task, as read: its lane, id and fields.
 type Malformed = (Lane, String, Vec<(String, String)>);
 
-/// Entries read for `lane` as deliveries, and the entries that are not tasks.
-fn parse_read(lane: Lane, v: &Value) -> (Vec<Delivery>, Vec<Malformed>) {
+/// Entries read for `lane` of partition `part` as deliveries, and the entries that are not tasks.
+fn parse_read(part: usize, lane: Lane, v: &Value) -> (Vec<Delivery>, Vec<Malformed>) {
     let mut out = Vec::new();
     let mut bad = Vec::new();
     for (entry, fields) in parse_entries(v) {
-        match Delivery::from_fields(lane, entry.clone(), &fields, 1) {
+        match Delivery::from_fields(part, lane, entry.clone(), &fields, 1) {
             Some(d) => out.push(d),
             None => bad.push((lane, entry, fields)),
         }
@@ -32,8 +32,9 @@ fn parse_read(lane: Lane, v: &Value) -> (Vec<Delivery>, Vec<Malformed>) {
 }
 
 /// Dead-letter entries that are not tasks, with their raw fields.
-async fn quarantine(sh: &Shared, bad: Vec<Malformed>) -> redis::RedisResult<()> {
+async fn quarantine(sh: &Shared, part: usize, bad: Vec<Malformed>) -> redis::RedisResult<()> {
     let mut con = sh.engine.conn();
+    let keys = sh.engine.part(part);
     for (lane, entry, fields) in bad {
         tracing::warn!(%lane, entry, "stream entry without task id or kind; moved to the dead-letter queue");
         let raw: serde_json::Map<String, serde_json::Value> =
@@ -42,9 +43,9 @@ async fn quarantine(sh: &Shared, bad: Vec<Malformed>) -> redis::RedisResult<()> 
             .engine
             .scripts()
             .quarantine
-            .key(sh.engine.keys().dlq())
-            .key(sh.engine.keys().dlq_lanes())
-            .key(sh.engine.keys().lane(lane))
+            .key(keys.dlq())
+            .key(keys.dlq_lanes())
+            .key(keys.lane(lane))
             .arg(GROUP)
             .arg(crate::engine::now_ms())
             .arg(lane.as_str())
@@ -87,6 +88,11 @@ pub(super) async fn fetch_loop(sh: Arc<Shared>, stop: CancellationToken) {
         }
     };
     let lanes = sh.opts.lanes.clone();
+    let parts = sh.engine.partitions();
+    // Blocking waits for partitions other than the first each have a connection of their own.
+    let mut waiters: Vec<Option<crate::redis::Conn>> = (0..parts).map(|_| None).collect();
+    // The partition each pass starts from, in turn, so that none is always served last.
+    let mut first_part = 0;
     let aging = sh.engine.config().priority_aging;
     let mut last_tried = [Instant::now(); 3];
     let mut backoff = Backoff::new();
@@ -107,46 +113,50 @@ pub(super) async fn fetch_loop(sh: Arc<Shared>, stop: CancellationToken) {
         let order = lane_order(&lanes, &last_tried, aging);
         launch_ready(&sh, &order);
 
-        // Non-blocking reads, lane by lane in priority order, each for the room left.
+        // Non-blocking reads, lane by lane in priority order (and in each lane partition by
+        // partition), each for the room left.
         let mut took = 0;
         let mut failed = None;
         // Lanes found empty, with the group's read position in each.
-        let mut empty: Vec<(Lane, String)> = Vec::new();
+        let mut empty: Vec<(usize, Lane, String)> = Vec::new();
+        first_part = (first_part + 1) % parts;
         let mut tried = 0;
         // The pool's room is taken once per pass: room that frees while a higher lane is being
         // looked at goes to the next pass, which starts from the highest lane again — never to a
         // lower lane of this one.
         let backlog_total: usize = Lane::ALL.iter().map(|l| sh.backlog_len(*l)).sum();
         let mut pool_left = sh.pool.available_permits().saturating_sub(backlog_total);
-        for &lane in &order {
-            if pool_left == 0 {
-                break;
-            }
-            let lane_room = sh.lane_limits[lane.index()].available_permits().saturating_sub(sh.backlog_len(lane));
-            let room = pool_left.min(lane_room).min(sh.opts.batch);
-            if room == 0 {
-                // This lane is at its own limit; lower lanes may use the pool.
-                continue;
-            }
-            tried += 1;
-            last_tried[lane.index()] = Instant::now();
-            match read(&mut con, &sh, lane, room).await {
-                Ok(Read::Empty(at)) => empty.push((lane, at)),
-                Ok(Read::Entries(ds)) => {
-                    let filled = ds.len() == room;
-                    pool_left -= ds.len();
-                    took += ds.len();
-                    sh.accept(ds);
-                    launch_ready(&sh, &order);
-                    if filled {
-                        // This lane may hold more: serve it again before any lower lane, so
-                        // nothing lower starts while a higher lane still has work queued.
-                        break;
-                    }
+        'lanes: for &lane in &order {
+            for part in (0..parts).map(|i| (first_part + i) % parts) {
+                if pool_left == 0 {
+                    break 'lanes;
                 }
-                Err(e) => {
-                    failed = Some(e);
-                    break;
+                let lane_room = sh.lane_limits[lane.index()].available_permits().saturating_sub(sh.backlog_len(lane));
+                let room = pool_left.min(lane_room).min(sh.opts.batch);
+                if room == 0 {
+                    // This lane is at its own limit; lower lanes may use the pool.
+                    continue 'lanes;
+                }
+                tried += 1;
+                last_tried[lane.index()] = Instant::now();
+                match read(&mut con, &sh, part, lane, room).await {
+                    Ok(Read::Empty(at)) => empty.push((part, lane, at)),
+                    Ok(Read::Entries(ds)) => {
+                        let filled = ds.len() == room;
+                        pool_left -= ds.len();
+                        took += ds.len();
+                        sh.accept(ds);
+                        launch_ready(&sh, &order);
+                        if filled {
+                            // This lane may hold more: serve it again before any lower lane, so
+                            // nothing lower starts while a higher lane still has work queued.
+                            break 'lanes;
+                        }
+                    }
+                    Err(e) => {
+                        failed = Some(e);
+                        break 'lanes;
+                    }
                 }
             }
         }
@@ -167,7 +177,7 @@ pub(super) async fn fetch_loop(sh: Arc<Shared>, stop: CancellationToken) {
             // to arrive after one of their read positions, then go round again. (A lane that held
             // only entries which were no tasks, set aside above, may hold more: no wait then.)
             if empty.len() == tried
-                && let Err(e) = wait_for_entries(&mut con, &sh, &empty).await
+                && let Err(e) = wait_for_entries(&mut con, &mut waiters, &sh, &empty).await
             {
                 failed = Some(e);
             }
@@ -207,49 +217,87 @@ enum Read {
     Empty(String),
 }
 
-/// Read up to `count` new entries of `lane` (fetch.lua: a new ordered task gets its record and
-/// its number in the same step).
-async fn read(con: &mut crate::redis::Conn, sh: &Shared, lane: Lane, count: usize) -> redis::RedisResult<Read> {
+/// Read up to `count` new entries of `lane` in partition `part` (fetch.lua: a new ordered task
+/// gets its record and its number in the same step).
+async fn read(
+    con: &mut crate::redis::Conn,
+    sh: &Shared,
+    part: usize,
+    lane: Lane,
+    count: usize,
+) -> redis::RedisResult<Read> {
+    let keys = sh.engine.part(part);
     let v: Value = sh
         .engine
         .scripts()
         .fetch
-        .key(sh.engine.keys().lane(lane))
-        .arg(sh.engine.keys().root())
+        .key(keys.lane(lane))
+        .arg(keys.root())
         .arg(GROUP)
         .arg(&sh.name)
         .arg(count)
         .arg(lane.as_str())
-        .arg(crate::engine::id_place(0, lane))
+        .arg(crate::engine::id_place(part, lane))
         .arg(sh.engine.order_ttl().as_millis() as u64)
         .invoke_async(con)
         .await?;
     if let Some(at) = crate::redis::reply::value_str(&v) {
         return Ok(Read::Empty(at));
     }
-    let (deliveries, bad) = parse_read(lane, &v);
+    let (deliveries, bad) = parse_read(part, lane, &v);
     if !bad.is_empty() {
-        quarantine(sh, bad).await?;
+        quarantine(sh, part, bad).await?;
     }
     Ok(Read::Entries(deliveries))
 }
 
 /// Block until an entry arrives after the read position of one of `lanes` (or [`BLOCK`]
-/// passes). It reads nothing for the group: the next pass does.
+/// passes). It reads nothing for the group: the next pass does. One `XREAD` per partition (a
+/// read may not span slots), each on its connection, the first to answer ending the wait. A
+/// wait left behind stays blocked on its connection until its own entry or time comes; the
+/// next wait on that partition queues behind it and still sees the same arrivals.
 async fn wait_for_entries(
     con: &mut crate::redis::Conn,
+    waiters: &mut [Option<crate::redis::Conn>],
     sh: &Shared,
-    lanes: &[(Lane, String)],
+    lanes: &[(usize, Lane, String)],
 ) -> redis::RedisResult<()> {
-    let mut cmd = redis::cmd("XREAD");
-    cmd.arg("COUNT").arg(1).arg("BLOCK").arg(BLOCK.as_millis() as u64).arg("STREAMS");
-    for (l, _) in lanes {
-        cmd.arg(sh.engine.keys().lane(*l));
+    let xread = |part: usize| {
+        let mut cmd = redis::cmd("XREAD");
+        cmd.arg("COUNT").arg(1).arg("BLOCK").arg(BLOCK.as_millis() as u64).arg("STREAMS");
+        let mine: Vec<&(usize, Lane, String)> = lanes.iter().filter(|(p, _, _)| *p == part).collect();
+        for (p, l, _) in &mine {
+            cmd.arg(sh.engine.part(*p).lane(*l));
+        }
+        for (_, _, at) in &mine {
+            cmd.arg(at);
+        }
+        cmd
+    };
+    let mut parts: Vec<usize> = lanes.iter().map(|(p, _, _)| *p).collect();
+    parts.sort_unstable();
+    parts.dedup();
+    if let [only] = parts[..] {
+        let _: Value = xread(only).query_async(con).await?;
+        return Ok(());
     }
-    for (_, at) in lanes {
-        cmd.arg(at);
+    let mut waits = Vec::with_capacity(parts.len());
+    for part in parts {
+        let waiter = match &waiters[part] {
+            Some(c) => c.clone(),
+            None => {
+                let c = crate::redis::connect_blocking(sh.engine.redis_url(), BLOCK)?;
+                waiters[part] = Some(c.clone());
+                c
+            }
+        };
+        let cmd = xread(part);
+        waits.push(Box::pin(async move {
+            let mut waiter = waiter;
+            cmd.query_async::<Value>(&mut waiter).await
+        }));
     }
-    let _: Value = cmd.query_async(con).await?;
+    futures_util::future::select_all(waits).await.0?;
     Ok(())
 }
 

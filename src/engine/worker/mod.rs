@@ -59,6 +59,8 @@ impl WorkerOptions {
 /// One entry handed to this worker: what to run and how many times it was delivered.
 #[derive(Debug, Clone)]
 pub(crate) struct Delivery {
+    /// The partition whose lane it was read from.
+    pub part: usize,
     pub lane: Lane,
     pub entry: String,
     pub id: String,
@@ -81,6 +83,7 @@ pub(crate) struct Delivery {
 
 impl Delivery {
     pub(crate) fn from_fields(
+        part: usize,
         lane: Lane,
         entry: String,
         fields: &[(String, String)],
@@ -92,9 +95,10 @@ impl Delivery {
         // the id of ordered tasks, which have their record from the read).
         let (id, unrecorded) = match get("id") {
             Some(id) => (id.to_string(), false),
-            None => (crate::engine::task_id_for_entry(0, lane, &entry)?, true),
+            None => (crate::engine::task_id_for_entry(part, lane, &entry)?, true),
         };
         Some(Delivery {
+            part,
             lane,
             id,
             kind,
@@ -141,6 +145,7 @@ enum Phase {
 }
 
 struct InFlight {
+    part: usize,
     lane: Lane,
     entry: String,
     stop: StopSignal,
@@ -210,6 +215,7 @@ impl Shared {
                 fl.insert(
                     d.id.clone(),
                     InFlight {
+                        part: d.part,
                         lane: d.lane,
                         entry: d.entry.clone(),
                         stop,
@@ -235,9 +241,18 @@ impl Shared {
     }
 
     /// Entries this worker holds in a lane, for renewing their claims.
-    fn held_entries(&self, lane: Lane) -> Vec<(String, String)> {
+    fn held_entries(&self, part: usize, lane: Lane) -> Vec<(String, String)> {
         let fl = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-        fl.iter().filter(|(_, f)| f.lane == lane).map(|(id, f)| (id.clone(), f.entry.clone())).collect()
+        fl.iter()
+            .filter(|(_, f)| f.lane == lane && f.part == part)
+            .map(|(id, f)| (id.clone(), f.entry.clone()))
+            .collect()
+    }
+
+    /// Each partition with each of this worker's lanes.
+    fn places(&self) -> Vec<(usize, Lane)> {
+        let parts = self.engine.partitions();
+        self.opts.lanes.iter().flat_map(|&l| (0..parts).map(move |p| (p, l))).collect()
     }
 
     /// The bell a task waiting for its turn under `key` listens to.

@@ -82,6 +82,7 @@ async fn run(sh: Arc<Shared>, d: Delivery, permits: (OwnedSemaphorePermit, Owned
         }
     }
     sh.commit(Event::Start(Start {
+        part: d.part,
         id: d.id.clone(),
         attempt,
         base: d.base,
@@ -246,7 +247,7 @@ enum Turn {
 
 /// One look at the task's turn; with `park`, a task that may not run yet is parked.
 async fn turn(sh: &Shared, con: &mut crate::redis::Conn, d: &Delivery, key: &str, seq: u64, park: bool) -> Turn {
-    let keys = sh.engine.keys();
+    let keys = sh.engine.part(d.part);
     let mut inv = sh.engine.scripts().turn.prepare_invoke();
     inv.key(keys.order(key))
         .key(keys.order_parked(key))
@@ -325,6 +326,7 @@ fn record(
         Ended::Outcome(Outcome::Done(v)) => {
             let result = serde_json::to_string(&v).unwrap_or_else(|_| "null".into());
             return Event::Done(Done {
+                part: d.part,
                 order_key: d.order.as_ref().map(|o| o.0.clone()),
                 id: d.id.clone(),
                 entry: d.entry.clone(),
@@ -369,6 +371,7 @@ fn record(
         0
     };
     Event::Failed(Failed {
+        part: d.part,
         order_key: d.order.as_ref().map(|o| o.0.clone()),
         id: d.id.clone(),
         entry: d.entry.clone(),
@@ -407,6 +410,7 @@ pub(super) fn handback(d: &Delivery, why: &str) -> Event {
         error: Some(why.to_string()),
     };
     Event::Failed(Failed {
+        part: d.part,
         order_key: d.order.as_ref().map(|o| o.0.clone()),
         id: d.id.clone(),
         entry: d.entry.clone(),

@@ -96,25 +96,26 @@ pub(super) async fn upkeep_loop(sh: Arc<Shared>, reading: CancellationToken, sto
 /// Claim due retries and (when `scan`) entries of dead workers, up to this worker's free room.
 async fn claim(sh: &Arc<Shared>, con: &mut crate::redis::Conn, scan: bool) -> redis::RedisResult<()> {
     let c = sh.engine.config();
-    for &lane in &sh.opts.lanes {
+    for (part, lane) in sh.places() {
         let room = sh.lane_free(lane).saturating_sub(sh.backlog_len(lane)).min(sh.opts.batch);
         if room == 0 {
             continue;
         }
         let vt = if scan { c.visibility_timeout.as_millis() as u64 } else { 0 };
+        let keys = sh.engine.part(part);
         let v: Value = sh
             .engine
             .scripts()
             .claim
-            .key(sh.engine.keys().lane(lane))
-            .key(sh.engine.keys().retry(lane))
-            .arg(sh.engine.keys().root())
+            .key(keys.lane(lane))
+            .key(keys.retry(lane))
+            .arg(keys.root())
             .arg(GROUP)
             .arg(&sh.name)
             .arg(now_ms())
             .arg(vt)
             .arg(room)
-            .arg(crate::engine::id_place(0, lane))
+            .arg(crate::engine::id_place(part, lane))
             .invoke_async(con)
             .await?;
         let Value::Array(items) = v else { continue };
@@ -132,7 +133,7 @@ async fn claim(sh: &Arc<Shared>, con: &mut crate::redis::Conn, scan: bool) -> re
             let deliveries = value_u64(&parts[2]) as u32;
             let reason = value_str(&parts[3]).unwrap_or_default();
             if let Some((_, f)) = fields.into_iter().next()
-                && let Some(d) = Delivery::from_fields(lane, entry, &f, deliveries)
+                && let Some(d) = Delivery::from_fields(part, lane, entry, &f, deliveries)
             {
                 if reason == "reclaim" {
                     tracing::warn!(task_id = %d.id, %lane, attempt = d.attempt(), "reclaimed a task from a worker that stopped responding");
@@ -157,11 +158,11 @@ async fn claim(sh: &Arc<Shared>, con: &mut crate::redis::Conn, scan: bool) -> re
 
 /// Reset the idle time of every entry this worker holds; stop work whose claim was lost.
 async fn renew(sh: &Shared, con: &mut crate::redis::Conn) -> redis::RedisResult<()> {
-    for &lane in &sh.opts.lanes {
-        let held = sh.held_entries(lane);
+    for (part, lane) in sh.places() {
+        let held = sh.held_entries(part, lane);
         for chunk in held.chunks(500) {
             let mut inv = sh.engine.scripts().renew.prepare_invoke();
-            inv.key(sh.engine.keys().lane(lane)).arg(GROUP).arg(&sh.name);
+            inv.key(sh.engine.part(part).lane(lane)).arg(GROUP).arg(&sh.name);
             for (_, entry) in chunk {
                 inv.arg(entry);
             }
@@ -211,14 +212,17 @@ async fn heartbeat(sh: &Shared, con: &mut crate::redis::Conn, started: u64) -> r
 
 /// Catch cancellations whose announcement this worker missed (it was reconnecting).
 async fn check_revoked(sh: &Shared, con: &mut crate::redis::Conn) -> redis::RedisResult<()> {
-    let ids: Vec<String> = sh.in_flight.lock().map(|f| f.keys().cloned().collect()).unwrap_or_default();
-    for chunk in ids.chunks(500) {
+    let mut ids: Vec<(usize, String)> =
+        sh.in_flight.lock().map(|f| f.iter().map(|(id, f)| (f.part, id.clone())).collect()).unwrap_or_default();
+    ids.sort_unstable();
+    // One pipeline per partition (a pipeline may not span slots).
+    for chunk in ids.chunk_by(|a, b| a.0 == b.0).flat_map(|same| same.chunks(500)) {
         let mut pipe = redis::pipe();
-        for id in chunk {
-            pipe.cmd("HGET").arg(sh.engine.keys().task(id)).arg("state");
+        for (part, id) in chunk {
+            pipe.cmd("HGET").arg(sh.engine.part(*part).task(id)).arg("state");
         }
         let states: Vec<Option<String>> = pipe.query_async(con).await?;
-        for (id, state) in chunk.iter().zip(states) {
+        for ((_, id), state) in chunk.iter().zip(states) {
             if state.as_deref().and_then(TaskState::parse) == Some(TaskState::Revoked) {
                 sh.stop_task(id, StopReason::Revoked);
             }
@@ -229,8 +233,8 @@ async fn check_revoked(sh: &Shared, con: &mut crate::redis::Conn) -> redis::Redi
 
 /// Remove consumers that have been idle for long with nothing pending, and stale heartbeats.
 async fn prune(sh: &Shared, con: &mut crate::redis::Conn) -> redis::RedisResult<()> {
-    for &lane in &sh.opts.lanes {
-        let key = sh.engine.keys().lane(lane);
+    for (part, lane) in sh.places() {
+        let key = sh.engine.part(part).lane(lane);
         let consumers: Value = redis::cmd("XINFO").arg("CONSUMERS").arg(&key).arg(GROUP).query_async(con).await?;
         let Value::Array(list) = consumers else { continue };
         for c in list {
@@ -314,8 +318,8 @@ pub(super) async fn deregister(sh: &Shared) {
     let mut con = sh.engine.conn();
     let _: redis::RedisResult<i64> =
         redis::cmd("HDEL").arg(sh.engine.keys().workers()).arg(&sh.name).query_async(&mut con).await;
-    for lane in Lane::ALL {
-        let key = sh.engine.keys().lane(lane);
+    for (part, lane) in (0..sh.engine.partitions()).flat_map(|p| Lane::ALL.map(|l| (p, l))) {
+        let key = sh.engine.part(part).lane(lane);
         let pending: redis::RedisResult<Value> = redis::cmd("XPENDING")
             .arg(&key)
             .arg(GROUP)
