@@ -20,12 +20,14 @@ run: build
 ## The whole test suite, against real Redis servers the tests start themselves; the dashboard is
 ## also tested in a headless Chromium, and /metrics with promtool (fetched on first use). The
 ## integration suite runs again on a one-master Redis Cluster (a key outside a script's slot
-## fails there), and its engine, ingestion, ordering and conversation parts on three masters.
+## fails there), its engine, ingestion, ordering and conversation parts on three masters, and
+## the whole conversation flow over six partitions of three masters.
 test:
 	@scripts/setup.sh chromium
 	cargo test --all-targets
 	SWITCHYARD_TEST_CLUSTER=1 cargo test --test it
 	SWITCHYARD_TEST_CLUSTER=3 cargo test --test it -- engine:: ordering:: webhooks:: webhook_ids:: flow:: conversations:: delivery:: schedule::
+	SWITCHYARD_TEST_CLUSTER=3 SWITCHYARD_TEST_PARTITIONS=6 cargo test --test it -- flow:: webhook_ids:: schedule::
 
 lint:
 	cargo fmt --check

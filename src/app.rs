@@ -142,7 +142,10 @@ pub async fn serve(config: Config, roles: Roles, lanes: Vec<Lane>) -> anyhow::Re
         Ok(warnings) => warnings.iter().for_each(|w| tracing::warn!("{w}")),
         Err(e) => tracing::warn!(error = %e, url = %url, "Redis does not answer yet; starting anyway and retrying"),
     }
-    let _ = engine.ensure_groups().await;
+    // Redis away: the workers and the readiness watch create the groups once it answers.
+    if let Err(e @ EngineError::PartitionsDiffer { .. }) = engine.ensure_groups().await {
+        anyhow::bail!("{e}");
+    }
 
     let shutdown = CancellationToken::new();
     cancel_on_signals(shutdown.clone());

@@ -250,6 +250,7 @@ impl Config {
         set_opt!(llm_api_key);
         set_str!(llm_model);
         set_parse!(llm_timeout, parse_duration);
+        set_parse!(partitions, parse_count);
         set_parse!(concurrency, parse_count);
         set_parse!(concurrency_conversations, parse_count);
         set_parse!(concurrency_webhooks, parse_count);
@@ -399,6 +400,7 @@ const KNOWN: &[&str] = &[
     "llm_api_key",
     "llm_model",
     "llm_timeout",
+    "partitions",
     "concurrency",
     "concurrency_conversations",
     "concurrency_webhooks",
@@ -525,6 +527,10 @@ mod tests {
         assert!(line.contains("SWITCHYARD_VISIBILITY_TIMEOUT") && line.contains("soon"), "{line}");
         let err = Config::load_from(None, &env(&[("SWITCHYARD_CONCURRENCY", "0")])).unwrap_err();
         assert!(err.to_string().contains("above 0"));
+        let c = Config::load_from(None, &env(&[("SWITCHYARD_PARTITIONS", "12")])).unwrap();
+        assert_eq!(c.partitions, 12);
+        let err = Config::load_from(None, &env(&[("SWITCHYARD_PARTITIONS", "2000")])).unwrap_err();
+        assert!(err.to_string().contains("PARTITIONS") && err.to_string().contains("1024"), "{err}");
     }
 
     #[test]

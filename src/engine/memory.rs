@@ -96,7 +96,8 @@ impl Engine {
         Ok(trend(&samples, used, max, mark))
     }
 
-    /// Redis's memory in use and its limit (0: none), at most a tenth of a second old.
+    /// Redis's memory in use and its limit (0: none), at most a tenth of a second old: on a cluster,
+    /// of the master nearest its limit.
     pub async fn redis_memory(&self) -> Result<(u64, u64), EngineError> {
         let w = &self.inner.memory;
         let now = now_ms();
@@ -106,9 +107,15 @@ impl Engine {
         if now.saturating_sub(last) >= if near { FRESH_NEAR_MS } else { FRESH_MS }
             && w.read_at.compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire).is_ok()
         {
-            let read: Result<String, _> =
-                self.conn().query_at(self.keys().root(), redis::cmd("INFO").arg("memory")).await;
-            match read.map(|info| parse_info(&info)) {
+            // On a cluster, the master nearest its limit is the one that refuses first.
+            let read = self.conn().query_masters(redis::cmd("INFO").arg("memory")).await;
+            let fullest = |infos: Vec<String>| {
+                infos.iter().filter_map(|i| parse_info(i)).max_by(|a, b| {
+                    let ratio = |(used, max): (u64, u64)| if max > 0 { used as f64 / max as f64 } else { 0.0 };
+                    ratio(*a).total_cmp(&ratio(*b)).then(a.0.cmp(&b.0))
+                })
+            };
+            match read.map(fullest) {
                 Ok(Some((used, max))) => {
                     w.used.store(used, Ordering::Release);
                     w.max.store(max, Ordering::Release);

@@ -92,6 +92,12 @@ pub enum EngineError {
     /// Redis's memory is at the high-water mark: new work waits until workers have freed some.
     #[error("Redis memory is at its high-water mark ({used} of {max} bytes); try again shortly")]
     MemoryFull { used: u64, max: u64 },
+    /// The deployment's data in Redis is spread over another number of partitions than
+    /// `PARTITIONS` says: nothing may be read or written.
+    #[error(
+        "the data under KEY_PREFIX {prefix} is in {found} partition(s) but PARTITIONS is {configured}; start with PARTITIONS={found} (it is fixed per deployment: scale by moving slots between masters)"
+    )]
+    PartitionsDiffer { prefix: String, found: usize, configured: usize },
 }
 
 impl EngineError {
@@ -228,7 +234,9 @@ impl Engine {
 
     /// Create every lane's stream and consumer group if missing. Idempotent; also what brings
     /// the groups back after a Redis restart without persistence, a flush or a deleted stream.
+    /// Refuses a deployment whose data is in another number of partitions.
     pub async fn ensure_groups(&self) -> Result<(), EngineError> {
+        self.check_partitions().await?;
         let mut con = self.conn();
         for (keys, lane) in self.inner.parts.iter().flat_map(|k| Lane::ALL.map(|l| (k, l))) {
             let r: redis::RedisResult<()> = redis::cmd("XGROUP")
@@ -244,6 +252,39 @@ impl Engine {
                 Err(e) if e.code() == Some("BUSYGROUP") || e.to_string().contains("BUSYGROUP") => {}
                 Err(e) => return Err(e.into()),
             }
+        }
+        Ok(())
+    }
+
+    /// Record the deployment's number of partitions on first use, and refuse another one after:
+    /// order sequences, idempotency markers and task ids all depend on it. Data from before the
+    /// number was recorded is in one partition.
+    async fn check_partitions(&self) -> Result<(), EngineError> {
+        let mut con = self.conn();
+        let key = self.keys().partitions();
+        let mine = self.partitions();
+        let found: Option<usize> = redis::cmd("GET").arg(&key).query_async(&mut con).await?;
+        let found = match found {
+            Some(n) => n,
+            None => {
+                let single = Keys::new(&self.config().key_prefix);
+                let mut pipe = redis::pipe();
+                for lane in Lane::ALL {
+                    pipe.cmd("EXISTS").arg(single.lane(lane));
+                }
+                let old: Vec<u64> = pipe.query_async(&mut con).await?;
+                let first = if old.iter().any(|&n| n > 0) { 1 } else { mine };
+                let _: () = redis::cmd("SET").arg(&key).arg(first).arg("NX").query_async(&mut con).await?;
+                let now: Option<usize> = redis::cmd("GET").arg(&key).query_async(&mut con).await?;
+                now.unwrap_or(first)
+            }
+        };
+        if found != mine {
+            return Err(EngineError::PartitionsDiffer {
+                prefix: self.config().key_prefix.clone(),
+                found,
+                configured: mine,
+            });
         }
         Ok(())
     }

@@ -344,7 +344,8 @@ impl Engine {
             .arg(keys.root())
             .arg(super::id_place(part, lane))
             .arg(c.idempotency_window.max(Duration::from_millis(1)).as_millis() as u64)
-            .arg(c.lane_depth_limit)
+            // Each partition's lane holds its share of the lane's limit.
+            .arg(c.lane_depth_limit.div_ceil(self.partitions() as u64))
             .arg(super::now_us())
             .arg(crate::redis::GROUP);
         for t in tasks {

@@ -16,7 +16,9 @@ use std::time::Duration;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, Slot, SlotAddr};
+use redis::cluster_routing::{
+    MultipleNodeRoutingInfo, ResponsePolicy, Route, RoutingInfo, SingleNodeRoutingInfo, Slot, SlotAddr,
+};
 use redis::{Cmd, FromRedisValue, Pipeline, RedisFuture, RedisResult, Value};
 use tokio::sync::OnceCell;
 
@@ -102,6 +104,26 @@ impl Conn {
                     .route_command(cmd.clone(), RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)))
                     .await?;
                 T::from_redis_value(v).map_err(Into::into)
+            }
+        }
+    }
+}
+
+impl Conn {
+    /// Run a command about a server on every master (on a single Redis, that Redis): each
+    /// master's answer.
+    pub async fn query_masters(&self, cmd: &Cmd) -> RedisResult<Vec<String>> {
+        match self.mode().await? {
+            Mode::Single(c) => Ok(vec![cmd.query_async(&mut c.clone()).await?]),
+            Mode::Cluster(c) => {
+                let routing =
+                    RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, Some(ResponsePolicy::Special)));
+                match c.clone().route_command(cmd.clone(), routing).await? {
+                    Value::Map(answers) => {
+                        answers.into_iter().map(|(_, v)| String::from_redis_value(v).map_err(Into::into)).collect()
+                    }
+                    other => Ok(vec![String::from_redis_value(other)?]),
+                }
             }
         }
     }

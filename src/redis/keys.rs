@@ -157,6 +157,12 @@ impl Keys {
         format!("{}dlq:lanes", self.root)
     }
 
+    /// The number of partitions the deployment's data is spread over, written once (one small
+    /// string for the life of the deployment).
+    pub fn partitions(&self) -> String {
+        format!("{}partitions", self.root)
+    }
+
     /// Hash worker name → JSON heartbeat (host, pid, lanes, concurrency, in-flight, time).
     pub fn workers(&self) -> String {
         format!("{}workers", self.root)

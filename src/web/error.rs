@@ -69,7 +69,7 @@ impl From<EngineError> for ApiError {
             EngineError::Finished { .. } => ApiError::Conflict(e.to_string()),
             EngineError::IdempotencyConflict(task_id) => ApiError::IdempotencyConflict(task_id),
             EngineError::LaneFull(_) | EngineError::MemoryFull { .. } => ApiError::Unavailable(e.to_string()),
-            EngineError::Redis(_) => ApiError::Internal(e.to_string()),
+            EngineError::Redis(_) | EngineError::PartitionsDiffer { .. } => ApiError::Internal(e.to_string()),
         }
     }
 }

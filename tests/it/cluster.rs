@@ -109,3 +109,157 @@ async fn partition_tags_land_evenly_on_the_masters() {
     assert_eq!(per_master.len(), 3, "{per_master:?}");
     assert!(per_master.values().all(|&n| n == 4), "{per_master:?}");
 }
+
+/// Twelve partitions on three masters: tasks spread over every master, each runs once; an order
+/// key's tasks run in order in their partition; an idempotency key is one task wherever it is
+/// sent from; retries, dead letters, redrive and cancel work in any partition; the figures a
+/// user sees add up over the partitions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twelve_partitions_on_three_masters_run_every_task_once_and_in_order() {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::sync::{Arc, Mutex};
+    use switchyard::engine::{Outcome, entry_of_task};
+
+    let cluster = RedisCluster::start(3, 0);
+    let runs: Arc<Mutex<Vec<(String, u64)>>> = Arc::default();
+    let mut registry = switchyard::app::registry();
+    let seen = runs.clone();
+    registry.register("test.step", Lane::Conversations, move |ctx| {
+        let seen = seen.clone();
+        async move {
+            let key = ctx.payload["key"].as_str().unwrap_or_default().to_string();
+            seen.lock().unwrap().push((key, ctx.payload["i"].as_u64().unwrap_or(0)));
+            Outcome::Done(serde_json::Value::Null)
+        }
+    });
+    let env = TestEnv::lazy("cluster-parts", &cluster.url(), |c| c.partitions = 12, registry);
+    env.engine.ensure_groups().await.unwrap();
+    let _a = env.start_worker();
+    let _b = env.start_worker_on(env.second_engine(), |_| {});
+
+    // Unordered tasks, one enqueue call at a time: each call goes to the next partition.
+    let mut plain = Vec::new();
+    for _ in 0..48 {
+        let batch = (0..5).map(|_| TaskSpec::new("diag.noop", json!({}))).collect();
+        plain.extend(env.engine.enqueue_batch(batch).await.unwrap());
+    }
+    // Ordered tasks of twenty keys, interleaved, from both engines.
+    let keys: Vec<String> = (0..20).map(|k| format!("messenger:PAGE:{k}")).collect();
+    for i in 0..10u64 {
+        let batch: Vec<TaskSpec> =
+            keys.iter().map(|k| TaskSpec::new("test.step", json!({"key": k, "i": i})).ordered_by(k.clone())).collect();
+        let engine = if i % 2 == 0 { env.engine.clone() } else { env.second_engine() };
+        engine.enqueue_batch(batch).await.unwrap();
+    }
+    // One idempotency key, sent from both engines: one task.
+    let once = TaskSpec::new("diag.noop", json!({"n": 1})).idempotency_key("import-7");
+    let first = env.engine.enqueue(once.clone()).await.unwrap();
+    assert_eq!(env.second_engine().enqueue(once).await.unwrap(), first);
+
+    let parts: BTreeSet<usize> = plain.iter().map(|id| entry_of_task(id).unwrap().0).collect();
+    assert_eq!(parts.len(), 12, "every partition took unordered work: {parts:?}");
+    for id in plain.iter().chain([&first]) {
+        env.wait_state(id, TaskState::Success).await;
+    }
+    wait_until("every ordered task ran", async || runs.lock().unwrap().len() == 200).await;
+    let mut by_key: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for (k, i) in runs.lock().unwrap().iter() {
+        by_key.entry(k.clone()).or_default().push(*i);
+    }
+    assert_eq!(by_key.len(), 20);
+    for (k, order) in &by_key {
+        assert_eq!(order, &(0..10).collect::<Vec<_>>(), "{k} ran once each, in order");
+    }
+    // Every master holds keys of the deployment.
+    for m in &cluster.masters {
+        let client = redis::Client::open(m.url()).unwrap();
+        let mut con = client.get_multiplexed_async_connection().await.unwrap();
+        let n: u64 = redis::cmd("DBSIZE").query_async(&mut con).await.unwrap();
+        assert!(n > 0, "master {} holds nothing", m.port);
+    }
+
+    // A task that dies, in a partition other than the first: its letter names the partition.
+    let dying: Vec<String> = (0..12)
+        .map(|i| TaskSpec::new("diag.fail", json!({"times": 10, "i": i})).max_attempts(1))
+        .map(|spec| {
+            let engine = env.engine.clone();
+            async move { engine.enqueue(spec).await.unwrap() }
+        })
+        .collect::<futures_util::future::JoinAll<_>>()
+        .await;
+    for id in &dying {
+        env.wait_state(id, TaskState::Failure).await;
+    }
+    assert_eq!(env.engine.dlq_depth().await.unwrap(), 12);
+    assert_eq!(env.engine.queues_status().await.unwrap().dlq_depth, 12);
+    let far = dying.iter().find(|id| entry_of_task(id).unwrap().0 != 0).expect("a task outside partition 0");
+    let letter = env.engine.dlq_get(far).await.unwrap().expect("its dead letter");
+    assert!(letter.id.contains('@'), "{}", letter.id);
+    let s = env.engine.task_status(far).await.unwrap().unwrap();
+    assert_eq!(s.dead_letter.as_deref(), Some(letter.id.as_str()));
+    let listed = env.engine.dlq_list(&Default::default(), 100).await.unwrap();
+    assert_eq!(listed.len(), 12);
+    let again = env.engine.dlq_get(&letter.id).await.unwrap().expect("found by its id");
+    assert_eq!(again.task_id, *far);
+    let report = env.engine.dlq_redrive(&[], &Default::default(), true, false, |_| {}).await.unwrap();
+    assert_eq!(report.redriven, 12, "{report:?}");
+    wait_until("every redriven task died again", async || {
+        let mut all = true;
+        for id in &dying {
+            let s = env.engine.task_status(id).await.unwrap().unwrap();
+            all &= s.status == TaskState::Failure && s.attempts == 2;
+        }
+        all
+    })
+    .await;
+    assert_eq!(env.engine.dlq_delete(&dying).await.unwrap(), 12);
+    assert_eq!(env.engine.dlq_depth().await.unwrap(), 0);
+
+    // The memory guard watches the master nearest its limit: here the only one with a limit.
+    let limit = 1u64 << 40;
+    let client = redis::Client::open(cluster.masters[2].url()).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg(limit).query_async(&mut con).await.unwrap();
+    wait_until("the guard reads that master's limit", async || {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        env.engine.redis_memory().await.is_ok_and(|(used, max)| max == limit && used > 0)
+    })
+    .await;
+
+    // Cancel a running task in some partition; the lanes end empty.
+    let slow = env.engine.enqueue(TaskSpec::new("diag.sleep", json!({"ms": 60_000}))).await.unwrap();
+    env.wait_state(&slow, TaskState::Started).await;
+    assert_eq!(env.engine.cancel(&slow).await.unwrap(), TaskState::Revoked);
+    env.wait_state(&slow, TaskState::Revoked).await;
+    wait_until("the lanes are empty", async || {
+        let q = env.engine.queues_status().await.unwrap();
+        q.queues.values().all(|l| l.depth == 0)
+    })
+    .await;
+}
+
+/// The number of partitions is the deployment's for good: a process started with another one is
+/// refused with one line saying what to do, and data from before partitions counts as one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_number_of_partitions_than_the_data_is_refused() {
+    let env = TestEnv::with("parts-fixed", &redis_url(), |c| c.partitions = 1).await;
+    env.engine.enqueue(TaskSpec::new("diag.noop", json!({}))).await.unwrap();
+    let mut config = env.config.clone();
+    config.partitions = 4;
+    let other = switchyard::engine::Engine::new(config, &env.url, switchyard::app::registry()).unwrap();
+    let e = other.ensure_groups().await.unwrap_err().to_string();
+    assert!(e.contains("is in 1 partition(s) but PARTITIONS is 4") && e.contains("PARTITIONS=1"), "{e}");
+    assert!(!e.contains('\n'), "one line: {e}");
+    // The same number is taken, as before.
+    env.second_engine().ensure_groups().await.unwrap();
+
+    // A deployment whose data predates the recorded number: its lanes say one partition.
+    let old = TestEnv::with("parts-old", &redis_url(), |_| {}).await;
+    let mut con = old.engine.conn();
+    let _: () = redis::cmd("DEL").arg(old.engine.keys().partitions()).query_async(&mut con).await.unwrap();
+    let mut config = old.config.clone();
+    config.partitions = 6;
+    let bigger = switchyard::engine::Engine::new(config, &old.url, switchyard::app::registry()).unwrap();
+    let e = bigger.ensure_groups().await.unwrap_err().to_string();
+    assert!(e.contains("is in 1 partition(s) but PARTITIONS is 6"), "{e}");
+}

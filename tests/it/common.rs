@@ -453,6 +453,9 @@ impl TestEnv {
     pub fn lazy(name: &str, url: &str, adjust: impl FnOnce(&mut Config), registry: Registry) -> TestEnv {
         let prefix = unique_prefix(name);
         let mut config = Config::for_test(url, &prefix);
+        if let Some(p) = std::env::var("SWITCHYARD_TEST_PARTITIONS").ok().and_then(|p| p.parse().ok()) {
+            config.partitions = p;
+        }
         adjust(&mut config);
         config.validate().expect("valid test config");
         let engine = Engine::new(config.clone(), url, registry).expect("engine");
@@ -538,30 +541,39 @@ impl TestEnv {
         .await
     }
 
-    /// `XLEN` of a lane.
+    /// `XLEN` of a lane, over every partition.
     pub async fn lane_len(&self, lane: Lane) -> u64 {
         let mut con = self.engine.conn();
-        redis::cmd("XLEN").arg(self.lane_key(lane)).query_async(&mut con).await.expect("XLEN")
+        let mut n = 0;
+        for p in 0..self.engine.partitions() {
+            let len: u64 =
+                redis::cmd("XLEN").arg(self.engine.part(p).lane(lane)).query_async(&mut con).await.expect("XLEN");
+            n += len;
+        }
+        n
     }
 
-    /// Every entry of a lane's stream, oldest first, as (task id, kind).
+    /// Every entry of a lane's stream (of every partition), oldest first, as (task id, kind).
     pub async fn lane_entries(&self, lane: Lane) -> Vec<(String, String)> {
         let mut con = self.engine.conn();
-        let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-            .arg(self.lane_key(lane))
-            .arg("-")
-            .arg("+")
-            .query_async(&mut con)
-            .await
-            .expect("XRANGE");
-        reply
-            .ids
-            .iter()
-            .map(|e| {
+        let mut all = Vec::new();
+        for p in 0..self.engine.partitions() {
+            let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+                .arg(self.engine.part(p).lane(lane))
+                .arg("-")
+                .arg("+")
+                .query_async(&mut con)
+                .await
+                .expect("XRANGE");
+            all.extend(reply.ids.into_iter().map(|e| (p, e)));
+        }
+        all.sort_by_key(|(_, e)| switchyard::engine::parse_entry_id(&e.id));
+        all.iter()
+            .map(|(p, e)| {
                 // A task is named after its entry, unless the entry names it (a redrive).
                 let id: String = e
                     .get("id")
-                    .or_else(|| switchyard::engine::task_id_for_entry(0, lane, &e.id))
+                    .or_else(|| switchyard::engine::task_id_for_entry(*p, lane, &e.id))
                     .unwrap_or_else(|| panic!("entry {} names no task", e.id));
                 let kind: String = e.get("kind").unwrap_or_else(|| panic!("entry {} without a kind", e.id));
                 (id, kind)
@@ -602,27 +614,37 @@ impl TestEnv {
     /// leave the entry in the lane (acknowledged entries wait there to be trimmed). Returns how
     /// many entries were acknowledged.
     pub async fn ack_entry(&self, id: &str) -> i64 {
-        let (_, lane, entry) = switchyard::engine::entry_of_task(id).expect("a task id named after its entry");
+        let (p, lane, entry) = switchyard::engine::entry_of_task(id).expect("a task id named after its entry");
         let mut con = self.engine.conn();
-        redis::cmd("XACK").arg(self.lane_key(lane)).arg("workers").arg(entry).query_async(&mut con).await.expect("XACK")
-    }
-
-    /// Entries pending in a lane's group (`XPENDING` summary count).
-    pub async fn lane_pending(&self, lane: Lane) -> u64 {
-        let mut con = self.engine.conn();
-        let v: redis::Value = redis::cmd("XPENDING")
-            .arg(self.lane_key(lane))
+        redis::cmd("XACK")
+            .arg(self.engine.part(p).lane(lane))
             .arg("workers")
+            .arg(entry)
             .query_async(&mut con)
             .await
-            .expect("XPENDING");
-        match v {
-            redis::Value::Array(items) => match items.first() {
-                Some(redis::Value::Int(n)) => *n as u64,
-                other => panic!("unexpected XPENDING count {other:?}"),
-            },
-            other => panic!("unexpected XPENDING reply {other:?}"),
+            .expect("XACK")
+    }
+
+    /// Entries pending in a lane's group (`XPENDING` summary count), over every partition.
+    pub async fn lane_pending(&self, lane: Lane) -> u64 {
+        let mut con = self.engine.conn();
+        let mut n = 0;
+        for p in 0..self.engine.partitions() {
+            let v: redis::Value = redis::cmd("XPENDING")
+                .arg(self.engine.part(p).lane(lane))
+                .arg("workers")
+                .query_async(&mut con)
+                .await
+                .expect("XPENDING");
+            n += match v {
+                redis::Value::Array(items) => match items.first() {
+                    Some(redis::Value::Int(n)) => *n as u64,
+                    other => panic!("unexpected XPENDING count {other:?}"),
+                },
+                other => panic!("unexpected XPENDING reply {other:?}"),
+            };
         }
+        n
     }
 }
 
