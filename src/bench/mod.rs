@@ -33,6 +33,25 @@ pub struct DrainReport {
     pub wait_p99_ms: f64,
     pub rss_mb: f64,
     pub key_prefix: String,
+    /// Redis CPU (user and system) per task drained, in µs, of each master by address (one, on
+    /// a single Redis); read from `INFO cpu` before and after the drain. Every process on the
+    /// machine shares the cores, so on one machine this is the cost to compare, not the speed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub redis_cpu_us_per_task: Vec<(String, f64)>,
+}
+
+/// Each master's Redis CPU time so far (user and system, seconds), by address.
+async fn redis_cpu(engine: &Engine) -> Vec<(String, f64)> {
+    let Ok(infos) = engine.conn().query_masters(redis::cmd("INFO").arg("cpu")).await else { return Vec::new() };
+    infos
+        .into_iter()
+        .map(|(node, info)| {
+            let get = |k: &str| {
+                info.lines().find_map(|l| l.strip_prefix(k)).and_then(|v| v.trim().parse::<f64>().ok()).unwrap_or(0.0)
+            };
+            (node, get("used_cpu_user:") + get("used_cpu_sys:"))
+        })
+        .collect()
 }
 
 /// Resident memory of this process in MiB (Linux).
@@ -106,6 +125,7 @@ async fn finish(
         wait_p99_ms: p99,
         rss_mb: rss_mb(),
         key_prefix: engine.config().key_prefix.clone(),
+        redis_cpu_us_per_task: Vec::new(),
     }
 }
 
@@ -124,6 +144,7 @@ pub async fn drain(config: Config, tasks: u64, concurrency: usize) -> anyhow::Re
 
     let stop = CancellationToken::new();
     let opts = WorkerOptions { batch: 512, ..WorkerOptions::from_config(engine.config(), vec![Lane::Analytics]) };
+    let cpu_before = redis_cpu(&engine).await;
     let t1 = Instant::now();
     let handle = worker::start_measured(engine.clone(), opts, stop.clone());
     while handle.completed() < tasks {
@@ -133,7 +154,16 @@ pub async fn drain(config: Config, tasks: u64, concurrency: usize) -> anyhow::Re
         }
     }
     let drain_s = t1.elapsed().as_secs_f64();
-    Ok(finish(&engine, handle, stop, (tasks, concurrency, enqueue_s, drain_s)).await)
+    let cpu_after = redis_cpu(&engine).await;
+    let mut report = finish(&engine, handle, stop, (tasks, concurrency, enqueue_s, drain_s)).await;
+    report.redis_cpu_us_per_task = cpu_after
+        .into_iter()
+        .map(|(node, after)| {
+            let before = cpu_before.iter().find(|(n, _)| *n == node).map(|(_, b)| *b).unwrap_or(after);
+            (node, (after - before) * 1e6 / tasks as f64)
+        })
+        .collect();
+    Ok(report)
 }
 
 /// Paced latency: `rate` tasks/s for `seconds` against a running worker, so waits show the
@@ -165,13 +195,18 @@ pub async fn latency(config: Config, rate: u64, seconds: u64, concurrency: usize
     Ok(finish(&engine, handle, stop, (total, concurrency, send_s, drain_s)).await)
 }
 
-/// Remove every key under the benchmark's prefix.
+/// Remove every key under the benchmark's prefix, and its partitions'.
 pub(crate) async fn cleanup(engine: &Engine) {
     let mut con = engine.conn();
-    let mut scan = crate::redis::Scan::prefixed(engine.keys().root());
-    while let Ok(Some(keys)) = scan.next(&con).await {
-        if !keys.is_empty() {
-            let _: redis::RedisResult<i64> = redis::cmd("UNLINK").arg(&keys).query_async(&mut con).await;
+    let mut roots = vec![engine.keys().root().to_string()];
+    roots.extend((0..engine.partitions()).map(|p| engine.part(p).root().to_string()));
+    roots.dedup();
+    for root in roots {
+        let mut scan = crate::redis::Scan::prefixed(&root);
+        while let Ok(Some(keys)) = scan.next(&con).await {
+            if !keys.is_empty() {
+                let _: redis::RedisResult<i64> = redis::cmd("UNLINK").arg(&keys).query_async(&mut con).await;
+            }
         }
     }
 }

@@ -109,8 +109,8 @@ impl Engine {
         {
             // On a cluster, the master nearest its limit is the one that refuses first.
             let read = self.conn().query_masters(redis::cmd("INFO").arg("memory")).await;
-            let fullest = |infos: Vec<String>| {
-                infos.iter().filter_map(|i| parse_info(i)).max_by(|a, b| {
+            let fullest = |infos: Vec<(String, String)>| {
+                infos.iter().filter_map(|(_, i)| parse_info(i)).max_by(|a, b| {
                     let ratio = |(used, max): (u64, u64)| if max > 0 { used as f64 / max as f64 } else { 0.0 };
                     ratio(*a).total_cmp(&ratio(*b)).then(a.0.cmp(&b.0))
                 })

@@ -111,19 +111,22 @@ impl Conn {
 
 impl Conn {
     /// Run a command about a server on every master (on a single Redis, that Redis): each
-    /// master's answer.
-    pub async fn query_masters(&self, cmd: &Cmd) -> RedisResult<Vec<String>> {
+    /// master's address and answer, by address.
+    pub async fn query_masters(&self, cmd: &Cmd) -> RedisResult<Vec<(String, String)>> {
         match self.mode().await? {
-            Mode::Single(c) => Ok(vec![cmd.query_async(&mut c.clone()).await?]),
+            Mode::Single(c) => Ok(vec![(self.first_url().to_string(), cmd.query_async(&mut c.clone()).await?)]),
             Mode::Cluster(c) => {
                 let routing =
                     RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, Some(ResponsePolicy::Special)));
-                match c.clone().route_command(cmd.clone(), routing).await? {
-                    Value::Map(answers) => {
-                        answers.into_iter().map(|(_, v)| String::from_redis_value(v).map_err(Into::into)).collect()
-                    }
-                    other => Ok(vec![String::from_redis_value(other)?]),
-                }
+                let mut out = match c.clone().route_command(cmd.clone(), routing).await? {
+                    Value::Map(answers) => answers
+                        .into_iter()
+                        .map(|(node, v)| Ok((String::from_redis_value(node)?, String::from_redis_value(v)?)))
+                        .collect::<RedisResult<Vec<_>>>()?,
+                    other => vec![(String::new(), String::from_redis_value(other)?)],
+                };
+                out.sort();
+                Ok(out)
             }
         }
     }
