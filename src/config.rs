@@ -77,6 +77,9 @@ pub struct Config {
     pub dlq_max: u64,
     /// Share of Redis's `maxmemory` past which new work from outside is refused (503).
     pub memory_high_water: f64,
+    /// When a producer's write counts as taken: `Local` once the master has it, `Replicated`
+    /// once a replica has it too (`WAIT`), so a master's failover cannot drop it.
+    pub durability: Durability,
     /// Schedule name → cron expression with a seconds field, or `off`.
     pub schedules: BTreeMap<String, String>,
     /// How long the scheduler's lease lasts unless renewed: the longest a tick waits when the
@@ -133,6 +136,7 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(30),
             dlq_max: 0,
             memory_high_water: 0.9,
+            durability: Durability::Local,
             schedules: SCHEDULES.iter().map(|(n, e)| (n.to_string(), e.to_string())).collect(),
             scheduler_lease: Duration::from_secs(10),
         }
@@ -271,6 +275,7 @@ impl Config {
         set_parse!(shutdown_grace, parse_duration);
         set_parse!(dlq_max, |r: &Raw| parse_num::<u64>(r));
         set_parse!(memory_high_water, parse_share);
+        set_parse!(durability, parse_durability);
         set_parse!(scheduler_lease, parse_duration);
         for (name, r) in schedules {
             if !SCHEDULES.iter().any(|(n, _)| *n == name) {
@@ -421,6 +426,7 @@ const KNOWN: &[&str] = &[
     "shutdown_grace",
     "dlq_max",
     "memory_high_water",
+    "durability",
     "scheduler_lease",
 ];
 
@@ -430,6 +436,23 @@ fn invalid(r: &Raw, message: &str) -> ConfigError {
 
 fn parse_num<T: std::str::FromStr>(r: &Raw) -> Result<T, ConfigError> {
     r.value.trim().parse().map_err(|_| invalid(r, "must be a whole number"))
+}
+
+/// `DURABILITY`: when a webhook's 2xx and a task's 202 are given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Once the master holds the write.
+    Local,
+    /// Once a replica holds it too.
+    Replicated,
+}
+
+fn parse_durability(r: &Raw) -> Result<Durability, ConfigError> {
+    match r.value.trim() {
+        "local" => Ok(Durability::Local),
+        "replicated" => Ok(Durability::Replicated),
+        _ => Err(invalid(r, "must be local or replicated")),
+    }
 }
 
 /// A share written `90%` or `0.9`, above 0 and at most the whole.

@@ -98,6 +98,9 @@ pub enum EngineError {
         "the data under KEY_PREFIX {prefix} is in {found} partition(s) but PARTITIONS is {configured}; start with PARTITIONS={found} (it is fixed per deployment: scale by moving slots between masters)"
     )]
     PartitionsDiffer { prefix: String, found: usize, configured: usize },
+    /// `DURABILITY=replicated` and no replica confirmed the write in time.
+    #[error("no Redis replica confirmed the write within {0:?} (DURABILITY=replicated); try again")]
+    NotReplicated(std::time::Duration),
 }
 
 impl EngineError {

@@ -23,6 +23,10 @@ pub(super) const MAX_PAYLOAD_BYTES: usize = 4 << 20;
 /// Tasks per script call: big enough to amortise the round trip, small enough not to stall Redis.
 const CHUNK: usize = 500;
 
+/// How long a write waits for a replica with `DURABILITY=replicated` before it is answered as
+/// not taken (it may still be there: a retry finds it as a repeat).
+const REPLICA_WAIT: Duration = Duration::from_secs(1);
+
 /// Script calls of one engine's batcher under way at once.
 const IN_FLIGHT: usize = 2;
 
@@ -265,6 +269,7 @@ impl Engine {
                         for &(j, _) in chunk {
                             results[j] = Err(match &e {
                                 EngineError::Redis(r) => EngineError::Redis(r.clone()),
+                                EngineError::NotReplicated(wait) => EngineError::NotReplicated(*wait),
                                 other => EngineError::BadInput(other.to_string()),
                             });
                         }
@@ -275,6 +280,18 @@ impl Engine {
         for (job, result) in jobs.into_iter().zip(results) {
             let _ = job.reply.send(result);
         }
+    }
+
+    /// Wait until a replica of the master holding `key` has every write this process sent it so
+    /// far (`WAIT` counts the connection's writes: the one just made, and whatever else shared
+    /// the connection meanwhile, so one wait covers a whole batch).
+    async fn wait_for_replica(&self, key: &str) -> Result<(), EngineError> {
+        let timeout = REPLICA_WAIT.as_millis() as u64;
+        let acked: i64 = self.conn().query_at(key, redis::cmd("WAIT").arg(1).arg(timeout)).await?;
+        if acked < 1 {
+            return Err(EngineError::NotReplicated(REPLICA_WAIT));
+        }
+        Ok(())
     }
 
     /// How long an order key's sequence outlives its last enqueue: longer than any task of it can
@@ -359,6 +376,9 @@ impl Engine {
         }
         let mut con = self.conn();
         let answers: Vec<Option<String>> = inv.invoke_async(&mut con).await.map_err(EngineError::Redis)?;
+        if c.durability == crate::config::Durability::Replicated {
+            self.wait_for_replica(&keys.lane(lane)).await?;
+        }
         answers
             .into_iter()
             .map(|a| {

@@ -68,7 +68,9 @@ impl From<EngineError> for ApiError {
             EngineError::NotFound(_) => ApiError::NotFound(e.to_string()),
             EngineError::Finished { .. } => ApiError::Conflict(e.to_string()),
             EngineError::IdempotencyConflict(task_id) => ApiError::IdempotencyConflict(task_id),
-            EngineError::LaneFull(_) | EngineError::MemoryFull { .. } => ApiError::Unavailable(e.to_string()),
+            EngineError::LaneFull(_) | EngineError::MemoryFull { .. } | EngineError::NotReplicated(_) => {
+                ApiError::Unavailable(e.to_string())
+            }
             EngineError::Redis(_) | EngineError::PartitionsDiffer { .. } => ApiError::Internal(e.to_string()),
         }
     }

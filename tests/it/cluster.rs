@@ -263,3 +263,50 @@ async fn another_number_of_partitions_than_the_data_is_refused() {
     let e = bigger.ensure_groups().await.unwrap_err().to_string();
     assert!(e.contains("is in 1 partition(s) but PARTITIONS is 6"), "{e}");
 }
+
+/// `DURABILITY=replicated`: a webhook is answered 2xx only once a replica holds it, so the
+/// master's failover cannot lose what was acknowledged; with no replica to confirm, the answer
+/// is 503 with `Retry-After` (and the platform's retry is taken as a repeat). `local` answers as
+/// soon as the master holds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicated_durability_answers_once_a_replica_holds_the_event() {
+    let master = RedisProcess::start_on_free_port();
+    let replica = RedisProcess::start_replica_of(&master);
+    let env = TestEnv::with("durable", &master.url(), |c| {
+        c.durability = switchyard::config::Durability::Replicated;
+        c.generic_secrets.insert("crm".into(), "s3cret".into());
+    })
+    .await;
+    let (router, _) = env.router();
+    let post = async |id: &str| {
+        let body = json!({"id": id, "text": "order shipped"}).to_string();
+        let sig = meta_sign("s3cret", body.as_bytes());
+        let headers = [("content-type", "application/json"), ("x-signature-256", sig.as_str())];
+        http_with(&router, "POST", "/webhooks/generic/crm", &headers, body.into_bytes()).await
+    };
+    let replica_len = async || {
+        let client = redis::Client::open(replica.url()).unwrap();
+        let mut con = client.get_multiplexed_async_connection().await.unwrap();
+        let n: u64 = redis::cmd("XLEN").arg(env.lane_key(Lane::Webhooks)).query_async(&mut con).await.unwrap();
+        n
+    };
+    for i in 0..20 {
+        let r = post(&format!("e-{i}")).await;
+        assert_eq!(r.status, axum::http::StatusCode::OK, "{}", r.text);
+        // At the moment of the 2xx, the replica already has it: nothing waited for.
+        assert_eq!(replica_len().await, i + 1);
+    }
+
+    // No replica: not acknowledged, and the platform is told to come back.
+    replica.stop();
+    let r = post("e-late").await;
+    let message = r.assert_error(axum::http::StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    assert!(message.contains("replica"), "{message}");
+    assert!(r.headers.get("retry-after").is_some(), "{r:?}");
+    // The event may be on the master; the platform's retry is a repeat, never a second task.
+    let again = RedisProcess::start_replica_of(&master);
+    let r = post("e-late").await;
+    assert_eq!(r.status, axum::http::StatusCode::OK, "{}", r.text);
+    assert_eq!(env.lane_len(Lane::Webhooks).await, 21);
+    drop(again);
+}

@@ -112,6 +112,23 @@ impl RedisProcess {
         panic!("could not start redis-server on port {port}: {last}");
     }
 
+    /// A replica of `master` on a free port, once it has caught up.
+    pub fn start_replica_of(master: &RedisProcess) -> RedisProcess {
+        let mut last = String::new();
+        for _ in 0..5 {
+            match RedisProcess::try_start(free_port(), &format!("--replicaof 127.0.0.1 {}", master.port)) {
+                Ok(p) => {
+                    wait_sync("the replica is linked", || {
+                        raw_command(p.port, "INFO replication").is_ok_and(|i| i.contains("master_link_status:up"))
+                    });
+                    return p;
+                }
+                Err(e) => last = e,
+            }
+        }
+        panic!("could not start a replica: {last}");
+    }
+
     /// A node for a Redis Cluster on a free port: cluster mode on, no slots yet.
     pub fn start_cluster_node() -> RedisProcess {
         let mut last = String::new();
