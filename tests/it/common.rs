@@ -146,13 +146,17 @@ impl RedisProcess {
         panic!("could not start a cluster node: {last}");
     }
 
+    /// A server of its own: its snapshot file (which a replica writes when it syncs) is its
+    /// own too, so no server starts with another's data, and both its files go when it does.
     fn try_start(port: u16, extra: &str) -> Result<RedisProcess, String> {
         let dir = std::env::temp_dir();
         let script = format!(
-            "redis-server --save '' --appendonly no --port {port} --bind 127.0.0.1 --dir '{dir}' {extra} >/dev/null 2>&1 & r=$!; \
+            "rm -f '{dir}/switchyard-test-{port}.rdb'; \
+             redis-server --save '' --appendonly no --port {port} --bind 127.0.0.1 --dir '{dir}' \
+             --dbfilename switchyard-test-{port}.rdb {extra} >/dev/null 2>&1 & r=$!; \
              echo $r; \
              while kill -0 {parent} 2>/dev/null && kill -0 $r 2>/dev/null; do sleep 0.5; done; \
-             kill $r 2>/dev/null; rm -f '{dir}/switchyard-test-nodes-{port}.conf'",
+             kill $r 2>/dev/null; rm -f '{dir}/switchyard-test-nodes-{port}.conf' '{dir}/switchyard-test-{port}.rdb'",
             dir = dir.display(),
             parent = std::process::id(),
         );
@@ -248,6 +252,26 @@ impl RedisCluster {
         }
         wait_sync("the cluster is up", || all.iter().all(|&p| cmd(p, "CLUSTER INFO").contains("cluster_state:ok")));
         RedisCluster { masters: m, replicas: r }
+    }
+
+    /// A new node joined as a replica of the master on `master_port`, once it has caught up (as
+    /// an operator brings a failed master back).
+    pub fn add_replica(master_port: u16) -> RedisProcess {
+        let node = RedisProcess::start_cluster_node();
+        let reply = raw_command(node.port, &format!("CLUSTER MEET 127.0.0.1 {master_port}")).expect("CLUSTER MEET");
+        assert!(!reply.starts_with('-'), "{reply}");
+        let id = raw_command(master_port, "CLUSTER MYID").expect("CLUSTER MYID");
+        let id = id.lines().nth(1).unwrap_or_default().trim().to_string();
+        wait_sync("the new node knows the master", || {
+            raw_command(node.port, "CLUSTER NODES").is_ok_and(|n| n.contains(&id))
+        });
+        wait_sync("the new node replicates", || {
+            raw_command(node.port, &format!("CLUSTER REPLICATE {id}")).is_ok_and(|r| r.starts_with('+'))
+        });
+        wait_sync("the new replica caught up", || {
+            raw_command(node.port, "INFO replication").is_ok_and(|i| i.contains("master_link_status:up"))
+        });
+        node
     }
 
     /// `REDIS_URL` for it: every master, comma-separated.
