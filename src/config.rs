@@ -300,11 +300,11 @@ impl Config {
         if self.key_prefix.is_empty() || self.key_prefix.contains(['{', '}', ' ']) {
             return bad("KEY_PREFIX", self.key_prefix.clone(), "must be non-empty, without braces or spaces");
         }
-        if !(1..=crate::redis::partition::MAX_PARTITIONS).contains(&self.partitions) {
+        if !(1..=crate::model::task::MAX_PARTITIONS).contains(&self.partitions) {
             return bad(
                 "PARTITIONS",
                 self.partitions.to_string(),
-                &format!("must be between 1 and {}", crate::redis::partition::MAX_PARTITIONS),
+                &format!("must be between 1 and {}", crate::model::task::MAX_PARTITIONS),
             );
         }
         if self.listen.parse::<std::net::SocketAddr>().is_err() {

@@ -47,6 +47,7 @@ mod guardrails;
 mod memory;
 mod outcome;
 mod producer;
+pub(crate) mod queues;
 mod registry;
 mod sessions;
 pub(crate) mod stats;

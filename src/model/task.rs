@@ -264,6 +264,9 @@ pub fn parse_entry_id(entry: &str) -> Option<(u64, u64)> {
     (digits(ms) && digits(seq)).then(|| Some((ms.parse().ok()?, seq.parse().ok()?)))?
 }
 
+/// The most partitions a deployment may have: a task id keeps its partition in 10 bits.
+pub const MAX_PARTITIONS: usize = 1024;
+
 /// Where a task id says its entry is: the partition and the lane. Kept in the 12 bits after the
 /// UUID's version, the partition above the lane's two bits (so the ids of a single partition,
 /// partition 0, are those of the layout before partitions).
@@ -277,7 +280,7 @@ pub fn id_place(partition: usize, lane: Lane) -> u16 {
 /// task is its entry alone, so its id must lead to it; ids stay sortable by time of enqueue.
 pub fn task_id_for_entry(partition: usize, lane: Lane, entry: &str) -> Option<String> {
     let (ms, seq) = parse_entry_id(entry)?;
-    if partition >= 1024 {
+    if partition >= MAX_PARTITIONS {
         return None;
     }
     Some(format!(

@@ -15,8 +15,7 @@
 /// Slots of a Redis Cluster.
 pub const SLOTS: u16 = 16384;
 
-/// The most partitions a deployment may have: a task id keeps its partition in 10 bits.
-pub const MAX_PARTITIONS: usize = 1024;
+pub use crate::model::task::MAX_PARTITIONS;
 
 /// The slot of a key, as Redis Cluster computes it (`CLUSTER KEYSLOT`): CRC16 (XMODEM) of the
 /// key's hash tag — what is between its first `{` and the next `}`, when that is not empty — or

@@ -161,7 +161,7 @@ pub(super) async fn retry(
 
 struct ActiveGroup {
     worker: String,
-    tasks: Vec<crate::engine::status::ActiveTask>,
+    tasks: Vec<crate::engine::queues::ActiveTask>,
 }
 
 #[derive(Template)]
