@@ -36,6 +36,15 @@ pub fn letter_id(part: usize, entry: &str) -> String {
     if part == 0 { entry.to_string() } else { format!("{entry}@{part}") }
 }
 
+/// Dead letters grouped by partition (a script call may not span partitions).
+fn by_part(letters: &[DeadLetter]) -> std::collections::BTreeMap<usize, Vec<&DeadLetter>> {
+    let mut groups: std::collections::BTreeMap<usize, Vec<&DeadLetter>> = std::collections::BTreeMap::new();
+    for d in letters {
+        groups.entry(d.part).or_default().push(d);
+    }
+    groups
+}
+
 /// The partition and entry a dead letter's id names, when it names one.
 fn parse_letter_id(id: &str) -> Option<(usize, &str)> {
     let (entry, part) = match id.split_once('@') {
@@ -279,11 +288,7 @@ impl Engine {
                 .extend(letters.iter().take(100usize.saturating_sub(report.task_ids.len())).map(|d| d.task_id.clone()));
             return Ok(());
         }
-        for part in 0..self.partitions() {
-            let mine: Vec<&DeadLetter> = letters.iter().filter(|d| d.part == part).collect();
-            if mine.is_empty() {
-                continue;
-            }
+        for (part, mine) in by_part(&letters) {
             let keys = self.part(part);
             let mut inv = self.scripts().redrive.prepare_invoke();
             inv.key(keys.dlq()).key(keys.dlq_lanes()).arg(keys.root()).arg(now_ms());
@@ -308,11 +313,7 @@ impl Engine {
             }
         }
         let mut deleted = 0;
-        for part in 0..self.partitions() {
-            let mine: Vec<&DeadLetter> = letters.iter().filter(|d| d.part == part).collect();
-            if mine.is_empty() {
-                continue;
-            }
+        for (part, mine) in by_part(&letters) {
             let keys = self.part(part);
             let mut inv = self.scripts().dlq_delete.prepare_invoke();
             inv.key(keys.dlq())

@@ -55,15 +55,7 @@ impl Engine {
         for (part_queues, part_dead) in parts {
             dlq_depth += part_dead;
             for (lane, s) in part_queues {
-                let t = queues.entry(lane).or_insert(LaneStatus {
-                    depth: 0,
-                    active: 0,
-                    pending: 0,
-                    retrying: 0,
-                    lag: 0,
-                    consumers: 0,
-                    dead: 0,
-                });
+                let t = queues.entry(lane).or_default();
                 t.depth += s.depth;
                 t.active += s.active;
                 t.pending += s.pending;

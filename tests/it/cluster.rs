@@ -9,6 +9,19 @@ use serde_json::json;
 use switchyard::engine::{Lane, TaskSpec, TaskState};
 use switchyard::redis::Conn;
 
+/// A running task is cancelled (in whatever partition it went to), and every lane ends empty.
+async fn cancel_a_running_task_and_see_the_lanes_empty(env: &TestEnv) {
+    let slow = env.engine.enqueue(TaskSpec::new("diag.sleep", json!({"ms": 60_000}))).await.unwrap();
+    env.wait_state(&slow, TaskState::Started).await;
+    assert_eq!(env.engine.cancel(&slow).await.unwrap(), TaskState::Revoked);
+    env.wait_state(&slow, TaskState::Revoked).await;
+    wait_until("the lanes are empty", async || {
+        let q = env.engine.queues_status().await.unwrap();
+        q.queues.values().all(|l| l.depth == 0)
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_is_found_by_itself_from_one_node_or_several() {
     let cluster = RedisCluster::start(3, 0);
@@ -56,16 +69,7 @@ async fn tasks_run_retry_die_and_come_back_on_a_cluster_of_three_masters() {
     })
     .await;
 
-    // A queued task is cancelled before it runs; the lanes end empty.
-    let slow = env.engine.enqueue(TaskSpec::new("diag.sleep", json!({"ms": 60_000}))).await.unwrap();
-    env.wait_state(&slow, TaskState::Started).await;
-    assert_eq!(env.engine.cancel(&slow).await.unwrap(), TaskState::Revoked);
-    env.wait_state(&slow, TaskState::Revoked).await;
-    wait_until("the lanes are empty", async || {
-        let q = env.engine.queues_status().await.unwrap();
-        q.queues.values().all(|l| l.depth == 0)
-    })
-    .await;
+    cancel_a_running_task_and_see_the_lanes_empty(&env).await;
     assert_eq!(env.lane_pending(Lane::Analytics).await, 0);
 }
 
@@ -226,16 +230,7 @@ async fn twelve_partitions_on_three_masters_run_every_task_once_and_in_order() {
     })
     .await;
 
-    // Cancel a running task in some partition; the lanes end empty.
-    let slow = env.engine.enqueue(TaskSpec::new("diag.sleep", json!({"ms": 60_000}))).await.unwrap();
-    env.wait_state(&slow, TaskState::Started).await;
-    assert_eq!(env.engine.cancel(&slow).await.unwrap(), TaskState::Revoked);
-    env.wait_state(&slow, TaskState::Revoked).await;
-    wait_until("the lanes are empty", async || {
-        let q = env.engine.queues_status().await.unwrap();
-        q.queues.values().all(|l| l.depth == 0)
-    })
-    .await;
+    cancel_a_running_task_and_see_the_lanes_empty(&env).await;
 }
 
 /// The number of partitions is the deployment's for good: a process started with another one is
