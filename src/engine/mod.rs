@@ -109,15 +109,22 @@ impl EngineError {
     pub fn is_unavailable(&self) -> bool {
         /// Server answers that mean "not now" rather than "no": loading its data after a restart,
         /// busy with a script, a replica without its primary, out of memory, read-only after a
-        /// failover, a cluster moving slots.
-        const NOT_NOW: [&str; 7] = ["LOADING", "BUSY", "MASTERDOWN", "OOM", "READONLY", "TRYAGAIN", "CLUSTERDOWN"];
+        /// failover, a cluster moving slots or promoting a replica (a redirection the cluster
+        /// client could not follow yet: to a node that is gone, or not yet the slot's owner).
+        const NOT_NOW: [&str; 9] =
+            ["LOADING", "BUSY", "MASTERDOWN", "OOM", "READONLY", "TRYAGAIN", "CLUSTERDOWN", "MOVED", "ASK"];
         match self {
             EngineError::Redis(e) => {
                 e.is_io_error()
                     || e.is_timeout()
                     || e.is_connection_dropped()
                     || e.is_connection_refusal()
+                    || e.is_cluster_error()
+                    || e.kind() == redis::ErrorKind::ClusterConnectionNotFound
                     || e.code().is_some_and(|c| NOT_NOW.contains(&c))
+                    // A script reaching a key of its slot that has already moved to another
+                    // master, while the slot is being moved.
+                    || e.to_string().contains("non local key")
             }
             _ => false,
         }

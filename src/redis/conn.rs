@@ -157,6 +157,12 @@ async fn connect(nodes: &[String], response_timeout: Duration) -> RedisResult<Mo
                     .retries(8)
                     .min_retry_wait(20)
                     .max_retry_wait(1000)
+                    // A node that cannot be reached after a few tries is dropped from the
+                    // client's map, which makes the next request for its slots read the map
+                    // afresh: after a master dies, its promoted replica is found. (Without a
+                    // bound the client would keep reconnecting to the dead node for as long
+                    // as it is down.)
+                    .max_connection_attempts(std::num::NonZeroUsize::new(3).expect("3 is not 0"))
                     .build()?;
                 return Ok(Mode::Cluster(client.get_async_connection().await?));
             }
@@ -164,6 +170,15 @@ async fn connect(nodes: &[String], response_timeout: Duration) -> RedisResult<Mo
         }
     }
     Err(last.unwrap_or_else(|| (redis::ErrorKind::InvalidClientConfig, "REDIS_URL names no Redis").into()))
+}
+
+/// Whether `cmd` is `SCRIPT LOAD`: what a script call sends after `NOSCRIPT`.
+fn is_script_load(cmd: &Cmd) -> bool {
+    let mut words = cmd.args_iter().filter_map(|a| match a {
+        redis::Arg::Simple(w) => Some(w),
+        _ => None,
+    });
+    matches!((words.next(), words.next()), (Some(a), Some(b)) if a.eq_ignore_ascii_case(b"SCRIPT") && b.eq_ignore_ascii_case(b"LOAD"))
 }
 
 /// `cluster_enabled` from the node's `INFO cluster`.
@@ -185,6 +200,14 @@ impl ConnectionLike for Conn {
         Box::pin(async move {
             match self.mode().await? {
                 Mode::Single(c) => c.clone().req_packed_command(cmd).await,
+                Mode::Cluster(c) if is_script_load(cmd) => {
+                    // Every node, so a replica promoted later has the script too; one node's
+                    // answer is enough, since a node that is down (a master just killed, still
+                    // in the slot map) must not keep the others from having it.
+                    let everywhere =
+                        RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllNodes, Some(ResponsePolicy::OneSucceeded)));
+                    c.clone().route_command(cmd.clone(), everywhere).await
+                }
                 Mode::Cluster(c) => c.clone().req_packed_command(cmd).await,
             }
         })
@@ -222,5 +245,13 @@ mod tests {
         );
         assert!(node_urls(" , ").is_empty());
         assert!(Conn::lazy("", Duration::from_secs(1)).is_err());
+    }
+
+    #[test]
+    fn script_loads_are_told_apart() {
+        assert!(is_script_load(redis::cmd("SCRIPT").arg("LOAD").arg("return 1")));
+        assert!(is_script_load(redis::cmd("script").arg("load").arg("return 1")));
+        assert!(!is_script_load(redis::cmd("SCRIPT").arg("FLUSH")));
+        assert!(!is_script_load(redis::cmd("EVALSHA").arg("abc").arg(0)));
     }
 }
