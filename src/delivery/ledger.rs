@@ -27,9 +27,35 @@ pub(super) async fn part_sent(engine: &Engine, reply: &Reply<'_>, part: usize) -
     sent_marker(engine, reply, part, "check").await
 }
 
+/// How long recording a part sent keeps trying while Redis is away (a failover takes seconds):
+/// a mark never written is a part sent twice.
+const MARK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Record that part `part` (from 0) of the reply went out, so a retry or a redelivery skips it.
+/// While Redis is unavailable it keeps trying, for up to [`MARK_PATIENCE`]; with
+/// `DURABILITY=replicated` the mark counts once a replica holds it, so a failover cannot undo it
+/// and have the part sent again.
 pub(super) async fn mark_part_sent(engine: &Engine, reply: &Reply<'_>, part: usize) -> Result<(), EngineError> {
-    sent_marker(engine, reply, part, "mark").await.map(drop)
+    let deadline = std::time::Instant::now() + MARK_PATIENCE;
+    let mut backoff = crate::engine::worker::Backoff::new();
+    loop {
+        let marked = match sent_marker(engine, reply, part, "mark").await {
+            Ok(_) if engine.config().durability == crate::config::Durability::Replicated => {
+                let keys = engine.conversation_part(reply.conversation);
+                engine.wait_for_replica(&keys.conversation(reply.conversation)).await
+            }
+            other => other.map(drop),
+        };
+        match marked {
+            Err(e)
+                if (e.is_unavailable() || matches!(e, EngineError::NotReplicated(_)))
+                    && std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(backoff.fail()).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// `check`: whether part `i` of the reply went out already; `mark`: record that it did.

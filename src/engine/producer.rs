@@ -285,7 +285,7 @@ impl Engine {
     /// Wait until a replica of the master holding `key` has every write this process sent it so
     /// far (`WAIT` counts the connection's writes: the one just made, and whatever else shared
     /// the connection meanwhile, so one wait covers a whole batch).
-    async fn wait_for_replica(&self, key: &str) -> Result<(), EngineError> {
+    pub(crate) async fn wait_for_replica(&self, key: &str) -> Result<(), EngineError> {
         let timeout = REPLICA_WAIT.as_millis() as u64;
         let acked: i64 = self.conn().query_at(key, redis::cmd("WAIT").arg(1).arg(timeout)).await?;
         if acked < 1 {
