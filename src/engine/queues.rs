@@ -79,6 +79,11 @@ impl Engine {
         }
         pipe.cmd("HGETALL").arg(keys.dlq_lanes());
         pipe.cmd("XLEN").arg(keys.dlq());
+        // Each lane's newest entry: with nothing after the group's position there is no lag,
+        // whatever Redis counts (its count can stay behind after a replica took over).
+        for lane in Lane::ALL {
+            pipe.cmd("XREVRANGE").arg(keys.lane(lane)).arg("+").arg("-").arg("COUNT").arg(1);
+        }
         let mut con = self.conn();
         let values: Vec<redis::Value> = pipe.query_async(&mut con).await?;
         // XINFO GROUPS fails on a missing stream; ask separately so one lane cannot spoil the rest.
@@ -103,10 +108,18 @@ impl Engine {
             let info = &infos[i];
             let pending = info.get("pending").map(value_u64).unwrap_or(0);
             let consumers = info.get("consumers").map(value_u64).unwrap_or(0);
+            let last_delivered = info.get("last-delivered-id").and_then(value_str);
+            let newest = newest_entry(&values[Lane::ALL.len() * 2 + 2 + i]);
+            let caught_up = match (&newest, &last_delivered) {
+                (None, _) => true,
+                (Some(newest), Some(at)) => !stream_id_after(newest, at),
+                (Some(_), None) => false,
+            };
             let lag = match info.get("lag") {
+                _ if caught_up => 0,
                 Some(redis::Value::Int(l)) => (*l).max(0) as u64,
                 // Redis cannot tell after a deletion past the group's position: count instead.
-                _ => self.count_undelivered(part, lane, info.get("last-delivered-id").and_then(value_str)).await?,
+                _ => self.count_undelivered(part, lane, last_delivered).await?,
             };
             queues.insert(
                 lane.as_str(),
@@ -205,5 +218,38 @@ impl Engine {
         }
         out.truncate(limit);
         Ok(out)
+    }
+}
+
+/// The id of the entry in an `XREVRANGE … COUNT 1` answer, if any.
+fn newest_entry(v: &redis::Value) -> Option<String> {
+    match v {
+        redis::Value::Array(entries) => match entries.first()? {
+            redis::Value::Array(entry) => value_str(entry.first()?),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Whether stream id `a` (`ms-seq`) comes after `b`.
+fn stream_id_after(a: &str, b: &str) -> bool {
+    let parse = |id: &str| -> (u64, u64) {
+        let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+        (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
+    };
+    parse(a) > parse(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_ids_compare_as_numbers() {
+        assert!(stream_id_after("10-0", "9-5"));
+        assert!(stream_id_after("5-10", "5-9"));
+        assert!(!stream_id_after("5-9", "5-9"));
+        assert!(!stream_id_after("1796539280305-0", "1796539289824-0"));
     }
 }
