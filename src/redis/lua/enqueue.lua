@@ -49,6 +49,19 @@ if limit > 0 then
   depth = depth or redis.call('XLEN', stream)
   room = math.max(limit - depth, 0)
 end
+-- Every key the batch may use is looked at before anything is written: while the partition's
+-- slot moves to another master, a key already moved fails the script here, with nothing
+-- written, instead of after a marker was set for an entry never added (the caller is answered
+-- "try again", and a slot moves in seconds).
+for i = 0, n - 1 do
+  local a = head + 1 + i * per
+  local idem, legacy = ARGV[a + 3], ARGV[a + 4]
+  if idem ~= '' then
+    local shard = string.byte(idem, 1)
+    redis.call('EXISTS', key_idem(root, slice, shard), key_idem(root, slice - 1, shard))
+    if legacy ~= '' then redis.call('EXISTS', key_idem_legacy(root, legacy)) end
+  end
+end
 local out = {}
 for i = 0, n - 1 do
   local a = head + 1 + i * per
