@@ -202,6 +202,14 @@ impl RedisProcess {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// SIGKILL, as a machine dies: no reply to anyone, nothing flushed; wait until the port
+    /// refuses connections.
+    pub fn kill(mut self) {
+        let _ = Command::new("kill").arg("-9").arg(self.pid.to_string()).status();
+        wait_sync("the killed server is gone", || raw_command(self.port, "PING").is_err());
+        let _ = self.child.wait();
+    }
+
     /// `SHUTDOWN NOSAVE`, then wait until the port refuses connections and the watchdog exits.
     pub fn stop(mut self) {
         let _ = raw_command(self.port, "SHUTDOWN NOSAVE");
@@ -272,6 +280,36 @@ impl RedisCluster {
             raw_command(node.port, "INFO replication").is_ok_and(|i| i.contains("master_link_status:up"))
         });
         node
+    }
+
+    /// Move `slot` from the master on `from` to the one on `to` as `redis-cli --cluster
+    /// reshard` does: mark it importing and migrating, `MIGRATE` its keys a few at a time
+    /// (clients meanwhile get `ASK` and `TRYAGAIN`), then give it to `to`. `pause` between
+    /// steps keeps the slot half-moved for a while.
+    pub fn move_slot(slot: u16, from: u16, to: u16, pause: Duration) {
+        let node =
+            |port: u16| redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap().get_connection().unwrap();
+        let (mut src, mut dst) = (node(from), node(to));
+        let id = |con: &mut redis::Connection| -> String { redis::cmd("CLUSTER").arg("MYID").query(con).unwrap() };
+        let (src_id, dst_id) = (id(&mut src), id(&mut dst));
+        let setslot = |con: &mut redis::Connection, how: &str, node: &str| {
+            let () = redis::cmd("CLUSTER").arg("SETSLOT").arg(slot).arg(how).arg(node).query(con).unwrap();
+        };
+        setslot(&mut dst, "IMPORTING", &src_id);
+        setslot(&mut src, "MIGRATING", &dst_id);
+        loop {
+            let keys: Vec<String> =
+                redis::cmd("CLUSTER").arg("GETKEYSINSLOT").arg(slot).arg(5).query(&mut src).unwrap();
+            if keys.is_empty() {
+                break;
+            }
+            let mut migrate = redis::cmd("MIGRATE");
+            migrate.arg("127.0.0.1").arg(to).arg("").arg(0).arg(5000).arg("KEYS").arg(&keys);
+            let _: String = migrate.query(&mut src).unwrap();
+            std::thread::sleep(pause);
+        }
+        setslot(&mut dst, "NODE", &dst_id);
+        setslot(&mut src, "NODE", &dst_id);
     }
 
     /// `REDIS_URL` for it: every master, comma-separated.
