@@ -80,6 +80,8 @@ pub struct Config {
     /// When a producer's write counts as taken: `Local` once the master has it, `Replicated`
     /// once a replica has it too (`WAIT`), so a master's failover cannot drop it.
     pub durability: Durability,
+    /// Which partitions a worker reads new entries from: every one, or a share of them.
+    pub worker_partitions: WorkerPartitions,
     /// Schedule name → cron expression with a seconds field, or `off`.
     pub schedules: BTreeMap<String, String>,
     /// How long the scheduler's lease lasts unless renewed: the longest a tick waits when the
@@ -137,6 +139,7 @@ impl Default for Config {
             dlq_max: 0,
             memory_high_water: 0.9,
             durability: Durability::Local,
+            worker_partitions: WorkerPartitions::All,
             schedules: SCHEDULES.iter().map(|(n, e)| (n.to_string(), e.to_string())).collect(),
             scheduler_lease: Duration::from_secs(10),
         }
@@ -276,6 +279,7 @@ impl Config {
         set_parse!(dlq_max, |r: &Raw| parse_num::<u64>(r));
         set_parse!(memory_high_water, parse_share);
         set_parse!(durability, parse_durability);
+        set_parse!(worker_partitions, parse_worker_partitions);
         set_parse!(scheduler_lease, parse_duration);
         for (name, r) in schedules {
             if !SCHEDULES.iter().any(|(n, _)| *n == name) {
@@ -427,6 +431,7 @@ const KNOWN: &[&str] = &[
     "dlq_max",
     "memory_high_water",
     "durability",
+    "worker_partitions",
     "scheduler_lease",
 ];
 
@@ -452,6 +457,25 @@ fn parse_durability(r: &Raw) -> Result<Durability, ConfigError> {
         "local" => Ok(Durability::Local),
         "replicated" => Ok(Durability::Replicated),
         _ => Err(invalid(r, "must be local or replicated")),
+    }
+}
+
+/// `WORKER_PARTITIONS`: which partitions a worker reads new entries from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerPartitions {
+    /// Every partition: the fewest waits for a task, one blocking read per partition when idle.
+    All,
+    /// A balanced share, worked out from the workers' heartbeats (each partition read by at
+    /// least one worker), with a slower sweep over every partition for retries and the tasks
+    /// of workers that died: for fleets of many workers.
+    Balanced,
+}
+
+fn parse_worker_partitions(r: &Raw) -> Result<WorkerPartitions, ConfigError> {
+    match r.value.trim() {
+        "all" => Ok(WorkerPartitions::All),
+        "balanced" => Ok(WorkerPartitions::Balanced),
+        _ => Err(invalid(r, "must be all or balanced")),
     }
 }
 
@@ -509,85 +533,4 @@ pub fn parse_cron(expr: &str) -> Result<cron::Schedule, String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
-    }
-
-    #[test]
-    fn defaults_hold_without_any_setting() {
-        let c = Config::load_from(None, &[]).unwrap();
-        assert_eq!(c.key_prefix, "sy");
-        assert_eq!(c.max_retries, 3);
-        assert_eq!(c.visibility_timeout, Duration::from_secs(30));
-        assert_eq!(c.redis_url_or_default(), DEFAULT_REDIS_URL);
-    }
-
-    #[test]
-    fn environment_overrides_and_durations_parse() {
-        let c = Config::load_from(
-            None,
-            &env(&[
-                ("SWITCHYARD_RETRY_BASE", "500ms"),
-                ("SWITCHYARD_TASK_RETENTION", "30d"),
-                ("SWITCHYARD_GENERIC_SECRETS", "crm=abc, shop=def"),
-                ("SWITCHYARD_CONCURRENCY_WEBHOOKS", "7"),
-            ]),
-        )
-        .unwrap();
-        assert_eq!(c.retry_base, Duration::from_millis(500));
-        assert_eq!(c.task_retention, Duration::from_secs(30 * 86400));
-        assert_eq!(c.generic_secrets.get("shop").map(String::as_str), Some("def"));
-        assert_eq!(c.concurrency_webhooks, 7);
-    }
-
-    #[test]
-    fn a_bad_value_names_the_setting() {
-        let err = Config::load_from(None, &env(&[("SWITCHYARD_VISIBILITY_TIMEOUT", "soon")])).unwrap_err();
-        let line = err.to_string();
-        assert!(line.contains("SWITCHYARD_VISIBILITY_TIMEOUT") && line.contains("soon"), "{line}");
-        let err = Config::load_from(None, &env(&[("SWITCHYARD_CONCURRENCY", "0")])).unwrap_err();
-        assert!(err.to_string().contains("above 0"));
-        let c = Config::load_from(None, &env(&[("SWITCHYARD_PARTITIONS", "12")])).unwrap();
-        assert_eq!(c.partitions, 12);
-        let err = Config::load_from(None, &env(&[("SWITCHYARD_PARTITIONS", "2000")])).unwrap_err();
-        assert!(err.to_string().contains("PARTITIONS") && err.to_string().contains("1024"), "{err}");
-    }
-
-    #[test]
-    fn schedules_come_from_the_environment_with_defaults() {
-        let c = Config::load_from(None, &env(&[])).unwrap();
-        assert_eq!(c.schedules["performance_report"], "0 */5 * * * *");
-        assert_eq!(c.schedules["cleanup"], "0 0 * * * *");
-        let c = Config::load_from(
-            None,
-            &env(&[("SWITCHYARD_SCHEDULE_CLEANUP", "off"), ("SWITCHYARD_SCHEDULE_PERFORMANCE_REPORT", "0 * * * * *")]),
-        )
-        .unwrap();
-        assert_eq!(
-            (c.schedules["cleanup"].as_str(), c.schedules["performance_report"].as_str()),
-            ("off", "0 * * * * *")
-        );
-        let err =
-            Config::load_from(None, &env(&[("SWITCHYARD_SCHEDULE_CLEANUP", "*/5 * * * *")])).unwrap_err().to_string();
-        assert!(err.contains("SWITCHYARD_SCHEDULE_CLEANUP") && err.contains("seconds field"), "{err}");
-        let err =
-            Config::load_from(None, &env(&[("SWITCHYARD_SCHEDULE_BACKUP", "0 * * * * *")])).unwrap_err().to_string();
-        assert!(err.contains("no schedule named `backup`"), "{err}");
-    }
-
-    #[test]
-    fn file_keys_are_checked() {
-        let dir = std::env::temp_dir().join(format!("sy-config-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("bad.toml");
-        std::fs::write(&path, "listen = \"127.0.0.1:9000\"\nmax_retrys = 2\n").unwrap();
-        let err = Config::load_from(path.to_str(), &[]).unwrap_err();
-        assert!(matches!(err, ConfigError::Unknown(ref k) if k == "max_retrys"));
-        std::fs::write(&path, "listen = \"127.0.0.1:9000\"\nmax_retries = 5\n").unwrap();
-        let c = Config::load_from(path.to_str(), &[]).unwrap();
-        assert_eq!((c.listen.as_str(), c.max_retries), ("127.0.0.1:9000", 5));
-    }
-}
+mod tests;

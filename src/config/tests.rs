@@ -1,0 +1,77 @@
+//! Reading settings: defaults, the environment, files, and the errors a bad value gets.
+
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+#[test]
+fn defaults_hold_without_any_setting() {
+    let c = Config::load_from(None, &[]).unwrap();
+    assert_eq!(c.key_prefix, "sy");
+    assert_eq!(c.max_retries, 3);
+    assert_eq!(c.visibility_timeout, Duration::from_secs(30));
+    assert_eq!(c.redis_url_or_default(), DEFAULT_REDIS_URL);
+}
+
+#[test]
+fn environment_overrides_and_durations_parse() {
+    let c = Config::load_from(
+        None,
+        &env(&[
+            ("SWITCHYARD_RETRY_BASE", "500ms"),
+            ("SWITCHYARD_TASK_RETENTION", "30d"),
+            ("SWITCHYARD_GENERIC_SECRETS", "crm=abc, shop=def"),
+            ("SWITCHYARD_CONCURRENCY_WEBHOOKS", "7"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.retry_base, Duration::from_millis(500));
+    assert_eq!(c.task_retention, Duration::from_secs(30 * 86400));
+    assert_eq!(c.generic_secrets.get("shop").map(String::as_str), Some("def"));
+    assert_eq!(c.concurrency_webhooks, 7);
+}
+
+#[test]
+fn a_bad_value_names_the_setting() {
+    let err = Config::load_from(None, &env(&[("SWITCHYARD_VISIBILITY_TIMEOUT", "soon")])).unwrap_err();
+    let line = err.to_string();
+    assert!(line.contains("SWITCHYARD_VISIBILITY_TIMEOUT") && line.contains("soon"), "{line}");
+    let err = Config::load_from(None, &env(&[("SWITCHYARD_CONCURRENCY", "0")])).unwrap_err();
+    assert!(err.to_string().contains("above 0"));
+    let c = Config::load_from(None, &env(&[("SWITCHYARD_PARTITIONS", "12")])).unwrap();
+    assert_eq!(c.partitions, 12);
+    let err = Config::load_from(None, &env(&[("SWITCHYARD_PARTITIONS", "2000")])).unwrap_err();
+    assert!(err.to_string().contains("PARTITIONS") && err.to_string().contains("1024"), "{err}");
+}
+
+#[test]
+fn schedules_come_from_the_environment_with_defaults() {
+    let c = Config::load_from(None, &env(&[])).unwrap();
+    assert_eq!(c.schedules["performance_report"], "0 */5 * * * *");
+    assert_eq!(c.schedules["cleanup"], "0 0 * * * *");
+    let c = Config::load_from(
+        None,
+        &env(&[("SWITCHYARD_SCHEDULE_CLEANUP", "off"), ("SWITCHYARD_SCHEDULE_PERFORMANCE_REPORT", "0 * * * * *")]),
+    )
+    .unwrap();
+    assert_eq!((c.schedules["cleanup"].as_str(), c.schedules["performance_report"].as_str()), ("off", "0 * * * * *"));
+    let err = Config::load_from(None, &env(&[("SWITCHYARD_SCHEDULE_CLEANUP", "*/5 * * * *")])).unwrap_err().to_string();
+    assert!(err.contains("SWITCHYARD_SCHEDULE_CLEANUP") && err.contains("seconds field"), "{err}");
+    let err = Config::load_from(None, &env(&[("SWITCHYARD_SCHEDULE_BACKUP", "0 * * * * *")])).unwrap_err().to_string();
+    assert!(err.contains("no schedule named `backup`"), "{err}");
+}
+
+#[test]
+fn file_keys_are_checked() {
+    let dir = std::env::temp_dir().join(format!("sy-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bad.toml");
+    std::fs::write(&path, "listen = \"127.0.0.1:9000\"\nmax_retrys = 2\n").unwrap();
+    let err = Config::load_from(path.to_str(), &[]).unwrap_err();
+    assert!(matches!(err, ConfigError::Unknown(ref k) if k == "max_retrys"));
+    std::fs::write(&path, "listen = \"127.0.0.1:9000\"\nmax_retries = 5\n").unwrap();
+    let c = Config::load_from(path.to_str(), &[]).unwrap();
+    assert_eq!((c.listen.as_str(), c.max_retries), ("127.0.0.1:9000", 5));
+}
