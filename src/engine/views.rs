@@ -39,6 +39,9 @@ pub struct WorkerBeat {
     pub completed: u64,
     pub started_at: u64,
     pub last_seen: u64,
+    /// With `WORKER_PARTITIONS=balanced`, the partitions it reads new entries from.
+    #[serde(default)]
+    pub partitions: Option<Vec<usize>>,
 }
 
 impl Engine {

@@ -305,3 +305,56 @@ async fn replicated_durability_answers_once_a_replica_holds_the_event() {
     assert_eq!(env.lane_len(Lane::Webhooks).await, 21);
     drop(again);
 }
+
+/// `WORKER_PARTITIONS=balanced`: three workers deal six partitions out among them, two each and
+/// every partition read by one; a task runs on the worker reading its partition; when one worker
+/// stops, the other two take its partitions over and tasks queued there still run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn balanced_workers_share_the_partitions_and_take_over_a_stopped_ones() {
+    use std::collections::BTreeMap;
+    let env = TestEnv::with("balanced", &redis_url(), |c| {
+        c.partitions = 6;
+        c.worker_partitions = switchyard::config::WorkerPartitions::Balanced;
+    })
+    .await;
+    let mut workers: Vec<Worker> = (0..3).map(|_| env.start_worker()).collect();
+    // Partition → the worker reading it, once every running worker beats with `each` of them.
+    let readers = async |names: &[String], each: usize| {
+        wait_for("every running worker has its share", async || {
+            let beats = env.engine.workers().await.unwrap();
+            let mut readers = BTreeMap::new();
+            for b in beats.iter().filter(|b| names.contains(&b.name)) {
+                if b.partitions.as_ref().is_none_or(|p| p.len() != each) {
+                    return None;
+                }
+                for &p in b.partitions.iter().flatten() {
+                    readers.insert(p, b.name.clone());
+                }
+            }
+            (readers.len() == 6).then_some(readers)
+        })
+        .await
+    };
+    // Tasks of every partition run, each on the worker reading its partition.
+    let run_tasks = async |readers: &BTreeMap<usize, String>| {
+        // One call each: a call's tasks go to one partition, the next call's to the next.
+        let mut ids = Vec::new();
+        for _ in 0..30 {
+            ids.push(env.engine.enqueue(TaskSpec::new("diag.noop", json!({}))).await.unwrap());
+        }
+        for id in &ids {
+            let s = env.wait_state(id, TaskState::Success).await;
+            let part = env.engine.part_of_task(id);
+            assert_eq!(s.worker.as_ref(), Some(&readers[&part]), "task {id} of partition {part}");
+        }
+    };
+
+    let names: Vec<String> = workers.iter().map(Worker::name).collect();
+    let before = readers(&names, 2).await;
+    run_tasks(&before).await;
+
+    workers.pop().unwrap().stop().await;
+    let names: Vec<String> = workers.iter().map(Worker::name).collect();
+    let after = readers(&names, 3).await;
+    run_tasks(&after).await;
+}

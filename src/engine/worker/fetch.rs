@@ -127,7 +127,7 @@ pub(super) async fn fetch_loop(sh: Arc<Shared>, stop: CancellationToken) {
         let backlog_total: usize = Lane::ALL.iter().map(|l| sh.backlog_len(*l)).sum();
         let mut pool_left = sh.pool.available_permits().saturating_sub(backlog_total);
         'lanes: for &lane in &order {
-            for part in (0..parts).map(|i| (first_part + i) % parts) {
+            for part in (0..parts).map(|i| (first_part + i) % parts).filter(|&p| sh.reads(lane, p)) {
                 if pool_left == 0 {
                     break 'lanes;
                 }

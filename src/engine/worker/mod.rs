@@ -14,6 +14,7 @@
 mod commit;
 mod fetch;
 mod run;
+mod share;
 mod upkeep;
 
 use std::collections::{HashMap, VecDeque};
@@ -183,9 +184,33 @@ pub(crate) struct Shared {
     claim_gate: tokio::sync::Mutex<()>,
     /// Enqueue-to-start waits in µs, kept only when a benchmark asks.
     waits: Option<Mutex<hdrhistogram::Histogram<u64>>>,
+    /// Per lane, the partitions this worker reads new entries from (`None`: every one); see
+    /// `share.rs`.
+    share: std::sync::RwLock<[Option<Vec<usize>>; 3]>,
 }
 
 impl Shared {
+    /// Whether this worker reads new entries of `lane` in partition `part`.
+    fn reads(&self, lane: Lane, part: usize) -> bool {
+        let share = self.share.read().unwrap_or_else(|e| e.into_inner());
+        share[lane.index()].as_ref().is_none_or(|parts| parts.contains(&part))
+    }
+
+    /// Every partition this worker reads new entries from in some lane (`None`: every one).
+    fn shared_partitions(&self) -> Option<Vec<usize>> {
+        if self.engine.config().worker_partitions == crate::config::WorkerPartitions::All {
+            return None;
+        }
+        let share = self.share.read().unwrap_or_else(|e| e.into_inner());
+        let mut parts = Vec::new();
+        for lane in &self.opts.lanes {
+            parts.extend(share[lane.index()].clone().unwrap_or_else(|| (0..self.engine.partitions()).collect()));
+        }
+        parts.sort_unstable();
+        parts.dedup();
+        Some(parts)
+    }
+
     fn lane_free(&self, lane: Lane) -> usize {
         self.pool.available_permits().min(self.lane_limits[lane.index()].available_permits())
     }
@@ -376,6 +401,7 @@ fn start_inner(engine: Engine, opts: WorkerOptions, shutdown: CancellationToken,
         stats: Default::default(),
         waits: measure
             .then(|| Mutex::new(hdrhistogram::Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid bounds"))),
+        share: Default::default(),
     });
     let reading = shutdown.child_token();
     let upkeep_stop = CancellationToken::new();

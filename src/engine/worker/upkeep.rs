@@ -62,6 +62,11 @@ pub(super) async fn upkeep_loop(sh: Arc<Shared>, reading: CancellationToken, sto
             }
             if last_beat.elapsed() >= HEARTBEAT_EVERY {
                 heartbeat(&sh, &mut con, started).await?;
+                if sh.engine.config().worker_partitions == crate::config::WorkerPartitions::Balanced
+                    && let Err(e) = super::share::refresh(&sh).await
+                {
+                    tracing::debug!(error = %e, "could not work out this worker's partitions; keeping the last share");
+                }
                 check_revoked(&sh, &mut con).await?;
                 last_beat = Instant::now();
             }
@@ -96,7 +101,9 @@ pub(super) async fn upkeep_loop(sh: Arc<Shared>, reading: CancellationToken, sto
 /// Claim due retries and (when `scan`) entries of dead workers, up to this worker's free room.
 async fn claim(sh: &Arc<Shared>, con: &mut crate::redis::Conn, scan: bool) -> redis::RedisResult<()> {
     let c = sh.engine.config();
-    for (part, lane) in sh.places() {
+    // Due retries of the partitions this worker reads; with `scan`, of every partition, and
+    // the entries of workers that died.
+    for (part, lane) in sh.places().into_iter().filter(|&(p, l)| scan || sh.reads(l, p)) {
         let room = sh.lane_free(lane).saturating_sub(sh.backlog_len(lane)).min(sh.opts.batch);
         if room == 0 {
             continue;
@@ -191,6 +198,7 @@ async fn heartbeat(sh: &Shared, con: &mut crate::redis::Conn, started: u64) -> r
         "completed": sh.completed.load(std::sync::atomic::Ordering::Relaxed),
         "started_at": started,
         "last_seen": now_ms(),
+        "partitions": sh.shared_partitions(),
     });
     // The hash lives while some worker beats: with every worker gone, it goes after the stale
     // heartbeats would have been pruned.

@@ -7,6 +7,8 @@ struct WorkerRow {
     host: String,
     pid: u64,
     lanes: String,
+    /// The partitions it reads new entries from: `all`, or its share.
+    partitions: String,
     concurrency: u64,
     in_flight: u64,
     completed: u64,
@@ -31,6 +33,10 @@ pub(super) async fn workers(State(state): State<AppState>, headers: HeaderMap) -
         .into_iter()
         .map(|b| WorkerRow {
             lanes: b.lanes.iter().map(|l| l.as_str()).collect::<Vec<_>>().join(", "),
+            partitions: match &b.partitions {
+                None => "all".to_string(),
+                Some(p) => p.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", "),
+            },
             name: b.name,
             host: b.host,
             pid: b.pid,
