@@ -372,6 +372,10 @@ fn after_write(sh: &Shared, starts: &[Start], dones: &[Done], fails: &[Failed], 
     }
     for (f, outcome) in fails.iter().zip(&r.failed) {
         fl.remove(&f.id);
+        if f.retry_at > 0 {
+            // Its next attempt is looked for when due, not at the next idle round.
+            sh.claim_later(f.part, f.lane, f.retry_at, false);
+        }
         if f.deferred {
             continue;
         }

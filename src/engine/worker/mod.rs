@@ -187,6 +187,9 @@ pub(crate) struct Shared {
     /// Per lane, the partitions this worker reads new entries from (`None`: every one); see
     /// `share.rs`.
     share: std::sync::RwLock<[Option<Vec<usize>>; 3]>,
+    /// Per place (partition, lane), when (ms) it is next looked at for due retries; a place
+    /// not listed is looked at on the next round.
+    claim_at: Mutex<HashMap<(usize, Lane), u64>>,
 }
 
 impl Shared {
@@ -209,6 +212,22 @@ impl Shared {
         parts.sort_unstable();
         parts.dedup();
         Some(parts)
+    }
+
+    /// Whether a place is due to be looked at for retries at `now` (ms).
+    fn claim_due(&self, part: usize, lane: Lane, now: u64) -> bool {
+        let at = self.claim_at.lock().unwrap_or_else(|e| e.into_inner());
+        at.get(&(part, lane)).is_none_or(|&t| t <= now)
+    }
+
+    /// Look at a place for retries at `at` (ms): then, when `replace`, else at the earlier of
+    /// that and the time already set.
+    fn claim_later(&self, part: usize, lane: Lane, at: u64, replace: bool) {
+        let mut times = self.claim_at.lock().unwrap_or_else(|e| e.into_inner());
+        let t = times.entry((part, lane)).or_insert(at);
+        if replace || at < *t {
+            *t = at;
+        }
     }
 
     fn lane_free(&self, lane: Lane) -> usize {
@@ -402,6 +421,7 @@ fn start_inner(engine: Engine, opts: WorkerOptions, shutdown: CancellationToken,
         waits: measure
             .then(|| Mutex::new(hdrhistogram::Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid bounds"))),
         share: Default::default(),
+        claim_at: Mutex::new(HashMap::new()),
     });
     let reading = shutdown.child_token();
     let upkeep_stop = CancellationToken::new();

@@ -16,8 +16,12 @@ use crate::redis::GROUP;
 use crate::redis::reply::{value_str, value_u64};
 use crate::redis::scripts::is_noscript;
 
-/// How often due retries are looked for.
+/// How often the upkeep loop wakes, and so how late a retry this worker scheduled can start.
 const CLAIM_EVERY: Duration = Duration::from_millis(100);
+/// How often a lane of a partition is looked at for due retries when this worker knows of none
+/// due sooner (another worker may have scheduled one): idle, a worker costs Redis a few
+/// commands a second per partition, not dozens.
+const CLAIM_IDLE_EVERY: Duration = Duration::from_secs(1);
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
 /// How often the per-kind figures go to Redis.
 const STATS_EVERY: Duration = Duration::from_secs(1);
@@ -40,6 +44,8 @@ pub(super) async fn upkeep_loop(sh: Arc<Shared>, reading: CancellationToken, sto
     let mut last_flush = Instant::now();
     let mut backoff = Backoff::new();
     let started = now_ms();
+    // Rung by an order key's task recorded here: every place is looked at, not only those due.
+    let mut woken = false;
     loop {
         let mut wait = CLAIM_EVERY;
         let result: redis::RedisResult<()> = async {
@@ -50,7 +56,7 @@ pub(super) async fn upkeep_loop(sh: Arc<Shared>, reading: CancellationToken, sto
             let gate = sh.claim_gate.lock().await;
             if !reading.is_cancelled() {
                 let scan = last_scan.elapsed() >= scan_every;
-                claim(&sh, &mut con, scan).await?;
+                claim(&sh, &mut con, scan, std::mem::take(&mut woken)).await?;
                 if scan {
                     last_scan = Instant::now();
                 }
@@ -92,20 +98,26 @@ pub(super) async fn upkeep_loop(sh: Arc<Shared>, reading: CancellationToken, sto
         }
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = sh.claim_now.notified() => {}
+            _ = sh.claim_now.notified() => woken = true,
             _ = stop.cancelled() => return,
         }
     }
 }
 
 /// Claim due retries and (when `scan`) entries of dead workers, up to this worker's free room.
-async fn claim(sh: &Arc<Shared>, con: &mut crate::redis::Conn, scan: bool) -> redis::RedisResult<()> {
+/// A place (a lane of a partition) is looked at when a retry this worker knows of is due there,
+/// at least every [`CLAIM_IDLE_EVERY`], and always when `scan` or `all`.
+async fn claim(sh: &Arc<Shared>, con: &mut crate::redis::Conn, scan: bool, all: bool) -> redis::RedisResult<()> {
     let c = sh.engine.config();
+    let now = now_ms();
     // Due retries of the partitions this worker reads; with `scan`, of every partition, and
     // the entries of workers that died.
     for (part, lane) in sh.places().into_iter().filter(|&(p, l)| scan || sh.reads(l, p)) {
         let room = sh.lane_free(lane).saturating_sub(sh.backlog_len(lane)).min(sh.opts.batch);
         if room == 0 {
+            continue;
+        }
+        if !(scan || all || sh.claim_due(part, lane, now)) {
             continue;
         }
         let vt = if scan { c.visibility_timeout.as_millis() as u64 } else { 0 };
@@ -126,6 +138,18 @@ async fn claim(sh: &Arc<Shared>, con: &mut crate::redis::Conn, scan: bool) -> re
             .invoke_async(con)
             .await?;
         let Value::Array(items) = v else { continue };
+        let handed = items.iter().filter(|i| matches!(i, Value::Array(_))).count();
+        // After the entries, the time (ms) the next retry left in the set is due, or -1.
+        let next_retry = match items.last() {
+            Some(Value::Int(at)) if *at >= 0 => Some(*at as u64),
+            _ => None,
+        };
+        let next = if handed >= room {
+            now
+        } else {
+            (now + CLAIM_IDLE_EVERY.as_millis() as u64).min(next_retry.unwrap_or(u64::MAX))
+        };
+        sh.claim_later(part, lane, next, true);
         let mut got = Vec::new();
         for item in items {
             let Value::Array(parts) = item else { continue };

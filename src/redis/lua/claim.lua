@@ -8,7 +8,8 @@
 -- KEYS[1] lane stream, KEYS[2] lane retry set
 -- ARGV[1] key root, ARGV[2] group, ARGV[3] consumer, ARGV[4] now (ms), ARGV[5] visibility timeout (ms; 0: skip the scan for dead workers),
 -- ARGV[6] most entries to hand out, ARGV[7] the place task ids name (partition and lane: `id_place`)
--- Returns {entry id, fields, deliveries, reason} per entry. The fields of an ordered task's entry
+-- Returns {entry id, fields, deliveries, reason} per entry, then the time (ms) the earliest
+-- retry still waiting in the set is due (-1: none), so the worker knows when to look again. The fields of an ordered task's entry
 -- that does not name its task (a task is named after its entry: task_id.lua) are followed by its
 -- `id` and `seq`, as fetch.lua gave them (kept in the record).
 local stream, retry = KEYS[1], KEYS[2]
@@ -76,4 +77,6 @@ for _ = 1, 8 do
   if #idle < page then break end
   from = '(' .. idle[#idle][1]
 end
+local first = redis.call('ZRANGE', retry, 0, 0, 'WITHSCORES')
+out[#out + 1] = first[2] and math.floor(tonumber(first[2])) or -1
 return out
