@@ -41,6 +41,22 @@ pub(crate) fn parse_entries(v: &Value) -> Vec<(String, Vec<(String, String)>)> {
         .collect()
 }
 
+/// The names of the streams an `XREAD` reply has entries of (`[[name, entries], ...]`, or a
+/// map of them); none for a nil reply (the wait timed out).
+pub(crate) fn stream_names(v: &Value) -> Vec<String> {
+    match v {
+        Value::Array(items) => items
+            .iter()
+            .filter_map(|item| match item {
+                Value::Array(pair) => value_str(pair.first()?),
+                _ => None,
+            })
+            .collect(),
+        Value::Map(m) => m.iter().filter_map(|(k, _)| value_str(k)).collect(),
+        _ => Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -53,5 +69,15 @@ mod tests {
         ])]);
         assert_eq!(parse_entries(&v), vec![("1-0".to_string(), vec![("id".to_string(), "T1".to_string())])]);
         assert!(parse_entries(&Value::Nil).is_empty());
+    }
+
+    #[test]
+    fn names_the_streams_a_read_woke_for() {
+        let entries = Value::Array(vec![]);
+        let v = Value::Array(vec![Value::Array(vec![Value::BulkString(b"{sy}:lane:a".to_vec()), entries.clone()])]);
+        assert_eq!(stream_names(&v), ["{sy}:lane:a"]);
+        let m = Value::Map(vec![(Value::BulkString(b"{sy}:lane:b".to_vec()), entries)]);
+        assert_eq!(stream_names(&m), ["{sy}:lane:b"]);
+        assert!(stream_names(&Value::Nil).is_empty());
     }
 }

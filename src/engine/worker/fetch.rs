@@ -93,6 +93,8 @@ pub(super) async fn fetch_loop(sh: Arc<Shared>, stop: CancellationToken) {
     let mut waiters: Vec<Option<crate::redis::Conn>> = (0..parts).map(|_| None).collect();
     // The partition each pass starts from, in turn, so that none is always served last.
     let mut first_part = 0;
+    // Places an arrival woke the last wait for: read first on the next pass.
+    let mut woke: Vec<(usize, Lane)> = Vec::new();
     let aging = sh.engine.config().priority_aging;
     let mut last_tried = [Instant::now(); 3];
     let mut backoff = Backoff::new();
@@ -126,37 +128,55 @@ pub(super) async fn fetch_loop(sh: Arc<Shared>, stop: CancellationToken) {
         // lower lane of this one.
         let backlog_total: usize = Lane::ALL.iter().map(|l| sh.backlog_len(*l)).sum();
         let mut pool_left = sh.pool.available_permits().saturating_sub(backlog_total);
-        'lanes: for &lane in &order {
+        // The places (lane, partition) read, in order: those an arrival just woke this worker
+        // for first (lanes in priority order), so the new entry does not wait for a read of
+        // every other partition; then lanes in priority order, the partitions each in turn.
+        let mut places: Vec<(Lane, usize)> = Vec::new();
+        for &lane in &order {
+            places.extend(woke.iter().filter(|&&(p, l)| l == lane && sh.reads(l, p)).map(|&(p, l)| (l, p)));
+        }
+        woke.clear();
+        for &lane in &order {
             for part in (0..parts).map(|i| (first_part + i) % parts).filter(|&p| sh.reads(lane, p)) {
-                if pool_left == 0 {
-                    break 'lanes;
+                if !places.contains(&(lane, part)) {
+                    places.push((lane, part));
                 }
-                let lane_room = sh.lane_limits[lane.index()].available_permits().saturating_sub(sh.backlog_len(lane));
-                let room = pool_left.min(lane_room).min(sh.opts.batch);
-                if room == 0 {
-                    // This lane is at its own limit; lower lanes may use the pool.
-                    continue 'lanes;
+            }
+        }
+        // Lanes at their own limit this pass; lower lanes may use the pool.
+        let mut at_limit: Vec<Lane> = Vec::new();
+        for (lane, part) in places {
+            if pool_left == 0 {
+                break;
+            }
+            if at_limit.contains(&lane) {
+                continue;
+            }
+            let lane_room = sh.lane_limits[lane.index()].available_permits().saturating_sub(sh.backlog_len(lane));
+            let room = pool_left.min(lane_room).min(sh.opts.batch);
+            if room == 0 {
+                at_limit.push(lane);
+                continue;
+            }
+            tried += 1;
+            last_tried[lane.index()] = Instant::now();
+            match read(&mut con, &sh, part, lane, room).await {
+                Ok(Read::Empty(at)) => empty.push((part, lane, at)),
+                Ok(Read::Entries(ds)) => {
+                    let filled = ds.len() == room;
+                    pool_left -= ds.len();
+                    took += ds.len();
+                    sh.accept(ds);
+                    launch_ready(&sh, &order);
+                    if filled {
+                        // This lane may hold more: serve it again before any lower lane, so
+                        // nothing lower starts while a higher lane still has work queued.
+                        break;
+                    }
                 }
-                tried += 1;
-                last_tried[lane.index()] = Instant::now();
-                match read(&mut con, &sh, part, lane, room).await {
-                    Ok(Read::Empty(at)) => empty.push((part, lane, at)),
-                    Ok(Read::Entries(ds)) => {
-                        let filled = ds.len() == room;
-                        pool_left -= ds.len();
-                        took += ds.len();
-                        sh.accept(ds);
-                        launch_ready(&sh, &order);
-                        if filled {
-                            // This lane may hold more: serve it again before any lower lane, so
-                            // nothing lower starts while a higher lane still has work queued.
-                            break 'lanes;
-                        }
-                    }
-                    Err(e) => {
-                        failed = Some(e);
-                        break 'lanes;
-                    }
+                Err(e) => {
+                    failed = Some(e);
+                    break;
                 }
             }
         }
@@ -176,10 +196,11 @@ pub(super) async fn fetch_loop(sh: Arc<Shared>, stop: CancellationToken) {
             // reads), which cannot block: when every lane read came back empty, wait for an entry
             // to arrive after one of their read positions, then go round again. (A lane that held
             // only entries which were no tasks, set aside above, may hold more: no wait then.)
-            if empty.len() == tried
-                && let Err(e) = wait_for_entries(&mut con, &mut waiters, &sh, &empty).await
-            {
-                failed = Some(e);
+            if empty.len() == tried {
+                match wait_for_entries(&mut con, &mut waiters, &sh, &empty).await {
+                    Ok(arrived) => woke = arrived,
+                    Err(e) => failed = Some(e),
+                }
             }
         }
         match failed {
@@ -252,7 +273,8 @@ async fn read(
 }
 
 /// Block until an entry arrives after the read position of one of `lanes` (or [`BLOCK`]
-/// passes). It reads nothing for the group: the next pass does. One `XREAD` per partition (a
+/// passes); the places (partition, lane) an entry arrived in, as far as the first answer
+/// tells. It reads nothing for the group: the next pass does. One `XREAD` per partition (a
 /// read may not span slots), each on its connection, the first to answer ending the wait. A
 /// wait left behind stays blocked on its connection until its own entry or time comes; the
 /// next wait on that partition queues behind it and still sees the same arrivals.
@@ -261,7 +283,16 @@ async fn wait_for_entries(
     waiters: &mut [Option<crate::redis::Conn>],
     sh: &Shared,
     lanes: &[(usize, Lane, String)],
-) -> redis::RedisResult<()> {
+) -> redis::RedisResult<Vec<(usize, Lane)>> {
+    // The places whose streams an `XREAD` answer names.
+    let arrivals = |part: usize, v: &Value| -> Vec<(usize, Lane)> {
+        let named = crate::redis::reply::stream_names(v);
+        lanes
+            .iter()
+            .filter(|(p, l, _)| *p == part && named.contains(&sh.engine.part(part).lane(*l)))
+            .map(|(p, l, _)| (*p, *l))
+            .collect()
+    };
     let xread = |part: usize| {
         let mut cmd = redis::cmd("XREAD");
         cmd.arg("COUNT").arg(1).arg("BLOCK").arg(BLOCK.as_millis() as u64).arg("STREAMS");
@@ -278,8 +309,8 @@ async fn wait_for_entries(
     parts.sort_unstable();
     parts.dedup();
     if let [only] = parts[..] {
-        let _: Value = xread(only).query_async(con).await?;
-        return Ok(());
+        let v: Value = xread(only).query_async(con).await?;
+        return Ok(arrivals(only, &v));
     }
     let mut waits = Vec::with_capacity(parts.len());
     for part in parts {
@@ -294,11 +325,11 @@ async fn wait_for_entries(
         let cmd = xread(part);
         waits.push(Box::pin(async move {
             let mut waiter = waiter;
-            cmd.query_async::<Value>(&mut waiter).await
+            cmd.query_async::<Value>(&mut waiter).await.map(|v| (part, v))
         }));
     }
-    futures_util::future::select_all(waits).await.0?;
-    Ok(())
+    let (part, v) = futures_util::future::select_all(waits).await.0?;
+    Ok(arrivals(part, &v))
 }
 
 #[cfg(test)]
