@@ -166,6 +166,10 @@ struct Prepared {
     order_key: String,
 }
 
+/// One script call of a group commit: a partition, a lane, and the (job, task) places of the
+/// tasks it queues.
+type Call = (usize, Lane, Vec<(usize, usize)>);
+
 /// `switchyard_tasks_enqueued_total{lane, kind}`.
 fn enqueued(lane: Lane, kind: &str) -> metrics::Counter {
     static HANDLES: LazyLock<Handles<metrics::Counter>> = LazyLock::new(Handles::new);
@@ -240,6 +244,9 @@ impl Engine {
         let mut used: Vec<(usize, Lane)> = jobs.iter().flat_map(|j| j.tasks.iter().map(|t| (t.part, t.lane))).collect();
         used.sort_unstable_by_key(|&(p, l)| (p, l.index()));
         used.dedup();
+        // One script call per (partition, lane) and chunk, all sent at once: on a cluster they go
+        // to their masters side by side, on one server they share the connection's pipeline.
+        let mut calls: Vec<Call> = Vec::new();
         for (part, lane) in used {
             let places: Vec<(usize, usize)> = jobs
                 .iter()
@@ -252,27 +259,32 @@ impl Engine {
                         .map(move |(t, _)| (j, t))
                 })
                 .collect();
-            for chunk in places.chunks(CHUNK) {
-                match self.enqueue_chunk(part, lane, chunk.iter().map(|&(j, t)| &jobs[j].tasks[t])).await {
-                    Ok(answers) => {
-                        for (&(j, t), answer) in chunk.iter().zip(answers) {
-                            match (answer, &mut results[j]) {
-                                (Some(q), Ok(r)) => r[t] = q,
-                                // The lane is full: the job is refused. Its other tasks may be
-                                // stored; a retry with the same idempotency keys finds them.
-                                (None, r) => *r = Err(EngineError::LaneFull(lane)),
-                                (Some(_), Err(_)) => {}
-                            }
+            calls.extend(places.chunks(CHUNK).map(|c| (part, lane, c.to_vec())));
+        }
+        let answers = futures_util::future::join_all(calls.iter().map(|(part, lane, chunk)| {
+            self.enqueue_chunk(*part, *lane, chunk.iter().map(|&(j, t)| &jobs[j].tasks[t]))
+        }))
+        .await;
+        for ((_, lane, chunk), answer) in calls.iter().zip(answers) {
+            match answer {
+                Ok(answers) => {
+                    for (&(j, t), answer) in chunk.iter().zip(answers) {
+                        match (answer, &mut results[j]) {
+                            (Some(q), Ok(r)) => r[t] = q,
+                            // The lane is full: the job is refused. Its other tasks may be
+                            // stored; a retry with the same idempotency keys finds them.
+                            (None, r) => *r = Err(EngineError::LaneFull(*lane)),
+                            (Some(_), Err(_)) => {}
                         }
                     }
-                    Err(e) => {
-                        for &(j, _) in chunk {
-                            results[j] = Err(match &e {
-                                EngineError::Redis(r) => EngineError::Redis(r.clone()),
-                                EngineError::NotReplicated(wait) => EngineError::NotReplicated(*wait),
-                                other => EngineError::BadInput(other.to_string()),
-                            });
-                        }
+                }
+                Err(e) => {
+                    for &(j, _) in chunk {
+                        results[j] = Err(match &e {
+                            EngineError::Redis(r) => EngineError::Redis(r.clone()),
+                            EngineError::NotReplicated(wait) => EngineError::NotReplicated(*wait),
+                            other => EngineError::BadInput(other.to_string()),
+                        });
                     }
                 }
             }
