@@ -83,11 +83,10 @@ fn field(line: &str, name: &str) -> f64 {
 }
 
 /// The length of `stream` every 100 ms, until `stop`.
-async fn sample_len(engine: Engine, stream: String, stop: CancellationToken) -> Vec<(Instant, u64)> {
-    let mut con = engine.conn();
+async fn sample_len(engine: Engine, streams: Vec<String>, stop: CancellationToken) -> Vec<(Instant, u64)> {
     let mut out = Vec::new();
     while !stop.is_cancelled() {
-        if let Ok(n) = redis::cmd("XLEN").arg(&stream).query_async::<u64>(&mut con).await {
+        if let Ok(n) = total_len(&engine, &streams).await {
             out.push((Instant::now(), n));
         }
         tokio::select! {
@@ -96,6 +95,17 @@ async fn sample_len(engine: Engine, stream: String, stop: CancellationToken) -> 
         }
     }
     out
+}
+
+/// The entries of `streams` together (each partition's lane is in a slot of its own: one
+/// command each).
+async fn total_len(engine: &Engine, streams: &[String]) -> redis::RedisResult<u64> {
+    let mut con = engine.conn();
+    let mut total = 0;
+    for s in streams {
+        total += redis::cmd("XLEN").arg(s).query_async::<u64>(&mut con).await?;
+    }
+    Ok(total)
 }
 
 /// Entries appended per second over wrk's own run time — the last `seconds` before `end`, less
@@ -168,7 +178,13 @@ pub async fn ingest(
     let (own0, redis0) = (cpu("self"), redis_pid.as_deref().map(cpu));
 
     let sampling = CancellationToken::new();
-    let sampler = tokio::spawn(sample_len(engine.clone(), engine.keys().lane(lane), sampling.clone()));
+    // The lane in every partition (the bare handler appends to one stream).
+    let streams: Vec<String> = if ceiling {
+        vec![engine.keys().lane(lane)]
+    } else {
+        (0..engine.partitions()).map(|p| engine.part(p).lane(lane)).collect()
+    };
+    let sampler = tokio::spawn(sample_len(engine.clone(), streams.clone(), sampling.clone()));
     let out = tokio::process::Command::new(wrk)
         .arg(format!("-t{threads}"))
         .arg(format!("-c{connections}"))
@@ -190,9 +206,8 @@ pub async fn ingest(
     let Some(line) = text.lines().find(|l| l.starts_with("RESULT")) else {
         bail!("wrk printed no result: {}{}", text, String::from_utf8_lossy(&out.stderr));
     };
-    let mut con = engine.conn();
     let steady_per_s = steady_rate(&samples, end, seconds);
-    let queued: u64 = redis::cmd("XLEN").arg(engine.keys().lane(lane)).query_async(&mut con).await?;
+    let queued = total_len(&engine, &streams).await?;
     super::cleanup(&engine).await;
     let requests = field(line, "requests") as u64;
     let dur = field(line, "duration_s").max(1e-9);
