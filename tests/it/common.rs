@@ -287,34 +287,72 @@ impl RedisCluster {
     /// (clients meanwhile get `ASK` and `TRYAGAIN`), then give it to `to`. `pause` between
     /// steps keeps the slot half-moved for a while.
     pub fn move_slot(slot: u16, from: u16, to: u16, pause: Duration) {
-        let node =
-            |port: u16| redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap().get_connection().unwrap();
-        let (mut src, mut dst) = (node(from), node(to));
-        let id = |con: &mut redis::Connection| -> String { redis::cmd("CLUSTER").arg("MYID").query(con).unwrap() };
-        let (src_id, dst_id) = (id(&mut src), id(&mut dst));
-        let setslot = |con: &mut redis::Connection, how: &str, node: &str| {
-            let () = redis::cmd("CLUSTER").arg("SETSLOT").arg(slot).arg(how).arg(node).query(con).unwrap();
-        };
-        setslot(&mut dst, "IMPORTING", &src_id);
-        setslot(&mut src, "MIGRATING", &dst_id);
-        loop {
-            let keys: Vec<String> =
-                redis::cmd("CLUSTER").arg("GETKEYSINSLOT").arg(slot).arg(5).query(&mut src).unwrap();
-            if keys.is_empty() {
-                break;
-            }
-            let mut migrate = redis::cmd("MIGRATE");
-            migrate.arg("127.0.0.1").arg(to).arg("").arg(0).arg(5000).arg("KEYS").arg(&keys);
-            let _: String = migrate.query(&mut src).unwrap();
-            std::thread::sleep(pause);
-        }
-        setslot(&mut dst, "NODE", &dst_id);
-        setslot(&mut src, "NODE", &dst_id);
+        let mut m = SlotMove::begin(slot, from, to);
+        m.migrate_rest(pause);
+        m.finish();
     }
 
     /// `REDIS_URL` for it: every master, comma-separated.
     pub fn url(&self) -> String {
         self.masters.iter().map(RedisProcess::url).collect::<Vec<_>>().join(",")
+    }
+}
+
+/// A slot on its way from one master to another, a step at a time (see
+/// [`RedisCluster::move_slot`]).
+pub struct SlotMove {
+    slot: u16,
+    to: u16,
+    src: redis::Connection,
+    dst: redis::Connection,
+    dst_id: String,
+}
+
+impl SlotMove {
+    /// Mark the slot importing on `to` and migrating on `from`.
+    pub fn begin(slot: u16, from: u16, to: u16) -> SlotMove {
+        let node =
+            |port: u16| redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap().get_connection().unwrap();
+        let (mut src, mut dst) = (node(from), node(to));
+        let id = |con: &mut redis::Connection| -> String { redis::cmd("CLUSTER").arg("MYID").query(con).unwrap() };
+        let (src_id, dst_id) = (id(&mut src), id(&mut dst));
+        let mut m = SlotMove { slot, to, src, dst, dst_id };
+        m.setslot(false, "IMPORTING", &src_id);
+        let dst_id = m.dst_id.clone();
+        m.setslot(true, "MIGRATING", &dst_id);
+        m
+    }
+
+    fn setslot(&mut self, on_src: bool, how: &str, node: &str) {
+        let con = if on_src { &mut self.src } else { &mut self.dst };
+        let () = redis::cmd("CLUSTER").arg("SETSLOT").arg(self.slot).arg(how).arg(node).query(con).unwrap();
+    }
+
+    /// `MIGRATE` these keys to the new master now.
+    pub fn migrate(&mut self, keys: &[String]) {
+        let mut migrate = redis::cmd("MIGRATE");
+        migrate.arg("127.0.0.1").arg(self.to).arg("").arg(0).arg(5000).arg("KEYS").arg(keys);
+        let _: String = migrate.query(&mut self.src).unwrap();
+    }
+
+    /// `MIGRATE` the slot's other keys, five at a time, `pause` between steps.
+    pub fn migrate_rest(&mut self, pause: Duration) {
+        loop {
+            let keys: Vec<String> =
+                redis::cmd("CLUSTER").arg("GETKEYSINSLOT").arg(self.slot).arg(5).query(&mut self.src).unwrap();
+            if keys.is_empty() {
+                break;
+            }
+            self.migrate(&keys);
+            std::thread::sleep(pause);
+        }
+    }
+
+    /// Give the slot to the new master.
+    pub fn finish(mut self) {
+        let dst_id = self.dst_id.clone();
+        self.setslot(false, "NODE", &dst_id);
+        self.setslot(true, "NODE", &dst_id);
     }
 }
 

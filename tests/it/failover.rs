@@ -188,3 +188,82 @@ async fn a_busy_partition_moved_to_another_master_mid_drain_loses_nothing_and_se
     let here: u64 = redis::cmd("EXISTS").arg(&key).query(&mut con).unwrap();
     assert_eq!(here, 1, "{key} is on the new master");
 }
+
+/// While a partition's slot moves, a worker that reads ordered tasks whose order key is not on
+/// the old master (moved, or to be made afresh: an idle key's sequence is gone) hands them back
+/// untouched (nothing numbered, nothing held), and reads them again once the slot has moved:
+/// they run, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ordered_tasks_read_while_their_order_key_moves_are_handed_back_and_run_in_order() {
+    use switchyard::engine::{Outcome, Registry, TaskSpec, TaskState};
+    let cluster = RedisCluster::start(2, 0);
+    let runs: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let mut registry = Registry::new();
+    let seen = runs.clone();
+    registry.register("test.step", Lane::Conversations, move |ctx| {
+        let seen = seen.clone();
+        async move {
+            seen.lock().unwrap().push(ctx.payload["i"].as_u64().unwrap_or(0));
+            Outcome::Done(Value::Null)
+        }
+    });
+    let env = TestEnv::lazy("order-moving", &cluster.url(), |_| {}, registry);
+    env.engine.ensure_groups().await.unwrap();
+    let step = |i: u64| TaskSpec::new("test.step", json!({"i": i})).ordered_by("k");
+
+    // A first task ran (its sequence went with it, idle), then two more wait, with no worker.
+    let first = env.engine.enqueue(step(0)).await.unwrap();
+    let w = env.start_worker();
+    env.wait_state(&first, TaskState::Success).await;
+    w.stop().await;
+    let later = env.engine.enqueue_batch(vec![step(1), step(2)]).await.unwrap();
+
+    // The slot starts moving (the order key, were it there, the first key to go).
+    let slot = switchyard::redis::partition::slot(env.engine.keys().root());
+    let owner = slot as usize * 2 / 16384;
+    let (from, to) = (cluster.masters[owner].port, cluster.masters[1 - owner].port);
+    let order_key = env.engine.keys().order("k");
+    let moving = tokio::task::spawn_blocking(move || {
+        let mut m = SlotMove::begin(slot, from, to);
+        m.migrate(&[order_key]);
+        m
+    })
+    .await
+    .unwrap();
+
+    // A worker reads the two tasks and hands them back: its consumer is in the group, holding
+    // nothing, and neither task was numbered or started.
+    let w = env.start_worker();
+    let lane = env.lane_key(Lane::Conversations);
+    let mut source =
+        redis::Client::open(cluster.masters[owner].url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let name = w.name();
+    wait_until("the worker read the lane on the old master", async || {
+        let consumers: redis::Value =
+            redis::cmd("XINFO").arg("CONSUMERS").arg(&lane).arg("workers").query_async(&mut source).await.unwrap();
+        format!("{consumers:?}").contains(&name)
+    })
+    .await;
+    let (held, _, _, _): (u64, Option<String>, Option<String>, redis::Value) =
+        redis::cmd("XPENDING").arg(&lane).arg("workers").query_async(&mut source).await.unwrap();
+    assert_eq!(held, 0, "nothing held");
+    let mut target = redis::Client::open(cluster.masters[1 - owner].url()).unwrap().get_connection().unwrap();
+    // (ASKING: the new master answers for a key of a slot it is still importing.)
+    let () = redis::cmd("ASKING").query(&mut target).unwrap();
+    let numbered: u64 = redis::cmd("EXISTS").arg(env.engine.keys().order("k")).query(&mut target).unwrap();
+    assert_eq!(numbered, 0, "no sequence was started for them");
+
+    // The slot finishes moving: both run, in order.
+    tokio::task::spawn_blocking(move || {
+        let mut m = moving;
+        m.migrate_rest(Duration::ZERO);
+        m.finish();
+    })
+    .await
+    .unwrap();
+    for id in &later {
+        env.wait_state(id, TaskState::Success).await;
+    }
+    assert_eq!(*runs.lock().unwrap(), [0, 1, 2]);
+    drop(w);
+}

@@ -26,7 +26,9 @@ if not read or not read[1] or #read[1][2] == 0 then
   return '0-0'
 end
 local entries = read[1][2]
-for _, e in ipairs(entries) do
+-- What each entry is: an ordered task to number, or one passed on as it is.
+local todo = {}
+for i, e in ipairs(entries) do
   local entry, fields = e[1], e[2]
   local kind, max, okey, named
   if fields[1] == 'kind' and fields[7] == 'max' and (#fields == 8 or fields[9] == 'okey') then
@@ -43,17 +45,42 @@ for _, e in ipairs(entries) do
   end
   -- an entry without a kind is no task: the worker sets it aside (quarantine.lua)
   if kind and not named and okey and okey ~= '' then
-    local id = task_id(entry, place)
-    local order = key_order(root, okey)
-    -- as text once: Lua would format the number for every command it is passed to
-    local seq = tostring(redis.call('HINCRBY', order, 'next', 1))
-    redis.call('HSET', order, seq, id)
-    redis.call('PEXPIRE', order, order_ttl)
-    -- queued when it was appended: the entry's own millisecond
-    redis.call('HSET', key_task(root, id), 'kind', kind, 'lane', lane, 'state', 'PENDING', 'created_at', id_ms,
-      'entry', entry, 'max_attempts', max or '1', 'order_key', okey, 'seq', seq)
-    fields[#fields + 1] = 'id'; fields[#fields + 1] = id
-    fields[#fields + 1] = 'seq'; fields[#fields + 1] = seq
+    todo[#todo + 1] = {i, task_id(entry, place), kind, max, okey}
   end
+end
+-- Every key the numbering writes is looked at before anything is: while the partition's slot
+-- moves to another master, one already moved fails the look. The entries are then handed back
+-- (unacked, the group's position put back just before the first of them) and the read answered
+-- TRYAGAIN, so the next read, once the slot has moved, finds them and numbers them in order.
+for _, t in ipairs(todo) do
+  local seen = redis.pcall('EXISTS', key_order(root, t[5]), key_task(root, t[2]))
+  if type(seen) == 'table' and seen.err then
+    local ids = {}
+    for _, e in ipairs(entries) do ids[#ids + 1] = e[1] end
+    redis.call('XACK', stream, group, unpack(ids))
+    local ms, seq = string.match(ids[1], '^(%d+)-(%d+)$')
+    local before
+    if tonumber(seq) > 0 then
+      before = ms .. '-' .. string.format('%d', tonumber(seq) - 1)
+    else
+      before = string.format('%d', tonumber(ms) - 1) .. '-18446744073709551615'
+    end
+    redis.call('XGROUP', 'SETID', stream, group, before)
+    return redis.error_reply('TRYAGAIN a key of this partition is moving to another master: ' .. seen.err)
+  end
+end
+for _, t in ipairs(todo) do
+  local i, id, kind, max, okey = t[1], t[2], t[3], t[4], t[5]
+  local entry, fields = entries[i][1], entries[i][2]
+  local order = key_order(root, okey)
+  -- as text once: Lua would format the number for every command it is passed to
+  local seq = tostring(redis.call('HINCRBY', order, 'next', 1))
+  redis.call('HSET', order, seq, id)
+  redis.call('PEXPIRE', order, order_ttl)
+  -- queued when it was appended: the entry's own millisecond
+  redis.call('HSET', key_task(root, id), 'kind', kind, 'lane', lane, 'state', 'PENDING', 'created_at', string.match(entry, '^(%d+)'),
+    'entry', entry, 'max_attempts', max or '1', 'order_key', okey, 'seq', seq)
+  fields[#fields + 1] = 'id'; fields[#fields + 1] = id
+  fields[#fields + 1] = 'seq'; fields[#fields + 1] = seq
 end
 return entries
