@@ -110,3 +110,21 @@ pub async fn dlq_delete(config: Config, ids: Vec<String>) -> anyhow::Result<()> 
     }
     print(&json!({"deleted": n}))
 }
+
+pub async fn lanes_list(config: Config) -> anyhow::Result<()> {
+    print(&engine(config)?.queues_status().await?.queues)
+}
+
+/// Pause (`pause`) or resume a lane by name.
+pub async fn lanes_pause(config: Config, name: &str, pause: bool) -> anyhow::Result<()> {
+    let Some(lane) = Lane::parse(name) else {
+        bail!("no lane named `{name}` (lanes: conversations, webhooks, analytics)");
+    };
+    let e = engine(config)?;
+    if pause {
+        e.pause_lane(lane).await?;
+    } else {
+        e.resume_lane(lane).await?;
+    }
+    print(&json!({"lane": lane.as_str(), "paused": pause}))
+}

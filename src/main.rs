@@ -49,9 +49,23 @@ enum Command {
     /// Work with the dead-letter queue.
     #[command(subcommand)]
     Dlq(DlqCmd),
+    /// Pause, resume and list the lanes.
+    #[command(subcommand)]
+    Lanes(LanesCmd),
     /// Measure the engine on this machine.
     #[command(subcommand)]
     Bench(BenchCmd),
+}
+
+#[derive(Subcommand)]
+enum LanesCmd {
+    /// Each lane's figures, and whether it is paused.
+    List,
+    /// Stop workers reading a lane (within a second); tasks are still accepted, and what is
+    /// running finishes.
+    Pause { lane: String },
+    /// Let workers read a paused lane again.
+    Resume { lane: String },
 }
 
 #[derive(Subcommand)]
@@ -237,6 +251,9 @@ async fn main() {
             commands::dlq_redrive(config, ids, filter.into(), all, dry_run).await
         }
         Command::Dlq(DlqCmd::Delete { ids }) => commands::dlq_delete(config, ids).await,
+        Command::Lanes(LanesCmd::List) => commands::lanes_list(config).await,
+        Command::Lanes(LanesCmd::Pause { lane }) => commands::lanes_pause(config, &lane, true).await,
+        Command::Lanes(LanesCmd::Resume { lane }) => commands::lanes_pause(config, &lane, false).await,
         Command::Bench(BenchCmd::Drain { tasks, concurrency }) => {
             bench::drain(config, tasks, concurrency).await.and_then(print_line)
         }

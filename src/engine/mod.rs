@@ -46,6 +46,7 @@ pub mod gauges;
 mod guardrails;
 mod memory;
 mod outcome;
+mod pause;
 mod producer;
 pub(crate) mod queues;
 mod registry;

@@ -23,6 +23,8 @@ pub struct LaneStatus {
     pub lag: u64,
     pub consumers: u64,
     pub dead: i64,
+    /// Paused by an operator: workers read nothing new from it.
+    pub paused: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -50,6 +52,7 @@ impl Engine {
     /// and a look at each lane's group).
     pub async fn queues_status(&self) -> Result<QueuesStatus, EngineError> {
         let parts = futures_util::future::try_join_all((0..self.partitions()).map(|p| self.part_status(p))).await?;
+        let paused = self.paused_lanes().await?;
         let mut queues: HashMap<&'static str, LaneStatus> = HashMap::new();
         let mut dlq_depth = 0;
         for (part_queues, part_dead) in parts {
@@ -65,6 +68,9 @@ impl Engine {
                 t.consumers = t.consumers.max(s.consumers);
                 t.dead += s.dead;
             }
+        }
+        for lane in paused {
+            queues.entry(lane.as_str()).or_default().paused = true;
         }
         Ok(QueuesStatus { queues, dlq_depth, timestamp: format_ms(now_ms()) })
     }
@@ -131,6 +137,7 @@ impl Engine {
                     lag,
                     consumers,
                     dead: dead.get(lane.as_str()).copied().unwrap_or(0).max(0),
+                    paused: false,
                 },
             );
         }

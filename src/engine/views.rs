@@ -42,6 +42,9 @@ pub struct WorkerBeat {
     /// With `WORKER_PARTITIONS=balanced`, the partitions it reads new entries from.
     #[serde(default)]
     pub partitions: Option<Vec<usize>>,
+    /// The lanes it knew to be paused at its last beat (it reads nothing new from them).
+    #[serde(default)]
+    pub paused: Vec<Lane>,
 }
 
 impl Engine {

@@ -163,6 +163,11 @@ impl Keys {
         format!("{}partitions", self.root)
     }
 
+    /// Set of the lanes an operator paused (at most one member per lane; gone once none is).
+    pub fn paused(&self) -> String {
+        format!("{}paused", self.root)
+    }
+
     /// Hash worker name → JSON heartbeat (host, pid, lanes, concurrency, in-flight, time).
     pub fn workers(&self) -> String {
         format!("{}workers", self.root)

@@ -154,6 +154,23 @@ pub(super) async fn schedule_run(
     Ok((StatusCode::ACCEPTED, Json(json!({"schedule": name, "task_id": task_id}))))
 }
 
+/// `POST /lanes/{lane}/pause` and `/resume`: workers stop (or go back to) reading the lane
+/// within a second; producers are accepted either way.
+pub(super) async fn lane_pause(
+    State(s): State<AppState>,
+    Path((name, action)): Path<(String, String)>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Some(lane) = crate::engine::Lane::parse(&name) else {
+        return Err(ApiError::NotFound(format!("no lane named `{name}` (lanes: conversations, webhooks, analytics)")));
+    };
+    match action.as_str() {
+        "pause" => s.engine.pause_lane(lane).await?,
+        "resume" => s.engine.resume_lane(lane).await?,
+        _ => return Err(ApiError::NotFound(format!("no action `{action}` on a lane (pause, resume)"))),
+    }
+    Ok(Json(json!({"lane": lane.as_str(), "paused": action == "pause"})))
+}
+
 /// `POST /analytics/reports`: queue a performance report (`{"minutes"?}`, default 5).
 pub(super) async fn report_request(
     State(s): State<AppState>,

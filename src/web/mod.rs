@@ -73,6 +73,7 @@ pub fn router(state: AppState) -> Router {
         .route("/conversations/{id}/continue", post(conversations::continue_conversation))
         .route("/analytics/reports", post(api::report_request))
         .route("/analytics/reports/latest", get(api::report_latest))
+        .route("/lanes/{lane}/{action}", post(api::lane_pause))
         .route("/schedules", get(api::schedules))
         .route("/schedules/{name}/run", post(api::schedule_run))
         .route("/dlq", get(api::dlq_list))

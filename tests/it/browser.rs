@@ -152,7 +152,7 @@ impl Page {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_operator_logs_in_watches_a_lane_and_redrives_a_dead_letter() {
+async fn an_operator_logs_in_watches_a_lane_redrives_a_dead_letter_and_pauses_a_lane() {
     let env = TestEnv::new("browser").await;
     let (router, _) = env.router();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -212,6 +212,35 @@ async fn an_operator_logs_in_watches_a_lane_and_redrives_a_dead_letter() {
     )
     .await;
     env.wait_state(&task, TaskState::Success).await;
+
+    // Pause a lane from the overview: asked first (saying no changes nothing), then paused,
+    // shown so, and resumed.
+    page.open(&format!("{base}/ui/")).await;
+    let state = "document.querySelector('tr[data-lane=\"analytics\"] .lane-state').textContent";
+    let click = |button: &str, answer: bool| {
+        format!(
+            "window.confirm = m => {{ window.__asked = m; return {answer}; }}; \
+             document.querySelector('tr[data-lane=\"analytics\"] button.{button}').click(); true"
+        )
+    };
+    page.eval(&click("lane-pause", false)).await;
+    let asked = page.eval("window.__asked").await;
+    assert!(asked.as_str().is_some_and(|a| a.contains("Pause the analytics lane")), "{asked}");
+    assert!(env.engine.paused_lanes().await.unwrap().is_empty(), "declined, so not paused");
+    page.eval(&click("lane-pause", true)).await;
+    page.wait_true(
+        "the lane shown paused",
+        &format!("document.readyState === 'complete' && {state}.includes('paused')"),
+    )
+    .await;
+    assert_eq!(env.engine.paused_lanes().await.unwrap(), [Lane::Analytics]);
+    page.eval(&click("lane-resume", true)).await;
+    page.wait_true(
+        "the lane shown running",
+        &format!("document.readyState === 'complete' && {state}.includes('running')"),
+    )
+    .await;
+    assert!(env.engine.paused_lanes().await.unwrap().is_empty());
     w.stop().await;
 
     // On a phone's screen every page fits its width (wide tables scroll inside themselves).

@@ -23,6 +23,7 @@ mod flow;
 mod memory;
 mod metrics;
 mod ordering;
+mod pause;
 mod schedule;
 mod webhook_ids;
 mod webhooks;

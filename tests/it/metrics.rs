@@ -120,6 +120,7 @@ async fn metrics_are_clean_complete_and_match_the_grafana_queries() {
         "switchyard_lane_depth",
         "switchyard_lane_pending",
         "switchyard_lane_lag",
+        "switchyard_lane_paused",
         "switchyard_dlq_depth",
         "switchyard_webhooks_received_total",
         "switchyard_deliveries_total",

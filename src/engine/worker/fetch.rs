@@ -102,7 +102,13 @@ pub(super) async fn fetch_loop(sh: Arc<Shared>, stop: CancellationToken) {
     while !stop.is_cancelled() {
         if !groups_ready {
             match sh.engine.ensure_groups().await {
-                Ok(()) => groups_ready = true,
+                Ok(()) => {
+                    groups_ready = true;
+                    // A lane paused before this worker started is never read.
+                    if let Err(e) = sh.refresh_paused().await {
+                        tracing::debug!(error = %e, "could not read the paused lanes");
+                    }
+                }
                 Err(e) => {
                     sh.redis_ok.store(false, Ordering::Relaxed);
                     let wait = backoff.fail();
@@ -114,6 +120,8 @@ pub(super) async fn fetch_loop(sh: Arc<Shared>, stop: CancellationToken) {
         }
         let order = lane_order(&lanes, &last_tried, aging);
         launch_ready(&sh, &order);
+        // Paused lanes are not read (what was read before the pause still runs).
+        let reading: Vec<Lane> = order.iter().copied().filter(|&l| !sh.is_paused(l)).collect();
 
         // Non-blocking reads, lane by lane in priority order (and in each lane partition by
         // partition), each for the room left.
@@ -132,11 +140,11 @@ pub(super) async fn fetch_loop(sh: Arc<Shared>, stop: CancellationToken) {
         // for first (lanes in priority order), so the new entry does not wait for a read of
         // every other partition; then lanes in priority order, the partitions each in turn.
         let mut places: Vec<(Lane, usize)> = Vec::new();
-        for &lane in &order {
+        for &lane in &reading {
             places.extend(woke.iter().filter(|&&(p, l)| l == lane && sh.reads(l, p)).map(|&(p, l)| (l, p)));
         }
         woke.clear();
-        for &lane in &order {
+        for &lane in &reading {
             for part in (0..parts).map(|i| (first_part + i) % parts).filter(|&p| sh.reads(lane, p)) {
                 if !places.contains(&(lane, part)) {
                     places.push((lane, part));

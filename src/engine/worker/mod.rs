@@ -190,6 +190,8 @@ pub(crate) struct Shared {
     /// Per place (partition, lane), when (ms) it is next looked at for due retries; a place
     /// not listed is looked at on the next round.
     claim_at: Mutex<HashMap<(usize, Lane), u64>>,
+    /// The lanes an operator paused, a bit per lane index, as last read from Redis.
+    paused: std::sync::atomic::AtomicU8,
 }
 
 impl Shared {
@@ -212,6 +214,21 @@ impl Shared {
         parts.sort_unstable();
         parts.dedup();
         Some(parts)
+    }
+
+    /// Whether `lane` is paused (as last read from Redis): nothing new is read from it.
+    fn is_paused(&self, lane: Lane) -> bool {
+        self.paused.load(Ordering::Relaxed) & (1 << lane.index()) != 0
+    }
+
+    /// Read which lanes are paused; a lane resumed wakes the reading loop at once.
+    async fn refresh_paused(&self) -> Result<(), crate::engine::EngineError> {
+        let bits = self.engine.paused_lanes().await?.iter().fold(0u8, |b, l| b | (1 << l.index()));
+        let before = self.paused.swap(bits, Ordering::Relaxed);
+        if before & !bits != 0 {
+            self.wake.notify_one();
+        }
+        Ok(())
     }
 
     /// Whether a place is due to be looked at for retries at `now` (ms).
@@ -422,6 +439,7 @@ fn start_inner(engine: Engine, opts: WorkerOptions, shutdown: CancellationToken,
             .then(|| Mutex::new(hdrhistogram::Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid bounds"))),
         share: Default::default(),
         claim_at: Mutex::new(HashMap::new()),
+        paused: std::sync::atomic::AtomicU8::new(0),
     });
     let reading = shutdown.child_token();
     let upkeep_stop = CancellationToken::new();

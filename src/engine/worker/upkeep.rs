@@ -23,6 +23,8 @@ const CLAIM_EVERY: Duration = Duration::from_millis(100);
 /// commands a second per partition, not dozens.
 const CLAIM_IDLE_EVERY: Duration = Duration::from_secs(1);
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
+/// How often the paused lanes are read: a lane paused or resumed takes effect within a second.
+const PAUSED_EVERY: Duration = Duration::from_millis(500);
 /// How often the per-kind figures go to Redis.
 const STATS_EVERY: Duration = Duration::from_secs(1);
 /// Consumers idle this long with nothing pending are removed from the group.
@@ -42,6 +44,7 @@ pub(super) async fn upkeep_loop(sh: Arc<Shared>, reading: CancellationToken, sto
     let mut last_beat = Instant::now() - HEARTBEAT_EVERY;
     let mut last_prune = Instant::now();
     let mut last_flush = Instant::now();
+    let mut last_paused = Instant::now();
     let mut backoff = Backoff::new();
     let started = now_ms();
     // Rung by an order key's task recorded here: every place is looked at, not only those due.
@@ -52,6 +55,12 @@ pub(super) async fn upkeep_loop(sh: Arc<Shared>, reading: CancellationToken, sto
             if last_renew.elapsed() >= renew_every {
                 renew(&sh, &mut con).await?;
                 last_renew = Instant::now();
+            }
+            if last_paused.elapsed() >= PAUSED_EVERY {
+                if let Err(e) = sh.refresh_paused().await {
+                    tracing::debug!(error = %e, "could not read the paused lanes");
+                }
+                last_paused = Instant::now();
             }
             let gate = sh.claim_gate.lock().await;
             if !reading.is_cancelled() {
@@ -112,7 +121,8 @@ async fn claim(sh: &Arc<Shared>, con: &mut crate::redis::Conn, scan: bool, all: 
     let now = now_ms();
     // Due retries of the partitions this worker reads; with `scan`, of every partition, and
     // the entries of workers that died.
-    for (part, lane) in sh.places().into_iter().filter(|&(p, l)| scan || sh.reads(l, p)) {
+    // A paused lane's are left where they are until it is resumed.
+    for (part, lane) in sh.places().into_iter().filter(|&(p, l)| (scan || sh.reads(l, p)) && !sh.is_paused(l)) {
         let room = sh.lane_free(lane).saturating_sub(sh.backlog_len(lane)).min(sh.opts.batch);
         if room == 0 {
             continue;
@@ -223,6 +233,7 @@ async fn heartbeat(sh: &Shared, con: &mut crate::redis::Conn, started: u64) -> r
         "started_at": started,
         "last_seen": now_ms(),
         "partitions": sh.shared_partitions(),
+        "paused": Lane::ALL.iter().filter(|l| sh.is_paused(**l)).collect::<Vec<_>>(),
     });
     // The hash lives while some worker beats: with every worker gone, it goes after the stale
     // heartbeats would have been pruned.

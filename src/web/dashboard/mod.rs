@@ -31,7 +31,7 @@ use crate::engine::{Engine, EngineError, Lane, format_ms};
 use conversations::conversations;
 use dlq::{dlq, dlq_delete, dlq_redrive};
 use login::{login, login_page, logout};
-use overview::{graphs, lanes, overview};
+use overview::{graphs, lane_pause, lanes, overview};
 use schedules::{schedule_run, schedules};
 use tasks::{active, cancel, retry, tasks};
 use workers::workers;
@@ -46,6 +46,7 @@ pub(super) fn router() -> Router<AppState> {
         .route("/logout", post(logout))
         .route("/ui/", get(overview))
         .route("/ui/lanes", get(lanes))
+        .route("/ui/lanes/{lane}/{action}", post(lane_pause))
         .route("/ui/graphs", get(graphs))
         .route("/ui/tasks", get(tasks))
         .route("/ui/tasks/{id}/cancel", post(cancel))

@@ -4,6 +4,8 @@ use super::*;
 
 struct LaneRow {
     name: &'static str,
+    /// Paused by an operator: workers read nothing new from it.
+    paused: bool,
     depth: u64,
     lag: u64,
     pending: u64,
@@ -58,6 +60,7 @@ fn memory_view(t: &crate::engine::MemoryTrend) -> (String, String, String) {
 #[derive(Template)]
 #[template(path = "lanes.html")]
 struct LanesPart {
+    csrf: String,
     q: QueuesView,
     workers: u64,
     lanes: Vec<LaneRow>,
@@ -87,6 +90,7 @@ async fn lanes_data(engine: &Engine) -> Result<(QueuesView, u64, Vec<LaneRow>), 
             let failed = fig.map_or(0, |f| f.failed + f.retried);
             LaneRow {
                 name: l.as_str(),
+                paused: s.is_some_and(|s| s.paused),
                 depth: s.map_or(0, |s| s.depth),
                 lag: s.map_or(0, |s| s.lag),
                 pending: s.map_or(0, |s| s.pending),
@@ -108,16 +112,37 @@ pub(super) async fn overview(State(state): State<AppState>, headers: HeaderMap) 
     let s = require(&state, &headers).await?;
     let (q, workers, lanes) = lanes_data(&state.engine).await.map_err(failed)?;
     if is_htmx(&headers) {
-        return Ok(render(LanesPart { q, workers, lanes }));
+        return Ok(render(LanesPart { csrf: s.csrf, q, workers, lanes }));
     }
     Ok(render(OverviewPage { csrf: s.csrf, nav: "overview", q, workers, lanes }))
 }
 
 /// The live part of the overview (htmx polls it).
 pub(super) async fn lanes(State(state): State<AppState>, headers: HeaderMap) -> Page {
-    require(&state, &headers).await?;
+    let s = require(&state, &headers).await?;
     let (q, workers, lanes) = lanes_data(&state.engine).await.map_err(failed)?;
-    Ok(render(LanesPart { q, workers, lanes }))
+    Ok(render(LanesPart { csrf: s.csrf, q, workers, lanes }))
+}
+
+/// Pause or resume a lane (`POST /ui/lanes/{lane}/pause|resume`, the form's CSRF token checked),
+/// then back to the overview.
+pub(super) async fn lane_pause(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((name, action)): Path<(String, String)>,
+    RawBody(body): RawBody,
+) -> Page {
+    require_post(&state, &headers, &Form::parse(&body)).await?;
+    let Some(lane) = Lane::parse(&name) else {
+        return Ok((StatusCode::NOT_FOUND, Html("<p>No such lane.</p>")).into_response());
+    };
+    let done = match action.as_str() {
+        "pause" => state.engine.pause_lane(lane).await,
+        "resume" => state.engine.resume_lane(lane).await,
+        _ => return Ok((StatusCode::NOT_FOUND, Html("<p>A lane is paused or resumed.</p>")).into_response()),
+    };
+    done.map_err(failed)?;
+    Ok(Redirect::to("/ui/").into_response())
 }
 
 /// One lane's line in a graph.
