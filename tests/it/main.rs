@@ -4,7 +4,7 @@
 //! helpers; `engine` covers the task engine and its API; `webhooks` the ingestion endpoints,
 //! `webhook_ids` what names an event (empty, blank and over-long ids, unreadable items);
 //! `delivery` replies going out to a local stand-in for the platforms; `conversations` the
-//! conversation store; `faults` races and Redis faults; `cluster` Redis Cluster; `failover` a cluster changing under load (a master killed, a slot moved); `ordering` tasks run in order per key; `flow` a webhook in, its reply out; `schedule` the scheduler; `binary` the `switchyard`
+//! conversation store; `faults` races and Redis faults; `cluster` Redis Cluster; `failover` a cluster changing under load (a master killed, a slot moved); `pause` pausing a lane; `ordering` tasks run in order per key; `flow` a webhook in, its reply out; `schedule` the scheduler; `binary` the `switchyard`
 //! command itself.
 
 mod analytics;
