@@ -102,6 +102,16 @@ async fn enqueue_noops(engine: &Engine, n: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The sizes of the enqueue batches for `tasks` tasks: at most 1 000 each, and as many batches
+/// as a multiple of the partitions, so that the batches (each sent to the next partition in
+/// turn) load every partition alike: 100 batches over 12 partitions would give four of them a
+/// ninth batch, and their masters an eighth more work than the others.
+fn enqueue_batches(tasks: u64, partitions: usize) -> Vec<u64> {
+    let parts = partitions.max(1) as u64;
+    let batches = tasks.div_ceil(1000).div_ceil(parts) * parts;
+    (0..batches).map(|i| tasks / batches + u64::from(i < tasks % batches)).filter(|&n| n > 0).collect()
+}
+
 /// Stop the worker, remove the benchmark's keys, and report.
 async fn finish(
     engine: &Engine,
@@ -134,11 +144,8 @@ async fn finish(
 pub async fn drain(config: Config, tasks: u64, concurrency: usize) -> anyhow::Result<DrainReport> {
     let engine = bench_engine(config, "drain", concurrency).await?;
     let t0 = Instant::now();
-    let mut left = tasks;
-    while left > 0 {
-        let n = left.min(1000);
+    for n in enqueue_batches(tasks, engine.partitions()) {
         enqueue_noops(&engine, n).await?;
-        left -= n;
     }
     let enqueue_s = t0.elapsed().as_secs_f64();
 
@@ -237,4 +244,24 @@ pub(crate) async fn serve_router(
         axum::serve(listener, router).with_graceful_shutdown(async move { s.cancelled().await }).await
     });
     Ok((addr, stop, server))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::enqueue_batches;
+
+    #[test]
+    fn enqueue_batches_load_every_partition_alike() {
+        let sizes = enqueue_batches(100_000, 12);
+        assert_eq!(sizes.iter().sum::<u64>(), 100_000);
+        assert!(sizes.iter().all(|&n| n <= 1000));
+        let mut per_part = [0u64; 12];
+        for (i, n) in sizes.iter().enumerate() {
+            per_part[i % 12] += n;
+        }
+        let (lo, hi) = (per_part.iter().min().unwrap(), per_part.iter().max().unwrap());
+        assert!(hi - lo <= 9, "{per_part:?}");
+        assert_eq!(enqueue_batches(2500, 1), vec![834, 833, 833]);
+        assert_eq!(enqueue_batches(5, 12), vec![1; 5]);
+    }
 }
