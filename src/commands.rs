@@ -4,7 +4,7 @@
 use std::io::Write;
 
 use anyhow::{Context, bail};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::config::Config;
 use crate::engine::dlq::DlqFilter;
@@ -38,21 +38,22 @@ pub async fn check(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn tasks_enqueue(
-    config: Config,
-    kind: String,
-    payload: Option<String>,
-    lane: Option<Lane>,
-    key: Option<String>,
-    max_attempts: Option<u32>,
-) -> anyhow::Result<()> {
-    let payload: Value = match payload {
-        Some(p) => serde_json::from_str(&p).context("the payload must be JSON")?,
-        None => Value::Null,
-    };
-    let spec = TaskSpec { lane, idempotency_key: key, max_attempts, ..TaskSpec::new(kind, payload) };
+pub async fn tasks_enqueue(config: Config, mut spec: TaskSpec, payload: Option<String>) -> anyhow::Result<()> {
+    if let Some(p) = payload {
+        spec.payload = serde_json::from_str(&p).context("the payload must be JSON")?;
+    }
     let id = engine(config)?.submit(spec).await?;
     print(&json!({"task_id": id}))
+}
+
+pub async fn tasks_scheduled(config: Config, lane: Option<Lane>, limit: usize) -> anyhow::Result<()> {
+    let tasks = engine(config)?.later_tasks(lane, limit.clamp(1, 1000)).await?;
+    print(&json!({"scheduled": tasks, "count": tasks.len()}))
+}
+
+pub async fn tasks_run_now(config: Config, id: String) -> anyhow::Result<()> {
+    engine(config)?.run_now(&id).await?;
+    print(&json!({"task_id": id, "status": "PENDING"}))
 }
 
 pub async fn tasks_status(config: Config, id: String) -> anyhow::Result<()> {

@@ -4,8 +4,8 @@
 use clap::{Parser, Subcommand};
 use switchyard::app::{self, Roles};
 use switchyard::config::Config;
-use switchyard::engine::Lane;
 use switchyard::engine::dlq::DlqFilter;
+use switchyard::engine::{Lane, TaskSpec};
 use switchyard::{bench, commands, telemetry};
 
 /// Memory freed on another thread than the one that allocated it — request buffers, batches
@@ -82,7 +82,22 @@ enum TasksCmd {
         idempotency_key: Option<String>,
         #[arg(long)]
         max_attempts: Option<u32>,
+        /// Run no sooner than this long from now (90s, 10m, 2h).
+        #[arg(long, value_parser = parse_duration, conflicts_with = "run_at")]
+        delay: Option<std::time::Duration>,
+        /// Run no sooner than this time (RFC 3339, e.g. 2026-12-24T18:00:00Z).
+        #[arg(long, value_parser = parse_time)]
+        run_at: Option<u64>,
     },
+    /// List the tasks queued for later, the first due first.
+    Scheduled {
+        #[arg(long, value_parser = parse_lane)]
+        lane: Option<Lane>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Make a task queued for later due now.
+    RunNow { task_id: String },
     /// Show a task's state, result and attempts.
     Status { task_id: String },
     /// Cancel a queued, retrying or running task.
@@ -201,6 +216,10 @@ enum BenchCmd {
         seconds: u64,
         #[arg(long, default_value_t = 256)]
         concurrency: usize,
+        /// Queue every task this long ahead (90s, 500ms): the waits are then how late each
+        /// started after its time.
+        #[arg(long, value_parser = parse_duration)]
+        delay: Option<std::time::Duration>,
     },
 }
 
@@ -222,6 +241,12 @@ fn parse_lane(s: &str) -> Result<Lane, String> {
     Lane::parse(s).ok_or_else(|| format!("unknown lane `{s}` (lanes: conversations, webhooks, analytics)"))
 }
 
+fn parse_time(s: &str) -> Result<u64, String> {
+    chrono::DateTime::parse_from_rfc3339(s.trim())
+        .map(|t| t.timestamp_millis().max(0) as u64)
+        .map_err(|e| format!("`{s}` is not an RFC 3339 time such as 2026-12-24T18:00:00Z ({e})"))
+}
+
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     switchyard::config::parse_duration_str(s).ok_or_else(|| format!("`{s}` is not a duration such as 30s, 10m or 24h"))
 }
@@ -240,9 +265,19 @@ async fn main() {
     let result = match cli.command {
         Command::Serve { roles, lanes } => app::serve(config, roles, lanes.0).await,
         Command::Check => commands::check(config).await,
-        Command::Tasks(TasksCmd::Enqueue { kind, payload, lane, idempotency_key, max_attempts }) => {
-            commands::tasks_enqueue(config, kind, payload, lane, idempotency_key, max_attempts).await
+        Command::Tasks(TasksCmd::Enqueue { kind, payload, lane, idempotency_key, max_attempts, delay, run_at }) => {
+            let spec = TaskSpec {
+                lane,
+                idempotency_key,
+                max_attempts,
+                delay,
+                run_at_ms: run_at,
+                ..TaskSpec::new(kind, serde_json::Value::Null)
+            };
+            commands::tasks_enqueue(config, spec, payload).await
         }
+        Command::Tasks(TasksCmd::Scheduled { lane, limit }) => commands::tasks_scheduled(config, lane, limit).await,
+        Command::Tasks(TasksCmd::RunNow { task_id }) => commands::tasks_run_now(config, task_id).await,
         Command::Tasks(TasksCmd::Status { task_id }) => commands::tasks_status(config, task_id).await,
         Command::Tasks(TasksCmd::Cancel { task_id }) => commands::tasks_cancel(config, task_id).await,
         Command::Dlq(DlqCmd::List { filter, limit }) => commands::dlq_list(config, filter.into(), limit).await,
@@ -269,8 +304,8 @@ async fn main() {
         Command::Bench(BenchCmd::Overview { entries, dead, renders }) => {
             bench::overview(config, entries, dead, renders).await.and_then(print_line)
         }
-        Command::Bench(BenchCmd::Latency { rate, seconds, concurrency }) => {
-            bench::latency(config, rate, seconds, concurrency).await.and_then(print_line)
+        Command::Bench(BenchCmd::Latency { rate, seconds, concurrency, delay }) => {
+            bench::latency(config, rate, seconds, concurrency, delay).await.and_then(print_line)
         }
     };
     if let Err(e) = result {

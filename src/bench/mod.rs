@@ -97,7 +97,19 @@ async fn bench_engine(mut config: Config, tag: &str, concurrency: usize) -> anyh
 }
 
 async fn enqueue_noops(engine: &Engine, n: u64) -> anyhow::Result<()> {
-    let specs = (0..n).map(|_| TaskSpec::new("diag.noop", Value::Null).on_lane(Lane::Analytics)).collect();
+    enqueue_noops_later(engine, n, None).await
+}
+
+/// Enqueue `n` no-op tasks, each `delay` ahead when given.
+async fn enqueue_noops_later(engine: &Engine, n: u64, delay: Option<Duration>) -> anyhow::Result<()> {
+    let spec = |_| {
+        let s = TaskSpec::new("diag.noop", Value::Null).on_lane(Lane::Analytics);
+        match delay {
+            Some(d) => s.delayed(d),
+            None => s,
+        }
+    };
+    let specs = (0..n).map(spec).collect();
     engine.enqueue_batch(specs).await?;
     Ok(())
 }
@@ -174,8 +186,15 @@ pub async fn drain(config: Config, tasks: u64, concurrency: usize) -> anyhow::Re
 }
 
 /// Paced latency: `rate` tasks/s for `seconds` against a running worker, so waits show the
-/// enqueue-to-start time of a lane that keeps up.
-pub async fn latency(config: Config, rate: u64, seconds: u64, concurrency: usize) -> anyhow::Result<DrainReport> {
+/// enqueue-to-start time of a lane that keeps up; with `delay`, every task is queued that far
+/// ahead, and the waits are how late each started after its time.
+pub async fn latency(
+    config: Config,
+    rate: u64,
+    seconds: u64,
+    concurrency: usize,
+    delay: Option<Duration>,
+) -> anyhow::Result<DrainReport> {
     let engine = bench_engine(config, "latency", concurrency).await?;
     let stop = CancellationToken::new();
     let opts = WorkerOptions::from_config(engine.config(), vec![Lane::Analytics]);
@@ -191,11 +210,12 @@ pub async fn latency(config: Config, rate: u64, seconds: u64, concurrency: usize
     while sent < total {
         interval.tick().await;
         let n = per_tick.min(total - sent);
-        enqueue_noops(&engine, n).await?;
+        enqueue_noops_later(&engine, n, delay).await?;
         sent += n;
     }
     let send_s = t0.elapsed().as_secs_f64();
-    while handle.completed() < total && t0.elapsed() < Duration::from_secs(seconds + 60) {
+    let limit = Duration::from_secs(seconds + 60) + delay.unwrap_or_default();
+    while handle.completed() < total && t0.elapsed() < limit {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let drain_s = t0.elapsed().as_secs_f64();

@@ -19,6 +19,7 @@ pub async fn sample_lanes(engine: Engine, every: Duration, stop: CancellationTok
                         metrics::gauge!("switchyard_lane_lag", "lane" => l).set(q.lag as f64);
                         metrics::gauge!("switchyard_lane_retrying", "lane" => l).set(q.retrying as f64);
                         metrics::gauge!("switchyard_lane_consumers", "lane" => l).set(q.consumers as f64);
+                        metrics::gauge!("switchyard_lane_scheduled", "lane" => l).set(q.scheduled as f64);
                         metrics::gauge!("switchyard_lane_paused", "lane" => l).set(if q.paused { 1.0 } else { 0.0 });
                     }
                 }

@@ -44,6 +44,7 @@ mod diag;
 pub mod dlq;
 pub mod gauges;
 mod guardrails;
+mod later;
 mod memory;
 mod outcome;
 mod pause;
@@ -61,9 +62,10 @@ use std::sync::Arc;
 use crate::redis::Conn;
 
 pub use crate::model::task::{
-    Attempt, Lane, TaskSpec, TaskState, TaskStatus, entry_of_task, format_ms, id_place, new_task_id, now_ms, now_us,
-    parse_entry_id, task_id_for_entry,
+    Attempt, Lane, TaskSpec, TaskState, TaskStatus, entry_of_task, format_ms, id_place, is_later_id, new_task_id,
+    now_ms, now_us, parse_entry_id, task_id_for_entry, task_id_for_later,
 };
+pub use later::LaterTask;
 pub use memory::MemoryTrend;
 pub use outcome::{Outcome, RetryPolicy};
 pub use producer::{Enqueued, KEY_LIMIT, bounded_key};
@@ -88,6 +90,9 @@ pub enum EngineError {
     Finished { id: String, state: String },
     #[error("{0}")]
     BadInput(String),
+    /// "Run now" of a task that is not waiting to run later (any more).
+    #[error("task {0} is not queued for later (it is queued, running or finished already)")]
+    NotLater(String),
     /// An idempotency key seen before with another kind or payload: the first task's id.
     #[error("the idempotency key was used by task {0} with another kind or payload")]
     IdempotencyConflict(String),

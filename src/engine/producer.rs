@@ -164,6 +164,8 @@ struct Prepared {
     /// What the marker keeps to tell a repeat from a conflict; empty for a dedup key.
     fingerprint: String,
     order_key: String,
+    /// When it is due (ms), for a task queued for later; its id then, made here.
+    later: Option<(u64, String)>,
 }
 
 /// One script call of a group commit: a partition, a lane, and the (job, task) places of the
@@ -320,6 +322,7 @@ impl Engine {
             Some(n @ 1..=100) => n,
             Some(n) => return Err(EngineError::BadInput(format!("max_attempts must be between 1 and 100, got {n}"))),
         };
+        let due = spec.due_ms(super::now_ms()).map_err(EngineError::BadInput)?;
         let part = match spec.routing_key() {
             Some(key) => self.part_of_key(key),
             None => any,
@@ -340,13 +343,23 @@ impl Engine {
             false => fingerprint(&spec.kind, &payload),
         };
         let order_key = spec.order_key.as_deref().map(bounded_key).unwrap_or_default().into_owned();
+        let lane = spec.lane.unwrap_or(registered.lane);
+        let now = super::now_ms();
+        let later = match due {
+            Some(due) => Some((
+                due,
+                super::task_id_for_later(part, lane, now)
+                    .ok_or_else(|| EngineError::BadInput(format!("no task id names partition {part}")))?,
+            )),
+            None => None,
+        };
         let marker = match idempotency_key.is_empty() {
             true => Vec::new(),
             false => Sha256::digest(idempotency_key.as_bytes())[..16].to_vec(),
         };
         Ok(Prepared {
             part,
-            lane: spec.lane.unwrap_or(registered.lane),
+            lane,
             kind: spec.kind,
             payload,
             max_attempts,
@@ -354,6 +367,7 @@ impl Engine {
             marker,
             fingerprint,
             order_key,
+            later,
         })
     }
 
@@ -370,26 +384,46 @@ impl Engine {
         let mut inv = self.scripts().enqueue.prepare_invoke();
         let keys = self.part(part);
         inv.key(keys.lane(lane))
+            .key(keys.later(lane))
             .arg(keys.root())
             .arg(super::id_place(part, lane))
             .arg(c.idempotency_window.max(Duration::from_millis(1)).as_millis() as u64)
             // Each partition's lane holds its share of the lane's limit.
             .arg(c.lane_depth_limit.div_ceil(self.partitions() as u64))
             .arg(super::now_us())
-            .arg(crate::redis::GROUP);
+            .arg(crate::redis::GROUP)
+            .arg(lane.as_str());
+        // The earliest due of the tasks that became the first due in this place.
+        let mut first_due: Option<u64> = None;
         for t in tasks {
+            if let Some((due, _)) = &t.later
+                && first_due.is_none_or(|d| *due < d)
+            {
+                first_due = Some(*due);
+            }
             inv.arg(&t.kind)
                 .arg(&t.payload)
                 .arg(t.max_attempts)
                 .arg(&t.marker[..])
                 .arg(if legacy { t.idempotency_key.as_str() } else { "" })
                 .arg(&t.fingerprint)
-                .arg(&t.order_key);
+                .arg(&t.order_key)
+                .arg(t.later.as_ref().map(|(due, _)| due.to_string()).unwrap_or_default())
+                .arg(t.later.as_ref().map(|(_, id)| id.as_str()).unwrap_or_default());
         }
         let mut con = self.conn();
         let answers: Vec<Option<String>> = inv.invoke_async(&mut con).await.map_err(EngineError::Redis)?;
         if c.durability == crate::config::Durability::Replicated {
             self.wait_for_replica(&keys.lane(lane)).await?;
+        }
+        // A task that is now the first due in its place: workers learn of it at once, so it
+        // starts on time even when it is due sooner than they would look again.
+        if let Some(due) = first_due
+            && answers.iter().any(|a| a.as_deref().is_some_and(|a| a.starts_with('S')))
+        {
+            let message = format!("{part} {} {due}", lane.as_str());
+            let _: redis::RedisResult<i64> =
+                redis::cmd("PUBLISH").arg(self.keys().later_channel()).arg(message).query_async(&mut con).await;
         }
         answers
             .into_iter()
@@ -399,6 +433,7 @@ impl Engine {
                     Some(("n", entry)) => task_id_for_entry(part, lane, entry).map(Enqueued::New),
                     Some(("e", id)) => Some(Enqueued::Repeat(Some(id.to_string()))),
                     Some(("x", id)) => Some(Enqueued::Conflict(id.to_string())),
+                    Some(("s" | "S", id)) => Some(Enqueued::New(id.to_string())),
                     Some(("d", "")) => Some(Enqueued::Repeat(None)),
                     _ => None,
                 };

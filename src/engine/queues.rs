@@ -13,7 +13,7 @@ use crate::redis::reply::{value_str, value_u64};
 /// One lane's figures. `depth` counts the lane's outstanding work (`lag` + `pending`);
 /// `pending` the entries delivered to a worker and not yet acked (Redis's pending entries
 /// list), of which `retrying` wait out a backoff and `active` are being run; `lag` the entries
-/// no worker has read yet.
+/// no worker has read yet; `scheduled` the tasks queued for later, not in the lane until due.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct LaneStatus {
     pub depth: u64,
@@ -23,6 +23,7 @@ pub struct LaneStatus {
     pub lag: u64,
     pub consumers: u64,
     pub dead: i64,
+    pub scheduled: u64,
     /// Paused by an operator: workers read nothing new from it.
     pub paused: bool,
 }
@@ -67,6 +68,7 @@ impl Engine {
                 // Every worker joins the group of every partition: the most any one has.
                 t.consumers = t.consumers.max(s.consumers);
                 t.dead += s.dead;
+                t.scheduled += s.scheduled;
             }
         }
         for lane in paused {
@@ -89,6 +91,9 @@ impl Engine {
         // whatever Redis counts (its count can stay behind after a replica took over).
         for lane in Lane::ALL {
             pipe.cmd("XREVRANGE").arg(keys.lane(lane)).arg("+").arg("-").arg("COUNT").arg(1);
+        }
+        for lane in Lane::ALL {
+            pipe.cmd("ZCARD").arg(keys.later(lane));
         }
         let mut con = self.conn();
         let values: Vec<redis::Value> = pipe.query_async(&mut con).await?;
@@ -137,6 +142,7 @@ impl Engine {
                     lag,
                     consumers,
                     dead: dead.get(lane.as_str()).copied().unwrap_or(0).max(0),
+                    scheduled: value_u64(&values[Lane::ALL.len() * 3 + 2 + i]),
                     paused: false,
                 },
             );

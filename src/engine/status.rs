@@ -82,6 +82,7 @@ pub(crate) fn task_status_from(id: &str, map: HashMap<String, String>) -> TaskSt
         payload,
         history,
         retry_at: ms_field(&map, "retry_at").filter(|_| state == TaskState::Retry).map(format_ms),
+        run_at: ms_field(&map, "run_at").filter(|_| state == TaskState::Pending).map(format_ms),
         dead_letter: map.get("dead_letter").cloned(),
     }
 }
@@ -363,6 +364,7 @@ impl Engine {
             .key(keys.lane(lane))
             .key(keys.retry(lane))
             .key(keys.revoked())
+            .key(keys.later(lane))
             .arg(GROUP)
             .arg(now_ms())
             .arg(c.task_retention.as_millis() as u64)

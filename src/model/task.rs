@@ -120,6 +120,13 @@ pub struct TaskSpec {
     /// conversation's messages, its replies). Retries keep their place: the next one waits.
     #[serde(default)]
     pub order_key: Option<String>,
+    /// Run no sooner than this long after it is queued (`"90s"`, `"1h 30m"`); see
+    /// [`TaskSpec::due_ms`].
+    #[serde(default, deserialize_with = "de_delay")]
+    pub delay: Option<Duration>,
+    /// Run no sooner than this time (ms since the epoch; given as RFC 3339, `run_at`).
+    #[serde(default, rename = "run_at", deserialize_with = "de_rfc3339")]
+    pub run_at_ms: Option<u64>,
     /// The payload already serialized (producers that have it as JSON text skip a round of
     /// building and serializing a value); used instead of `payload` when set.
     #[serde(skip)]
@@ -143,6 +150,8 @@ impl TaskSpec {
             idempotency_key: None,
             max_attempts: None,
             order_key: None,
+            delay: None,
+            run_at_ms: None,
             payload_json: None,
             dedup_only: false,
             route: None,
@@ -194,6 +203,52 @@ impl TaskSpec {
         self.max_attempts = Some(n);
         self
     }
+
+    /// Run no sooner than `delay` from now.
+    pub fn delayed(mut self, delay: Duration) -> TaskSpec {
+        self.delay = Some(delay);
+        self
+    }
+
+    /// Run no sooner than `ms` (since the epoch).
+    pub fn run_at(mut self, ms: u64) -> TaskSpec {
+        self.run_at_ms = Some(ms);
+        self
+    }
+
+    /// When the task is due (ms since the epoch) if that is after `now`, `None` to run now: a
+    /// time already past runs now, as Celery's `eta` does. A delay and a time together, or one
+    /// further than [`MAX_DELAY`] ahead, are refused.
+    pub fn due_ms(&self, now: u64) -> Result<Option<u64>, String> {
+        let due = match (self.delay, self.run_at_ms) {
+            (Some(_), Some(_)) => return Err("give `delay` or `run_at`, not both".into()),
+            (Some(d), None) => now.saturating_add(d.as_millis().try_into().unwrap_or(u64::MAX)),
+            (None, Some(at)) => at,
+            (None, None) => return Ok(None),
+        };
+        if due > now.saturating_add(MAX_DELAY.as_millis() as u64) {
+            return Err(format!("a task may be queued at most {} ahead", humantime::format_duration(MAX_DELAY)));
+        }
+        Ok((due > now).then_some(due))
+    }
+}
+
+/// How far ahead a task may be queued: a year.
+pub(crate) const MAX_DELAY: Duration = Duration::from_secs(365 * 24 * 3600);
+
+fn de_delay<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let Some(text) = Option::<String>::deserialize(d)? else { return Ok(None) };
+    humantime::parse_duration(text.trim()).map(Some).map_err(|e| {
+        serde::de::Error::custom(format!("`delay` must be a duration such as \"90s\" or \"1h 30m\" ({e})"))
+    })
+}
+
+fn de_rfc3339<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let Some(text) = Option::<String>::deserialize(d)? else { return Ok(None) };
+    let at = chrono::DateTime::parse_from_rfc3339(text.trim()).map_err(|e| {
+        serde::de::Error::custom(format!("`run_at` must be an RFC 3339 time such as \"2026-12-24T18:00:00Z\" ({e})"))
+    })?;
+    Ok(Some(at.timestamp_millis().max(0) as u64))
 }
 
 /// One attempt at running a task, as recorded in its history.
@@ -233,6 +288,9 @@ pub struct TaskStatus {
     pub history: Vec<Attempt>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_at: Option<String>,
+    /// A task queued for later: when it is due (it is PENDING until then).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dead_letter: Option<String>,
 }
@@ -291,6 +349,22 @@ pub fn task_id_for_entry(partition: usize, lane: Lane, entry: &str) -> Option<St
         0x8000 | ((seq >> 48) & 0x3fff),
         seq & 0xffff_ffff_ffff
     ))
+}
+
+/// Sequence numbers of task ids at or above this name no entry: they are those of tasks queued
+/// for later ([`task_id_for_later`]); Redis never numbers an entry so high within a millisecond.
+const LATER_SEQ: u64 = 1 << 48;
+
+/// A new id for a task queued at `ms` to run later in `lane` of `partition`: as an entry's
+/// ([`task_id_for_entry`]), so it names its place and sorts by time of enqueue, with a random
+/// sequence number of [`LATER_SEQ`] or more. Its record says where the task is.
+pub fn task_id_for_later(partition: usize, lane: Lane, ms: u64) -> Option<String> {
+    task_id_for_entry(partition, lane, &format!("{ms}-{}", fastrand::u64(LATER_SEQ..1 << 62)))
+}
+
+/// Whether `id` was made by [`task_id_for_later`].
+pub fn is_later_id(id: &str) -> bool {
+    entry_of_task(id).and_then(|(_, _, e)| parse_entry_id(&e)).is_some_and(|(_, seq)| seq >= LATER_SEQ)
 }
 
 /// The partition, lane and entry a task id is named after, for ids made by [`task_id_for_entry`]
@@ -371,6 +445,37 @@ mod tests {
         for not_an_entry in ["12", "-3", "5-", "+5-3", "5-3x", "01a234c1-f1c5"] {
             assert_eq!(parse_entry_id(not_an_entry), None, "{not_an_entry}");
         }
+    }
+
+    #[test]
+    fn ids_of_tasks_queued_for_later_name_their_place_and_no_entry() {
+        let id = task_id_for_later(11, Lane::Analytics, 1796181455301).unwrap();
+        let (part, lane, entry) = entry_of_task(&id).unwrap();
+        assert_eq!((part, lane), (11, Lane::Analytics));
+        assert!(entry.starts_with("1796181455301-"), "{entry}");
+        assert!(is_later_id(&id), "{id}");
+        assert!(!is_later_id(&task_id_for_entry(11, Lane::Analytics, "1796181455301-7").unwrap()));
+        assert_ne!(task_id_for_later(11, Lane::Analytics, 1796181455301).unwrap(), id);
+    }
+
+    #[test]
+    fn a_task_is_due_after_its_delay_or_at_its_time() {
+        let now = 1_796_181_455_301;
+        let spec = TaskSpec::new("k", Value::Null);
+        assert_eq!(spec.due_ms(now), Ok(None));
+        assert_eq!(spec.clone().delayed(Duration::from_secs(90)).due_ms(now), Ok(Some(now + 90_000)));
+        assert_eq!(spec.clone().run_at(now + 5).due_ms(now), Ok(Some(now + 5)));
+        assert_eq!(spec.clone().run_at(now - 5).due_ms(now), Ok(None), "a time past runs now");
+        assert!(spec.clone().delayed(Duration::from_secs(1)).run_at(now).due_ms(now).unwrap_err().contains("not both"));
+        assert!(spec.clone().delayed(MAX_DELAY + Duration::from_secs(1)).due_ms(now).is_err());
+        let parsed: TaskSpec = serde_json::from_str(r#"{"kind": "k", "delay": "1m 30s", "run_at": null}"#).unwrap();
+        assert_eq!(parsed.delay, Some(Duration::from_secs(90)));
+        let parsed: TaskSpec = serde_json::from_str(r#"{"kind": "k", "run_at": "2026-12-24T19:00:00+01:00"}"#).unwrap();
+        assert_eq!(parsed.run_at_ms, Some(1_798_135_200_000));
+        let bad = serde_json::from_str::<TaskSpec>(r#"{"kind": "k", "delay": "soon"}"#).unwrap_err().to_string();
+        assert!(bad.contains("`delay` must be a duration"), "{bad}");
+        let bad = serde_json::from_str::<TaskSpec>(r#"{"kind": "k", "run_at": "tomorrow"}"#).unwrap_err().to_string();
+        assert!(bad.contains("`run_at` must be an RFC 3339 time"), "{bad}");
     }
 
     #[test]

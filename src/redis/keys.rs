@@ -30,8 +30,9 @@ const PARKED: Derived = Derived { lua: "key_parked", args: "okey", shape: "order
 const IDEM: Derived = Derived { lua: "key_idem", args: "slice, shard", shape: "idem:{}:{}" };
 const IDEM_LEGACY: Derived = Derived { lua: "key_idem_legacy", args: "k", shape: "idem:{}" };
 const REVOKED: Derived = Derived { lua: "key_revoked", args: "", shape: "revoked" };
+const LATER: Derived = Derived { lua: "key_later", args: "lane", shape: "later:{}" };
 
-const DERIVED: [Derived; 9] = [TASK, DONE, LANE, RETRY, ORDER, PARKED, IDEM, IDEM_LEGACY, REVOKED];
+const DERIVED: [Derived; 10] = [TASK, DONE, LANE, RETRY, ORDER, PARKED, IDEM, IDEM_LEGACY, REVOKED, LATER];
 
 impl Derived {
     /// `root` and the shape with `args` in its places.
@@ -99,6 +100,13 @@ impl Keys {
     /// score the time (ms) it becomes due. The entries stay pending in the group meanwhile.
     pub fn retry(&self, lane: Lane) -> String {
         RETRY.key(&self.root, &[lane.as_str()])
+    }
+
+    /// Sorted set of a lane's tasks queued to run later (a delay or a time): member is the task
+    /// id, score the time (ms) it is due. Its record holds the rest until a worker's claim moves
+    /// it onto the lane (claim.lua).
+    pub fn later(&self, lane: Lane) -> String {
+        LATER.key(&self.root, &[lane.as_str()])
     }
 
     /// Hash holding one task's record: state, payload, result, attempts `a:<n>`.
@@ -263,6 +271,12 @@ impl Keys {
     /// Pub/sub channel on which cancellations of running tasks are announced.
     pub fn cancel_channel(&self) -> String {
         format!("{}cancel", self.root)
+    }
+
+    /// Pub/sub channel a producer announces a task queued for later on when it is the first due
+    /// in its place (`<partition> <lane> <due ms>`), so workers look at it on time.
+    pub fn later_channel(&self) -> String {
+        format!("{}later", self.root)
     }
 }
 

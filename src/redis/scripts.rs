@@ -29,6 +29,7 @@ pub struct Scripts {
     pub sent: Script,
     pub fire: Script,
     pub trim: Script,
+    pub run_now: Script,
 }
 
 impl Scripts {
@@ -73,6 +74,7 @@ impl Scripts {
             sent: settle(&[include_str!("lua/conv_mark.lua"), include_str!("lua/sent.lua")]),
             fire: intake(&[include_str!("lua/fire.lua")]),
             trim: settle(&[include_str!("lua/trim.lua")]),
+            run_now: settle(&[include_str!("lua/run_now.lua")]),
         }
     }
 
@@ -97,6 +99,7 @@ impl Scripts {
             &self.sent,
             &self.fire,
             &self.trim,
+            &self.run_now,
         ] {
             s.load_async(con).await?;
         }

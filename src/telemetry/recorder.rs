@@ -89,6 +89,7 @@ fn describe() {
     describe_gauge!("switchyard_lane_retrying", "Entries waiting out a retry backoff.");
     describe_gauge!("switchyard_lane_consumers", "Consumers in a lane's group.");
     describe_gauge!("switchyard_lane_paused", "1 while an operator has the lane paused, else 0.");
+    describe_gauge!("switchyard_lane_scheduled", "Tasks queued to run later, not in the lane until due.");
     describe_gauge!("switchyard_dlq_depth", "Dead letters waiting for an operator.");
     describe_gauge!("switchyard_redis_memory_bytes", metrics::Unit::Bytes, "Redis's memory in use (used_memory).");
     describe_gauge!(

@@ -12,7 +12,7 @@ use super::AppState;
 use super::RawBody;
 use super::error::ApiError;
 use crate::engine::dlq::DlqFilter;
-use crate::engine::{TaskSpec, TaskState};
+use crate::engine::{Lane, TaskSpec, TaskState};
 
 /// Parse a JSON body whatever its content type, with a 400 that says what is wrong.
 pub(super) fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
@@ -41,6 +41,32 @@ pub(super) async fn task_status(
 pub(super) async fn cancel(State(s): State<AppState>, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
     let state = s.engine.cancel(&id).await?;
     Ok(Json(json!({"task_id": id, "status": state})))
+}
+
+#[derive(Deserialize)]
+pub(super) struct ScheduledQuery {
+    lane: Option<String>,
+    limit: Option<usize>,
+}
+
+/// The tasks queued for later, the first due first.
+pub(super) async fn scheduled(
+    State(s): State<AppState>,
+    q: Result<Query<ScheduledQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let lane = match q.lane.as_deref().filter(|l| !l.is_empty()) {
+        Some(name) => Some(Lane::parse(name).ok_or_else(|| ApiError::BadRequest(format!("unknown lane `{name}`")))?),
+        None => None,
+    };
+    let tasks = s.engine.later_tasks(lane, q.limit.unwrap_or(100).clamp(1, 1000)).await?;
+    Ok(Json(json!({"scheduled": tasks, "count": tasks.len()})))
+}
+
+/// Run a task queued for later now.
+pub(super) async fn run_now(State(s): State<AppState>, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+    s.engine.run_now(&id).await?;
+    Ok(Json(json!({"task_id": id, "status": TaskState::Pending.as_str()})))
 }
 
 pub(super) async fn queues_status(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {

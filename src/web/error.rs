@@ -66,7 +66,7 @@ impl From<EngineError> for ApiError {
         match e {
             EngineError::UnknownKind(_) | EngineError::BadInput(_) => ApiError::BadRequest(e.to_string()),
             EngineError::NotFound(_) => ApiError::NotFound(e.to_string()),
-            EngineError::Finished { .. } => ApiError::Conflict(e.to_string()),
+            EngineError::Finished { .. } | EngineError::NotLater(_) => ApiError::Conflict(e.to_string()),
             EngineError::IdempotencyConflict(task_id) => ApiError::IdempotencyConflict(task_id),
             EngineError::LaneFull(_) | EngineError::MemoryFull { .. } | EngineError::NotReplicated(_) => {
                 ApiError::Unavailable(e.to_string())

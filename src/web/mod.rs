@@ -61,7 +61,9 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     let admin = Router::new()
         .route("/tasks", post(api::enqueue))
+        .route("/tasks/scheduled", get(api::scheduled))
         .route("/tasks/{id}", get(api::task_status))
+        .route("/tasks/{id}/run", post(api::run_now))
         .route("/tasks/{id}/cancel", post(api::cancel))
         .route("/conversations/tasks/{id}/status", get(api::task_status))
         .route("/conversations/tasks/{id}/cancel", post(api::cancel))

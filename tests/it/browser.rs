@@ -152,7 +152,7 @@ impl Page {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_operator_logs_in_watches_a_lane_redrives_a_dead_letter_and_pauses_a_lane() {
+async fn an_operator_logs_in_watches_a_lane_redrives_a_dead_letter_pauses_a_lane_and_runs_a_scheduled_task() {
     let env = TestEnv::new("browser").await;
     let (router, _) = env.router();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -241,6 +241,36 @@ async fn an_operator_logs_in_watches_a_lane_redrives_a_dead_letter_and_pauses_a_
     )
     .await;
     assert!(env.engine.paused_lanes().await.unwrap().is_empty());
+
+    // Tasks queued for later are listed on the Tasks page, the first due first; one is run now,
+    // the other cancelled, each asked first.
+    let later = |n: u64| TaskSpec::new("diag.noop", json!({"n": n})).delayed(std::time::Duration::from_secs(3600 * n));
+    let hurry = env.engine.enqueue(later(1)).await.unwrap();
+    let dropped = env.engine.enqueue(later(2)).await.unwrap();
+    page.open(&format!("{base}/ui/tasks")).await;
+    let rows = page.eval("[...document.querySelectorAll('#scheduled tr.later')].map(r => r.dataset.task)").await;
+    assert_eq!(rows, json!([hurry, dropped]), "the first due first");
+    let press = |id: &str, button: &str, answer: bool| {
+        format!(
+            "window.confirm = m => {{ window.__asked = m; return {answer}; }}; \
+             document.querySelector('#scheduled tr[data-task=\"{id}\"] button.{button}').click(); true"
+        )
+    };
+    page.eval(&press(&hurry, "run-now", false)).await;
+    assert_eq!(page.eval("window.__asked").await, "Run this task now?");
+    assert!(env.status(&hurry).await.run_at.is_some(), "declined, so still waiting");
+    page.eval(&press(&hurry, "run-now", true)).await;
+    env.wait_state(&hurry, TaskState::Success).await;
+    page.open(&format!("{base}/ui/tasks")).await;
+    page.eval(&press(&dropped, "cancel-later", true)).await;
+    page.wait_true(
+        "the cancelled task's page",
+        "document.readyState === 'complete' && location.search.startsWith('?id=') && document.querySelector('h2 .state').textContent === 'REVOKED'",
+    )
+    .await;
+    assert_eq!(env.status(&dropped).await.status, TaskState::Revoked);
+    page.open(&format!("{base}/ui/tasks")).await;
+    assert_eq!(page.eval("document.querySelectorAll('#scheduled tr.later').length").await, json!(0));
     w.stop().await;
 
     // On a phone's screen every page fits its width (wide tables scroll inside themselves).

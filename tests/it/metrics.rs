@@ -121,6 +121,7 @@ async fn metrics_are_clean_complete_and_match_the_grafana_queries() {
         "switchyard_lane_pending",
         "switchyard_lane_lag",
         "switchyard_lane_paused",
+        "switchyard_lane_scheduled",
         "switchyard_dlq_depth",
         "switchyard_webhooks_received_total",
         "switchyard_deliveries_total",

@@ -174,6 +174,8 @@ pub(crate) struct Shared {
     /// Rung when this worker recorded a task of an order key: tasks parked behind it are due now,
     /// so the upkeep loop claims at once instead of at its next tick.
     claim_now: Notify,
+    /// Rung when a producer announces a task queued for later that is the first due in its place.
+    later_now: Notify,
     /// Per-kind figures for performance reports, flushed to Redis every second.
     stats: crate::engine::stats::Collector,
     /// Places for ordered tasks waiting for their turn (they hold no slot meanwhile).
@@ -190,6 +192,9 @@ pub(crate) struct Shared {
     /// Per place (partition, lane), when (ms) it is next looked at for due retries; a place
     /// not listed is looked at on the next round.
     claim_at: Mutex<HashMap<(usize, Lane), u64>>,
+    /// Per place, when (ms) the first task queued there for later is due, as far as this worker
+    /// knows (claim.lua answers it; producers announce an earlier one).
+    later_at: Mutex<HashMap<(usize, Lane), u64>>,
     /// The lanes an operator paused, a bit per lane index, as last read from Redis.
     paused: std::sync::atomic::AtomicU8,
 }
@@ -245,6 +250,36 @@ impl Shared {
         if replace || at < *t {
             *t = at;
         }
+    }
+
+    /// Whether a task queued for later in a place is due at `now` (ms).
+    fn later_due(&self, part: usize, lane: Lane, now: u64) -> bool {
+        let at = self.later_at.lock().unwrap_or_else(|e| e.into_inner());
+        at.get(&(part, lane)).is_some_and(|&t| t <= now)
+    }
+
+    /// The first task queued for later in a place is due at `at` (ms; `None`: there is none);
+    /// when `replace`, else only when that is earlier than what is known.
+    fn later_at(&self, part: usize, lane: Lane, at: Option<u64>, replace: bool) {
+        let mut times = self.later_at.lock().unwrap_or_else(|e| e.into_inner());
+        match (at, times.get(&(part, lane))) {
+            (None, _) if replace => {
+                times.remove(&(part, lane));
+            }
+            (Some(at), Some(&t)) if !replace && t <= at => {}
+            (Some(at), _) => {
+                times.insert((part, lane), at);
+            }
+            (None, _) => {}
+        }
+    }
+
+    /// The earliest time (ms) a place is due to be looked at, for retries or for tasks queued
+    /// for later.
+    fn next_look(&self) -> Option<u64> {
+        let claim = self.claim_at.lock().unwrap_or_else(|e| e.into_inner()).values().min().copied();
+        let later = self.later_at.lock().unwrap_or_else(|e| e.into_inner()).values().min().copied();
+        claim.into_iter().chain(later).min()
     }
 
     fn lane_free(&self, lane: Lane) -> usize {
@@ -434,11 +469,13 @@ fn start_inner(engine: Engine, opts: WorkerOptions, shutdown: CancellationToken,
         claim_gate: tokio::sync::Mutex::new(()),
         turn_bells: Mutex::new(HashMap::new()),
         claim_now: Notify::new(),
+        later_now: Notify::new(),
         stats: Default::default(),
         waits: measure
             .then(|| Mutex::new(hdrhistogram::Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid bounds"))),
         share: Default::default(),
         claim_at: Mutex::new(HashMap::new()),
+        later_at: Mutex::new(HashMap::new()),
         paused: std::sync::atomic::AtomicU8::new(0),
     });
     let reading = shutdown.child_token();

@@ -105,9 +105,14 @@ pub(super) async fn upkeep_loop(sh: Arc<Shared>, reading: CancellationToken, sto
                 tracing::debug!(error = %e, "worker upkeep failed; retrying");
             }
         }
+        // A retry or a task queued for later due before the next round is looked at on time.
+        if let Some(at) = sh.next_look() {
+            wait = wait.min(Duration::from_millis(at.saturating_sub(now_ms())));
+        }
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = sh.claim_now.notified() => woken = true,
+            _ = sh.later_now.notified() => {}
             _ = stop.cancelled() => return,
         }
     }
@@ -124,12 +129,14 @@ async fn claim(sh: &Arc<Shared>, con: &mut crate::redis::Conn, scan: bool, all: 
     // A paused lane's are left where they are until it is resumed.
     for (part, lane) in sh.places().into_iter().filter(|&(p, l)| (scan || sh.reads(l, p)) && !sh.is_paused(l)) {
         let room = sh.lane_free(lane).saturating_sub(sh.backlog_len(lane)).min(sh.opts.batch);
-        if room == 0 {
+        // Tasks queued for later are moved onto the lane when due even with no room here (they
+        // queue there like any new entry); retries and dead workers' entries wait for room.
+        let later = sh.later_due(part, lane, now);
+        let claims = room > 0 && (scan || all || sh.claim_due(part, lane, now));
+        if !(claims || later) {
             continue;
         }
-        if !(scan || all || sh.claim_due(part, lane, now)) {
-            continue;
-        }
+        let room = if claims { room } else { 0 };
         let vt = if scan { c.visibility_timeout.as_millis() as u64 } else { 0 };
         let keys = sh.engine.part(part);
         let v: Value = sh
@@ -138,6 +145,7 @@ async fn claim(sh: &Arc<Shared>, con: &mut crate::redis::Conn, scan: bool, all: 
             .claim
             .key(keys.lane(lane))
             .key(keys.retry(lane))
+            .key(keys.later(lane))
             .arg(keys.root())
             .arg(GROUP)
             .arg(&sh.name)
@@ -149,17 +157,22 @@ async fn claim(sh: &Arc<Shared>, con: &mut crate::redis::Conn, scan: bool, all: 
             .await?;
         let Value::Array(items) = v else { continue };
         let handed = items.iter().filter(|i| matches!(i, Value::Array(_))).count();
-        // After the entries, the time (ms) the next retry left in the set is due, or -1.
-        let next_retry = match items.last() {
+        // After the entries, the times (ms) the next retry left in the set and the next task
+        // queued for later are due, or -1.
+        let time = |v: Option<&Value>| match v {
             Some(Value::Int(at)) if *at >= 0 => Some(*at as u64),
             _ => None,
         };
-        let next = if handed >= room {
-            now
-        } else {
-            (now + CLAIM_IDLE_EVERY.as_millis() as u64).min(next_retry.unwrap_or(u64::MAX))
-        };
-        sh.claim_later(part, lane, next, true);
+        let (next_retry, next_later) = (time(items.iter().rev().nth(1)), time(items.last()));
+        sh.later_at(part, lane, next_later, true);
+        if claims {
+            let next = if handed >= room {
+                now
+            } else {
+                (now + CLAIM_IDLE_EVERY.as_millis() as u64).min(next_retry.unwrap_or(u64::MAX))
+            };
+            sh.claim_later(part, lane, next, true);
+        }
         let mut got = Vec::new();
         for item in items {
             let Value::Array(parts) = item else { continue };
@@ -310,9 +323,11 @@ async fn prune(sh: &Shared, con: &mut crate::redis::Conn) -> redis::RedisResult<
     Ok(())
 }
 
-/// Hear cancellations of running tasks as they happen.
+/// Hear cancellations of running tasks as they happen, and of tasks queued for later that are
+/// the first due in their place.
 pub(super) async fn cancel_listener(sh: Arc<Shared>, stop: CancellationToken) {
     let channel = sh.engine.keys().cancel_channel();
+    let later_channel = sh.engine.keys().later_channel();
     let mut backoff = Backoff::new();
     while !stop.is_cancelled() {
         // Cancellations are published to every node of a cluster: any one of them will do.
@@ -332,7 +347,7 @@ pub(super) async fn cancel_listener(sh: Arc<Shared>, stop: CancellationToken) {
                 tokio::select! { _ = tokio::time::sleep(wait) => continue, _ = stop.cancelled() => return }
             }
         };
-        if pubsub.subscribe(&channel).await.is_err() {
+        if pubsub.subscribe(&[&channel, &later_channel]).await.is_err() {
             let wait = backoff.fail();
             tokio::select! { _ = tokio::time::sleep(wait) => continue, _ = stop.cancelled() => return }
         }
@@ -341,6 +356,13 @@ pub(super) async fn cancel_listener(sh: Arc<Shared>, stop: CancellationToken) {
         loop {
             tokio::select! {
                 m = messages.next() => match m {
+                    Some(msg) if msg.get_channel_name() == later_channel => {
+                        let Ok(text) = msg.get_payload::<String>() else { continue };
+                        if let Some((part, lane, due)) = parse_later(&text) {
+                            sh.later_at(part, lane, Some(due), false);
+                            sh.later_now.notify_one();
+                        }
+                    }
                     Some(msg) => {
                         let Ok(id) = msg.get_payload::<String>() else { continue };
                         if !sh.stop_task(&id, StopReason::Revoked) {
@@ -353,6 +375,15 @@ pub(super) async fn cancel_listener(sh: Arc<Shared>, stop: CancellationToken) {
             }
         }
     }
+}
+
+/// A producer's announcement of a task queued for later: `<partition> <lane> <due ms>`.
+fn parse_later(text: &str) -> Option<(usize, Lane, u64)> {
+    let mut words = text.split(' ');
+    let part = words.next()?.parse().ok()?;
+    let lane = Lane::parse(words.next()?)?;
+    let due = words.next()?.parse().ok()?;
+    Some((part, lane, due))
 }
 
 /// Leave the deployment cleanly: drop the heartbeat and, when nothing is pending to it, the

@@ -1,13 +1,15 @@
--- Cancel one task. Queued: its entry is deleted before any worker reads it. Waiting out a retry:
+-- Cancel one task. Queued for later: taken out of the lane's `later` set, so it is never moved
+-- onto the lane. Queued: its entry is deleted before any worker reads it. Waiting out a retry:
 -- removed from the retry set, acked and deleted. Running: marked REVOKED and announced, so the
 -- worker running it stops; its ack follows when it does.
--- KEYS[1] task record, KEYS[2] lane stream, KEYS[3] lane retry set, KEYS[4] revoked set
+-- KEYS[1] task record, KEYS[2] lane stream, KEYS[3] lane retry set, KEYS[4] revoked set,
+-- KEYS[5] the lane's tasks queued for later
 -- ARGV[1] group, ARGV[2] now (ms), ARGV[3] retention (ms), ARGV[4] cancel channel, ARGV[5] task id,
 -- ARGV[6] the lane entry the id is named after ('' when it names none), ARGV[7] lane name
 -- A task no worker has started yet may have no record, only its entry (enqueue.lua): its record
 -- is written here from the entry, and the task cancelled as a queued one — or as a running one
 -- when a worker has read it.
--- Returns {'MISSING'} | {'FINISHED', state} | {'REVOKED', 'queued'|'retry'|'running'}
+-- Returns {'MISSING'} | {'FINISHED', state} | {'REVOKED', 'later'|'queued'|'retry'|'running'}
 local key, stream, retry = KEYS[1], KEYS[2], KEYS[3]
 local group, now, ttl, channel, id = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local state = redis.call('HGET', key, 'state')
@@ -50,12 +52,19 @@ if state == 'SUCCESS' or state == 'FAILURE' or state == 'REVOKED' then return {'
 local entry = redis.call('HGET', key, 'entry')
 local where
 local p = entry and redis.call('XPENDING', stream, group, entry, entry, 1) or {}
+if redis.call('ZREM', KEYS[5], id) == 1 then
+  -- queued for later: its record holds it all (enqueue.lua)
+  where = 'later'
+  p, entry = {}, nil
+end
 -- the entry goes away below: keep its payload (a queued task's record does not hold one)
 if entry and redis.call('HEXISTS', key, 'payload') == 0 then
   local payload = entry_payload(stream, entry)
   if payload then redis.call('HSET', key, 'payload', payload) end
 end
-if #p == 0 then
+if where == 'later' then
+  -- nothing queued or running to undo
+elseif #p == 0 then
   if entry then redis.call('XDEL', stream, entry) end
   where = 'queued'
 elseif redis.call('ZREM', retry, entry) == 1 then
@@ -66,7 +75,7 @@ else
   where = 'running'
 end
 redis.call('HSET', key, 'state', 'REVOKED', 'finished_at', now, 'error', 'cancelled')
-redis.call('HDEL', key, 'retry_at')
+redis.call('HDEL', key, 'retry_at', 'run_at')
 -- a queued or retrying task has settled here; tasks parked behind it look at their turn again
 if where ~= 'running' then
   local root = string.sub(key, 1, #key - #key_task('', id))

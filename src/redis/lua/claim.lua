@@ -1,18 +1,24 @@
--- Hand a worker the entries it should run next that are not new: first those whose retry
+-- Move the tasks queued for later whose time has come onto the lane, as new entries that name
+-- their task (read in turn by fetch.lua, which numbers an ordered one then: it takes its place
+-- in its order key's sequence when it is due). Removing one from the `later` set and adding its
+-- entry happen together, so however many workers look, each moves once; the entry's `at` is
+-- the time it was due, so the wait a worker measures is how late it started.
+-- Then hand a worker the entries it should run next that are not new: first those whose retry
 -- backoff has passed, then those whose worker stopped renewing its claim (idle longer than the
 -- visibility timeout) and that are not waiting out a backoff. Removing a due entry from the
 -- retry set and claiming it happen together, so exactly one worker gets it. Entries of tasks
 -- cancelled or finished meanwhile are acked and deleted instead of handed out.
 -- The worker's own entries idle past the timeout are included: it lost track of them (a read
 -- whose reply was lost) and would otherwise hold them until it restarts under another name.
--- KEYS[1] lane stream, KEYS[2] lane retry set
+-- KEYS[1] lane stream, KEYS[2] lane retry set, KEYS[3] the lane's tasks queued for later
 -- ARGV[1] key root, ARGV[2] group, ARGV[3] consumer, ARGV[4] now (ms), ARGV[5] visibility timeout (ms; 0: skip the scan for dead workers),
 -- ARGV[6] most entries to hand out, ARGV[7] the place task ids name (partition and lane: `id_place`)
 -- Returns {entry id, fields, deliveries, reason} per entry, then the time (ms) the earliest
--- retry still waiting in the set is due (-1: none), so the worker knows when to look again. The fields of an ordered task's entry
+-- retry still waiting in the set is due and the time the earliest task queued for later is due
+-- (-1: none), so the worker knows when to look again. The fields of an ordered task's entry
 -- that does not name its task (a task is named after its entry: task_id.lua) are followed by its
 -- `id` and `seq`, as fetch.lua gave them (kept in the record).
-local stream, retry = KEYS[1], KEYS[2]
+local stream, retry, later = KEYS[1], KEYS[2], KEYS[3]
 local root, group, me = ARGV[1], ARGV[2], ARGV[3]
 local now, vt, budget, place = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local out = {}
@@ -49,6 +55,24 @@ local function take(entry, deliveries, min_idle, reason)
   return true
 end
 
+-- at most this many moved a call: a backlog of due ones moves over the next calls
+local move = redis.call('ZRANGEBYSCORE', later, '-inf', now, 'WITHSCORES', 'LIMIT', 0, 1000)
+for j = 1, #move, 2 do
+  local id = move[j]
+  redis.call('ZREM', later, id)
+  local key = key_task(root, id)
+  local f = redis.call('HMGET', key, 'state', 'kind', 'payload', 'max_attempts', 'order_key')
+  -- one cancelled meanwhile is REVOKED already (cancel.lua takes it out of the set too)
+  if f[1] == 'PENDING' and f[2] then
+    local fields = {'id', id, 'kind', f[2], 'payload', f[3] or 'null', 'at', move[j + 1] .. '000', 'max', f[4] or '1'}
+    if f[5] and f[5] ~= '' then fields[#fields + 1] = 'okey'; fields[#fields + 1] = f[5] end
+    local entry = redis.call('XADD', stream, '*', unpack(fields))
+    -- a queued task's payload is in its entry (as for any other)
+    redis.call('HSET', key, 'entry', entry)
+    redis.call('HDEL', key, 'payload', 'run_at')
+  end
+end
+
 local due = redis.call('ZRANGEBYSCORE', retry, '-inf', now, 'LIMIT', 0, budget)
 for _, entry in ipairs(due) do
   redis.call('ZREM', retry, entry)
@@ -78,5 +102,7 @@ for _ = 1, 8 do
   from = '(' .. idle[#idle][1]
 end
 local first = redis.call('ZRANGE', retry, 0, 0, 'WITHSCORES')
+out[#out + 1] = first[2] and math.floor(tonumber(first[2])) or -1
+first = redis.call('ZRANGE', later, 0, 0, 'WITHSCORES')
 out[#out + 1] = first[2] and math.floor(tonumber(first[2])) or -1
 return out

@@ -5,7 +5,9 @@
 -- however many workers read: when a task is delivered, every earlier task of its key has been
 -- delivered and listed. Other new tasks get their record when their attempt starts (start.lua;
 -- the worker names them after their entries), and entries that already name their task (a
--- redriven task, which keeps its id, record and number) are passed on as they are.
+-- redriven task, which keeps its id, record and number) are passed on as they are — but for an
+-- ordered task queued for later (claim.lua moved it here when it was due, with no number yet):
+-- it is numbered now, under the id it has.
 -- KEYS[1] lane stream
 -- ARGV[1] key root, ARGV[2] group, ARGV[3] consumer, ARGV[4] most entries, ARGV[5] lane name,
 -- ARGV[6] the place task ids name (`id_place`), ARGV[7] how long an order key's sequence is kept (ms)
@@ -30,7 +32,7 @@ local entries = read[1][2]
 local todo = {}
 for i, e in ipairs(entries) do
   local entry, fields = e[1], e[2]
-  local kind, max, okey, named
+  local kind, max, okey, named, numbered
   if fields[1] == 'kind' and fields[7] == 'max' and (#fields == 8 or fields[9] == 'okey') then
     -- as enqueue.lua writes them: kind, payload, at, max[, okey]
     kind, max, okey = fields[2], fields[8], fields[10]
@@ -40,12 +42,13 @@ for i, e in ipairs(entries) do
       if k == 'kind' then kind = fields[j + 1]
       elseif k == 'max' then max = fields[j + 1]
       elseif k == 'okey' then okey = fields[j + 1]
-      elseif k == 'id' then named = true end
+      elseif k == 'id' then named = fields[j + 1]
+      elseif k == 'seq' then numbered = true end
     end
   end
   -- an entry without a kind is no task: the worker sets it aside (quarantine.lua)
-  if kind and not named and okey and okey ~= '' then
-    todo[#todo + 1] = {i, task_id(entry, place), kind, max, okey}
+  if kind and not numbered and okey and okey ~= '' then
+    todo[#todo + 1] = {i, named or task_id(entry, place), kind, max, okey, named}
   end
 end
 -- Every key the numbering writes is looked at before anything is: while the partition's slot
@@ -70,17 +73,22 @@ for _, t in ipairs(todo) do
   end
 end
 for _, t in ipairs(todo) do
-  local i, id, kind, max, okey = t[1], t[2], t[3], t[4], t[5]
+  local i, id, kind, max, okey, named = t[1], t[2], t[3], t[4], t[5], t[6]
   local entry, fields = entries[i][1], entries[i][2]
   local order = key_order(root, okey)
   -- as text once: Lua would format the number for every command it is passed to
   local seq = tostring(redis.call('HINCRBY', order, 'next', 1))
   redis.call('HSET', order, seq, id)
   redis.call('PEXPIRE', order, order_ttl)
-  -- queued when it was appended: the entry's own millisecond
-  redis.call('HSET', key_task(root, id), 'kind', kind, 'lane', lane, 'state', 'PENDING', 'created_at', string.match(entry, '^(%d+)'),
-    'entry', entry, 'max_attempts', max or '1', 'order_key', okey, 'seq', seq)
-  fields[#fields + 1] = 'id'; fields[#fields + 1] = id
+  if named then
+    -- its record was written when it was queued
+    redis.call('HSET', key_task(root, id), 'entry', entry, 'order_key', okey, 'seq', seq)
+  else
+    -- queued when it was appended: the entry's own millisecond
+    redis.call('HSET', key_task(root, id), 'kind', kind, 'lane', lane, 'state', 'PENDING', 'created_at', string.match(entry, '^(%d+)'),
+      'entry', entry, 'max_attempts', max or '1', 'order_key', okey, 'seq', seq)
+    fields[#fields + 1] = 'id'; fields[#fields + 1] = id
+  end
   fields[#fields + 1] = 'seq'; fields[#fields + 1] = seq
 end
 return entries

@@ -51,6 +51,7 @@ pub(super) fn router() -> Router<AppState> {
         .route("/ui/tasks", get(tasks))
         .route("/ui/tasks/{id}/cancel", post(cancel))
         .route("/ui/tasks/{id}/retry", post(retry))
+        .route("/ui/tasks/{id}/run", post(tasks::run_now))
         .route("/ui/active", get(active))
         .route("/ui/dlq", get(dlq))
         .route("/ui/dlq/redrive", post(dlq_redrive))

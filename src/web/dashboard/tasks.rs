@@ -26,6 +26,8 @@ struct TaskView {
     payload: String,
     result: String,
     history: Vec<AttemptRow>,
+    /// Queued for later: when it is due.
+    due: Option<String>,
     cancellable: bool,
     /// Dead: it can be sent back to its lane.
     retryable: bool,
@@ -36,6 +38,15 @@ struct RecentRow {
     kind: String,
     lane: &'static str,
     state: String,
+    queued: String,
+}
+
+/// A task queued for later.
+struct LaterRow {
+    id: String,
+    kind: String,
+    lane: &'static str,
+    due: String,
     queued: String,
 }
 
@@ -50,6 +61,7 @@ struct TasksPage {
     missing: Option<String>,
     task: Option<TaskView>,
     recent: Vec<RecentRow>,
+    scheduled: Vec<LaterRow>,
 }
 
 /// Tasks still in their lanes (queued, running or waiting to retry), newest first, the latest
@@ -91,6 +103,7 @@ pub(super) async fn tasks(State(state): State<AppState>, headers: HeaderMap, Que
                     error: t.error.clone().unwrap_or_default(),
                     payload: pretty(&t.payload),
                     result: pretty(&t.result),
+                    due: t.run_at.clone(),
                     cancellable: !t.status.is_finished(),
                     retryable: t.dead_letter.is_some(),
                     history: t
@@ -111,11 +124,13 @@ pub(super) async fn tasks(State(state): State<AppState>, headers: HeaderMap, Que
         }
     }
     let kind = q.kind.trim().to_string();
-    let recent = if task.is_none() {
+    let (recent, scheduled) = if task.is_none() {
         let recent = recent_tasks(&state.engine, &kind).await.map_err(failed)?;
-        recent.into_iter().filter(|r| q.state.is_empty() || r.state.eq_ignore_ascii_case(q.state.trim())).collect()
+        let recent =
+            recent.into_iter().filter(|r| q.state.is_empty() || r.state.eq_ignore_ascii_case(q.state.trim())).collect();
+        (recent, later_tasks(&state.engine, &kind).await.map_err(failed)?)
     } else {
-        Vec::new()
+        (Vec::new(), Vec::new())
     };
     Ok(render(TasksPage {
         csrf: s.csrf,
@@ -126,7 +141,40 @@ pub(super) async fn tasks(State(state): State<AppState>, headers: HeaderMap, Que
         missing,
         task,
         recent,
+        scheduled,
     }))
+}
+
+/// The first tasks queued for later, the first due first, whose kind contains `kind`.
+async fn later_tasks(engine: &Engine, kind: &str) -> Result<Vec<LaterRow>, EngineError> {
+    const FIRST: usize = 50;
+    let all = engine.later_tasks(None, if kind.is_empty() { FIRST } else { 1000 }).await?;
+    Ok(all
+        .into_iter()
+        .filter(|t| t.kind.contains(kind))
+        .take(FIRST)
+        .map(|t| LaterRow {
+            id: t.task_id,
+            kind: t.kind,
+            lane: t.lane.as_str(),
+            due: t.run_at,
+            queued: t.created_at.unwrap_or_default(),
+        })
+        .collect())
+}
+
+/// Run a task queued for later now.
+pub(super) async fn run_now(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    RawBody(body): RawBody,
+) -> Page {
+    require_post(&state, &headers, &Form::parse(&body)).await?;
+    match state.engine.run_now(&id).await {
+        Ok(()) | Err(EngineError::NotLater(_)) => Ok(Redirect::to(&format!("/ui/tasks?id={id}")).into_response()),
+        Err(e) => Err(failed(e)),
+    }
 }
 
 pub(super) async fn cancel(
