@@ -55,8 +55,13 @@ local function take(entry, deliveries, min_idle, reason)
   return true
 end
 
--- at most this many moved a call: a backlog of due ones moves over the next calls
-local move = redis.call('ZRANGEBYSCORE', later, '-inf', now, 'WITHSCORES', 'LIMIT', 0, 1000)
+-- at most this many moved a call: a backlog of due ones moves over the next calls (an idle
+-- place costs one look at the first)
+local first_later = redis.call('ZRANGE', later, 0, 0, 'WITHSCORES')
+local move = {}
+if first_later[2] and tonumber(first_later[2]) <= now then
+  move = redis.call('ZRANGEBYSCORE', later, '-inf', now, 'WITHSCORES', 'LIMIT', 0, 1000)
+end
 for j = 1, #move, 2 do
   local id = move[j]
   redis.call('ZREM', later, id)
@@ -103,6 +108,6 @@ for _ = 1, 8 do
 end
 local first = redis.call('ZRANGE', retry, 0, 0, 'WITHSCORES')
 out[#out + 1] = first[2] and math.floor(tonumber(first[2])) or -1
-first = redis.call('ZRANGE', later, 0, 0, 'WITHSCORES')
-out[#out + 1] = first[2] and math.floor(tonumber(first[2])) or -1
+if #move > 0 then first_later = redis.call('ZRANGE', later, 0, 0, 'WITHSCORES') end
+out[#out + 1] = first_later[2] and math.floor(tonumber(first_later[2])) or -1
 return out
