@@ -21,7 +21,33 @@ pub struct LaterTask {
     pub run_at_ms: u64,
 }
 
+/// What a producer announces on the `later` channel: `<partition> <lane> <due ms>`.
+fn announcement(part: usize, lane: Lane, due: u64) -> String {
+    format!("{part} {} {due}", lane.as_str())
+}
+
+/// An announcement read back (see [`announcement`]).
+pub(crate) fn parse_announcement(text: &str) -> Option<(usize, Lane, u64)> {
+    let mut words = text.split(' ');
+    let part = words.next()?.parse().ok()?;
+    let lane = Lane::parse(words.next()?)?;
+    let due = words.next()?.parse().ok()?;
+    Some((part, lane, due))
+}
+
 impl Engine {
+    /// Tell the workers that the first task queued for later in a place is due at `due` (ms),
+    /// so they look at it on time even when that is sooner than they would look again.
+    pub(crate) async fn announce_later(&self, part: usize, lane: Lane, due: u64) -> redis::RedisResult<()> {
+        let mut con = self.conn();
+        redis::cmd("PUBLISH")
+            .arg(self.keys().later_channel())
+            .arg(announcement(part, lane, due))
+            .query_async::<i64>(&mut con)
+            .await
+            .map(drop)
+    }
+
     /// The tasks queued for later, the first due first, at most `limit`, of one lane or all.
     pub async fn later_tasks(&self, lane: Option<Lane>, limit: usize) -> Result<Vec<LaterTask>, EngineError> {
         let lanes: Vec<Lane> = Lane::ALL.into_iter().filter(|l| lane.is_none_or(|x| x == *l)).collect();
@@ -91,9 +117,24 @@ impl Engine {
         if waiting == 0 {
             return Err(EngineError::NotLater(id.to_string()));
         }
-        let message = format!("{part} {} {now}", lane.as_str());
-        let _: i64 = redis::cmd("PUBLISH").arg(self.keys().later_channel()).arg(message).query_async(&mut con).await?;
+        self.announce_later(part, lane, now).await?;
         tracing::info!(task_id = id, "task queued for later made due now");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn announcements_read_back_as_written() {
+        assert_eq!(
+            parse_announcement(&announcement(11, Lane::Webhooks, 1796181455301)),
+            Some((11, Lane::Webhooks, 1796181455301))
+        );
+        for bad in ["", "1 email 5", "x webhooks 5", "1 webhooks", "1 webhooks soon"] {
+            assert_eq!(parse_announcement(bad), None, "{bad}");
+        }
     }
 }

@@ -44,7 +44,7 @@ mod diag;
 pub mod dlq;
 pub mod gauges;
 mod guardrails;
-mod later;
+pub(crate) mod later;
 mod memory;
 mod outcome;
 mod pause;

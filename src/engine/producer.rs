@@ -418,12 +418,12 @@ impl Engine {
         }
         // A task that is now the first due in its place: workers learn of it at once, so it
         // starts on time even when it is due sooner than they would look again.
+        // (Not announced, workers still look within a second.)
         if let Some(due) = first_due
             && answers.iter().any(|a| a.as_deref().is_some_and(|a| a.starts_with('S')))
+            && let Err(e) = self.announce_later(part, lane, due).await
         {
-            let message = format!("{part} {} {due}", lane.as_str());
-            let _: redis::RedisResult<i64> =
-                redis::cmd("PUBLISH").arg(self.keys().later_channel()).arg(message).query_async(&mut con).await;
+            tracing::debug!(error = %e, "could not announce a task queued for later");
         }
         answers
             .into_iter()

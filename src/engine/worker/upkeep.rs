@@ -358,7 +358,7 @@ pub(super) async fn cancel_listener(sh: Arc<Shared>, stop: CancellationToken) {
                 m = messages.next() => match m {
                     Some(msg) if msg.get_channel_name() == later_channel => {
                         let Ok(text) = msg.get_payload::<String>() else { continue };
-                        if let Some((part, lane, due)) = parse_later(&text) {
+                        if let Some((part, lane, due)) = crate::engine::later::parse_announcement(&text) {
                             sh.later_at(part, lane, Some(due), false);
                             sh.later_now.notify_one();
                         }
@@ -375,15 +375,6 @@ pub(super) async fn cancel_listener(sh: Arc<Shared>, stop: CancellationToken) {
             }
         }
     }
-}
-
-/// A producer's announcement of a task queued for later: `<partition> <lane> <due ms>`.
-fn parse_later(text: &str) -> Option<(usize, Lane, u64)> {
-    let mut words = text.split(' ');
-    let part = words.next()?.parse().ok()?;
-    let lane = Lane::parse(words.next()?)?;
-    let due = words.next()?.parse().ok()?;
-    Some((part, lane, due))
 }
 
 /// Leave the deployment cleanly: drop the heartbeat and, when nothing is pending to it, the
