@@ -8,7 +8,8 @@ use serde_json::json;
 
 use crate::config::Config;
 use crate::engine::dlq::DlqFilter;
-use crate::engine::{Engine, Lane, TaskSpec};
+use crate::engine::history::Position;
+use crate::engine::{Engine, HistoryFilter, Lane, TaskSpec};
 
 fn engine(config: Config) -> anyhow::Result<Engine> {
     let url = config.redis_url_or_default().to_string();
@@ -49,6 +50,23 @@ pub async fn tasks_enqueue(config: Config, mut spec: TaskSpec, payload: Option<S
 pub async fn tasks_scheduled(config: Config, lane: Option<Lane>, limit: usize) -> anyhow::Result<()> {
     let tasks = engine(config)?.later_tasks(lane, limit.clamp(1, 1000)).await?;
     print(&json!({"scheduled": tasks, "count": tasks.len()}))
+}
+
+/// What `switchyard tasks list` was asked for, as typed.
+pub struct HistoryWords {
+    pub state: Option<String>,
+    pub kind: Option<String>,
+    pub lane: Option<String>,
+    pub since: Option<String>,
+    pub after: Option<String>,
+}
+
+pub async fn tasks_list(config: Config, w: HistoryWords, limit: usize) -> anyhow::Result<()> {
+    let (state, kind, lane, since) = (w.state.as_deref(), w.kind.as_deref(), w.lane.as_deref(), w.since.as_deref());
+    let filter = HistoryFilter::parse(state, kind, lane, since, crate::engine::now_ms()).map_err(anyhow::Error::msg)?;
+    let after = Position::after(w.after.as_deref()).map_err(anyhow::Error::msg)?;
+    let page = engine(config)?.finished_tasks(&filter, limit.clamp(1, 1000), after).await?;
+    print(&json!({"tasks": page.tasks, "count": page.tasks.len(), "next": page.next}))
 }
 
 pub async fn tasks_run_now(config: Config, id: String) -> anyhow::Result<()> {

@@ -98,6 +98,25 @@ enum TasksCmd {
     },
     /// Make a task queued for later due now.
     RunNow { task_id: String },
+    /// List the tasks that finished lately, newest first (the history keeps TASK_HISTORY).
+    List {
+        /// SUCCESS, FAILURE or REVOKED.
+        #[arg(long)]
+        state: Option<String>,
+        /// A kind, or a pattern with `*` at its start or end (`diag.*`).
+        #[arg(long)]
+        kind: Option<String>,
+        #[arg(long)]
+        lane: Option<String>,
+        /// Finished at or after this time (RFC 3339) or this long ago (15m, 24h).
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// The `next` of an earlier page.
+        #[arg(long)]
+        after: Option<String>,
+    },
     /// Show a task's state, result and attempts.
     Status { task_id: String },
     /// Cancel a queued, retrying or running task.
@@ -278,6 +297,10 @@ async fn main() {
         }
         Command::Tasks(TasksCmd::Scheduled { lane, limit }) => commands::tasks_scheduled(config, lane, limit).await,
         Command::Tasks(TasksCmd::RunNow { task_id }) => commands::tasks_run_now(config, task_id).await,
+        Command::Tasks(TasksCmd::List { state, kind, lane, since, limit, after }) => {
+            let words = commands::HistoryWords { state, kind, lane, since, after };
+            commands::tasks_list(config, words, limit).await
+        }
         Command::Tasks(TasksCmd::Status { task_id }) => commands::tasks_status(config, task_id).await,
         Command::Tasks(TasksCmd::Cancel { task_id }) => commands::tasks_cancel(config, task_id).await,
         Command::Dlq(DlqCmd::List { filter, limit }) => commands::dlq_list(config, filter.into(), limit).await,

@@ -27,6 +27,13 @@ const SECRET: &str = "bench_secret";
 const IN_FLIGHT: usize = 32;
 /// The longest wait for the work to settle (analytics runs once a conversation is quiet).
 const SETTLE: Duration = Duration::from_secs(180);
+/// The family of the history of finished tasks.
+const HISTORY: &str = "history";
+
+/// The bytes a run's keys hold in the history of finished tasks.
+fn history_bytes(families: &BTreeMap<String, Family>) -> u64 {
+    families.get(HISTORY).map_or(0, |f| f.bytes)
+}
 
 /// One key family's share.
 #[derive(Debug, Default, Serialize)]
@@ -55,6 +62,12 @@ pub struct MemoryReport {
     pub bytes_per_noop_task: f64,
     pub noop_families: BTreeMap<String, Family>,
     pub settle_s: f64,
+    /// The history of finished tasks (`history`), a fixed cost and not a per-item one: it holds
+    /// the latest `TASK_HISTORY` whatever the rate, so both figures above leave it out. Read
+    /// from the no-op run (its tasks fill it when there are at least `TASK_HISTORY` of them).
+    pub history_entries: u64,
+    pub history_bytes: u64,
+    pub bytes_per_history_entry: f64,
     /// `MEMORY STATS` after less before, per answered message, for the parts that moved by more
     /// than a byte per message: where the `used_memory` difference that no key holds went.
     pub server_per_message: BTreeMap<String, f64>,
@@ -188,8 +201,9 @@ pub async fn memory(
     let (replies, bytes_per_message, families_m, server_per_message) =
         conversation_run(config.clone(), messages, conversations).await?;
     let settle_s = t0.elapsed().as_secs_f64();
-    let (bytes_per_noop_task, noop_families) = noop_run(config, noop_tasks).await?;
-    let usage: u64 = families_m.values().map(|f| f.bytes).sum();
+    let (bytes_per_noop_task, noop_families, history_entries) = noop_run(config, noop_tasks).await?;
+    let usage: u64 = families_m.iter().filter(|(f, _)| *f != HISTORY).map(|(_, f)| f.bytes).sum();
+    let history_bytes = history_bytes(&noop_families);
     Ok(MemoryReport {
         messages,
         conversations,
@@ -201,6 +215,9 @@ pub async fn memory(
         bytes_per_noop_task,
         noop_families,
         settle_s,
+        history_entries,
+        history_bytes,
+        bytes_per_history_entry: history_bytes as f64 / history_entries.max(1) as f64,
         server_per_message,
     })
 }
@@ -286,7 +303,7 @@ async fn conversation_run(
     let fams = families(&engine, messages).await?;
     super::cleanup(&engine).await;
     anyhow::ensure!(settled, "the work did not settle within {SETTLE:?}");
-    let per = after.saturating_sub(before) as f64 / messages.max(1) as f64;
+    let per = after.saturating_sub(before).saturating_sub(history_bytes(&fams)) as f64 / messages.max(1) as f64;
     Ok((replies.load(Ordering::Relaxed), per, fams, moved))
 }
 
@@ -302,7 +319,8 @@ fn message_body(i: u64, conversations: u64) -> String {
     .to_string()
 }
 
-async fn noop_run(mut config: Config, tasks: u64) -> anyhow::Result<(f64, BTreeMap<String, Family>)> {
+/// Bytes per finished no-op task (the history left out), the families, and the history's length.
+async fn noop_run(mut config: Config, tasks: u64) -> anyhow::Result<(f64, BTreeMap<String, Family>, u64)> {
     config.key_prefix = format!("bn{}", std::process::id() % 100_000);
     config.lane_depth_limit = 0;
     let url = config.redis_url_or_default().to_string();
@@ -326,9 +344,14 @@ async fn noop_run(mut config: Config, tasks: u64) -> anyhow::Result<(f64, BTreeM
     handle.wait().await;
     let after = used_memory(&engine).await?;
     let fams = families(&engine, tasks).await?;
+    let mut entries = 0;
+    for p in 0..engine.partitions() {
+        entries += redis::cmd("XLEN").arg(engine.part(p).history()).query_async::<u64>(&mut engine.conn()).await?;
+    }
     super::cleanup(&engine).await;
     anyhow::ensure!(settled, "the tasks did not settle within {SETTLE:?}");
-    Ok((after.saturating_sub(before) as f64 / tasks.max(1) as f64, fams))
+    let held = after.saturating_sub(before).saturating_sub(history_bytes(&fams));
+    Ok((held as f64 / tasks.max(1) as f64, fams, entries))
 }
 
 #[cfg(test)]

@@ -75,6 +75,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Entries the dead-letter queue may hold (0: no cap; nothing is ever dropped silently).
     pub dlq_max: u64,
+    /// Finished tasks the history keeps (the latest; 0: none), spread over the partitions.
+    pub task_history: u64,
     /// Share of Redis's `maxmemory` past which new work from outside is refused (503).
     pub memory_high_water: f64,
     /// When a producer's write counts as taken: `Local` once the master has it, `Replicated`
@@ -137,6 +139,7 @@ impl Default for Config {
             idempotency_window: Duration::from_secs(24 * 3600),
             shutdown_grace: Duration::from_secs(30),
             dlq_max: 0,
+            task_history: 10_000,
             memory_high_water: 0.9,
             durability: Durability::Local,
             worker_partitions: WorkerPartitions::All,
@@ -277,6 +280,7 @@ impl Config {
         set_parse!(idempotency_window, parse_duration);
         set_parse!(shutdown_grace, parse_duration);
         set_parse!(dlq_max, |r: &Raw| parse_num::<u64>(r));
+        set_parse!(task_history, |r: &Raw| parse_num::<u64>(r));
         set_parse!(memory_high_water, parse_share);
         set_parse!(durability, parse_durability);
         set_parse!(worker_partitions, parse_worker_partitions);

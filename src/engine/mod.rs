@@ -44,6 +44,7 @@ mod diag;
 pub mod dlq;
 pub mod gauges;
 mod guardrails;
+pub mod history;
 pub(crate) mod later;
 mod memory;
 mod outcome;
@@ -65,6 +66,7 @@ pub use crate::model::task::{
     Attempt, Lane, TaskSpec, TaskState, TaskStatus, entry_of_task, format_ms, id_place, is_later_id, new_task_id,
     now_ms, now_us, parse_entry_id, task_id_for_entry, task_id_for_later,
 };
+pub use history::{FinishedTask, HistoryFilter, HistoryPage};
 pub use later::LaterTask;
 pub use memory::MemoryTrend;
 pub use outcome::{Outcome, RetryPolicy};

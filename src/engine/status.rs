@@ -372,6 +372,7 @@ impl Engine {
             .arg(id)
             .arg(entry)
             .arg(lane.as_str())
+            .arg(self.history_cap())
             .invoke_async(&mut con)
             .await?;
         match reply.first().map(String::as_str) {

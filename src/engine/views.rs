@@ -18,8 +18,8 @@ pub struct RecentTask {
     pub entry: String,
     pub kind: String,
     pub lane: Lane,
-    /// Its record's state; `PENDING` for an entry no worker has started; `None` when the
-    /// record is gone (expired) while the entry is still in the lane.
+    /// Its record's state: `PENDING` for an entry no worker has started (finished tasks whose
+    /// entries wait to be trimmed are left out).
     pub state: Option<String>,
     /// When it was queued (ms since the epoch: the entry's own time).
     pub queued_ms: u64,
@@ -48,8 +48,9 @@ pub struct WorkerBeat {
 }
 
 impl Engine {
-    /// Tasks still in their lanes, newest first: of each lane the latest `per_lane` whose kind
-    /// contains `kind` (looked for among its latest `4 × per_lane` entries).
+    /// Tasks still in their lanes (not finished), newest first: of each lane the latest
+    /// `per_lane` whose kind contains `kind` (looked for among its latest `4 × per_lane`
+    /// entries).
     pub async fn recent_tasks(&self, kind: &str, per_lane: usize) -> Result<Vec<RecentTask>, EngineError> {
         if self.partitions() == 1 {
             return self.recent_in(0, kind, per_lane).await;
@@ -148,6 +149,9 @@ impl Engine {
                 None => None,
             };
         }
+        // A task that finished is in the history, not here, though its entry may wait to be
+        // trimmed (a task that succeeded has left its record for a finished line: no state).
+        rows.retain(|r| r.state.as_deref().and_then(TaskState::parse).is_some_and(|s| !s.is_finished()));
         Ok(rows)
     }
 

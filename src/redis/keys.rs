@@ -31,8 +31,9 @@ const IDEM: Derived = Derived { lua: "key_idem", args: "slice, shard", shape: "i
 const IDEM_LEGACY: Derived = Derived { lua: "key_idem_legacy", args: "k", shape: "idem:{}" };
 const REVOKED: Derived = Derived { lua: "key_revoked", args: "", shape: "revoked" };
 const LATER: Derived = Derived { lua: "key_later", args: "lane", shape: "later:{}" };
+const HISTORY: Derived = Derived { lua: "key_history", args: "", shape: "history" };
 
-const DERIVED: [Derived; 10] = [TASK, DONE, LANE, RETRY, ORDER, PARKED, IDEM, IDEM_LEGACY, REVOKED, LATER];
+const DERIVED: [Derived; 11] = [TASK, DONE, LANE, RETRY, ORDER, PARKED, IDEM, IDEM_LEGACY, REVOKED, LATER, HISTORY];
 
 impl Derived {
     /// `root` and the shape with `args` in its places.
@@ -107,6 +108,13 @@ impl Keys {
     /// it onto the lane (claim.lua).
     pub fn later(&self, lane: Lane) -> String {
         LATER.key(&self.root, &[lane.as_str()])
+    }
+
+    /// Stream of the tasks that finished lately, the latest last (history.lua writes it; capped
+    /// at the partition's share of `TASK_HISTORY`): entry id = when it finished, fields `id`,
+    /// `kind`, `lane`, `state`, `run` (ms; '' when it never ran).
+    pub fn history(&self) -> String {
+        HISTORY.key(&self.root, &[])
     }
 
     /// Hash holding one task's record: state, payload, result, attempts `a:<n>`.

@@ -44,12 +44,14 @@ impl Scripts {
             finish: settle(&[
                 include_str!("lua/wake.lua"),
                 include_str!("lua/done.lua"),
+                include_str!("lua/history.lua"),
                 include_str!("lua/finish.lua"),
             ]),
             fail: settle(&[
                 include_str!("lua/wake.lua"),
                 include_str!("lua/entry_payload.lua"),
                 include_str!("lua/letter.lua"),
+                include_str!("lua/history.lua"),
                 include_str!("lua/fail.lua"),
             ]),
             claim: settle(&[
@@ -62,6 +64,7 @@ impl Scripts {
                 include_str!("lua/wake.lua"),
                 include_str!("lua/done.lua"),
                 include_str!("lua/entry_payload.lua"),
+                include_str!("lua/history.lua"),
                 include_str!("lua/cancel.lua"),
             ]),
             redrive: intake(&[include_str!("lua/letter.lua"), include_str!("lua/redrive.lua")]),

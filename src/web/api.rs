@@ -11,7 +11,9 @@ use serde_json::json;
 use super::AppState;
 use super::RawBody;
 use super::error::ApiError;
+use crate::engine::HistoryFilter;
 use crate::engine::dlq::DlqFilter;
+use crate::engine::history::Position;
 use crate::engine::{Lane, TaskSpec, TaskState};
 
 /// Parse a JSON body whatever its content type, with a 400 that says what is wrong.
@@ -41,6 +43,35 @@ pub(super) async fn task_status(
 pub(super) async fn cancel(State(s): State<AppState>, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
     let state = s.engine.cancel(&id).await?;
     Ok(Json(json!({"task_id": id, "status": state})))
+}
+
+#[derive(Deserialize)]
+pub(super) struct HistoryQuery {
+    state: Option<String>,
+    kind: Option<String>,
+    lane: Option<String>,
+    since: Option<String>,
+    limit: Option<usize>,
+    after: Option<String>,
+}
+
+/// The tasks that finished lately, newest first, a page at a time.
+pub(super) async fn history(
+    State(s): State<AppState>,
+    q: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let filter = HistoryFilter::parse(
+        q.state.as_deref(),
+        q.kind.as_deref(),
+        q.lane.as_deref(),
+        q.since.as_deref(),
+        crate::engine::now_ms(),
+    )
+    .map_err(ApiError::BadRequest)?;
+    let after = Position::after(q.after.as_deref()).map_err(ApiError::BadRequest)?;
+    let page = s.engine.finished_tasks(&filter, q.limit.unwrap_or(100).clamp(1, 1000), after).await?;
+    Ok(Json(json!({"tasks": page.tasks, "count": page.tasks.len(), "next": page.next})))
 }
 
 #[derive(Deserialize)]

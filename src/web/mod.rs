@@ -60,7 +60,7 @@ pub struct AppState {
 
 pub fn router(state: AppState) -> Router {
     let admin = Router::new()
-        .route("/tasks", post(api::enqueue))
+        .route("/tasks", post(api::enqueue).get(api::history))
         .route("/tasks/scheduled", get(api::scheduled))
         .route("/tasks/{id}", get(api::task_status))
         .route("/tasks/{id}/run", post(api::run_now))

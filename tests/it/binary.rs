@@ -85,6 +85,29 @@ async fn serve_runs_tasks_from_the_cli_and_drains_on_sigterm() {
     assert!(!ok && err.contains("no task"), "{err}");
     let (ok, _, err) = cli(&env.url, &env.prefix, &["tasks", "enqueue", "no.such.kind"]);
     assert!(!ok && err.contains("unknown task kind"), "{err}");
+
+    // The history of finished tasks, and the tasks queued for later.
+    let (ok, out, err) = cli(&env.url, &env.prefix, &["tasks", "list", "--state", "success", "--kind", "diag.*"]);
+    assert!(ok, "{err}");
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed["count"], 1, "{out}");
+    assert_eq!(listed["tasks"][0]["task_id"], id.as_str());
+    assert_eq!(listed["tasks"][0]["state"], "SUCCESS");
+    assert!(listed["tasks"][0]["run_ms"].as_u64().unwrap() >= 1500, "{out}");
+    let (ok, _, err) = cli(&env.url, &env.prefix, &["tasks", "list", "--state", "PENDING"]);
+    assert!(!ok && err.contains("SUCCESS, FAILURE or REVOKED"), "{err}");
+    let (ok, out, err) = cli(&env.url, &env.prefix, &["tasks", "enqueue", "diag.noop", "--delay", "1h"]);
+    assert!(ok, "{err}");
+    let later = serde_json::from_str::<Value>(&out).unwrap()["task_id"].as_str().unwrap().to_string();
+    let (ok, out, err) = cli(&env.url, &env.prefix, &["tasks", "scheduled"]);
+    assert!(ok, "{err}");
+    let scheduled: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(scheduled["scheduled"][0]["task_id"], later.as_str(), "{out}");
+    let (ok, out, err) = cli(&env.url, &env.prefix, &["tasks", "run-now", &later]);
+    assert!(ok && out.contains("PENDING"), "{out}{err}");
+    let (ok, out, _) = cli(&env.url, &env.prefix, &["tasks", "scheduled"]);
+    let due = serde_json::from_str::<Value>(&out).unwrap()["scheduled"][0]["run_at"].clone();
+    assert!(ok && due.as_str() < scheduled["scheduled"][0]["run_at"].as_str(), "due now, not in an hour: {out}");
 }
 
 #[test]

@@ -271,6 +271,43 @@ async fn an_operator_logs_in_watches_a_lane_redrives_a_dead_letter_pauses_a_lane
     assert_eq!(env.status(&dropped).await.status, TaskState::Revoked);
     page.open(&format!("{base}/ui/tasks")).await;
     assert_eq!(page.eval("document.querySelectorAll('#scheduled tr.later').length").await, json!(0));
+
+    // Finished tasks, newest first: filtered from the search form, then a page at a time.
+    let finished = "[...document.querySelectorAll('#finished tbody tr')].map(r => r.dataset.task)";
+    let rows = page.eval(finished).await;
+    assert_eq!(rows[0], json!(dropped), "the latest first: {rows}");
+    assert!(rows.as_array().unwrap().contains(&json!(hurry)), "{rows}");
+    page.eval(
+        "document.querySelector('#filter select[name=state]').value = 'REVOKED'; \
+         document.querySelector('#filter').submit(); true",
+    )
+    .await;
+    page.wait_true(
+        "the finished tasks filtered by state",
+        "document.readyState === 'complete' && location.search.includes('state=REVOKED')",
+    )
+    .await;
+    assert_eq!(page.eval(finished).await, json!([dropped]));
+    let many =
+        env.engine.enqueue_batch((0..55).map(|_| TaskSpec::new("diag.noop", json!({}))).collect()).await.unwrap();
+    for id in &many {
+        env.wait_state(id, TaskState::Success).await;
+    }
+    page.open(&format!("{base}/ui/tasks?state=SUCCESS")).await;
+    let first = page.eval(finished).await;
+    assert_eq!(first.as_array().unwrap().len(), 50, "a page of 50");
+    assert_eq!(first[0], json!(many[54]), "the latest first");
+    page.eval("document.querySelector('#older').click(); true").await;
+    page.wait_true(
+        "the next page of finished tasks",
+        "document.readyState === 'complete' && location.search.includes('after=') && !!document.querySelector('#newest')",
+    )
+    .await;
+    let second = page.eval(finished).await;
+    // 55 + the 5 from the start + the one redriven + the one run now, less the first page
+    assert_eq!(second.as_array().unwrap().len(), 12, "{second}");
+    assert!(second.as_array().unwrap().iter().all(|id| !first.as_array().unwrap().contains(id)), "no task twice");
+    assert_eq!(page.eval("!!document.querySelector('#older')").await, json!(false), "the last page");
     w.stop().await;
 
     // On a phone's screen every page fits its width (wide tables scroll inside themselves).

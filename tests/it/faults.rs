@@ -130,7 +130,7 @@ async fn replaying_a_fail_batch_after_a_timeout_is_harmless() {
     let fail = |con: &mut switchyard::redis::Conn| {
         let mut inv = script.prepare_invoke();
         inv.key(env.engine.keys().dlq()).key(env.engine.keys().dlq_lanes()).key(&lane).key(&retry);
-        inv.arg(env.engine.keys().root()).arg("workers").arg(1).arg(60_000).arg(0).arg("A");
+        inv.arg(env.engine.keys().root()).arg("workers").arg(1).arg(60_000).arg(0).arg("A").arg(100);
         inv.arg(&id).arg(&entry).arg(1).arg("{}").arg("handed back").arg(1).arg("PENDING").arg(0);
         let mut con = con.clone();
         async move { inv.invoke_async::<Vec<String>>(&mut con).await.unwrap() }

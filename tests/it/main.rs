@@ -20,6 +20,7 @@ mod engine;
 mod failover;
 mod faults;
 mod flow;
+mod history;
 mod later;
 mod memory;
 mod metrics;

@@ -284,6 +284,7 @@ async fn write(
         let mut inv = scripts.finish.prepare_invoke();
         let success_ttl = c.success_retention.unwrap_or(c.task_retention).as_millis() as u64;
         inv.key(keys.revoked()).arg(keys.root()).arg(GROUP).arg(now).arg(ttl).arg(&sh.name).arg(success_ttl);
+        inv.arg(sh.engine.history_cap());
         for d in dones {
             inv.key(keys.lane(d.lane));
             inv.arg(&d.id)
@@ -305,7 +306,7 @@ async fn write(
     if !fails.is_empty() {
         let mut inv = scripts.fail.prepare_invoke();
         inv.key(keys.dlq()).key(keys.dlq_lanes());
-        inv.arg(keys.root()).arg(GROUP).arg(now).arg(ttl).arg(c.dlq_max).arg(&sh.name);
+        inv.arg(keys.root()).arg(GROUP).arg(now).arg(ttl).arg(c.dlq_max).arg(&sh.name).arg(sh.engine.history_cap());
         for f in fails {
             inv.key(keys.lane(f.lane)).key(keys.retry(f.lane));
             inv.arg(&f.id)

@@ -8,19 +8,21 @@
 -- moved on, or applies the same values again.
 -- KEYS[1] dlq stream, KEYS[2] dlq per-lane counts; then per attempt: lane stream, lane retry set
 -- ARGV[1] key root, ARGV[2] group, ARGV[3] now (ms), ARGV[4] retention (ms), ARGV[5] dlq cap (0: none),
--- ARGV[6] the recording worker (consumer name);
+-- ARGV[6] the recording worker (consumer name), ARGV[7] entries the history keeps (history.lua);
 -- then per attempt: task id, entry id, attempt number, attempt JSON, error, retry at (ms; 0: dead),
 -- next state ('RETRY', or 'PENDING' for work handed back at shutdown, which costs no attempt),
 -- deliveries before this one (the count a hand-back restores), order key ('' for none: tasks
 -- parked behind it are woken once it settles)
+-- A task that dies is noted in the history (one cancelled was noted by cancel.lua).
 -- Returns per attempt: 'RETRY', 'PENDING', 'FAILURE', 'REVOKED' or 'STALE'.
 local dlq, counts = KEYS[1], KEYS[2]
 local root, group, now, ttl, cap, worker = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6]
+local history_cap = tonumber(ARGV[7])
 local out = {}
 local per = 9
 for i = 1, (#KEYS - 2) / 2 do
   local stream, retry = KEYS[1 + 2 * i], KEYS[2 + 2 * i]
-  local a = 7 + (i - 1) * per
+  local a = 8 + (i - 1) * per
   local id, entry, n, attempt, err, at, next_state, before =
     ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], tonumber(ARGV[a + 5]), ARGV[a + 6], ARGV[a + 7]
   local okey = ARGV[a + 8]
@@ -90,6 +92,10 @@ for i = 1, (#KEYS - 2) / 2 do
       redis.call('HDEL', key, unpack(copies))
       redis.call('PERSIST', key)
       wake_parked(root, okey, now)
+      local ok, this = pcall(cjson.decode, attempt)
+      local started = ok and type(this) == 'table' and tonumber(this.started_at)
+      note_finished(root, history_cap, id, f[1] or '', f[2] or '', 'FAILURE',
+        started and string.format('%d', tonumber(now) - started) or '')
       out[i] = 'FAILURE'
     end
   end

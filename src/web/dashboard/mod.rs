@@ -174,7 +174,17 @@ struct IdQuery {
     /// Search the recent tasks by kind (a part of it).
     #[serde(default)]
     kind: String,
-    /// … and by state (`PENDING`, `STARTED`, `RETRY`).
+    /// … by state (`PENDING`, `STARTED`, `RETRY` in the lanes; `SUCCESS`, `FAILURE`,
+    /// `REVOKED` among the finished ones) …
     #[serde(default)]
     state: String,
+    /// … by lane …
+    #[serde(default)]
+    lane: String,
+    /// … and finished since (an RFC 3339 time or a duration back from now).
+    #[serde(default)]
+    since: String,
+    /// The finished tasks' page: the cursor of the one before.
+    #[serde(default)]
+    after: String,
 }

@@ -1,6 +1,8 @@
 //! One task's record, the latest tasks of each lane, the running ones; cancel and retry.
 
 use super::*;
+use crate::engine::history::Position;
+use crate::engine::{HistoryFilter, TaskState, now_ms};
 
 struct AttemptRow {
     attempt: u32,
@@ -41,6 +43,26 @@ struct RecentRow {
     queued: String,
 }
 
+/// A task that finished, from the history.
+struct FinishedRow {
+    id: String,
+    kind: String,
+    lane: &'static str,
+    state: &'static str,
+    finished: String,
+    run: String,
+}
+
+/// The finished tasks the filter asks for, a page of them.
+#[derive(Default)]
+struct FinishedList {
+    rows: Vec<FinishedRow>,
+    /// The link to the next (older) page.
+    older: Option<String>,
+    /// The filter could not be read: what is wrong with it.
+    error: Option<String>,
+}
+
 /// A task queued for later.
 struct LaterRow {
     id: String,
@@ -58,10 +80,59 @@ struct TasksPage {
     query: String,
     kind: String,
     state: String,
+    lane: String,
+    since: String,
+    /// A page of the finished tasks past the first is shown.
+    paged: bool,
     missing: Option<String>,
     task: Option<TaskView>,
     recent: Vec<RecentRow>,
     scheduled: Vec<LaterRow>,
+    finished: FinishedList,
+}
+
+/// The finished tasks the page's filter asks for: kind is a part of it (as for the lanes)
+/// unless it has a `*` of its own; a state of the lanes shows none.
+async fn finished_tasks(engine: &Engine, q: &IdQuery) -> Result<FinishedList, EngineError> {
+    const PAGE: usize = 50;
+    let state = q.state.trim();
+    if TaskState::parse(state).is_some_and(|s| !s.is_finished()) {
+        return Ok(FinishedList::default());
+    }
+    let kind = q.kind.trim();
+    let kind = if kind.is_empty() || kind.contains('*') { kind.to_string() } else { format!("*{kind}*") };
+    let filter = match HistoryFilter::parse(Some(state), Some(&kind), Some(&q.lane), Some(&q.since), now_ms()) {
+        Ok(f) => f,
+        Err(e) => return Ok(FinishedList { error: Some(e), ..Default::default() }),
+    };
+    let after = match Position::after(Some(&q.after)) {
+        Ok(a) => a,
+        Err(e) => return Ok(FinishedList { error: Some(e), ..Default::default() }),
+    };
+    let page = engine.finished_tasks(&filter, PAGE, after).await?;
+    let older = page.next.map(|next| {
+        let mut link = form_urlencoded::Serializer::new(String::from("/ui/tasks?"));
+        for (k, v) in [("kind", &q.kind), ("state", &q.state), ("lane", &q.lane), ("since", &q.since)] {
+            if !v.trim().is_empty() {
+                link.append_pair(k, v.trim());
+            }
+        }
+        link.append_pair("after", &next);
+        link.finish()
+    });
+    let rows = page
+        .tasks
+        .into_iter()
+        .map(|t| FinishedRow {
+            id: t.task_id,
+            kind: t.kind,
+            lane: t.lane.map_or("", Lane::as_str),
+            state: t.state.as_str(),
+            finished: t.finished_at,
+            run: t.run_ms.map_or_else(|| "—".into(), |ms| format!("{ms} ms")),
+        })
+        .collect();
+    Ok(FinishedList { rows, older, error: None })
 }
 
 /// Tasks still in their lanes (queued, running or waiting to retry), newest first, the latest
@@ -124,13 +195,19 @@ pub(super) async fn tasks(State(state): State<AppState>, headers: HeaderMap, Que
         }
     }
     let kind = q.kind.trim().to_string();
-    let (recent, scheduled) = if task.is_none() {
+    let lane = Lane::parse(q.lane.trim());
+    let (recent, scheduled, finished) = if task.is_none() {
         let recent = recent_tasks(&state.engine, &kind).await.map_err(failed)?;
-        let recent =
-            recent.into_iter().filter(|r| q.state.is_empty() || r.state.eq_ignore_ascii_case(q.state.trim())).collect();
-        (recent, later_tasks(&state.engine, &kind).await.map_err(failed)?)
+        let recent = recent
+            .into_iter()
+            .filter(|r| q.state.is_empty() || r.state.eq_ignore_ascii_case(q.state.trim()))
+            .filter(|r| lane.is_none_or(|l| l.as_str() == r.lane))
+            .collect();
+        let scheduled = later_tasks(&state.engine, &kind).await.map_err(failed)?;
+        let scheduled = scheduled.into_iter().filter(|r| lane.is_none_or(|l| l.as_str() == r.lane)).collect();
+        (recent, scheduled, finished_tasks(&state.engine, &q).await.map_err(failed)?)
     } else {
-        (Vec::new(), Vec::new())
+        Default::default()
     };
     Ok(render(TasksPage {
         csrf: s.csrf,
@@ -138,10 +215,14 @@ pub(super) async fn tasks(State(state): State<AppState>, headers: HeaderMap, Que
         query: id,
         kind,
         state: q.state.trim().to_uppercase(),
+        lane: q.lane.trim().to_string(),
+        since: q.since.trim().to_string(),
+        paged: !q.after.trim().is_empty(),
         missing,
         task,
         recent,
         scheduled,
+        finished,
     }))
 }
 
