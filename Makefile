@@ -24,8 +24,9 @@ run: build
 ## the whole conversation flow over six partitions of three masters.
 test:
 	@scripts/setup.sh chromium
-	cargo test --all-targets
-	SWITCHYARD_TEST_CLUSTER=1 cargo test --test it
+	@# a thousand live listeners in one test: two thousand sockets
+	ulimit -n $$(ulimit -Hn) 2>/dev/null || true; cargo test --all-targets
+	ulimit -n $$(ulimit -Hn) 2>/dev/null || true; SWITCHYARD_TEST_CLUSTER=1 cargo test --test it
 	SWITCHYARD_TEST_CLUSTER=3 cargo test --test it -- engine:: ordering:: webhooks:: webhook_ids:: flow:: conversations:: delivery:: schedule::
 	SWITCHYARD_TEST_CLUSTER=3 SWITCHYARD_TEST_PARTITIONS=6 cargo test --test it -- flow:: webhook_ids:: schedule::
 

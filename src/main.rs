@@ -183,6 +183,10 @@ enum BenchCmd {
         tasks: u64,
         #[arg(long, default_value_t = 256)]
         concurrency: usize,
+        /// Live-event listeners (Server-Sent Events on an in-process API) following the first
+        /// tasks, one each, through the drain.
+        #[arg(long, default_value_t = 0)]
+        listeners: usize,
     },
     /// Signed, unique Facebook webhooks over HTTP under wrk, against an in-process API.
     Ingest {
@@ -312,8 +316,8 @@ async fn main() {
         Command::Lanes(LanesCmd::List) => commands::lanes_list(config).await,
         Command::Lanes(LanesCmd::Pause { lane }) => commands::lanes_pause(config, &lane, true).await,
         Command::Lanes(LanesCmd::Resume { lane }) => commands::lanes_pause(config, &lane, false).await,
-        Command::Bench(BenchCmd::Drain { tasks, concurrency }) => {
-            bench::drain(config, tasks, concurrency).await.and_then(print_line)
+        Command::Bench(BenchCmd::Drain { tasks, concurrency, listeners }) => {
+            bench::drain(config, tasks, concurrency, listeners).await.and_then(print_line)
         }
         Command::Bench(BenchCmd::Ingest { seconds, threads, connections, ceiling }) => {
             bench::ingest(config, seconds, threads, connections, ceiling).await.and_then(print_line)

@@ -4,6 +4,7 @@
 //! per answered message and per finished task).
 
 mod ingest;
+mod listeners;
 mod memory;
 mod overview;
 mod reply;
@@ -38,6 +39,16 @@ pub struct DrainReport {
     /// machine shares the cores, so on one machine this is the cost to compare, not the speed.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub redis_cpu_us_per_task: Vec<(String, f64)>,
+    /// Live-event listeners that followed a task each through the drain (`--listeners`), and
+    /// how many of them were told their task's success.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub listeners: usize,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub listeners_told: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// Each master's Redis CPU time so far (user and system, seconds), by address.
@@ -96,12 +107,12 @@ async fn bench_engine(mut config: Config, tag: &str, concurrency: usize) -> anyh
     Ok(engine)
 }
 
-async fn enqueue_noops(engine: &Engine, n: u64) -> anyhow::Result<()> {
+async fn enqueue_noops(engine: &Engine, n: u64) -> anyhow::Result<Vec<String>> {
     enqueue_noops_later(engine, n, None).await
 }
 
-/// Enqueue `n` no-op tasks, each `delay` ahead when given.
-async fn enqueue_noops_later(engine: &Engine, n: u64, delay: Option<Duration>) -> anyhow::Result<()> {
+/// Enqueue `n` no-op tasks, each `delay` ahead when given; their ids.
+async fn enqueue_noops_later(engine: &Engine, n: u64, delay: Option<Duration>) -> anyhow::Result<Vec<String>> {
     let spec = |_| {
         let s = TaskSpec::new("diag.noop", Value::Null).on_lane(Lane::Analytics);
         match delay {
@@ -110,8 +121,7 @@ async fn enqueue_noops_later(engine: &Engine, n: u64, delay: Option<Duration>) -
         }
     };
     let specs = (0..n).map(spec).collect();
-    engine.enqueue_batch(specs).await?;
-    Ok(())
+    Ok(engine.enqueue_batch(specs).await?)
 }
 
 /// The sizes of the enqueue batches for `tasks` tasks: at most 1 000 each, and as many batches
@@ -148,18 +158,25 @@ async fn finish(
         rss_mb: rss_mb(),
         key_prefix: engine.config().key_prefix.clone(),
         redis_cpu_us_per_task: Vec::new(),
+        listeners: 0,
+        listeners_told: 0,
     }
 }
 
 /// Enqueue `tasks` no-op tasks (in batches), then drain them with one worker of `concurrency`.
 /// Its waits are the queueing time of a full backlog, not a latency (see [`latency`]).
-pub async fn drain(config: Config, tasks: u64, concurrency: usize) -> anyhow::Result<DrainReport> {
+/// With `listeners`, that many live-event streams follow the first tasks, one each, through
+/// the drain.
+pub async fn drain(config: Config, tasks: u64, concurrency: usize, listeners: usize) -> anyhow::Result<DrainReport> {
     let engine = bench_engine(config, "drain", concurrency).await?;
     let t0 = Instant::now();
+    let mut followed = Vec::new();
     for n in enqueue_batches(tasks, engine.partitions()) {
-        enqueue_noops(&engine, n).await?;
+        let ids = enqueue_noops(&engine, n).await?;
+        followed.extend(ids.into_iter().take(listeners.saturating_sub(followed.len())));
     }
     let enqueue_s = t0.elapsed().as_secs_f64();
+    let listening = if listeners > 0 { Some(listeners::listen(&engine, &followed).await?) } else { None };
 
     let stop = CancellationToken::new();
     let opts = WorkerOptions { batch: 512, ..WorkerOptions::from_config(engine.config(), vec![Lane::Analytics]) };
@@ -174,7 +191,12 @@ pub async fn drain(config: Config, tasks: u64, concurrency: usize) -> anyhow::Re
     }
     let drain_s = t1.elapsed().as_secs_f64();
     let cpu_after = redis_cpu(&engine).await;
+    let told = match listening {
+        Some(l) => l.finish().await,
+        None => 0,
+    };
     let mut report = finish(&engine, handle, stop, (tasks, concurrency, enqueue_s, drain_s)).await;
+    (report.listeners, report.listeners_told) = (followed.len(), told);
     report.redis_cpu_us_per_task = cpu_after
         .into_iter()
         .map(|(node, after)| {
@@ -242,9 +264,17 @@ pub(crate) async fn cleanup(engine: &Engine) {
 pub(crate) async fn serve_api(
     engine: &Engine,
 ) -> anyhow::Result<(std::net::SocketAddr, CancellationToken, tokio::task::JoinHandle<std::io::Result<()>>)> {
+    serve_api_with(engine, &crate::web::auth::random_token()).await
+}
+
+/// [`serve_api`] with the admin token given.
+pub(crate) async fn serve_api_with(
+    engine: &Engine,
+    token: &str,
+) -> anyhow::Result<(std::net::SocketAddr, CancellationToken, tokio::task::JoinHandle<std::io::Result<()>>)> {
     let state = crate::web::AppState {
         engine: engine.clone(),
-        admin_token: std::sync::Arc::new(crate::web::auth::random_token()),
+        admin_token: std::sync::Arc::new(token.to_string()),
         ready: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
         prometheus: crate::telemetry::prometheus(),
         jwks: None,

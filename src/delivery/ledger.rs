@@ -37,7 +37,7 @@ const MARK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
 /// and have the part sent again.
 pub(super) async fn mark_part_sent(engine: &Engine, reply: &Reply<'_>, part: usize) -> Result<(), EngineError> {
     let deadline = std::time::Instant::now() + MARK_PATIENCE;
-    let mut backoff = crate::engine::worker::Backoff::new();
+    let mut backoff = crate::redis::Backoff::new();
     loop {
         let marked = match sent_marker(engine, reply, part, "mark").await {
             Ok(_) if engine.config().durability == crate::config::Durability::Replicated => {

@@ -77,7 +77,7 @@ impl HistoryFilter {
 }
 
 /// `pattern` is a kind, or one with `*` at its start and/or end standing for any text.
-fn kind_matches(pattern: &str, kind: &str) -> bool {
+pub(crate) fn kind_matches(pattern: &str, kind: &str) -> bool {
     match (pattern.strip_prefix('*'), pattern.strip_suffix('*')) {
         (Some(rest), _) if rest.ends_with('*') => kind.contains(&rest[..rest.len() - 1]),
         (Some(rest), _) => kind.ends_with(rest),

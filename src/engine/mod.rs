@@ -42,6 +42,7 @@
 
 mod diag;
 pub mod dlq;
+pub mod events;
 pub mod gauges;
 mod guardrails;
 pub mod history;
@@ -66,6 +67,7 @@ pub use crate::model::task::{
     Attempt, Lane, TaskSpec, TaskState, TaskStatus, entry_of_task, format_ms, id_place, is_later_id, new_task_id,
     now_ms, now_us, parse_entry_id, task_id_for_entry, task_id_for_later,
 };
+pub use events::{TaskEvent, TaskFollow};
 pub use history::{FinishedTask, HistoryFilter, HistoryPage};
 pub use later::LaterTask;
 pub use memory::MemoryTrend;
@@ -161,6 +163,14 @@ struct Inner {
     redis_url: String,
     memory: memory::MemoryWatch,
     old_markers: producer::OldMarkers,
+    /// This process's subscription to live task events, started by its first listener.
+    hub: Arc<events::Hub>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.hub.stop();
+    }
 }
 
 impl Engine {
@@ -183,8 +193,13 @@ impl Engine {
                 redis_url: redis_url.to_string(),
                 memory: memory::MemoryWatch::default(),
                 old_markers: producer::OldMarkers::default(),
+                hub: Arc::default(),
             }),
         })
+    }
+
+    pub(crate) fn hub(&self) -> &Arc<events::Hub> {
+        &self.inner.hub
     }
 
     pub fn config(&self) -> &Config {
@@ -317,10 +332,11 @@ impl Engine {
         RetryPolicy { max_attempts: c.max_retries + 1, base: c.retry_base, factor: 2.0, cap: c.retry_cap }
     }
 
-    /// Record a running task's progress. Only onto its record: a handler may report before its
-    /// start is written (the start writes a new task's record), and a record holding nothing but
-    /// `progress` would hide the task's entry from status lookups; the next report lands.
-    pub(crate) async fn set_progress(&self, task_id: &str, percent: u8) {
+    /// Record a running task's progress, and tell its listeners. Only onto its record: a
+    /// handler may report before its start is written (the start writes a new task's record),
+    /// and a record holding nothing but `progress` would hide the task's entry from status
+    /// lookups; the next report lands.
+    pub(crate) async fn set_progress(&self, task_id: &str, kind: &str, lane: Lane, percent: u8) {
         let mut con = self.conn();
         let r: redis::RedisResult<()> = redis::cmd("EVAL")
             .arg("#!lua flags=allow-oom\nif redis.call('HEXISTS', KEYS[1], 'state') == 1 then redis.call('HSET', KEYS[1], 'progress', ARGV[1]) end")
@@ -332,5 +348,6 @@ impl Engine {
         if let Err(e) = r {
             tracing::debug!(task_id, error = %e, "could not record progress");
         }
+        self.publish_events(&[TaskEvent::progress(task_id, kind, lane, percent)]);
     }
 }

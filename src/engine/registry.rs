@@ -98,7 +98,7 @@ impl TaskContext {
     /// Report progress (0–100), visible in the task's status. Best effort: a failure to record
     /// progress never fails the task.
     pub async fn progress(&self, percent: u8) {
-        self.engine.set_progress(&self.task_id, percent.min(100)).await;
+        self.engine.set_progress(&self.task_id, &self.kind, self.lane, percent.min(100)).await;
     }
 
     pub fn engine(&self) -> &Engine {

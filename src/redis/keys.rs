@@ -281,6 +281,12 @@ impl Keys {
         format!("{}cancel", self.root)
     }
 
+    /// Pub/sub channel of live task events (state changes and progress), JSON lines, a batch a
+    /// message (engine::events).
+    pub fn events_channel(&self) -> String {
+        format!("{}events", self.root)
+    }
+
     /// Pub/sub channel a producer announces a task queued for later on when it is the first due
     /// in its place (`<partition> <lane> <due ms>`), so workers look at it on time.
     pub fn later_channel(&self) -> String {

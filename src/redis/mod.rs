@@ -8,6 +8,7 @@
 mod conn;
 pub mod keys;
 pub mod partition;
+pub(crate) mod pubsub;
 pub(crate) mod reply;
 pub(crate) mod scripts;
 pub mod server;
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 pub use conn::{Conn, node_urls};
 pub use keys::{GROUP, Keys};
+pub(crate) use pubsub::Backoff;
 
 /// How long a short command may take before the call fails (a Lua batch of a thousand tasks
 /// included).

@@ -74,6 +74,16 @@ pub(super) async fn history(
     Ok(Json(json!({"tasks": page.tasks, "count": page.tasks.len(), "next": page.next})))
 }
 
+/// A query's `lane`: none when absent or empty, else a lane's name (400 otherwise).
+pub(super) fn lane_param(lane: Option<&str>) -> Result<Option<Lane>, ApiError> {
+    match lane.map(str::trim).filter(|l| !l.is_empty()) {
+        Some(name) => {
+            Ok(Some(Lane::parse(name).ok_or_else(|| ApiError::BadRequest(format!("unknown lane `{name}`")))?))
+        }
+        None => Ok(None),
+    }
+}
+
 #[derive(Deserialize)]
 pub(super) struct ScheduledQuery {
     lane: Option<String>,
@@ -86,10 +96,7 @@ pub(super) async fn scheduled(
     q: Result<Query<ScheduledQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let lane = match q.lane.as_deref().filter(|l| !l.is_empty()) {
-        Some(name) => Some(Lane::parse(name).ok_or_else(|| ApiError::BadRequest(format!("unknown lane `{name}`")))?),
-        None => None,
-    };
+    let lane = lane_param(q.lane.as_deref())?;
     let tasks = s.engine.later_tasks(lane, q.limit.unwrap_or(100).clamp(1, 1000)).await?;
     Ok(Json(json!({"scheduled": tasks, "count": tasks.len()})))
 }

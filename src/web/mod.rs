@@ -6,6 +6,7 @@ pub(crate) mod auth;
 mod conversations;
 mod dashboard;
 mod error;
+mod events;
 mod http_metrics;
 mod webhooks;
 
@@ -64,6 +65,8 @@ pub fn router(state: AppState) -> Router {
         .route("/tasks/scheduled", get(api::scheduled))
         .route("/tasks/{id}", get(api::task_status))
         .route("/tasks/{id}/run", post(api::run_now))
+        .route("/tasks/{id}/events", get(events::task_events))
+        .route("/events", get(events::all_events))
         .route("/tasks/{id}/cancel", post(api::cancel))
         .route("/conversations/tasks/{id}/status", get(api::task_status))
         .route("/conversations/tasks/{id}/cancel", post(api::cancel))

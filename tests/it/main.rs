@@ -17,6 +17,7 @@ mod conversations;
 mod dashboard;
 mod delivery;
 mod engine;
+mod events;
 mod failover;
 mod faults;
 mod flow;

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 use super::{Backoff, Shared};
 use crate::engine::stats::Counted;
-use crate::engine::{Lane, StopReason, TaskState, now_ms};
+use crate::engine::{Lane, StopReason, TaskEvent, TaskState, now_ms};
 use crate::redis::GROUP;
 use crate::redis::scripts::is_noscript;
 
@@ -21,6 +21,8 @@ const MAX_BATCH: usize = 1024;
 pub(crate) struct Start {
     pub part: usize,
     pub id: String,
+    pub kind: String,
+    pub lane: Lane,
     pub attempt: u32,
     pub base: u32,
     pub started_ms: u64,
@@ -337,6 +339,50 @@ async fn write(
     Ok(Replies { started, finished, failed })
 }
 
+/// Tell the listeners of these tasks what the write did: each start that may run, each success
+/// with its result, each retry, death and hand-back (a cancel tells its own; a task that lost a
+/// race to another attempt tells nothing).
+fn publish(sh: &Shared, starts: &[Start], dones: &[Done], fails: &[Failed], r: &Replies) {
+    let mut events = Vec::with_capacity(starts.len() + dones.len() + fails.len());
+    for (s, may_run) in starts.iter().zip(&r.started) {
+        if *may_run == 1 {
+            let mut e = TaskEvent::state(&s.id, &s.kind, Some(s.lane), TaskState::Started);
+            e.attempt = Some(s.attempt);
+            events.push(e);
+        }
+    }
+    for (d, outcome) in dones.iter().zip(&r.finished) {
+        if TaskState::parse(outcome) == Some(TaskState::Success) {
+            if !d.payload.is_empty() {
+                // its start was left to this write (`split`): it started all the same
+                let mut e = TaskEvent::state(&d.id, &d.kind, Some(d.lane), TaskState::Started);
+                e.attempt = Some(d.attempt);
+                events.push(e);
+            }
+            let mut e = TaskEvent::state(&d.id, &d.kind, Some(d.lane), TaskState::Success);
+            e.attempt = Some(d.attempt);
+            e.result = serde_json::value::RawValue::from_string(d.result.clone()).ok();
+            events.push(e);
+        }
+    }
+    for (f, outcome) in fails.iter().zip(&r.failed) {
+        let state = TaskState::parse(outcome);
+        if f.deferred || !matches!(state, Some(TaskState::Retry | TaskState::Failure | TaskState::Pending)) {
+            continue;
+        }
+        let mut e = TaskEvent::state(&f.id, &f.kind, Some(f.lane), state.unwrap_or(TaskState::Pending));
+        e.attempt = Some(f.attempt);
+        if state != Some(TaskState::Pending) {
+            e.error = Some(f.error.clone());
+        }
+        if state == Some(TaskState::Retry) {
+            e.retry_at = Some(crate::engine::format_ms(f.retry_at));
+        }
+        events.push(e);
+    }
+    sh.engine.publish_events(&events);
+}
+
 /// kind, lane, entry and max attempts, or four empty arguments.
 fn first_fields(inv: &mut redis::ScriptInvocation<'_>, first: Option<&FirstFields>) {
     match first {
@@ -346,6 +392,7 @@ fn first_fields(inv: &mut redis::ScriptInvocation<'_>, first: Option<&FirstField
 }
 
 fn after_write(sh: &Shared, starts: &[Start], dones: &[Done], fails: &[Failed], r: Replies) {
+    publish(sh, starts, dones, fails, &r);
     for (s, may_run) in starts.iter().zip(&r.started) {
         if *may_run == 0 {
             sh.stop_task(&s.id, StopReason::Revoked);

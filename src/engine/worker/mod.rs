@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use super::registry::StopSignal;
 use super::{Engine, Lane};
 use crate::config::Config;
+pub(crate) use crate::redis::Backoff;
 pub(crate) use commit::Event;
 
 /// How one worker process is shaped.
@@ -578,29 +579,4 @@ pub fn hostname() -> String {
         .filter(|h| !h.is_empty())
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| "localhost".into())
-}
-
-/// Exponential backoff for a loop that talks to Redis: never a busy loop while it is away.
-pub(crate) struct Backoff {
-    next: Duration,
-}
-
-impl Backoff {
-    const FIRST: Duration = Duration::from_millis(100);
-    const MAX: Duration = Duration::from_secs(5);
-
-    pub(crate) fn new() -> Backoff {
-        Backoff { next: Backoff::FIRST }
-    }
-
-    /// The wait after one more failure.
-    pub(crate) fn fail(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (self.next * 2).min(Backoff::MAX);
-        d.mul_f64(0.75 + fastrand::f64() * 0.5)
-    }
-
-    pub(crate) fn reset(&mut self) {
-        self.next = Backoff::FIRST;
-    }
 }

@@ -84,6 +84,8 @@ async fn run(sh: Arc<Shared>, d: Delivery, permits: (OwnedSemaphorePermit, Owned
     sh.commit(Event::Start(Start {
         part: d.part,
         id: d.id.clone(),
+        kind: d.kind.clone(),
+        lane: d.lane,
         attempt,
         base: d.base,
         started_ms,

@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use redis::Value;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -326,55 +325,29 @@ async fn prune(sh: &Shared, con: &mut crate::redis::Conn) -> redis::RedisResult<
 /// Hear cancellations of running tasks as they happen, and of tasks queued for later that are
 /// the first due in their place.
 pub(super) async fn cancel_listener(sh: Arc<Shared>, stop: CancellationToken) {
-    let channel = sh.engine.keys().cancel_channel();
     let later_channel = sh.engine.keys().later_channel();
-    let mut backoff = Backoff::new();
-    while !stop.is_cancelled() {
-        // Cancellations are published to every node of a cluster: any one of them will do.
-        let first = crate::redis::node_urls(sh.engine.redis_url()).into_iter().next().unwrap_or_default();
-        let client = match redis::Client::open(first) {
-            Ok(c) => c,
-            Err(_) => return,
-        };
-        let pubsub = tokio::select! {
-            r = client.get_async_pubsub() => r,
-            _ = stop.cancelled() => return,
-        };
-        let mut pubsub = match pubsub {
-            Ok(p) => p,
-            Err(_) => {
-                let wait = backoff.fail();
-                tokio::select! { _ = tokio::time::sleep(wait) => continue, _ = stop.cancelled() => return }
+    let channels = [sh.engine.keys().cancel_channel(), later_channel.clone()];
+    crate::redis::pubsub::listen(
+        sh.engine.redis_url(),
+        &channels,
+        stop,
+        || {},
+        |channel, payload| {
+            let Ok(text) = std::str::from_utf8(payload) else { return };
+            if channel == later_channel {
+                if let Some((part, lane, due)) = crate::engine::later::parse_announcement(text) {
+                    sh.later_at(part, lane, Some(due), false);
+                    sh.later_now.notify_one();
+                }
+            } else if !sh.stop_task(text, StopReason::Revoked) {
+                sh.recently_cancelled
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(text.to_string(), Instant::now());
             }
-        };
-        if pubsub.subscribe(&[&channel, &later_channel]).await.is_err() {
-            let wait = backoff.fail();
-            tokio::select! { _ = tokio::time::sleep(wait) => continue, _ = stop.cancelled() => return }
-        }
-        backoff.reset();
-        let mut messages = pubsub.on_message();
-        loop {
-            tokio::select! {
-                m = messages.next() => match m {
-                    Some(msg) if msg.get_channel_name() == later_channel => {
-                        let Ok(text) = msg.get_payload::<String>() else { continue };
-                        if let Some((part, lane, due)) = crate::engine::later::parse_announcement(&text) {
-                            sh.later_at(part, lane, Some(due), false);
-                            sh.later_now.notify_one();
-                        }
-                    }
-                    Some(msg) => {
-                        let Ok(id) = msg.get_payload::<String>() else { continue };
-                        if !sh.stop_task(&id, StopReason::Revoked) {
-                            sh.recently_cancelled.lock().unwrap_or_else(|e| e.into_inner()).insert(id, Instant::now());
-                        }
-                    }
-                    None => break,
-                },
-                _ = stop.cancelled() => return,
-            }
-        }
-    }
+        },
+    )
+    .await
 }
 
 /// Leave the deployment cleanly: drop the heartbeat and, when nothing is pending to it, the

@@ -11,7 +11,7 @@
 -- A task no worker has started yet may have no record, only its entry (enqueue.lua): its record
 -- is written here from the entry, and the task cancelled as a queued one — or as a running one
 -- when a worker has read it.
--- Returns {'MISSING'} | {'FINISHED', state} | {'REVOKED', 'later'|'queued'|'retry'|'running'}
+-- Returns {'MISSING'} | {'FINISHED', state} | {'REVOKED', 'later'|'queued'|'retry'|'running', kind}
 local key, stream, retry = KEYS[1], KEYS[2], KEYS[3]
 local group, now, ttl, channel, id = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local state = redis.call('HGET', key, 'state')
@@ -93,4 +93,4 @@ if where == 'running' then
 else
   redis.call('PEXPIRE', key, ttl)
 end
-return {'REVOKED', where}
+return {'REVOKED', where, f[1] or ''}

@@ -1,0 +1,139 @@
+//! Live task events as Server-Sent Events: one task's until it finishes
+//! (`GET /tasks/{id}/events`), and the deployment's (`GET /events?kind=&lane=`).
+//!
+//! A task's stream starts with its status as `GET /tasks/{id}` answers it (event `status`);
+//! then each state it enters (`state`) and each progress report (`progress`), as workers on any
+//! process publish them; it ends after the state that finishes the task (SUCCESS with its
+//! result, FAILURE, REVOKED). A task already finished answers its status and ends at once.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::response::IntoResponse;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures_util::Stream;
+use serde::Deserialize;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::engine::history::kind_matches;
+use crate::engine::{Engine, TaskEvent, TaskFollow, TaskStatus};
+
+/// A comment line this often keeps proxies from closing a quiet stream.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+fn sse(stream: impl Stream<Item = Result<Event, Infallible>> + Send + 'static) -> impl IntoResponse {
+    ([("x-accel-buffering", "no")], Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
+}
+
+fn event_of(e: &TaskEvent) -> Event {
+    Event::default().event(e.name()).json_data(e).unwrap_or_else(|_| Event::default().comment("unwritable event"))
+}
+
+fn status_event(s: &TaskStatus) -> Event {
+    Event::default().event("status").json_data(s).unwrap_or_else(|_| Event::default().comment("unwritable status"))
+}
+
+/// Where one task's stream is.
+struct TaskFeed {
+    engine: Engine,
+    id: String,
+    follow: TaskFollow,
+    /// Events to send before waiting for more.
+    ready: std::collections::VecDeque<Event>,
+    done: bool,
+}
+
+impl TaskFeed {
+    /// The task's status, read again (after the hub's subscription was made anew: events may
+    /// have been lost).
+    async fn resync(&mut self) {
+        match self.engine.task_status(&self.id).await {
+            Ok(Some(s)) => {
+                self.done = s.status.is_finished();
+                self.ready.push_back(status_event(&s));
+            }
+            Ok(None) => self.done = true,
+            Err(e) => tracing::debug!(task_id = %self.id, error = %e, "could not read a followed task's status"),
+        }
+    }
+
+    async fn next(mut self) -> Option<(Result<Event, Infallible>, TaskFeed)> {
+        loop {
+            if let Some(e) = self.ready.pop_front() {
+                return Some((Ok(e), self));
+            }
+            if self.done {
+                return None;
+            }
+            tokio::select! {
+                e = self.follow.events.recv() => match e {
+                    Some(e) => {
+                        self.done = e.is_final();
+                        self.ready.push_back(event_of(&e));
+                    }
+                    None => return None,
+                },
+                changed = self.follow.subscriptions.changed() => match changed {
+                    Ok(()) => self.resync().await,
+                    Err(_) => return None,
+                },
+            }
+        }
+    }
+}
+
+/// `GET /tasks/{id}/events`
+pub(super) async fn task_events(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    // Listening before reading, so that nothing between the two is missed.
+    let follow = s.engine.follow_task(&id).await;
+    let status = s.engine.task_status(&id).await?.ok_or_else(|| ApiError::NotFound(format!("no task with id {id}")))?;
+    let feed = TaskFeed {
+        engine: s.engine.clone(),
+        done: status.status.is_finished(),
+        ready: [status_event(&status)].into(),
+        id,
+        follow,
+    };
+    Ok(sse(futures_util::stream::unfold(feed, TaskFeed::next)))
+}
+
+#[derive(Deserialize)]
+pub(super) struct EventsQuery {
+    kind: Option<String>,
+    lane: Option<String>,
+}
+
+/// `GET /events?kind=&lane=`: every task's events, of a kind (a name, or a pattern with `*` at
+/// its start or end) and a lane when given. A listener that falls far behind is told how many it
+/// missed, in a comment.
+pub(super) async fn all_events(
+    State(s): State<AppState>,
+    q: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let kind = q.kind.map(|k| k.trim().to_string()).filter(|k| !k.is_empty());
+    let lane = super::api::lane_param(q.lane.as_deref())?;
+    let rx = s.engine.follow_all().await;
+    let wanted = move |e: &TaskEvent| {
+        kind.as_deref().is_none_or(|k| kind_matches(k, &e.kind)) && lane.is_none_or(|l| e.lane == Some(l))
+    };
+    let stream = futures_util::stream::unfold((rx, wanted), |(mut rx, wanted)| async move {
+        loop {
+            match rx.recv().await {
+                Ok(e) if wanted(&e) => return Some((Ok(event_of(&e)), (rx, wanted))),
+                Ok(_) => continue,
+                Err(RecvError::Lagged(n)) => {
+                    return Some((Ok(Event::default().comment(format!("missed {n} events"))), (rx, wanted)));
+                }
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    });
+    Ok(sse(stream))
+}
