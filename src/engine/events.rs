@@ -10,6 +10,7 @@
 //! once when it starts and again only if the hub's subscription was lost and made anew (events
 //! in between are lost with it).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -18,17 +19,20 @@ use serde_json::value::RawValue;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::{Engine, Lane, TaskState, format_ms, now_ms};
+use super::{Engine, Lane, TaskState};
 
 /// Deployment-wide events a slow listener may fall behind by before it misses some.
 const BROADCAST_DEPTH: usize = 4096;
 
-/// One thing that happened to a task: a state it entered, or its progress.
+/// One thing that happened to a task: a state it entered, or its progress. Its text borrows
+/// from what the publisher holds (nothing is copied to tell it); a listener's owns it
+/// (`TaskEvent<'static>`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TaskEvent {
-    pub task_id: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub kind: String,
+pub struct TaskEvent<'a> {
+    /// First, so that a listener finds whose event it is without reading the rest.
+    pub task_id: Cow<'a, str>,
+    #[serde(default, skip_serializing_if = "str::is_empty")]
+    pub kind: Cow<'a, str>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lane: Option<Lane>,
     /// The state it entered; `None` for a progress report.
@@ -40,32 +44,32 @@ pub struct TaskEvent {
     pub attempt: Option<u32>,
     /// Why the attempt failed (RETRY, FAILURE) or the task stopped (REVOKED).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    pub error: Option<Cow<'a, str>>,
     /// What it returned (SUCCESS).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub result: Option<Box<RawValue>>,
+    pub result: Option<Cow<'a, RawValue>>,
     /// When its next attempt is due (RETRY).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_at: Option<String>,
     /// When it happened.
-    pub at: String,
+    pub at: Cow<'a, str>,
 }
 
-impl TaskEvent {
-    /// `task_id` entered `state` now.
-    pub(crate) fn state(task_id: &str, kind: &str, lane: Option<Lane>, state: TaskState) -> TaskEvent {
-        TaskEvent { state: Some(state), ..TaskEvent::now(task_id, kind, lane) }
+impl<'a> TaskEvent<'a> {
+    /// `task_id` entered `state` at `at` (RFC 3339: [`format_ms`]).
+    pub(crate) fn state(task_id: &'a str, kind: &'a str, lane: Option<Lane>, state: TaskState, at: &'a str) -> Self {
+        TaskEvent { state: Some(state), ..TaskEvent::new(task_id, kind, lane, at) }
     }
 
-    /// `task_id` reported its progress now.
-    pub(crate) fn progress(task_id: &str, kind: &str, lane: Lane, percent: u8) -> TaskEvent {
-        TaskEvent { progress: Some(percent), ..TaskEvent::now(task_id, kind, Some(lane)) }
+    /// `task_id` reported its progress at `at`.
+    pub(crate) fn progress(task_id: &'a str, kind: &'a str, lane: Lane, percent: u8, at: &'a str) -> Self {
+        TaskEvent { progress: Some(percent), ..TaskEvent::new(task_id, kind, Some(lane), at) }
     }
 
-    fn now(task_id: &str, kind: &str, lane: Option<Lane>) -> TaskEvent {
+    fn new(task_id: &'a str, kind: &'a str, lane: Option<Lane>, at: &'a str) -> Self {
         TaskEvent {
-            task_id: task_id.to_string(),
-            kind: kind.to_string(),
+            task_id: Cow::Borrowed(task_id),
+            kind: Cow::Borrowed(kind),
             lane,
             state: None,
             progress: None,
@@ -73,7 +77,7 @@ impl TaskEvent {
             error: None,
             result: None,
             retry_at: None,
-            at: format_ms(now_ms()),
+            at: Cow::Borrowed(at),
         }
     }
 
@@ -88,10 +92,13 @@ impl TaskEvent {
     }
 }
 
+/// An event as a listener has it.
+pub type Told = Arc<TaskEvent<'static>>;
+
 /// A listener of one task: its events as they come, and the hub's subscription count (a
 /// change means events may have been lost: read the task's status again).
 pub struct TaskFollow {
-    pub events: mpsc::UnboundedReceiver<Arc<TaskEvent>>,
+    pub events: mpsc::UnboundedReceiver<Told>,
     pub subscriptions: watch::Receiver<u64>,
     _registered: Registered,
 }
@@ -116,8 +123,8 @@ impl Drop for Registered {
 
 /// A process's one subscription to the events channel, and its listeners.
 pub(crate) struct Hub {
-    followers: Mutex<HashMap<String, Vec<mpsc::UnboundedSender<Arc<TaskEvent>>>>>,
-    all: broadcast::Sender<Arc<TaskEvent>>,
+    followers: Mutex<HashMap<String, Vec<mpsc::UnboundedSender<Told>>>>,
+    all: broadcast::Sender<Told>,
     /// Times the subscription was (re)made.
     subscriptions: watch::Sender<u64>,
     started: OnceLock<()>,
@@ -150,8 +157,14 @@ impl Hub {
             return;
         }
         for line in payload.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-            let Ok(event) = serde_json::from_slice::<TaskEvent>(line) else { continue };
-            let listeners = followers.get(&event.task_id);
+            // Only the events someone listens to are read whole.
+            let listeners = match task_id_of(line) {
+                Some(id) if !everyone && !followers.contains_key(id) => continue,
+                Some(id) => followers.get(id),
+                None => None,
+            };
+            let Ok(event) = serde_json::from_slice::<TaskEvent<'static>>(line) else { continue };
+            let listeners = listeners.or_else(|| followers.get(event.task_id.as_ref()));
             if listeners.is_none() && !everyone {
                 continue;
             }
@@ -166,10 +179,17 @@ impl Hub {
     }
 }
 
+/// The task id an event's line starts with (`{"task_id":"…"`), when it needs no unescaping.
+fn task_id_of(line: &[u8]) -> Option<&str> {
+    let rest = line.strip_prefix(b"{\"task_id\":\"")?;
+    let end = rest.iter().position(|&b| b == b'"' || b == b'\\')?;
+    (rest.get(end) == Some(&b'"')).then(|| std::str::from_utf8(&rest[..end]).ok())?
+}
+
 impl Engine {
     /// Tell listeners, wherever they are, what happened to some tasks: one message, sent
     /// without waiting for it.
-    pub(crate) fn publish_events(&self, events: &[TaskEvent]) {
+    pub(crate) fn publish_events(&self, events: &[TaskEvent<'_>]) {
         if events.is_empty() {
             return;
         }
@@ -229,7 +249,7 @@ impl Engine {
 
     /// Listen to every task's events from now on (a listener that falls more than 4 096 events
     /// behind is told how many it missed).
-    pub async fn follow_all(&self) -> broadcast::Receiver<Arc<TaskEvent>> {
+    pub async fn follow_all(&self) -> broadcast::Receiver<Told> {
         self.hub_ready().await.all.subscribe()
     }
 
@@ -245,14 +265,16 @@ mod tests {
 
     #[test]
     fn events_read_back_as_written() {
-        let mut e = TaskEvent::state("t1", "diag.noop", Some(Lane::Analytics), TaskState::Success);
-        e.result = Some(RawValue::from_string(r#"{"a":[1,2]}"#.into()).unwrap());
+        let mut e = TaskEvent::state("t1", "diag.noop", Some(Lane::Analytics), TaskState::Success, "now");
+        let result = r#"{"a":[1,2]}"#;
+        e.result = serde_json::from_str::<&RawValue>(result).ok().map(Cow::Borrowed);
         let line = serde_json::to_string(&e).unwrap();
         assert!(!line.contains('\n'));
-        let back: TaskEvent = serde_json::from_str(&line).unwrap();
+        assert_eq!(task_id_of(line.as_bytes()), Some("t1"));
+        let back: TaskEvent<'static> = serde_json::from_str(&line).unwrap();
         assert_eq!(back.result.as_ref().unwrap().get(), r#"{"a":[1,2]}"#);
         assert_eq!((back.state, back.lane, back.name()), (Some(TaskState::Success), Some(Lane::Analytics), "state"));
-        let progress: TaskEvent = serde_json::from_str(r#"{"task_id":"t2","progress":40,"at":"x"}"#).unwrap();
+        let progress: TaskEvent<'static> = serde_json::from_str(r#"{"task_id":"t2","progress":40,"at":"x"}"#).unwrap();
         assert_eq!((progress.name(), progress.is_final()), ("progress", false));
     }
 
@@ -263,14 +285,17 @@ mod tests {
         hub.followers.lock().unwrap().insert("t1".into(), vec![tx]);
         let mut all = hub.all.subscribe();
         let lines = [
-            serde_json::to_string(&TaskEvent::state("t1", "k", None, TaskState::Started)).unwrap(),
+            serde_json::to_string(&TaskEvent::state("t1", "k", None, TaskState::Started, "now")).unwrap(),
             "not json".to_string(),
-            serde_json::to_string(&TaskEvent::state("t2", "k", None, TaskState::Started)).unwrap(),
+            serde_json::to_string(&TaskEvent::state("t2", "k", None, TaskState::Started, "now")).unwrap(),
+            r#"{"kind":"k","task_id":"t1","state":"SUCCESS","at":"now"}"#.to_string(),
         ];
         hub.dispatch(lines.join("\n").as_bytes());
-        assert_eq!(rx.try_recv().unwrap().task_id, "t1");
+        assert_eq!(rx.try_recv().unwrap().state, Some(TaskState::Started));
+        assert_eq!(rx.try_recv().unwrap().state, Some(TaskState::Success), "read whole when its id is not first");
         assert!(rx.try_recv().is_err(), "t2's event is not t1's");
         assert_eq!(all.try_recv().unwrap().task_id, "t1");
         assert_eq!(all.try_recv().unwrap().task_id, "t2");
+        assert_eq!(all.try_recv().unwrap().task_id, "t1");
     }
 }

@@ -67,7 +67,7 @@ pub use crate::model::task::{
     Attempt, Lane, TaskSpec, TaskState, TaskStatus, entry_of_task, format_ms, id_place, is_later_id, new_task_id,
     now_ms, now_us, parse_entry_id, task_id_for_entry, task_id_for_later,
 };
-pub use events::{TaskEvent, TaskFollow};
+pub use events::{TaskEvent, TaskFollow, Told};
 pub use history::{FinishedTask, HistoryFilter, HistoryPage};
 pub use later::LaterTask;
 pub use memory::MemoryTrend;
@@ -348,6 +348,7 @@ impl Engine {
         if let Err(e) = r {
             tracing::debug!(task_id, error = %e, "could not record progress");
         }
-        self.publish_events(&[TaskEvent::progress(task_id, kind, lane, percent)]);
+        let at = format_ms(now_ms());
+        self.publish_events(&[TaskEvent::progress(task_id, kind, lane, percent, &at)]);
     }
 }

@@ -379,7 +379,8 @@ impl Engine {
             Some("REVOKED") => {
                 tracing::info!(task_id = id, was = reply.get(1).map(String::as_str).unwrap_or(""), "task cancelled");
                 let kind = reply.get(2).map(String::as_str).unwrap_or_default();
-                let mut event = super::TaskEvent::state(id, kind, Some(lane), TaskState::Revoked);
+                let at = super::format_ms(now_ms());
+                let mut event = super::TaskEvent::state(id, kind, Some(lane), TaskState::Revoked, &at);
                 event.error = Some("cancelled".into());
                 self.publish_events(&[event]);
                 Ok(TaskState::Revoked)

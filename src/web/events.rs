@@ -28,7 +28,7 @@ fn sse(stream: impl Stream<Item = Result<Event, Infallible>> + Send + 'static) -
     ([("x-accel-buffering", "no")], Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
 }
 
-fn event_of(e: &TaskEvent) -> Event {
+fn event_of(e: &TaskEvent<'_>) -> Event {
     Event::default().event(e.name()).json_data(e).unwrap_or_else(|_| Event::default().comment("unwritable event"))
 }
 
@@ -120,7 +120,7 @@ pub(super) async fn all_events(
     let kind = q.kind.map(|k| k.trim().to_string()).filter(|k| !k.is_empty());
     let lane = super::api::lane_param(q.lane.as_deref())?;
     let rx = s.engine.follow_all().await;
-    let wanted = move |e: &TaskEvent| {
+    let wanted = move |e: &TaskEvent<'_>| {
         kind.as_deref().is_none_or(|k| kind_matches(k, &e.kind)) && lane.is_none_or(|l| e.lane == Some(l))
     };
     let stream = futures_util::stream::unfold((rx, wanted), |(mut rx, wanted)| async move {

@@ -2,6 +2,7 @@
 //! one pipelined round trip (up to three script calls). Entries leave the in-flight table only
 //! once their outcome is stored, so their claims are renewed until then.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -343,10 +344,12 @@ async fn write(
 /// with its result, each retry, death and hand-back (a cancel tells its own; a task that lost a
 /// race to another attempt tells nothing).
 fn publish(sh: &Shared, starts: &[Start], dones: &[Done], fails: &[Failed], r: &Replies) {
-    let mut events = Vec::with_capacity(starts.len() + dones.len() + fails.len());
+    let at = crate::engine::format_ms(now_ms());
+    let retry_at: Vec<String> = fails.iter().map(|f| crate::engine::format_ms(f.retry_at)).collect();
+    let mut events = Vec::with_capacity(starts.len() + 2 * dones.len() + fails.len());
     for (s, may_run) in starts.iter().zip(&r.started) {
         if *may_run == 1 {
-            let mut e = TaskEvent::state(&s.id, &s.kind, Some(s.lane), TaskState::Started);
+            let mut e = TaskEvent::state(&s.id, &s.kind, Some(s.lane), TaskState::Started, &at);
             e.attempt = Some(s.attempt);
             events.push(e);
         }
@@ -355,28 +358,32 @@ fn publish(sh: &Shared, starts: &[Start], dones: &[Done], fails: &[Failed], r: &
         if TaskState::parse(outcome) == Some(TaskState::Success) {
             if !d.payload.is_empty() {
                 // its start was left to this write (`split`): it started all the same
-                let mut e = TaskEvent::state(&d.id, &d.kind, Some(d.lane), TaskState::Started);
+                let mut e = TaskEvent::state(&d.id, &d.kind, Some(d.lane), TaskState::Started, &at);
                 e.attempt = Some(d.attempt);
                 events.push(e);
             }
-            let mut e = TaskEvent::state(&d.id, &d.kind, Some(d.lane), TaskState::Success);
+            let mut e = TaskEvent::state(&d.id, &d.kind, Some(d.lane), TaskState::Success, &at);
             e.attempt = Some(d.attempt);
-            e.result = serde_json::value::RawValue::from_string(d.result.clone()).ok();
+            e.result = serde_json::from_str::<&serde_json::value::RawValue>(&d.result).ok().map(Cow::Borrowed);
             events.push(e);
         }
     }
-    for (f, outcome) in fails.iter().zip(&r.failed) {
+    for ((f, outcome), retry_at) in fails.iter().zip(&r.failed).zip(&retry_at) {
         let state = TaskState::parse(outcome);
-        if f.deferred || !matches!(state, Some(TaskState::Retry | TaskState::Failure | TaskState::Pending)) {
+        let Some(state) = state.filter(|s| matches!(s, TaskState::Retry | TaskState::Failure | TaskState::Pending))
+        else {
+            continue;
+        };
+        if f.deferred {
             continue;
         }
-        let mut e = TaskEvent::state(&f.id, &f.kind, Some(f.lane), state.unwrap_or(TaskState::Pending));
+        let mut e = TaskEvent::state(&f.id, &f.kind, Some(f.lane), state, &at);
         e.attempt = Some(f.attempt);
-        if state != Some(TaskState::Pending) {
-            e.error = Some(f.error.clone());
+        if state != TaskState::Pending {
+            e.error = Some(Cow::Borrowed(&f.error));
         }
-        if state == Some(TaskState::Retry) {
-            e.retry_at = Some(crate::engine::format_ms(f.retry_at));
+        if state == TaskState::Retry {
+            e.retry_at = Some(retry_at.clone());
         }
         events.push(e);
     }
