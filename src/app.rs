@@ -176,6 +176,7 @@ pub async fn serve(config: Config, roles: Roles, lanes: Vec<Lane>) -> anyhow::Re
             admin_token: Arc::new(admin_token.clone()),
             ready,
             prometheus,
+            auth_throttle: Arc::new(web::throttle::AuthThrottle::from_config(engine.config())),
         };
         let listener =
             tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("cannot listen on {listen}"))?;
@@ -183,9 +184,8 @@ pub async fn serve(config: Config, roles: Roles, lanes: Vec<Lane>) -> anyhow::Re
         println!("Switchyard is up: dashboard http://{addr}/ — admin token: {admin_token}");
         let stop = shutdown.clone();
         background.spawn(async move {
-            let served = axum::serve(listener, web::router(state))
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await;
+            let app = web::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+            let served = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await;
             if let Err(e) = served {
                 tracing::error!(error = %e, "the HTTP server stopped");
             }

@@ -275,6 +275,7 @@ pub(crate) async fn serve_api_with(
     let state = crate::web::AppState {
         engine: engine.clone(),
         admin_token: std::sync::Arc::new(token.to_string()),
+        auth_throttle: std::sync::Arc::new(crate::web::throttle::AuthThrottle::from_config(engine.config())),
         ready: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
         prometheus: crate::telemetry::prometheus(),
         jwks: None,

@@ -80,6 +80,7 @@ pub async fn overview(mut config: Config, entries: u64, dead: u64, renders: u64)
         ready: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
         prometheus: crate::telemetry::prometheus(),
         jwks: None,
+        auth_throttle: std::sync::Arc::new(crate::web::throttle::AuthThrottle::from_config(engine.config())),
     };
     let router = crate::web::router(state);
     let login = Request::post("/login")

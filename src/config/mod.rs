@@ -77,6 +77,10 @@ pub struct Config {
     pub dlq_max: u64,
     /// Finished tasks the history keeps (the latest; 0: none), spread over the partitions.
     pub task_history: u64,
+    /// Wrong admin tokens a client address may give in a minute before it is made to wait.
+    pub auth_failures_per_minute: u32,
+    /// Proxies whose `X-Forwarded-For` names the client (their own address otherwise).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Share of Redis's `maxmemory` past which new work from outside is refused (503).
     pub memory_high_water: f64,
     /// When a producer's write counts as taken: `Local` once the master has it, `Replicated`
@@ -93,6 +97,9 @@ pub struct Config {
 
 /// The schedules there are, with their defaults (SPEC §7).
 pub const SCHEDULES: &[(&str, &str)] = &[("performance_report", "0 */5 * * * *"), ("cleanup", "0 0 * * * *")];
+
+/// The shortest admin token taken.
+pub const MIN_TOKEN: usize = 16;
 
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 
@@ -140,6 +147,8 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(30),
             dlq_max: 0,
             task_history: 10_000,
+            auth_failures_per_minute: 10,
+            trusted_proxies: Vec::new(),
             memory_high_water: 0.9,
             durability: Durability::Local,
             worker_partitions: WorkerPartitions::All,
@@ -218,7 +227,12 @@ impl Config {
             }
         }
         let mut c = Config::default();
-        let mut take = |key: &str| raw.remove(key);
+        let mut take = |key: &str| {
+            // a setting read here but missing from KNOWN would be dropped from files and the
+            // environment without a word
+            debug_assert!(KNOWN.contains(&key), "setting `{key}` is not in KNOWN");
+            raw.remove(key)
+        };
         macro_rules! set_opt {
             ($field:ident) => {
                 if let Some(r) = take(stringify!($field)) {
@@ -281,6 +295,8 @@ impl Config {
         set_parse!(shutdown_grace, parse_duration);
         set_parse!(dlq_max, |r: &Raw| parse_num::<u64>(r));
         set_parse!(task_history, |r: &Raw| parse_num::<u64>(r));
+        set_parse!(auth_failures_per_minute, |r: &Raw| parse_count(r).map(|n| n.min(u32::MAX as usize) as u32));
+        set_parse!(trusted_proxies, parse_addresses);
         set_parse!(memory_high_water, parse_share);
         set_parse!(durability, parse_durability);
         set_parse!(worker_partitions, parse_worker_partitions);
@@ -305,6 +321,15 @@ impl Config {
         let bad = |name: &str, value: String, message: &str| {
             Err(ConfigError::Invalid { name: name.into(), value, message: message.into() })
         };
+        if let Some(token) = &self.admin_token
+            && token.chars().count() < MIN_TOKEN
+        {
+            return bad(
+                "ADMIN_TOKEN",
+                format!("({} characters)", token.chars().count()),
+                &format!("must be at least {MIN_TOKEN} characters (leave it unset for a random one)"),
+            );
+        }
         if self.key_prefix.is_empty() || self.key_prefix.contains(['{', '}', ' ']) {
             return bad("KEY_PREFIX", self.key_prefix.clone(), "must be non-empty, without braces or spaces");
         }
@@ -381,7 +406,7 @@ impl Config {
         Config {
             redis_url: Some(redis_url.to_string()),
             key_prefix: prefix.to_string(),
-            admin_token: Some("test-token".into()),
+            admin_token: Some("test-token-0123456789".into()),
             retry_base: Duration::from_millis(100),
             retry_cap: Duration::from_secs(2),
             visibility_timeout: Duration::from_secs(2),
@@ -433,6 +458,9 @@ const KNOWN: &[&str] = &[
     "idempotency_window",
     "shutdown_grace",
     "dlq_max",
+    "task_history",
+    "auth_failures_per_minute",
+    "trusted_proxies",
     "memory_high_water",
     "durability",
     "worker_partitions",
@@ -510,6 +538,19 @@ pub fn parse_duration_str(s: &str) -> Option<Duration> {
 
 fn parse_duration(r: &Raw) -> Result<Duration, ConfigError> {
     parse_duration_str(&r.value).ok_or_else(|| invalid(r, "must be a duration such as 500ms, 30s, 10m, 24h or 30d"))
+}
+
+/// IP addresses separated by commas.
+fn parse_addresses(r: &Raw) -> Result<Vec<std::net::IpAddr>, ConfigError> {
+    r.value
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(|a| {
+            a.parse()
+                .map_err(|_| invalid(r, &format!("`{a}` is not an IP address (give addresses separated by commas)")))
+        })
+        .collect()
 }
 
 fn parse_secrets(r: &Raw) -> Result<BTreeMap<String, String>, ConfigError> {

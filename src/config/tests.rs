@@ -24,13 +24,29 @@ fn environment_overrides_and_durations_parse() {
             ("SWITCHYARD_TASK_RETENTION", "30d"),
             ("SWITCHYARD_GENERIC_SECRETS", "crm=abc, shop=def"),
             ("SWITCHYARD_CONCURRENCY_WEBHOOKS", "7"),
+            ("SWITCHYARD_TASK_HISTORY", "0"),
+            ("SWITCHYARD_AUTH_FAILURES_PER_MINUTE", "3"),
+            ("SWITCHYARD_TRUSTED_PROXIES", "10.0.0.2, ::1"),
         ]),
     )
     .unwrap();
+    assert_eq!(c.task_history, 0);
+    assert_eq!(c.auth_failures_per_minute, 3);
+    assert_eq!(c.trusted_proxies, ["10.0.0.2".parse::<std::net::IpAddr>().unwrap(), "::1".parse().unwrap()]);
     assert_eq!(c.retry_base, Duration::from_millis(500));
     assert_eq!(c.task_retention, Duration::from_secs(30 * 86400));
     assert_eq!(c.generic_secrets.get("shop").map(String::as_str), Some("def"));
     assert_eq!(c.concurrency_webhooks, 7);
+}
+
+#[test]
+fn a_short_admin_token_or_a_bad_proxy_address_stops_start_up() {
+    let err = Config::load_from(None, &env(&[("SWITCHYARD_ADMIN_TOKEN", "hunter2")])).unwrap_err().to_string();
+    assert!(err.contains("ADMIN_TOKEN") && err.contains("at least 16 characters"), "{err}");
+    assert!(!err.contains("hunter2"), "the token is not written out: {err}");
+    assert!(Config::load_from(None, &env(&[("SWITCHYARD_ADMIN_TOKEN", "0123456789abcdef")])).is_ok());
+    let err = Config::load_from(None, &env(&[("SWITCHYARD_TRUSTED_PROXIES", "10.0.0.2, proxy.local")])).unwrap_err();
+    assert!(err.to_string().contains("`proxy.local` is not an IP address"), "{err}");
 }
 
 #[test]

@@ -99,6 +99,14 @@ fn describe() {
     );
     describe_gauge!("switchyard_redis_up", "1 when Redis answered the last sample, else 0.");
     describe_counter!(
+        "switchyard_auth_failures_total",
+        "Wrong admin tokens given, by surface (api: a bearer token, login: the dashboard's form)."
+    );
+    describe_counter!(
+        "switchyard_auth_throttled_total",
+        "Attempts refused with 429 because their address gave too many wrong admin tokens, by surface."
+    );
+    describe_counter!(
         "switchyard_deliveries_total",
         "Reply parts sent to platforms, by platform and outcome (sent, retry, failed)."
     );

@@ -1,8 +1,13 @@
 //! The admin token: `Authorization: Bearer <token>` on everything but webhooks, health and
-//! metrics. Compared in constant time.
+//! metrics. Compared in constant time, without telling its length; a client address that gives
+//! wrong ones too often is made to wait (`throttle`).
 
-use axum::extract::{Request, State};
-use axum::http::{HeaderMap, Method, header};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{Extensions, HeaderMap, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
@@ -11,8 +16,44 @@ use super::AppState;
 use super::error::ApiError;
 use crate::engine::EngineError;
 
+/// Whether `given` is `expected`: their SHA-256 digests compared in constant time, so neither
+/// the place of the first difference nor the token's length shows in the time taken.
 pub(crate) fn token_matches(expected: &str, given: &str) -> bool {
-    expected.len() == given.len() && bool::from(expected.as_bytes().ct_eq(given.as_bytes()))
+    use sha2::{Digest, Sha256};
+    bool::from(Sha256::digest(expected.as_bytes()).ct_eq(&Sha256::digest(given.as_bytes())))
+}
+
+/// The address a request comes from, as the throttle of wrong tokens counts it.
+pub(crate) struct Client(pub IpAddr);
+
+impl FromRequestParts<AppState> for Client {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Client, Self::Rejection> {
+        Ok(Client(client_of(state, &parts.extensions, &parts.headers)))
+    }
+}
+
+fn client_of(state: &AppState, extensions: &Extensions, headers: &HeaderMap) -> IpAddr {
+    let peer = extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+    state.auth_throttle.client(peer, headers)
+}
+
+/// Whether `given` is the admin token, from `client` on `surface` (`api`, `login`). An address
+/// that gave wrong ones too often is refused before the comparison (`Err` with how long to
+/// wait); a wrong one counts against its address. Both are counted in metrics.
+pub(crate) fn admit(state: &AppState, client: IpAddr, given: &str, surface: &'static str) -> Result<bool, Duration> {
+    if let Err(wait) = state.auth_throttle.check(client) {
+        metrics::counter!("switchyard_auth_throttled_total", "surface" => surface).increment(1);
+        return Err(wait);
+    }
+    if token_matches(&state.admin_token, given) {
+        return Ok(true);
+    }
+    state.auth_throttle.failed(client);
+    metrics::counter!("switchyard_auth_failures_total", "surface" => surface).increment(1);
+    tracing::debug!(%client, surface, "wrong admin token");
+    Ok(false)
 }
 
 /// The bearer token, or (for reads) the dashboard's session cookie.
@@ -24,9 +65,13 @@ pub(crate) async fn require_admin(State(state): State<AppState>, req: Request, n
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim);
     match given {
-        Some(token) if token_matches(&state.admin_token, token) => next.run(req).await,
+        Some(token) => match admit(&state, client_of(&state, req.extensions(), req.headers()), token, "api") {
+            Ok(true) => next.run(req).await,
+            Ok(false) => ApiError::Unauthorized("missing or wrong admin token".into()).into_response(),
+            Err(wait) => ApiError::Throttled(wait).into_response(),
+        },
         None if api_session_ok(&state, req.method(), req.headers()).await => next.run(req).await,
-        _ => ApiError::Unauthorized("missing or wrong admin token".into()).into_response(),
+        None => ApiError::Unauthorized("missing or wrong admin token".into()).into_response(),
     }
 }
 

@@ -33,6 +33,14 @@ pub enum ApiError {
     Timeout(String),
     #[error("{0}")]
     Internal(String),
+    /// Too many wrong admin tokens from this address: how long until it may try again.
+    #[error("too many wrong admin tokens from this address; try again in {} s", retry_secs(*.0))]
+    Throttled(std::time::Duration),
+}
+
+/// A wait as whole seconds for `Retry-After` (at least one).
+fn retry_secs(wait: std::time::Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
 }
 
 impl ApiError {
@@ -49,6 +57,7 @@ impl ApiError {
             ApiError::Upstream(_) => (StatusCode::BAD_GATEWAY, "task_failed"),
             ApiError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            ApiError::Throttled(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
         }
     }
 }
@@ -95,6 +104,9 @@ impl IntoResponse for ApiError {
         let mut resp = (status, axum::Json(body)).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        if let ApiError::Throttled(wait) = &self {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_secs(*wait).max(1)));
         }
         resp
     }

@@ -8,6 +8,7 @@ mod dashboard;
 mod error;
 mod events;
 mod http_metrics;
+pub mod throttle;
 mod webhooks;
 
 use std::sync::Arc;
@@ -57,6 +58,8 @@ pub struct AppState {
     pub prometheus: PrometheusHandle,
     /// Google's signing keys for Pub/Sub push tokens, when Pub/Sub is configured.
     pub jwks: Option<Arc<crate::ingest::jwt::Jwks>>,
+    /// Wrong admin tokens, counted per client address.
+    pub auth_throttle: Arc<throttle::AuthThrottle>,
 }
 
 pub fn router(state: AppState) -> Router {

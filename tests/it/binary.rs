@@ -45,7 +45,7 @@ async fn serve_runs_tasks_from_the_cli_and_drains_on_sigterm() {
             .env("SWITCHYARD_REDIS_URL", &env.url)
             .env("SWITCHYARD_KEY_PREFIX", &env.prefix)
             .env("SWITCHYARD_LISTEN", format!("127.0.0.1:{port}"))
-            .env("SWITCHYARD_ADMIN_TOKEN", "cli-token")
+            .env("SWITCHYARD_ADMIN_TOKEN", "cli-token-0123456789")
             .env("SWITCHYARD_SHUTDOWN_GRACE", "20s")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())

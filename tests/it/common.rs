@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 /// The admin token `Config::for_test` sets.
-pub const TOKEN: &str = "test-token";
+pub const TOKEN: &str = "test-token-0123456789";
 
 /// How long any condition may take before a test gives up. Generous: a slow machine must not
 /// fail a test, only a broken behaviour.
@@ -624,6 +624,7 @@ impl TestEnv {
             ready: ready.clone(),
             prometheus: switchyard::telemetry::prometheus(),
             jwks: switchyard::app::jwks(&self.config).expect("Pub/Sub key set"),
+            auth_throttle: Arc::new(web::throttle::AuthThrottle::from_config(&self.config)),
         };
         (web::router(state), ready)
     }

@@ -298,10 +298,11 @@ async fn sessions_end_with_the_token_and_pages_are_not_framed_or_cached() {
     // The operator rotates the admin token: sessions opened with the old one are over.
     let rotated = switchyard::web::router(switchyard::web::AppState {
         engine: env.engine.clone(),
-        admin_token: std::sync::Arc::new("a-new-token".into()),
+        admin_token: std::sync::Arc::new("a-new-token-0123456789".into()),
         ready: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
         prometheus: switchyard::telemetry::prometheus(),
         jwks: None,
+        auth_throttle: std::sync::Arc::new(switchyard::web::throttle::AuthThrottle::from_config(&env.config)),
     });
     assert_eq!(get(&rotated, "/ui/", &cookie).await.status, StatusCode::SEE_OTHER);
     assert_eq!(get(&router, "/ui/", &cookie).await.status, StatusCode::OK, "still valid where the token is unchanged");

@@ -9,6 +9,7 @@
 
 mod analytics;
 mod analytics_conv;
+mod auth;
 mod binary;
 mod browser;
 mod cluster;

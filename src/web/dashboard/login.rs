@@ -1,7 +1,7 @@
 //! Logging in with the admin token, and out.
 
 use super::*;
-use crate::web::auth::{COOKIE, SESSION_SECONDS, open_session};
+use crate::web::auth::{COOKIE, Client, SESSION_SECONDS, admit, open_session};
 
 #[derive(Template)]
 #[template(path = "login.html")]
@@ -16,13 +16,31 @@ pub(super) async fn login_page(State(state): State<AppState>, headers: HeaderMap
     render(LoginPage { error: None })
 }
 
-pub(super) async fn login(State(state): State<AppState>, headers: HeaderMap, RawBody(body): RawBody) -> Response {
+pub(super) async fn login(
+    State(state): State<AppState>,
+    Client(client): Client,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Response {
     let form = Form::parse(&body);
     let given = form.one("token").unwrap_or_default().trim().to_string();
-    if !token_matches(&state.admin_token, &given) {
-        let mut r = render(LoginPage { error: Some("That is not the admin token.".into()) });
-        *r.status_mut() = StatusCode::UNAUTHORIZED;
-        return r;
+    let refused = |status: StatusCode, error: String| {
+        let mut r = render(LoginPage { error: Some(error) });
+        *r.status_mut() = status;
+        r
+    };
+    match admit(&state, client, &given, "login") {
+        Ok(true) => {}
+        Ok(false) => return refused(StatusCode::UNAUTHORIZED, "That is not the admin token.".into()),
+        Err(wait) => {
+            let secs = wait.as_secs() + 1;
+            let mut r = refused(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("Too many wrong tokens from this address: try again in {secs} s."),
+            );
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            return r;
+        }
     }
     let id = match open_session(&state).await {
         Ok(id) => id,

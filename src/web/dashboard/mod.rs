@@ -42,6 +42,7 @@ pub(super) fn router() -> Router<AppState> {
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .route("/static/htmx.min.js", get(htmx))
         .route("/static/switchyard.css", get(css))
+        .route("/static/task-live.js", get(task_live))
         .route("/login", get(login_page).post(login))
         .route("/logout", post(logout))
         .route("/ui/", get(overview))
@@ -65,6 +66,10 @@ pub(super) fn router() -> Router<AppState> {
 
 async fn htmx() -> impl IntoResponse {
     static_file("text/javascript; charset=utf-8", include_str!("../../../static/htmx.min.js"))
+}
+
+async fn task_live() -> impl IntoResponse {
+    static_file("text/javascript; charset=utf-8", include_str!("../../../static/task-live.js"))
 }
 
 async fn css() -> impl IntoResponse {
