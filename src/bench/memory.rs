@@ -65,9 +65,9 @@ pub struct MemoryReport {
     /// The history of finished tasks (`history`), a fixed cost and not a per-item one: it holds
     /// the latest `TASK_HISTORY` whatever the rate, so both figures above leave it out. Read
     /// from the no-op run (its tasks fill it when there are at least `TASK_HISTORY` of them).
-    pub history_entries: u64,
+    pub history_tasks: u64,
     pub history_bytes: u64,
-    pub bytes_per_history_entry: f64,
+    pub bytes_per_history_task: f64,
     /// `MEMORY STATS` after less before, per answered message, for the parts that moved by more
     /// than a byte per message: where the `used_memory` difference that no key holds went.
     pub server_per_message: BTreeMap<String, f64>,
@@ -201,7 +201,7 @@ pub async fn memory(
     let (replies, bytes_per_message, families_m, server_per_message) =
         conversation_run(config.clone(), messages, conversations).await?;
     let settle_s = t0.elapsed().as_secs_f64();
-    let (bytes_per_noop_task, noop_families, history_entries) = noop_run(config, noop_tasks).await?;
+    let (bytes_per_noop_task, noop_families, history_tasks) = noop_run(config, noop_tasks).await?;
     let usage: u64 = families_m.iter().filter(|(f, _)| *f != HISTORY).map(|(_, f)| f.bytes).sum();
     let history_bytes = history_bytes(&noop_families);
     Ok(MemoryReport {
@@ -215,9 +215,9 @@ pub async fn memory(
         bytes_per_noop_task,
         noop_families,
         settle_s,
-        history_entries,
+        history_tasks,
         history_bytes,
-        bytes_per_history_entry: history_bytes as f64 / history_entries.max(1) as f64,
+        bytes_per_history_task: history_bytes as f64 / history_tasks.max(1) as f64,
         server_per_message,
     })
 }
@@ -344,10 +344,7 @@ async fn noop_run(mut config: Config, tasks: u64) -> anyhow::Result<(f64, BTreeM
     handle.wait().await;
     let after = used_memory(&engine).await?;
     let fams = families(&engine, tasks).await?;
-    let mut entries = 0;
-    for p in 0..engine.partitions() {
-        entries += redis::cmd("XLEN").arg(engine.part(p).history()).query_async::<u64>(&mut engine.conn()).await?;
-    }
+    let entries = engine.history_len().await?;
     super::cleanup(&engine).await;
     anyhow::ensure!(settled, "the tasks did not settle within {SETTLE:?}");
     let held = after.saturating_sub(before).saturating_sub(history_bytes(&fams));

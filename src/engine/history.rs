@@ -8,9 +8,10 @@ use serde::Serialize;
 use super::{Engine, EngineError, Lane, TaskState, format_ms, parse_entry_id};
 use crate::redis::reply::parse_entries;
 
-/// Entries read from a partition's history a round trip.
-const CHUNK: usize = 500;
-/// Entries one page reads from a partition at most; past it the page ends early with a cursor
+/// Entries read from a partition's history a round trip (each holds the tasks one call settled:
+/// one, or a worker's whole batch).
+const CHUNK: usize = 50;
+/// Tasks one page reads from a partition at most; past it the page ends early with a cursor
 /// (a narrow filter over a long history answers in bounded time, and the next page goes on).
 const SCAN_BOUND: usize = 20_000;
 
@@ -101,18 +102,20 @@ pub struct FinishedTask {
     pub at: Position,
 }
 
-/// Where an entry is in the merged history: (finished ms, sequence, partition), newest largest.
+/// Where a task is in the merged history: its entry (finished ms, sequence), partition, and
+/// place in the entry; newest largest.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Position {
     ms: u64,
     seq: u64,
     part: usize,
+    place: usize,
 }
 
 impl Position {
-    /// The cursor a client passes back: `<ms>-<seq>-<partition>`.
+    /// The cursor a client passes back: `<ms>-<seq>-<partition>-<place>`.
     pub fn cursor(&self) -> String {
-        format!("{}-{}-{}", self.ms, self.seq, self.part)
+        format!("{}-{}-{}-{}", self.ms, self.seq, self.part, self.place)
     }
 
     /// The cursor a client passed back, if any; the error says what is wrong, for a 400.
@@ -126,9 +129,11 @@ impl Position {
     }
 
     pub fn parse(cursor: &str) -> Option<Position> {
-        let (entry, part) = cursor.rsplit_once('-')?;
+        let (rest, place) = cursor.rsplit_once('-')?;
+        let (entry, part) = rest.rsplit_once('-')?;
         let (ms, seq) = parse_entry_id(entry)?;
-        Some(Position { ms, seq, part: part.parse().ok()? })
+        let number = |s: &str| s.bytes().all(|b| b.is_ascii_digit()).then(|| s.parse().ok()).flatten();
+        Some(Position { ms, seq, part: number(part)?, place: number(place)? })
     }
 }
 
@@ -148,7 +153,32 @@ struct PartPage {
 }
 
 impl Engine {
-    /// Entries each partition's history keeps: its share of `TASK_HISTORY`.
+    /// The tasks the history holds now, over every partition.
+    pub async fn history_len(&self) -> Result<u64, EngineError> {
+        let mut held = 0;
+        for p in 0..self.partitions() {
+            let sizes = self.part(p).history_sizes();
+            let (first, last): (Option<String>, Option<String>) = redis::pipe()
+                .cmd("LINDEX")
+                .arg(&sizes)
+                .arg(0)
+                .cmd("LINDEX")
+                .arg(&sizes)
+                .arg(-1)
+                .query_async(&mut self.conn())
+                .await?;
+            // `<entry> <tasks> <tasks noted ever>`: all from the oldest entry's to the newest's
+            let read = |item: &Option<String>| {
+                let mut w = item.as_deref().unwrap_or("").split(' ').skip(1).map(|n| n.parse::<u64>().unwrap_or(0));
+                (w.next().unwrap_or(0), w.next().unwrap_or(0))
+            };
+            let ((count, first_ever), (_, last_ever)) = (read(&first), read(&last));
+            held += (last_ever + count).saturating_sub(first_ever);
+        }
+        Ok(held)
+    }
+
+    /// Tasks each partition's history keeps: its share of `TASK_HISTORY`.
     pub(crate) fn history_cap(&self) -> u64 {
         self.config().task_history.div_ceil(self.partitions() as u64)
     }
@@ -188,11 +218,12 @@ impl Engine {
         after: Option<Position>,
     ) -> Result<PartPage, EngineError> {
         let key = self.part(part).history();
-        // Below the cursor: its own entry is left out in its partition and in those that come
-        // before it at the same time (ties order by partition).
+        // Up to the cursor: its own entry is read again in its partition (the tasks of it past
+        // the cursor's place are left), and in those that come before it at the same time (ties
+        // order by partition); in the others it is left out.
         let mut end = match after {
             None => "+".to_string(),
-            Some(c) if part < c.part => format!("{}-{}", c.ms, c.seq),
+            Some(c) if part <= c.part => format!("{}-{}", c.ms, c.seq),
             Some(c) => format!("({}-{}", c.ms, c.seq),
         };
         let start = filter.since_ms.map_or_else(|| "-".to_string(), |ms| ms.to_string());
@@ -211,43 +242,57 @@ impl Engine {
             let entries = parse_entries(&v);
             let short = entries.len() < CHUNK;
             let mut last = None;
-            for (entry, fields) in entries {
-                scanned += 1;
-                let Some(t) = finished_task(part, &entry, &fields) else { continue };
-                last = Some(t.at);
-                if filter.matches(&t) {
-                    found.push(t);
-                    if found.len() >= limit {
-                        let floor = found.last().map(|t| t.at);
-                        return Ok(PartPage { found, floor });
+            for (entry, fields) in &entries {
+                // the tasks of an entry in the order they settled: the latest last
+                for t in entry_tasks(part, entry, fields).into_iter().rev() {
+                    if after.is_some_and(|c| t.at >= c) {
+                        continue;
+                    }
+                    scanned += 1;
+                    last = Some(t.at);
+                    if filter.matches(&t) {
+                        found.push(t);
+                        if found.len() >= limit {
+                            let floor = found.last().map(|t| t.at);
+                            return Ok(PartPage { found, floor });
+                        }
                     }
                 }
             }
-            let Some(last) = last else { return Ok(PartPage { found, floor: None }) };
+            let Some((entry, _)) = entries.last() else { return Ok(PartPage { found, floor: None }) };
             if short {
                 return Ok(PartPage { found, floor: None });
             }
-            if scanned >= SCAN_BOUND {
+            if scanned >= SCAN_BOUND
+                && let Some(last) = last
+            {
                 return Ok(PartPage { found, floor: Some(last) });
             }
-            end = format!("({}-{}", last.ms, last.seq);
+            end = format!("({entry}");
         }
     }
 }
 
-/// A history entry read back (`history.lua` writes its fields).
-fn finished_task(part: usize, entry: &str, fields: &[(String, String)]) -> Option<FinishedTask> {
-    let get = |k: &str| fields.iter().find(|(f, _)| f == k).map(|(_, v)| v.as_str());
-    let (ms, seq) = parse_entry_id(entry)?;
-    Some(FinishedTask {
-        task_id: get("id")?.to_string(),
-        kind: get("kind").unwrap_or_default().to_string(),
-        lane: get("lane").and_then(Lane::parse),
-        state: TaskState::parse(get("state")?)?,
-        finished_at: format_ms(ms),
-        run_ms: get("run").and_then(|r| r.parse().ok()),
-        at: Position { ms, seq, part },
-    })
+/// The tasks of a history entry (`history.lua` writes it), in the order they settled.
+fn entry_tasks(part: usize, entry: &str, fields: &[(String, String)]) -> Vec<FinishedTask> {
+    let Some((ms, seq)) = parse_entry_id(entry) else { return Vec::new() };
+    fields
+        .iter()
+        .enumerate()
+        .filter_map(|(place, (id, line))| {
+            let mut parts = line.split('\t');
+            let (kind, lane, state, run) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+            Some(FinishedTask {
+                task_id: id.clone(),
+                kind: kind.to_string(),
+                lane: Lane::parse(lane),
+                state: TaskState::parse(state)?,
+                finished_at: format_ms(ms),
+                run_ms: run.parse().ok(),
+                at: Position { ms, seq, part, place },
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -256,9 +301,9 @@ mod tests {
 
     #[test]
     fn cursors_read_back_as_written() {
-        let p = Position { ms: 1796181455301, seq: 7, part: 11 };
+        let p = Position { ms: 1796181455301, seq: 7, part: 11, place: 3 };
         assert_eq!(Position::parse(&p.cursor()), Some(p));
-        for bad in ["", "17-3", "x-1-2", "1-2-x", "1--2", "-1-2"] {
+        for bad in ["", "17-3", "17-3-1", "x-1-2-0", "1-2-x-0", "1-2-0-x", "1--2-0", "-1-2-0", "1-2-+3-0"] {
             assert_eq!(Position::parse(bad), None, "{bad}");
         }
     }
@@ -300,9 +345,10 @@ mod tests {
 
     #[test]
     fn positions_order_newest_largest_ties_by_partition() {
-        let a = Position { ms: 5, seq: 0, part: 1 };
-        let b = Position { ms: 5, seq: 0, part: 0 };
-        let c = Position { ms: 4, seq: 9, part: 3 };
-        assert!(a > b && b > c);
+        let a = Position { ms: 5, seq: 0, part: 1, place: 0 };
+        let b = Position { ms: 5, seq: 0, part: 0, place: 7 };
+        let c = Position { ms: 5, seq: 0, part: 0, place: 6 };
+        let d = Position { ms: 4, seq: 9, part: 3, place: 9 };
+        assert!(a > b && b > c && c > d);
     }
 }

@@ -32,8 +32,10 @@ const IDEM_LEGACY: Derived = Derived { lua: "key_idem_legacy", args: "k", shape:
 const REVOKED: Derived = Derived { lua: "key_revoked", args: "", shape: "revoked" };
 const LATER: Derived = Derived { lua: "key_later", args: "lane", shape: "later:{}" };
 const HISTORY: Derived = Derived { lua: "key_history", args: "", shape: "history" };
+const HISTORY_SIZES: Derived = Derived { lua: "key_history_sizes", args: "", shape: "history:sizes" };
 
-const DERIVED: [Derived; 11] = [TASK, DONE, LANE, RETRY, ORDER, PARKED, IDEM, IDEM_LEGACY, REVOKED, LATER, HISTORY];
+const DERIVED: [Derived; 12] =
+    [TASK, DONE, LANE, RETRY, ORDER, PARKED, IDEM, IDEM_LEGACY, REVOKED, LATER, HISTORY, HISTORY_SIZES];
 
 impl Derived {
     /// `root` and the shape with `args` in its places.
@@ -110,11 +112,17 @@ impl Keys {
         LATER.key(&self.root, &[lane.as_str()])
     }
 
-    /// Stream of the tasks that finished lately, the latest last (history.lua writes it; capped
-    /// at the partition's share of `TASK_HISTORY`): entry id = when it finished, fields `id`,
-    /// `kind`, `lane`, `state`, `run` (ms; '' when it never ran).
+    /// Stream of the tasks that finished lately, the latest last (history.lua writes it; about
+    /// the partition's share of `TASK_HISTORY` tasks): an entry per settling call, its id when
+    /// they finished, per task its id → `kind TAB lane TAB state TAB run ms`.
     pub fn history(&self) -> String {
         HISTORY.key(&self.root, &[])
+    }
+
+    /// List of the history's entries, oldest first: `<entry id> <tasks> <tasks noted ever>`
+    /// (history.lua), trimmed with the stream.
+    pub fn history_sizes(&self) -> String {
+        HISTORY_SIZES.key(&self.root, &[])
     }
 
     /// Hash holding one task's record: state, payload, result, attempts `a:<n>`.

@@ -138,11 +138,25 @@ async fn the_history_keeps_the_latest_task_history_tasks_and_none_when_zero() {
         env.wait_state(id, TaskState::Success).await;
     }
     let mut con = env.engine.conn();
-    let kept: u64 = redis::cmd("XLEN").arg(env.engine.keys().history()).query_async(&mut con).await.unwrap();
-    // Redis trims whole blocks of 100 entries: at least the cap is kept, and less than a block more.
-    assert!((150..250).contains(&kept), "kept {kept}");
     let page = env.engine.finished_tasks(&Default::default(), 1000, None).await.unwrap();
-    assert_eq!(page.tasks.len() as u64, kept);
+    let kept = page.tasks.len();
+    // Whole entries (a call's tasks each) go from the head while what is left holds the cap: at
+    // least the cap is kept, and less than the oldest entry more.
+    let oldest: Vec<(String, Vec<(String, String)>)> = {
+        let v: redis::Value = redis::cmd("XRANGE")
+            .arg(env.engine.keys().history())
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        redis::from_redis_value::<Vec<(String, Vec<(String, String)>)>>(v).unwrap()
+    };
+    let in_oldest = oldest[0].1.len();
+    assert_eq!(env.engine.history_len().await.unwrap(), kept as u64);
+    assert!(kept >= 150 && kept - in_oldest < 150, "kept {kept}, {in_oldest} in the oldest entry");
     let newest: HashSet<&str> = page.tasks.iter().map(|t| t.task_id.as_str()).collect();
     assert!(newest.contains(ids[599].as_str()), "the latest is kept");
     assert!(!newest.contains(ids[0].as_str()), "the first went");
@@ -154,8 +168,9 @@ async fn the_history_keeps_the_latest_task_history_tasks_and_none_when_zero() {
     let page = none.engine.finished_tasks(&Default::default(), 10, None).await.unwrap();
     assert!(page.tasks.is_empty(), "TASK_HISTORY=0 keeps none");
     for p in 0..none.engine.partitions() {
-        let exists: bool = redis::cmd("EXISTS").arg(none.engine.part(p).history()).query_async(&mut con).await.unwrap();
-        assert!(!exists, "no history stream in partition {p}");
+        let keys = [none.engine.part(p).history(), none.engine.part(p).history_sizes()];
+        let exists: u64 = redis::cmd("EXISTS").arg(&keys).query_async(&mut con).await.unwrap();
+        assert_eq!(exists, 0, "no history in partition {p}");
     }
 }
 

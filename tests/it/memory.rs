@@ -20,6 +20,8 @@ fn bounded_by_design(key: &str, state: Option<&str>) -> bool {
         || (key.contains(":task:") && state == Some("FAILURE"))
         // one small string per deployment: its number of partitions
         || key.ends_with("}:partitions")
+        // the history's entries, trimmed with its stream to TASK_HISTORY tasks
+        || key.ends_with("}:history:sizes")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

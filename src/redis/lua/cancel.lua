@@ -6,7 +6,7 @@
 -- KEYS[5] the lane's tasks queued for later
 -- ARGV[1] group, ARGV[2] now (ms), ARGV[3] retention (ms), ARGV[4] cancel channel, ARGV[5] task id,
 -- ARGV[6] the lane entry the id is named after ('' when it names none), ARGV[7] lane name,
--- ARGV[8] entries the history keeps (history.lua: the task is noted there as it is cancelled,
+-- ARGV[8] tasks the history keeps (history.lua: the task is noted there as it is cancelled,
 -- a running one too, with how long it had run)
 -- A task no worker has started yet may have no record, only its entry (enqueue.lua): its record
 -- is written here from the entry, and the task cancelled as a queued one — or as a running one
@@ -85,8 +85,9 @@ if where ~= 'running' then
 end
 local f = redis.call('HMGET', key, 'kind', 'started_at')
 local started = where == 'running' and tonumber(f[2])
-note_finished(root, tonumber(ARGV[8]), id, f[1] or '', ARGV[7], 'REVOKED',
-  started and string.format('%d', tonumber(now) - started) or '')
+local settled = {}
+noted(settled, id, f[1] or '', ARGV[7], 'REVOKED', started and string.format('%d', tonumber(now) - started) or '')
+note_finished(root, tonumber(ARGV[8]), settled)
 if where == 'running' then
   redis.call('SADD', KEYS[4], id)
   redis.call('PUBLISH', channel, id)

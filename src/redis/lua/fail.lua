@@ -8,7 +8,7 @@
 -- moved on, or applies the same values again.
 -- KEYS[1] dlq stream, KEYS[2] dlq per-lane counts; then per attempt: lane stream, lane retry set
 -- ARGV[1] key root, ARGV[2] group, ARGV[3] now (ms), ARGV[4] retention (ms), ARGV[5] dlq cap (0: none),
--- ARGV[6] the recording worker (consumer name), ARGV[7] entries the history keeps (history.lua);
+-- ARGV[6] the recording worker (consumer name), ARGV[7] tasks the history keeps (history.lua);
 -- then per attempt: task id, entry id, attempt number, attempt JSON, error, retry at (ms; 0: dead),
 -- next state ('RETRY', or 'PENDING' for work handed back at shutdown, which costs no attempt),
 -- deliveries before this one (the count a hand-back restores), order key ('' for none: tasks
@@ -18,6 +18,7 @@
 local dlq, counts = KEYS[1], KEYS[2]
 local root, group, now, ttl, cap, worker = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6]
 local history_cap = tonumber(ARGV[7])
+local settled = {}
 local out = {}
 local per = 9
 for i = 1, (#KEYS - 2) / 2 do
@@ -94,10 +95,11 @@ for i = 1, (#KEYS - 2) / 2 do
       wake_parked(root, okey, now)
       local ok, this = pcall(cjson.decode, attempt)
       local started = ok and type(this) == 'table' and tonumber(this.started_at)
-      note_finished(root, history_cap, id, f[1] or '', f[2] or '', 'FAILURE',
+      noted(settled, id, f[1] or '', f[2] or '', 'FAILURE',
         started and string.format('%d', tonumber(now) - started) or '')
       out[i] = 'FAILURE'
     end
   end
 end
+note_finished(root, history_cap, settled)
 return out

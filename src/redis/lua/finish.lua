@@ -6,7 +6,7 @@
 -- lane, never past the oldest pending or undelivered entry.
 -- KEYS[1] revoked set; then per attempt: the lane stream
 -- ARGV[1] key root, ARGV[2] group, ARGV[3] now (ms), ARGV[4] retention (ms), ARGV[5] worker,
--- ARGV[6] retention of a task that succeeded (ms), ARGV[7] entries the history keeps (history.lua);
+-- ARGV[6] retention of a task that succeeded (ms), ARGV[7] tasks the history keeps (history.lua);
 -- then per attempt: task id, entry id, attempt number, result JSON, attempt JSON, base
 -- (attempts before this entry: numbers between it and this attempt that left no record were
 -- lost with a dead worker and are recorded as such), order key ('' for none: tasks parked
@@ -32,6 +32,7 @@ local n = #KEYS - 1
 local per = 14
 local head = 7
 local lane_at = #key_lane(root, '') + 1
+local settled = {}
 local out = {}
 
 -- the fields a start writes into a record that does not exist yet (see start.lua)
@@ -113,12 +114,14 @@ for i = 1, n do
     local seq = okey ~= '' and redis.call('HGET', key, 'seq') or nil
     done_write(root, id, line, success_ttl)
     redis.call('DEL', key)
-    note_finished(root, cap, id, ARGV[a + 12], string.sub(KEYS[i + 1], lane_at), 'SUCCESS',
+    noted(settled, id, ARGV[a + 12], string.sub(KEYS[i + 1], lane_at), 'SUCCESS',
       string.format('%d', tonumber(now) - started))
     settle_order(root, okey, seq, now)
     out[i] = 'SUCCESS'
   end
 end
+
+note_finished(root, cap, settled)
 
 -- trim acknowledged entries: everything older than the oldest pending entry and the group's
 -- read position
