@@ -116,7 +116,11 @@ pub(super) struct Limit {
     limit: Option<usize>,
 }
 
-pub(super) async fn active(State(s): State<AppState>, Query(q): Query<Limit>) -> Result<impl IntoResponse, ApiError> {
+pub(super) async fn active(
+    State(s): State<AppState>,
+    q: Result<Query<Limit>, axum::extract::rejection::QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let tasks = s.engine.active_tasks(q.limit.unwrap_or(100).clamp(1, 1000)).await?;
     Ok(Json(json!({"active": tasks, "count": tasks.len()})))
 }

@@ -164,8 +164,9 @@ pub(super) struct TranscriptQuery {
 pub(super) async fn get(
     State(s): State<AppState>,
     Path(id): Path<String>,
-    Query(q): Query<TranscriptQuery>,
+    q: Result<Query<TranscriptQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let key = flow::key_for_id(&id);
     let store = Store::new(s.engine.clone());
     let Some(summary) = store.summary(&key.id()).await? else {

@@ -356,3 +356,21 @@ async fn the_overview_shows_redis_memory_and_when_it_fills() {
     );
     drop(server);
 }
+
+/// An id taken from the path goes back into the task page's address as a query's text: `&`, `#`,
+/// CR and LF neither split the query nor break the `Location` header (a 500 before).
+#[tokio::test]
+async fn a_task_id_with_any_characters_comes_back_encoded() {
+    let env = TestEnv::new("ui-ids").await;
+    let (router, _) = env.router();
+    let (cookie, csrf) = log_in(&router).await;
+    for (path_id, id) in [("a%26b%23c", "a&b#c"), ("x%0D%0ASet-Cookie:%20y", "x\r\nSet-Cookie: y")] {
+        let r = post_form(&router, &format!("/ui/tasks/{path_id}/run"), &cookie, &format!("csrf={csrf}")).await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "{id:?}: {}", r.text);
+        let location = r.headers.get("location").unwrap().to_str().unwrap().to_string();
+        let query = location.strip_prefix("/ui/tasks?").expect("the task page");
+        let back: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+        assert_eq!(back, [("id".to_string(), id.to_string())], "{location}");
+        assert!(r.headers.get("set-cookie").is_none());
+    }
+}

@@ -845,6 +845,12 @@ async fn every_endpoint_answers_as_documented() {
     }
     assert_eq!(env.lane_len(Lane::Analytics).await, 0, "an unauthorised POST /tasks queued nothing");
 
+    // A query that does not parse is a JSON 400 like every other error.
+    for path in ["/conversations/tasks/active?limit=many", "/conversations/someone?limit=-1"] {
+        let r = admin(&router, "GET", path, None).await;
+        r.assert_error(StatusCode::BAD_REQUEST, "bad_request");
+    }
+
     // No token needed for health, readiness and metrics.
     let r = http(&router, "GET", "/healthz", None, None).await;
     assert_eq!((r.status, &r.json), (StatusCode::OK, &json!({"status": "ok"})));

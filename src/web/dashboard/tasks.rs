@@ -244,6 +244,13 @@ async fn later_tasks(engine: &Engine, kind: &str) -> Result<Vec<LaterRow>, Engin
         .collect())
 }
 
+/// Back to a task's page: its id, whatever it holds, written into the query as a query's text
+/// (`&`, `#`, CR or LF in an id taken from the path neither split the query nor break the header).
+fn task_page(id: &str) -> Response {
+    let query = form_urlencoded::Serializer::new(String::new()).append_pair("id", id).finish();
+    Redirect::to(&format!("/ui/tasks?{query}")).into_response()
+}
+
 /// Run a task queued for later now.
 pub(super) async fn run_now(
     State(state): State<AppState>,
@@ -253,7 +260,7 @@ pub(super) async fn run_now(
 ) -> Page {
     require_post(&state, &headers, &Form::parse(&body)).await?;
     match state.engine.run_now(&id).await {
-        Ok(()) | Err(EngineError::NotLater(_)) => Ok(Redirect::to(&format!("/ui/tasks?id={id}")).into_response()),
+        Ok(()) | Err(EngineError::NotLater(_)) => Ok(task_page(&id)),
         Err(e) => Err(failed(e)),
     }
 }
@@ -266,7 +273,7 @@ pub(super) async fn cancel(
 ) -> Page {
     require_post(&state, &headers, &Form::parse(&body)).await?;
     match state.engine.cancel(&id).await {
-        Ok(_) | Err(EngineError::Finished { .. }) => Ok(Redirect::to(&format!("/ui/tasks?id={id}")).into_response()),
+        Ok(_) | Err(EngineError::Finished { .. }) => Ok(task_page(&id)),
         Err(EngineError::NotFound(_)) => Ok((StatusCode::NOT_FOUND, Html("<p>No such task.</p>")).into_response()),
         Err(e) => Err(failed(e)),
     }
@@ -285,7 +292,7 @@ pub(super) async fn retry(
         .dlq_redrive(std::slice::from_ref(&id), &Default::default(), false, false, |_| {})
         .await
         .map_err(failed)?;
-    Ok(Redirect::to(&format!("/ui/tasks?id={id}")).into_response())
+    Ok(task_page(&id))
 }
 
 struct ActiveGroup {
