@@ -4,7 +4,9 @@
 //! A task's stream starts with its status as `GET /tasks/{id}` answers it (event `status`);
 //! then each state it enters (`state`) and each progress report (`progress`), as workers on any
 //! process publish them; it ends after the state that finishes the task (SUCCESS with its
-//! result, FAILURE, REVOKED). A task already finished answers its status and ends at once.
+//! result, FAILURE, REVOKED). A task already finished answers its status and ends at once. A
+//! state the stream has told already (the status read, then the event of the same change
+//! arriving after it) is not told twice.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -19,7 +21,7 @@ use tokio::sync::broadcast::error::RecvError;
 use super::AppState;
 use super::error::ApiError;
 use crate::engine::history::kind_matches;
-use crate::engine::{Engine, TaskEvent, TaskFollow, TaskStatus};
+use crate::engine::{Engine, TaskEvent, TaskFollow, TaskState, TaskStatus};
 
 /// A comment line this often keeps proxies from closing a quiet stream.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -44,6 +46,9 @@ struct TaskFeed {
     /// Events to send before waiting for more.
     ready: std::collections::VecDeque<Event>,
     done: bool,
+    /// The state (and attempt) last told: an event published before the status read but
+    /// delivered after it tells it again, and is left out.
+    told: Option<(TaskState, u32)>,
 }
 
 impl TaskFeed {
@@ -53,6 +58,7 @@ impl TaskFeed {
         match self.engine.task_status(&self.id).await {
             Ok(Some(s)) => {
                 self.done = s.status.is_finished();
+                self.told = Some((s.status, s.attempts));
                 self.ready.push_back(status_event(&s));
             }
             Ok(None) => self.done = true,
@@ -71,6 +77,13 @@ impl TaskFeed {
             tokio::select! {
                 e = self.follow.events.recv() => match e {
                     Some(e) => {
+                        if let Some(state) = e.state {
+                            let now = (state, e.attempt.unwrap_or(0));
+                            if self.told == Some(now) {
+                                continue;
+                            }
+                            self.told = Some(now);
+                        }
                         self.done = e.is_final();
                         self.ready.push_back(event_of(&e));
                     }
@@ -96,6 +109,7 @@ pub(super) async fn task_events(
     let feed = TaskFeed {
         engine: s.engine.clone(),
         done: status.status.is_finished(),
+        told: Some((status.status, status.attempts)),
         ready: [status_event(&status)].into(),
         id,
         follow,
