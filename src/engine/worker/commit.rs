@@ -345,7 +345,6 @@ async fn write(
 /// race to another attempt tells nothing).
 fn publish(sh: &Shared, starts: &[Start], dones: &[Done], fails: &[Failed], r: &Replies) {
     let at = crate::engine::format_ms(now_ms());
-    let retry_at: Vec<String> = fails.iter().map(|f| crate::engine::format_ms(f.retry_at)).collect();
     let mut events = Vec::with_capacity(starts.len() + 2 * dones.len() + fails.len());
     for (s, may_run) in starts.iter().zip(&r.started) {
         if *may_run == 1 {
@@ -368,7 +367,7 @@ fn publish(sh: &Shared, starts: &[Start], dones: &[Done], fails: &[Failed], r: &
             events.push(e);
         }
     }
-    for ((f, outcome), retry_at) in fails.iter().zip(&r.failed).zip(&retry_at) {
+    for (f, outcome) in fails.iter().zip(&r.failed) {
         let state = TaskState::parse(outcome);
         let Some(state) = state.filter(|s| matches!(s, TaskState::Retry | TaskState::Failure | TaskState::Pending))
         else {
@@ -383,7 +382,7 @@ fn publish(sh: &Shared, starts: &[Start], dones: &[Done], fails: &[Failed], r: &
             e.error = Some(Cow::Borrowed(&f.error));
         }
         if state == TaskState::Retry {
-            e.retry_at = Some(retry_at.clone());
+            e.retry_at = Some(crate::engine::format_ms(f.retry_at));
         }
         events.push(e);
     }
