@@ -79,8 +79,9 @@ pub async fn guardrails(engine: &Engine) -> Result<Vec<String>, EngineError> {
     engine.guardrails().await
 }
 
-/// Cancel `token` on SIGINT or SIGTERM.
-pub fn cancel_on_signals(token: CancellationToken) {
+/// Cancel `token` on SIGINT or SIGTERM; `term` is set first when it was SIGTERM (what a
+/// supervisor or a load balancer's orchestrator sends, so the listener drains first).
+pub fn cancel_on_signals(token: CancellationToken, term_seen: Arc<AtomicBool>) {
     tokio::spawn(async move {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
@@ -96,7 +97,7 @@ pub fn cancel_on_signals(token: CancellationToken) {
         let term = std::future::pending::<()>();
         tokio::select! {
             _ = ctrl_c => {}
-            _ = term => {}
+            _ = term => term_seen.store(true, Ordering::Relaxed),
         }
         tracing::info!("shutting down: no new work is read; running work gets the grace period");
         token.cancel();
@@ -148,7 +149,8 @@ pub async fn serve(config: Config, roles: Roles, lanes: Vec<Lane>) -> anyhow::Re
     }
 
     let shutdown = CancellationToken::new();
-    cancel_on_signals(shutdown.clone());
+    let term_seen = Arc::new(AtomicBool::new(false));
+    cancel_on_signals(shutdown.clone(), term_seen.clone());
     let prometheus = crate::telemetry::prometheus();
 
     let worker = roles
@@ -157,6 +159,7 @@ pub async fn serve(config: Config, roles: Roles, lanes: Vec<Lane>) -> anyhow::Re
 
     // Everything else the process runs, stopped by `shutdown` and waited for together.
     let background = TaskTracker::new();
+    let mut http = None;
     if roles.scheduler {
         let defs = crate::schedule::from_config(engine.config());
         background.spawn(crate::schedule::start(
@@ -170,11 +173,13 @@ pub async fn serve(config: Config, roles: Roles, lanes: Vec<Lane>) -> anyhow::Re
         let ready = Arc::new(AtomicBool::new(false));
         background.spawn(watch_readiness(engine.clone(), ready.clone(), shutdown.clone()));
         background.spawn(crate::engine::gauges::sample_lanes(engine.clone(), Duration::from_secs(1), shutdown.clone()));
+        let draining = Arc::new(AtomicBool::new(false));
         let state = AppState {
             jwks: jwks(engine.config())?,
             engine: engine.clone(),
             admin_token: Arc::new(admin_token.clone()),
             ready,
+            draining: draining.clone(),
             prometheus,
             auth_throttle: Arc::new(web::throttle::AuthThrottle::from_config(engine.config())),
         };
@@ -182,19 +187,35 @@ pub async fn serve(config: Config, roles: Roles, lanes: Vec<Lane>) -> anyhow::Re
             tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("cannot listen on {listen}"))?;
         let addr = listener.local_addr()?;
         println!("Switchyard is up: dashboard http://{addr}/ — admin token: {admin_token}");
-        let stop = shutdown.clone();
-        background.spawn(async move {
-            let app = web::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-            let served = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "the HTTP server stopped");
+        // On SIGTERM the listener goes on serving for SHUTDOWN_DELAY with /readyz at 503, so
+        // load balancers stop sending before it closes; on Ctrl-C it closes at once.
+        let stop_http = CancellationToken::new();
+        let (stop, delay) = (stop_http.clone(), engine.config().shutdown_delay);
+        let signalled = shutdown.clone();
+        tokio::spawn(async move {
+            signalled.cancelled().await;
+            draining.store(true, Ordering::Relaxed);
+            if term_seen.load(Ordering::Relaxed) && !delay.is_zero() {
+                tracing::info!(delay = %humantime::format_duration(delay), "readyz answers 503; the listener closes after the delay");
+                tokio::time::sleep(delay).await;
             }
+            stop.cancel();
         });
+        let limits = web::front::Limits::from_config(engine.config());
+        http = Some(tokio::spawn(web::front::serve(listener, web::router(state), limits, stop_http)));
     }
     background.close();
     shutdown.cancelled().await;
     if let Some(w) = worker {
         w.wait().await;
+    }
+    if let Some(http) = http {
+        // The drain delay, then the requests in flight; answers that stream (task events)
+        // are cut after a few seconds more.
+        let bound = engine.config().shutdown_delay + Duration::from_secs(5);
+        if tokio::time::timeout(bound, http).await.is_err() {
+            tracing::warn!("connections still open {} s after shutdown; closing them", bound.as_secs());
+        }
     }
     // Requests in flight and a scheduler tick get a few seconds to finish.
     if tokio::time::timeout(Duration::from_secs(5), background.wait()).await.is_err() {

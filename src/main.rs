@@ -16,6 +16,17 @@ use switchyard::{bench, commands, telemetry};
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// jemalloc's options, read before `main`: a background thread gives freed memory back to the
+/// system within seconds of a burst (without it, pages are only purged while the process goes
+/// on allocating, and an idle process keeps its peak).
+#[unsafe(export_name = "_rjem_malloc_conf")]
+static MALLOC_CONF: MallocConf = MallocConf(c"background_thread:true,dirty_decay_ms:5000,muzzy_decay_ms:5000".as_ptr());
+
+#[repr(transparent)]
+struct MallocConf(*const std::ffi::c_char);
+// SAFETY: it points at a string constant, never written.
+unsafe impl Sync for MallocConf {}
+
 #[derive(Parser)]
 #[command(
     name = "switchyard",
@@ -285,6 +296,10 @@ async fn main() {
             std::process::exit(2);
         }
     };
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    for line in switchyard::config::unknown_variables(&env) {
+        tracing::warn!("{line}");
+    }
     let result = match cli.command {
         Command::Serve { roles, lanes } => app::serve(config, roles, lanes.0).await,
         Command::Check => commands::check(config).await,

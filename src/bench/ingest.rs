@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::engine::{Engine, Lane};
 use crate::ingest::verify::sha256_signature;
 use crate::redis::server::find_on_path;
+use crate::web::front::Limits;
 
 const SECRET: &str = "bench_secret";
 /// Requests prepared per second of run: more than Switchyard takes here, so none repeats (the
@@ -165,7 +166,8 @@ pub async fn ingest(
     // Customers' messages go to the conversations lane; the bare handler appends to another.
     let lane = if ceiling { Lane::Webhooks } else { Lane::Conversations };
     let (addr, stop, server) = if ceiling {
-        super::serve_router(ceiling_router(&engine, engine.keys().lane(lane))).await?
+        super::serve_router(ceiling_router(&engine, engine.keys().lane(lane)), Limits::from_config(engine.config()))
+            .await?
     } else {
         super::serve_api(&engine).await?
     };

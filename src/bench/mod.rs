@@ -263,7 +263,7 @@ pub(crate) async fn cleanup(engine: &Engine) {
 /// Serve the HTTP API of `engine` on a free loopback port until the returned token is cancelled.
 pub(crate) async fn serve_api(
     engine: &Engine,
-) -> anyhow::Result<(std::net::SocketAddr, CancellationToken, tokio::task::JoinHandle<std::io::Result<()>>)> {
+) -> anyhow::Result<(std::net::SocketAddr, CancellationToken, tokio::task::JoinHandle<()>)> {
     serve_api_with(engine, &crate::web::auth::random_token()).await
 }
 
@@ -271,29 +271,29 @@ pub(crate) async fn serve_api(
 pub(crate) async fn serve_api_with(
     engine: &Engine,
     token: &str,
-) -> anyhow::Result<(std::net::SocketAddr, CancellationToken, tokio::task::JoinHandle<std::io::Result<()>>)> {
+) -> anyhow::Result<(std::net::SocketAddr, CancellationToken, tokio::task::JoinHandle<()>)> {
     let state = crate::web::AppState {
         engine: engine.clone(),
         admin_token: std::sync::Arc::new(token.to_string()),
         auth_throttle: std::sync::Arc::new(crate::web::throttle::AuthThrottle::from_config(engine.config())),
         ready: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        draining: std::sync::Arc::default(),
         prometheus: crate::telemetry::prometheus(),
         jwks: None,
     };
-    serve_router(crate::web::router(state)).await
+    let limits = crate::web::front::Limits::from_config(engine.config());
+    serve_router(crate::web::router(state), limits).await
 }
 
 /// Serve `router` on a free loopback port until the returned token is cancelled.
 pub(crate) async fn serve_router(
     router: axum::Router,
-) -> anyhow::Result<(std::net::SocketAddr, CancellationToken, tokio::task::JoinHandle<std::io::Result<()>>)> {
+    limits: crate::web::front::Limits,
+) -> anyhow::Result<(std::net::SocketAddr, CancellationToken, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let stop = CancellationToken::new();
-    let s = stop.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, router).with_graceful_shutdown(async move { s.cancelled().await }).await
-    });
+    let server = tokio::spawn(crate::web::front::serve(listener, router, limits, stop.clone()));
     Ok((addr, stop, server))
 }
 

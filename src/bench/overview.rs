@@ -78,6 +78,7 @@ pub async fn overview(mut config: Config, entries: u64, dead: u64, renders: u64)
         engine: engine.clone(),
         admin_token: std::sync::Arc::new(token.clone()),
         ready: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        draining: std::sync::Arc::default(),
         prometheus: crate::telemetry::prometheus(),
         jwks: None,
         auth_throttle: std::sync::Arc::new(crate::web::throttle::AuthThrottle::from_config(engine.config())),

@@ -93,6 +93,24 @@ pub struct Config {
     /// How long the scheduler's lease lasts unless renewed: the longest a tick waits when the
     /// process holding it dies.
     pub scheduler_lease: Duration,
+    /// Connections the HTTP listener holds open at once, all clients together.
+    pub max_connections: usize,
+    /// Connections one client address may hold open (trusted proxies excepted).
+    pub max_connections_per_client: usize,
+    /// How long a request head may take, from its first byte (or the connection opening).
+    pub header_read_timeout: Duration,
+    /// How long a request body may take, from the end of its head.
+    pub body_read_timeout: Duration,
+    /// How long a kept-alive connection may wait for its next request.
+    pub idle_timeout: Duration,
+    /// Bytes of request bodies being received at once, all connections together.
+    pub body_bytes_in_flight: usize,
+    /// On SIGTERM, how long the listener keeps serving (with `/readyz` at 503) before it closes.
+    pub shutdown_delay: Duration,
+    /// How long connecting to Redis may take.
+    pub redis_connect_timeout: Duration,
+    /// How long a Redis command may take before it fails (a blocking read: its block time more).
+    pub redis_response_timeout: Duration,
 }
 
 /// The schedules there are, with their defaults (SPEC §7).
@@ -154,6 +172,15 @@ impl Default for Config {
             worker_partitions: WorkerPartitions::All,
             schedules: SCHEDULES.iter().map(|(n, e)| (n.to_string(), e.to_string())).collect(),
             scheduler_lease: Duration::from_secs(10),
+            max_connections: 10_000,
+            max_connections_per_client: 1_000,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(15),
+            idle_timeout: Duration::from_secs(75),
+            body_bytes_in_flight: 64 << 20,
+            shutdown_delay: Duration::from_secs(5),
+            redis_connect_timeout: Duration::from_secs(2),
+            redis_response_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -301,6 +328,15 @@ impl Config {
         set_parse!(durability, parse_durability);
         set_parse!(worker_partitions, parse_worker_partitions);
         set_parse!(scheduler_lease, parse_duration);
+        set_parse!(max_connections, parse_count);
+        set_parse!(max_connections_per_client, parse_count);
+        set_parse!(header_read_timeout, parse_duration);
+        set_parse!(body_read_timeout, parse_duration);
+        set_parse!(idle_timeout, parse_duration);
+        set_parse!(body_bytes_in_flight, parse_bytes);
+        set_parse!(shutdown_delay, parse_duration);
+        set_parse!(redis_connect_timeout, parse_duration);
+        set_parse!(redis_response_timeout, parse_duration);
         for (name, r) in schedules {
             if !SCHEDULES.iter().any(|(n, _)| *n == name) {
                 let known: Vec<&str> = SCHEDULES.iter().map(|(n, _)| *n).collect();
@@ -370,6 +406,41 @@ impl Config {
                 "SOFT_TIME_LIMIT",
                 humantime::format_duration(self.soft_time_limit).to_string(),
                 "must not exceed HARD_TIME_LIMIT",
+            );
+        }
+        // The key set may be a file: it must be there.
+        let jwks_file = !self.google_jwks.contains("://");
+        if jwks_file && !std::path::Path::new(&self.google_jwks).is_file() {
+            return bad("GOOGLE_JWKS", self.google_jwks.clone(), "is neither an http(s) URL nor a file that exists");
+        }
+        for (name, url) in [
+            ("GRAPH_URL", Some(&self.graph_url)),
+            ("RBM_URL", Some(&self.rbm_url)),
+            ("GOOGLE_JWKS", (!jwks_file).then_some(&self.google_jwks)),
+            ("LLM_URL", self.llm_url.as_ref()),
+        ] {
+            if let Some(url) = url
+                && let Err(message) = check_http_url(url)
+            {
+                return bad(name, url.clone(), &message);
+            }
+        }
+        for (name, d) in [
+            ("HEADER_READ_TIMEOUT", self.header_read_timeout),
+            ("BODY_READ_TIMEOUT", self.body_read_timeout),
+            ("IDLE_TIMEOUT", self.idle_timeout),
+            ("REDIS_CONNECT_TIMEOUT", self.redis_connect_timeout),
+            ("REDIS_RESPONSE_TIMEOUT", self.redis_response_timeout),
+        ] {
+            if d < Duration::from_millis(10) {
+                return bad(name, humantime::format_duration(d).to_string(), "must be at least 10ms");
+            }
+        }
+        if self.body_bytes_in_flight < crate::web::BODY_LIMIT {
+            return bad(
+                "BODY_BYTES_IN_FLIGHT",
+                self.body_bytes_in_flight.to_string(),
+                &format!("must be at least {} bytes, the largest body taken", crate::web::BODY_LIMIT),
             );
         }
         if self.retry_base > self.retry_cap {
@@ -465,7 +536,58 @@ const KNOWN: &[&str] = &[
     "durability",
     "worker_partitions",
     "scheduler_lease",
+    "max_connections",
+    "max_connections_per_client",
+    "header_read_timeout",
+    "body_read_timeout",
+    "idle_timeout",
+    "body_bytes_in_flight",
+    "shutdown_delay",
+    "redis_connect_timeout",
+    "redis_response_timeout",
 ];
+
+/// `SWITCHYARD_*` variables that are not settings, with what they are.
+const NOT_SETTINGS: &[&str] = &["SWITCHYARD_CONFIG", "SWITCHYARD_TOOLS_DIR"];
+
+/// One line for each `SWITCHYARD_*` variable in `env` that names no setting (a misspelt
+/// secret's name would otherwise leave the secret unset without a word), with the setting
+/// it is closest to.
+pub fn unknown_variables(env: &[(String, String)]) -> Vec<String> {
+    let mut lines = Vec::new();
+    for (name, _) in env {
+        let Some(key) = name.strip_prefix("SWITCHYARD_") else { continue };
+        let key = key.to_ascii_lowercase();
+        if KNOWN.contains(&key.as_str())
+            || key.starts_with("schedule_")
+            || key.starts_with("test_")
+            || NOT_SETTINGS.contains(&name.as_str())
+        {
+            continue;
+        }
+        let closest = KNOWN
+            .iter()
+            .map(|k| (strsim::levenshtein(k, &key), k))
+            .min()
+            .filter(|(d, _)| *d <= 3)
+            .map(|(_, k)| format!("; did you mean SWITCHYARD_{}?", k.to_ascii_uppercase()))
+            .unwrap_or_default();
+        lines.push(format!("{name} names no setting and is ignored{closest}"));
+    }
+    lines
+}
+
+/// An `http://` or `https://` URL with a host, as the outbound clients need.
+fn check_http_url(url: &str) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("is not a URL ({e})"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err("must be an http:// or https:// URL".into());
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err("must name a host".into());
+    }
+    Ok(())
+}
 
 fn invalid(r: &Raw, message: &str) -> ConfigError {
     ConfigError::Invalid { name: r.name.clone(), value: r.value.clone(), message: message.into() }
@@ -521,6 +643,24 @@ fn parse_share(r: &Raw) -> Result<f64, ConfigError> {
     match share {
         Ok(s) if s > 0.0 && s <= 1.0 => Ok(s),
         _ => Err(invalid(r, "must be a share such as 90% or 0.9, above 0 and at most 100%")),
+    }
+}
+
+/// A size in bytes: `65536`, `64KiB`, `64MiB`, `1GiB` (KB, MB and GB read the same).
+fn parse_bytes(r: &Raw) -> Result<usize, ConfigError> {
+    let v = r.value.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (digits, unit) = v.split_at(split);
+    let scale: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return Err(invalid(r, "must be a size such as 65536, 64KiB, 64MiB or 1GiB")),
+    };
+    match digits.parse::<usize>().ok().and_then(|n| n.checked_mul(scale)) {
+        Some(n) if n > 0 => Ok(n),
+        _ => Err(invalid(r, "must be a size above 0 such as 65536, 64KiB, 64MiB or 1GiB")),
     }
 }
 

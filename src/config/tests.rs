@@ -91,3 +91,49 @@ fn file_keys_are_checked() {
     let c = Config::load_from(path.to_str(), &[]).unwrap();
     assert_eq!((c.listen.as_str(), c.max_retries), ("127.0.0.1:9000", 5));
 }
+
+#[test]
+fn sizes_and_front_door_settings_parse() {
+    let c = Config::load_from(
+        None,
+        &env(&[
+            ("SWITCHYARD_BODY_BYTES_IN_FLIGHT", "16MiB"),
+            ("SWITCHYARD_MAX_CONNECTIONS_PER_CLIENT", "20"),
+            ("SWITCHYARD_IDLE_TIMEOUT", "2m"),
+            ("SWITCHYARD_REDIS_RESPONSE_TIMEOUT", "750ms"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.body_bytes_in_flight, 16 << 20);
+    assert_eq!(c.max_connections_per_client, 20);
+    assert_eq!(c.idle_timeout, Duration::from_secs(120));
+    assert_eq!(c.redis_response_timeout, Duration::from_millis(750));
+    for (given, bytes) in [("2097152", 2 << 20), ("2048 KiB", 2 << 20), ("1gb", 1 << 30)] {
+        let c = Config::load_from(None, &env(&[("SWITCHYARD_BODY_BYTES_IN_FLIGHT", given)])).unwrap();
+        assert_eq!(c.body_bytes_in_flight, bytes, "{given}");
+    }
+    for bad in ["lots", "12 parsecs", "-5MiB"] {
+        let err = Config::load_from(None, &env(&[("SWITCHYARD_BODY_BYTES_IN_FLIGHT", bad)])).unwrap_err();
+        assert!(err.to_string().contains("must be a size"), "{bad}: {err}");
+    }
+}
+
+#[test]
+fn variables_that_name_no_setting_are_listed_with_the_closest() {
+    let lines = unknown_variables(&env(&[
+        ("SWITCHYARD_REDIS_URL", "redis://x"),
+        ("SWITCHYARD_SCHEDULE_CLEANUP", "off"),
+        ("SWITCHYARD_CONFIG", "/etc/switchyard.toml"),
+        ("SWITCHYARD_TEST_REDIS_URL", "redis://y"),
+        ("SWITCHYARD_WHATSAP_TOKEN", "secret"),
+        ("SWITCHYARD_COLOUR", "blue"),
+        ("HOME", "/root"),
+    ]));
+    assert_eq!(
+        lines,
+        [
+            "SWITCHYARD_WHATSAP_TOKEN names no setting and is ignored; did you mean SWITCHYARD_WHATSAPP_TOKEN?",
+            "SWITCHYARD_COLOUR names no setting and is ignored",
+        ]
+    );
+}

@@ -216,10 +216,12 @@ impl Engine {
         let hub = self.hub().clone();
         hub.started.get_or_init(|| {
             let (hub, url, channel) = (hub.clone(), self.redis_url().to_string(), self.keys().events_channel());
+            let timeouts = crate::redis::Timeouts::from_config(self.config());
             tokio::spawn(async move {
                 let stop = hub.stop.clone();
                 crate::redis::pubsub::listen(
                     &url,
+                    timeouts,
                     &[channel],
                     stop,
                     || {

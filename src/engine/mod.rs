@@ -176,7 +176,7 @@ impl Drop for Inner {
 impl Engine {
     /// An engine on the given Redis. Connects lazily: it can be made while Redis is away.
     pub fn new(config: Config, redis_url: &str, registry: Registry) -> Result<Engine, EngineError> {
-        let conn = crate::redis::connect_lazy(redis_url)?;
+        let conn = crate::redis::connect_lazy(redis_url, crate::redis::Timeouts::from_config(&config))?;
         Ok(Engine {
             inner: Arc::new(Inner {
                 batcher: std::sync::OnceLock::new(),

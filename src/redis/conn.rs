@@ -30,8 +30,29 @@ pub struct Conn {
 
 struct Shared {
     nodes: Vec<String>,
-    response_timeout: Duration,
+    timeouts: Timeouts,
     mode: OnceCell<Mode>,
+}
+
+/// How long connecting and each command may take (`REDIS_CONNECT_TIMEOUT`,
+/// `REDIS_RESPONSE_TIMEOUT`): past them a call fails instead of hanging on a link that stopped
+/// answering.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub response: Duration,
+}
+
+impl Timeouts {
+    pub fn from_config(c: &crate::config::Config) -> Timeouts {
+        Timeouts { connect: c.redis_connect_timeout, response: c.redis_response_timeout }
+    }
+}
+
+impl Default for Timeouts {
+    fn default() -> Timeouts {
+        Timeouts::from_config(&crate::config::Config::default())
+    }
 }
 
 #[derive(Clone)]
@@ -56,18 +77,18 @@ pub fn node_urls(redis_url: &str) -> Vec<String> {
     items.iter().map(|item| if item.contains("://") { item.to_string() } else { format!("{head}{item}") }).collect()
 }
 
-fn manager_config(response_timeout: Duration) -> ConnectionManagerConfig {
+fn manager_config(t: Timeouts) -> ConnectionManagerConfig {
     ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(Some(response_timeout))
+        .set_connection_timeout(Some(t.connect))
+        .set_response_timeout(Some(t.response))
         .set_number_of_retries(2)
         .set_min_delay(Duration::from_millis(50))
         .set_max_delay(Duration::from_secs(2))
 }
 
 impl Conn {
-    /// A handle that connects on first use, each command waiting at most `response_timeout`.
-    pub fn lazy(redis_url: &str, response_timeout: Duration) -> RedisResult<Conn> {
+    /// A handle that connects on first use, within the timeouts given.
+    pub fn lazy(redis_url: &str, timeouts: Timeouts) -> RedisResult<Conn> {
         let nodes = node_urls(redis_url);
         if nodes.is_empty() {
             return Err((redis::ErrorKind::InvalidClientConfig, "REDIS_URL names no Redis").into());
@@ -75,7 +96,7 @@ impl Conn {
         for n in &nodes {
             redis::Client::open(n.as_str())?;
         }
-        Ok(Conn { shared: Arc::new(Shared { nodes, response_timeout, mode: OnceCell::new() }) })
+        Ok(Conn { shared: Arc::new(Shared { nodes, timeouts, mode: OnceCell::new() }) })
     }
 
     /// The URL of the first node given.
@@ -84,7 +105,7 @@ impl Conn {
     }
 
     async fn mode(&self) -> RedisResult<&Mode> {
-        self.shared.mode.get_or_try_init(|| connect(&self.shared.nodes, self.shared.response_timeout)).await
+        self.shared.mode.get_or_try_init(|| connect(&self.shared.nodes, self.shared.timeouts)).await
     }
 
     /// Whether the deployment's Redis is a cluster (connecting first, if need be).
@@ -133,10 +154,10 @@ impl Conn {
 }
 
 /// Find out what the nodes are and connect to them.
-async fn connect(nodes: &[String], response_timeout: Duration) -> RedisResult<Mode> {
+async fn connect(nodes: &[String], timeouts: Timeouts) -> RedisResult<Mode> {
     let mut last = None;
     for url in nodes {
-        match cluster_enabled(url).await {
+        match cluster_enabled(url, timeouts).await {
             Ok(false) if nodes.len() > 1 => {
                 return Err((
                     redis::ErrorKind::InvalidClientConfig,
@@ -147,13 +168,13 @@ async fn connect(nodes: &[String], response_timeout: Duration) -> RedisResult<Mo
             }
             Ok(false) => {
                 let client = redis::Client::open(url.as_str())?;
-                let manager = ConnectionManager::new_with_config(client, manager_config(response_timeout)).await?;
+                let manager = ConnectionManager::new_with_config(client, manager_config(timeouts)).await?;
                 return Ok(Mode::Single(manager));
             }
             Ok(true) => {
                 let client = ClusterClientBuilder::new(nodes.to_vec())
-                    .connection_timeout(Duration::from_secs(2))
-                    .response_timeout(response_timeout)
+                    .connection_timeout(timeouts.connect)
+                    .response_timeout(timeouts.response)
                     .retries(8)
                     .min_retry_wait(20)
                     .max_retry_wait(1000)
@@ -182,15 +203,15 @@ fn is_script_load(cmd: &Cmd) -> bool {
 }
 
 /// `cluster_enabled` from the node's `INFO cluster`.
-async fn cluster_enabled(url: &str) -> RedisResult<bool> {
+async fn cluster_enabled(url: &str, timeouts: Timeouts) -> RedisResult<bool> {
     let client = redis::Client::open(url)?;
     let fut = async {
         let mut con = client.get_multiplexed_async_connection().await?;
         redis::cmd("INFO").arg("cluster").query_async::<String>(&mut con).await
     };
-    let info = match tokio::time::timeout(Duration::from_secs(2), fut).await {
+    let info = match tokio::time::timeout(timeouts.connect + timeouts.response, fut).await {
         Ok(r) => r?,
-        Err(_) => return Err((redis::ErrorKind::Io, "no answer from Redis within 2 s", url.to_string()).into()),
+        Err(_) => return Err((redis::ErrorKind::Io, "no answer from Redis in time", url.to_string()).into()),
     };
     Ok(info.lines().any(|l| l.trim() == "cluster_enabled:1"))
 }
@@ -244,7 +265,7 @@ mod tests {
             ["redis://:pw@10.0.0.1:7000", "redis://:pw@10.0.0.2:7001", "redis://10.0.0.3:7002"]
         );
         assert!(node_urls(" , ").is_empty());
-        assert!(Conn::lazy("", Duration::from_secs(1)).is_err());
+        assert!(Conn::lazy("", Timeouts::default()).is_err());
     }
 
     #[test]

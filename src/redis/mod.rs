@@ -15,31 +15,20 @@ pub mod server;
 
 use std::time::Duration;
 
-pub use conn::{Conn, node_urls};
+pub use conn::{Conn, Timeouts, node_urls};
 pub use keys::{GROUP, Keys};
 pub(crate) use pubsub::Backoff;
 
-/// How long a short command may take before the call fails (a Lua batch of a thousand tasks
-/// included).
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// A connection for short commands, shared by every task of a process; connected before it
-/// returns.
-pub async fn connect(url: &str) -> redis::RedisResult<Conn> {
-    let conn = Conn::lazy(url, RESPONSE_TIMEOUT)?;
-    conn.is_cluster().await?;
-    Ok(conn)
+/// A connection for short commands, shared by every task of a process, that connects when
+/// first used: the process starts even while Redis is away and connects when it comes back.
+/// (The response timeout covers a Lua batch of a thousand tasks.)
+pub fn connect_lazy(url: &str, timeouts: Timeouts) -> redis::RedisResult<Conn> {
+    Conn::lazy(url, timeouts)
 }
 
-/// The same, without waiting for Redis to answer first: the process starts even while Redis is
-/// away and connects when it comes back.
-pub fn connect_lazy(url: &str) -> redis::RedisResult<Conn> {
-    Conn::lazy(url, RESPONSE_TIMEOUT)
-}
-
-/// A connection for blocking reads of up to `block`.
-pub fn connect_blocking(url: &str, block: Duration) -> redis::RedisResult<Conn> {
-    Conn::lazy(url, block + RESPONSE_TIMEOUT)
+/// A connection for blocking reads of up to `block`: the response timeout comes on top.
+pub fn connect_blocking(url: &str, block: Duration, timeouts: Timeouts) -> redis::RedisResult<Conn> {
+    Conn::lazy(url, Timeouts { response: block + timeouts.response, ..timeouts })
 }
 
 /// Whether a Redis answers `PING` at `url` within two seconds.

@@ -37,6 +37,7 @@ impl Backoff {
 /// first node of `redis_url` will do.
 pub(crate) async fn listen(
     redis_url: &str,
+    timeouts: super::Timeouts,
     channels: &[String],
     stop: CancellationToken,
     mut subscribed: impl FnMut(),
@@ -46,18 +47,21 @@ pub(crate) async fn listen(
     while !stop.is_cancelled() {
         let first = super::node_urls(redis_url).into_iter().next().unwrap_or_default();
         let Ok(client) = redis::Client::open(first) else { return };
+        // Connecting and subscribing are bounded: a link that takes the connection and then
+        // answers nothing must not hold the listener forever.
+        let within = timeouts.connect + timeouts.response;
         let pubsub = tokio::select! {
-            r = client.get_async_pubsub() => r,
+            r = tokio::time::timeout(within, client.get_async_pubsub()) => r,
             _ = stop.cancelled() => return,
         };
         let mut pubsub = match pubsub {
-            Ok(p) => p,
-            Err(_) => {
+            Ok(Ok(p)) => p,
+            _ => {
                 let wait = backoff.fail();
                 tokio::select! { _ = tokio::time::sleep(wait) => continue, _ = stop.cancelled() => return }
             }
         };
-        if pubsub.subscribe(channels).await.is_err() {
+        if !matches!(tokio::time::timeout(within, pubsub.subscribe(channels)).await, Ok(Ok(()))) {
             let wait = backoff.fail();
             tokio::select! { _ = tokio::time::sleep(wait) => continue, _ = stop.cancelled() => return }
         }

@@ -106,6 +106,16 @@ fn describe() {
         "switchyard_auth_throttled_total",
         "Attempts refused with 429 because their address gave too many wrong admin tokens, by surface."
     );
+    describe_gauge!("switchyard_http_connections", "HTTP connections open.");
+    describe_counter!(
+        "switchyard_http_refused_total",
+        "Connections and requests refused before a handler saw them, by reason (connections, \
+         client_connections, too_large, body_memory, ambiguous_length)."
+    );
+    describe_counter!(
+        "switchyard_http_timeouts_total",
+        "Connections closed, or requests answered 408, for taking too long, by phase (header, body, idle)."
+    );
     describe_counter!(
         "switchyard_deliveries_total",
         "Reply parts sent to platforms, by platform and outcome (sent, retry, failed)."

@@ -33,6 +33,9 @@ pub enum ApiError {
     Timeout(String),
     #[error("{0}")]
     Internal(String),
+    /// The request itself did not arrive in time.
+    #[error("{0}")]
+    RequestTimeout(String),
     /// Too many wrong admin tokens from this address: how long until it may try again.
     #[error("too many wrong admin tokens from this address; try again in {} s", retry_secs(*.0))]
     Throttled(std::time::Duration),
@@ -57,6 +60,7 @@ impl ApiError {
             ApiError::Upstream(_) => (StatusCode::BAD_GATEWAY, "task_failed"),
             ApiError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            ApiError::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             ApiError::Throttled(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
         }
     }

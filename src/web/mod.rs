@@ -7,6 +7,7 @@ mod conversations;
 mod dashboard;
 mod error;
 mod events;
+pub mod front;
 mod http_metrics;
 pub mod throttle;
 mod webhooks;
@@ -41,6 +42,9 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
             Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
                 Err(error::ApiError::TooLarge(format!("body is over the {} byte limit", BODY_LIMIT)))
             }
+            Err(e) if front::is_body_timeout(&e) => {
+                Err(error::ApiError::RequestTimeout("the request body did not arrive in time".into()))
+            }
             Err(e) => Err(error::ApiError::BadRequest(e.body_text())),
         }
     }
@@ -55,6 +59,8 @@ pub struct AppState {
     pub admin_token: Arc<String>,
     /// Redis reachable and the groups present, as last checked.
     pub ready: Arc<AtomicBool>,
+    /// The process is shutting down: `/readyz` answers 503 so load balancers send no more.
+    pub draining: Arc<AtomicBool>,
     pub prometheus: PrometheusHandle,
     /// Google's signing keys for Pub/Sub push tokens, when Pub/Sub is configured.
     pub jwks: Option<Arc<crate::ingest::jwt::Jwks>>,
@@ -108,6 +114,10 @@ async fn healthz() -> impl IntoResponse {
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
+    if state.draining.load(Ordering::Relaxed) {
+        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"ready": false, "reason": "shutting down"})))
+            .into_response();
+    }
     if state.ready.load(Ordering::Relaxed) {
         axum::Json(json!({"ready": true})).into_response()
     } else {

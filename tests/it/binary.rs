@@ -47,6 +47,7 @@ async fn serve_runs_tasks_from_the_cli_and_drains_on_sigterm() {
             .env("SWITCHYARD_LISTEN", format!("127.0.0.1:{port}"))
             .env("SWITCHYARD_ADMIN_TOKEN", "cli-token-0123456789")
             .env("SWITCHYARD_SHUTDOWN_GRACE", "20s")
+            .env("SWITCHYARD_SHUTDOWN_DELAY", "5s")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -65,8 +66,20 @@ async fn serve_runs_tasks_from_the_cli_and_drains_on_sigterm() {
     env.wait_state(&id, TaskState::Started).await;
 
     // SIGTERM while the task runs: the process finishes it within the grace period, then exits.
+    // Meanwhile load balancers are told to send no more, while the listener still answers.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::new();
+    let ready = http.get(format!("http://127.0.0.1:{port}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200, "ready before the signal");
     let status = Command::new("kill").args(["-TERM", &serve.0.id().to_string()]).status().unwrap();
     assert!(status.success());
+    wait_until("readyz answers 503 after SIGTERM", async || {
+        let r = http.get(format!("http://127.0.0.1:{port}/readyz")).send().await.unwrap();
+        r.status() == 503 && r.text().await.unwrap().contains("shutting down")
+    })
+    .await;
+    let health = http.get(format!("http://127.0.0.1:{port}/healthz")).send().await;
+    assert_eq!(health.map(|r| r.status().as_u16()).ok(), Some(200), "the listener still serves during the delay");
     let deadline = std::time::Instant::now() + WAIT;
     let exit = loop {
         if let Some(s) = serve.0.try_wait().unwrap() {
@@ -112,13 +125,43 @@ async fn serve_runs_tasks_from_the_cli_and_drains_on_sigterm() {
 
 #[test]
 fn a_bad_setting_stops_start_up_with_one_clear_line() {
+    for (name, value, named) in [
+        ("SWITCHYARD_VISIBILITY_TIMEOUT", "soon", "SWITCHYARD_VISIBILITY_TIMEOUT"),
+        ("SWITCHYARD_GRAPH_URL", "graph.facebook.com/v24.0", "GRAPH_URL"),
+        ("SWITCHYARD_LLM_URL", "http://", "LLM_URL"),
+        ("SWITCHYARD_RBM_URL", "ftp://rbm.example", "RBM_URL"),
+        ("SWITCHYARD_GOOGLE_JWKS", "not a url", "GOOGLE_JWKS"),
+        ("SWITCHYARD_BODY_BYTES_IN_FLIGHT", "1024", "BODY_BYTES_IN_FLIGHT"),
+        ("SWITCHYARD_HEADER_READ_TIMEOUT", "0s", "HEADER_READ_TIMEOUT"),
+        ("SWITCHYARD_MAX_CONNECTIONS", "many", "SWITCHYARD_MAX_CONNECTIONS"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_switchyard")).args(["check"]).env(name, value).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{name}={value}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.contains(named) && err.contains(value), "{name}={value}: {err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_variable_that_names_no_setting_is_warned_about() {
+    let env = TestEnv::new("binary-typo").await;
     let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .args(["check"])
-        .env("SWITCHYARD_VISIBILITY_TIMEOUT", "soon")
+        .env("SWITCHYARD_REDIS_URL", &env.url)
+        .env("SWITCHYARD_KEY_PREFIX", &env.prefix)
+        .env("SWITCHYARD_FACEBOOK_APP_SECERT", "s3cret")
+        .env("SWITCHYARD_TEST_ANYTHING", "tests' own")
+        .env("RUST_LOG", "warn")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(err.trim().lines().count(), 1, "{err}");
-    assert!(err.contains("SWITCHYARD_VISIBILITY_TIMEOUT") && err.contains("soon"), "{err}");
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("SWITCHYARD_FACEBOOK_APP_SECERT names no setting")
+            && err.contains("did you mean SWITCHYARD_FACEBOOK_APP_SECRET?"),
+        "{err}"
+    );
+    assert!(!err.contains("s3cret"), "the value is not logged: {err}");
+    assert!(!err.contains("SWITCHYARD_TEST_ANYTHING"), "{err}");
 }

@@ -154,10 +154,7 @@ impl Page {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_operator_logs_in_watches_a_lane_redrives_a_dead_letter_pauses_a_lane_and_runs_a_scheduled_task() {
     let env = TestEnv::new("browser").await;
-    let (router, _) = env.router();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    let base = format!("http://{}", env.serve().await);
 
     let browser = Browser::start();
     let (ws, _) = tokio_tungstenite::connect_async(browser.page_socket().await).await.expect("DevTools socket");

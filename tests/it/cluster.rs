@@ -26,7 +26,7 @@ async fn cancel_a_running_task_and_see_the_lanes_empty(env: &TestEnv) {
 async fn a_cluster_is_found_by_itself_from_one_node_or_several() {
     let cluster = RedisCluster::start(3, 0);
     let single = RedisProcess::start_on_free_port();
-    let found = async |url: &str| Conn::lazy(url, Duration::from_secs(5)).unwrap().is_cluster().await;
+    let found = async |url: &str| Conn::lazy(url, switchyard::redis::Timeouts::default()).unwrap().is_cluster().await;
     assert!(found(&cluster.masters[2].url()).await.unwrap(), "one node of the cluster");
     assert!(found(&cluster.url()).await.unwrap(), "every master");
     assert!(!found(&single.url()).await.unwrap(), "a single server");

@@ -622,11 +622,27 @@ impl TestEnv {
             engine,
             admin_token: Arc::new(TOKEN.to_string()),
             ready: ready.clone(),
+            draining: Arc::default(),
             prometheus: switchyard::telemetry::prometheus(),
             jwks: switchyard::app::jwks(&self.config).expect("Pub/Sub key set"),
             auth_throttle: Arc::new(web::throttle::AuthThrottle::from_config(&self.config)),
         };
         (web::router(state), ready)
+    }
+
+    /// The router behind the real front door (connection caps, timeouts, body bounds), on a
+    /// free loopback port until the test ends: its address.
+    pub async fn serve(&self) -> std::net::SocketAddr {
+        self.serve_with(web::front::Limits::from_config(&self.config)).await
+    }
+
+    /// As [`TestEnv::serve`], with the front door's limits given.
+    pub async fn serve_with(&self, limits: web::front::Limits) -> std::net::SocketAddr {
+        let (router, _) = self.router();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local addr");
+        tokio::spawn(web::front::serve(listener, router, limits, self.background.clone()));
+        addr
     }
 
     /// Drive `ready` as `serve` does, until the test ends.

@@ -300,6 +300,7 @@ async fn sessions_end_with_the_token_and_pages_are_not_framed_or_cached() {
         engine: env.engine.clone(),
         admin_token: std::sync::Arc::new("a-new-token-0123456789".into()),
         ready: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        draining: std::sync::Arc::default(),
         prometheus: switchyard::telemetry::prometheus(),
         jwks: None,
         auth_throttle: std::sync::Arc::new(switchyard::web::throttle::AuthThrottle::from_config(&env.config)),

@@ -8,11 +8,7 @@ use switchyard::engine::{Lane, TaskSpec, TaskState};
 
 /// The router served on a free port of loopback: its base URL.
 async fn serve(env: &TestEnv) -> String {
-    let (router, _) = env.router();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    base
+    format!("http://{}", env.serve().await)
 }
 
 /// An HTTP client with no overall timeout (a stream lasts as long as its task).
@@ -187,7 +183,8 @@ async fn the_deployments_stream_tells_every_tasks_events_filtered_by_kind_and_la
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_listeners_each_follow_their_task_to_its_end() {
     const LISTENERS: usize = 1000;
-    let env = TestEnv::new("events-many").await;
+    // All of them come from one address, past the default cap of connections per client.
+    let env = TestEnv::with("events-many", &redis_url(), |c| c.max_connections_per_client = 2 * LISTENERS).await;
     let base = serve(&env).await;
     let client = client();
     let specs = (0..LISTENERS).map(|i| TaskSpec::new("diag.noop", json!({"i": i}))).collect();

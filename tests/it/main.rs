@@ -22,6 +22,7 @@ mod events;
 mod failover;
 mod faults;
 mod flow;
+mod front;
 mod history;
 mod later;
 mod memory;

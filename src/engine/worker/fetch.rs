@@ -80,7 +80,8 @@ pub(super) fn launch_ready(sh: &Arc<Shared>, order: &[Lane]) {
 
 pub(super) async fn fetch_loop(sh: Arc<Shared>, stop: CancellationToken) {
     let url = sh.engine.redis_url().to_string();
-    let mut con = match crate::redis::connect_blocking(&url, BLOCK) {
+    let timeouts = crate::redis::Timeouts::from_config(sh.engine.config());
+    let mut con = match crate::redis::connect_blocking(&url, BLOCK, timeouts) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "worker cannot use the Redis URL");
@@ -325,7 +326,8 @@ async fn wait_for_entries(
         let waiter = match &waiters[part] {
             Some(c) => c.clone(),
             None => {
-                let c = crate::redis::connect_blocking(sh.engine.redis_url(), BLOCK)?;
+                let timeouts = crate::redis::Timeouts::from_config(sh.engine.config());
+                let c = crate::redis::connect_blocking(sh.engine.redis_url(), BLOCK, timeouts)?;
                 waiters[part] = Some(c.clone());
                 c
             }

@@ -329,6 +329,7 @@ pub(super) async fn cancel_listener(sh: Arc<Shared>, stop: CancellationToken) {
     let channels = [sh.engine.keys().cancel_channel(), later_channel.clone()];
     crate::redis::pubsub::listen(
         sh.engine.redis_url(),
+        crate::redis::Timeouts::from_config(sh.engine.config()),
         &channels,
         stop,
         || {},

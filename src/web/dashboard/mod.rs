@@ -43,6 +43,7 @@ pub(super) fn router() -> Router<AppState> {
         .route("/static/htmx.min.js", get(htmx))
         .route("/static/switchyard.css", get(css))
         .route("/static/task-live.js", get(task_live))
+        .route("/static/confirm.js", get(confirm))
         .route("/login", get(login_page).post(login))
         .route("/logout", post(logout))
         .route("/ui/", get(overview))
@@ -70,6 +71,10 @@ async fn htmx() -> impl IntoResponse {
 
 async fn task_live() -> impl IntoResponse {
     static_file("text/javascript; charset=utf-8", include_str!("../../../static/task-live.js"))
+}
+
+async fn confirm() -> impl IntoResponse {
+    static_file("text/javascript; charset=utf-8", include_str!("../../../static/confirm.js"))
 }
 
 async fn css() -> impl IntoResponse {
@@ -151,11 +156,16 @@ fn failed(e: EngineError) -> Response {
     (status, [(header::RETRY_AFTER, "5")], Html(format!("<p class=\"error\">{message}</p>"))).into_response()
 }
 
+/// What a dashboard page may load and run: its own scripts, styles and connections, nothing
+/// inline, nothing from elsewhere, no plugins, not framed; forms post only to it.
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+    connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
 /// Headers on every dashboard answer: not framed, not cached, not sniffed, no referrer leaks.
 async fn security_headers(mut r: Response) -> Response {
     let h = r.headers_mut();
     h.insert("x-frame-options", HeaderValue::from_static("DENY"));
-    h.insert("content-security-policy", HeaderValue::from_static("frame-ancestors 'none'"));
+    h.insert("content-security-policy", HeaderValue::from_static(CSP));
     h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
     h.insert("referrer-policy", HeaderValue::from_static("same-origin"));
     if !h.contains_key(header::CACHE_CONTROL) {
