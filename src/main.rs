@@ -223,6 +223,22 @@ enum BenchCmd {
         #[arg(long, default_value_t = 1000)]
         conversations: u64,
     },
+    /// A `switchyard serve` child under attack: signed webhooks at a steady rate alone, beside
+    /// slow connections, and beside unfinished 1 MiB bodies; their latencies, how the slow
+    /// connections ended and the child's memory; one JSON line.
+    Hostile {
+        #[arg(long, default_value_t = 500)]
+        rate: u64,
+        /// Seconds of webhooks in each phase.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        /// Slow connections (500 per loopback address from 127.0.0.2 up).
+        #[arg(long, default_value_t = 5000)]
+        slow: usize,
+        /// Connections that each send a 1 MiB body but its last byte.
+        #[arg(long, default_value_t = 1500)]
+        bodies: usize,
+    },
     /// Redis bytes per answered message (by key family) and per finished `diag.noop` task, right
     /// after the work is done; one JSON line.
     Memory {
@@ -339,6 +355,9 @@ async fn main() {
         }
         Command::Bench(BenchCmd::Reply { rate, seconds, conversations }) => {
             bench::reply(config, rate, seconds, conversations).await.and_then(print_line)
+        }
+        Command::Bench(BenchCmd::Hostile { rate, seconds, slow, bodies }) => {
+            bench::hostile(config, rate, seconds, slow, bodies).await.and_then(print_line)
         }
         Command::Bench(BenchCmd::Memory { messages, conversations, tasks }) => {
             bench::memory(config, messages, conversations, tasks).await.and_then(print_line)

@@ -3,12 +3,15 @@
 //! (signed webhooks over HTTP under wrk), `reply` (webhook to reply) and `memory` (Redis bytes
 //! per answered message and per finished task).
 
+mod child;
+mod hostile;
 mod ingest;
 mod listeners;
 mod memory;
 mod overview;
 mod reply;
 
+pub use hostile::{HostileReport, hostile};
 pub use ingest::{IngestReport, ingest};
 pub use memory::{MemoryReport, memory};
 pub use overview::{OverviewReport, overview};

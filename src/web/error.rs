@@ -91,10 +91,19 @@ impl From<EngineError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, code) = self.status_and_code();
+        let (status, _) = self.status_and_code();
         if status.is_server_error() {
             tracing::warn!(%status, error = %self, "request failed");
         }
+        self.unlogged()
+    }
+}
+
+impl ApiError {
+    /// The answer, without the log line a server error gets: for refusals counted in a metric
+    /// instead, which a hostile client could otherwise turn into a flood of log lines.
+    pub(crate) fn unlogged(self) -> Response {
+        let (status, code) = self.status_and_code();
         // Internal details stay in the log; the answer names the kind of failure.
         let message = match &self {
             ApiError::Internal(_) => "internal error; see the server log".to_string(),

@@ -9,8 +9,9 @@
 //!   connection with nothing in flight is closed after `IDLE_TIMEOUT`;
 //! - the bytes of request bodies being read at once are bounded (`BODY_BYTES_IN_FLIGHT`):
 //!   each body reserves its declared length (the whole limit when chunked) before it is read,
-//!   and when the reservation cannot be had the answer is 503 with `Retry-After`; a declared
-//!   length over the limit is answered 413 before a byte of the body is read;
+//!   one client address at most an eighth of the budget, and when the reservation cannot be
+//!   had the answer is 503 with `Retry-After`; a declared length over the limit is answered
+//!   413 before a byte of the body is read;
 //! - a request head with both `Content-Length` and `Transfer-Encoding` is refused (400), as
 //!   such a request is how requests are smuggled past proxies that read the other header.
 //!
@@ -32,7 +33,6 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{HeaderValue, Request, Response, header};
-use axum::response::IntoResponse;
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -79,12 +79,8 @@ impl Limits {
 /// connection is told to close after its current answer) and return once every connection has.
 pub async fn serve(listener: TcpListener, router: Router, limits: Limits, stop: CancellationToken) {
     let limits = effective(limits);
-    let front = Arc::new(Front {
-        router,
-        bodies: Arc::new(Semaphore::new(limits.body_bytes_in_flight.min(Semaphore::MAX_PERMITS))),
-        slots: Slots::default(),
-        limits,
-    });
+    let front =
+        Arc::new(Front { router, bodies: Bodies::new(limits.body_bytes_in_flight), slots: Slots::default(), limits });
     let connections = TaskTracker::new();
     let drain = CancellationToken::new();
     let mut last_warned: Option<Instant> = None;
@@ -162,9 +158,63 @@ fn is_per_connection(e: &io::Error) -> bool {
 
 struct Front {
     router: Router,
-    bodies: Arc<Semaphore>,
+    bodies: Arc<Bodies>,
     slots: Slots,
     limits: Limits,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The budget of bodies being received
+// ---------------------------------------------------------------------------------------------
+
+/// Bytes reserved by bodies being received: in all, and per client address, so that a few
+/// addresses sending bodies slowly cannot take the whole budget from everyone else.
+struct Bodies {
+    total: Arc<Semaphore>,
+    per_client: Mutex<HashMap<IpAddr, usize>>,
+    client_share: usize,
+}
+
+/// A body's reservation, given back when dropped.
+struct Reserved {
+    bodies: Arc<Bodies>,
+    client: IpAddr,
+    bytes: usize,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Bodies {
+    fn new(budget: usize) -> Arc<Bodies> {
+        let budget = budget.min(Semaphore::MAX_PERMITS);
+        Arc::new(Bodies {
+            total: Arc::new(Semaphore::new(budget)),
+            per_client: Mutex::new(HashMap::new()),
+            client_share: (budget / 8).max(BODY_LIMIT),
+        })
+    }
+
+    fn reserve(self: &Arc<Self>, client: IpAddr, bytes: usize) -> Option<Reserved> {
+        let mut per = self.per_client.lock().expect("per-client bodies");
+        let held = per.get(&client).copied().unwrap_or(0);
+        if held + bytes > self.client_share {
+            return None;
+        }
+        let permit = self.total.clone().try_acquire_many_owned(u32::try_from(bytes).ok()?).ok()?;
+        per.insert(client, held + bytes);
+        Some(Reserved { bodies: self.clone(), client, bytes, _permit: permit })
+    }
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        let mut per = self.bodies.per_client.lock().expect("per-client bodies");
+        if let Some(held) = per.get_mut(&self.client) {
+            *held -= self.bytes;
+            if *held == 0 {
+                per.remove(&self.client);
+            }
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -460,10 +510,10 @@ async fn handle(
     if state.ambiguous.swap(false, Ordering::AcqRel) {
         metrics::counter!("switchyard_http_refused_total", "reason" => "ambiguous_length").increment(1);
         let e = ApiError::BadRequest("a request may not carry both Content-Length and Transfer-Encoding".into());
-        return Ok(closing(e.into_response(), in_flight));
+        return Ok(closing(e.unlogged(), in_flight));
     }
     let has_body = !http_body::Body::is_end_stream(req.body());
-    let mut permit: Option<OwnedSemaphorePermit> = None;
+    let mut reserved = None;
     if has_body {
         let declared = req
             .headers()
@@ -473,15 +523,16 @@ async fn handle(
         if declared.is_some_and(|n| n > BODY_LIMIT as u64) {
             metrics::counter!("switchyard_http_refused_total", "reason" => "too_large").increment(1);
             let e = ApiError::TooLarge(format!("body is over the {BODY_LIMIT} byte limit"));
-            return Ok(closing(e.into_response(), in_flight));
+            return Ok(closing(e.unlogged(), in_flight));
         }
-        let want = declared.unwrap_or(BODY_LIMIT as u64).min(BODY_LIMIT as u64) as u32;
-        match front.bodies.clone().try_acquire_many_owned(want.max(1)) {
-            Ok(p) => permit = Some(p),
-            Err(_) => {
+        let want = declared.unwrap_or(BODY_LIMIT as u64).min(BODY_LIMIT as u64).max(1) as usize;
+        let client = super::throttle::client_address(&front.limits.trusted_proxies, peer.ip(), req.headers());
+        match front.bodies.reserve(client, want) {
+            Some(r) => reserved = Some(r),
+            None => {
                 metrics::counter!("switchyard_http_refused_total", "reason" => "body_memory").increment(1);
                 let e = ApiError::Unavailable("too many request bodies being received; try again shortly".into());
-                let mut resp = e.into_response();
+                let mut resp = e.unlogged();
                 resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
                 return Ok(closing(resp, in_flight));
             }
@@ -494,7 +545,7 @@ async fn handle(
         Ok(r) => r,
         Err(never) => match never {},
     };
-    drop(permit);
+    drop(reserved);
     if resp.status() == axum::http::StatusCode::REQUEST_TIMEOUT {
         // The rest of a late body may still come: it is not waited for.
         return Ok(closing(resp, in_flight));

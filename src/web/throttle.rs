@@ -72,27 +72,33 @@ impl AuthThrottle {
     /// The client's address: the peer, or what trusted proxies say it is.
     pub fn client(&self, peer: Option<SocketAddr>, headers: &HeaderMap) -> IpAddr {
         let peer = peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |p| p.ip());
-        if !self.trusted.contains(&peer) {
-            return peer;
-        }
-        let forwarded = headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(|a| a.trim().parse::<IpAddr>().ok())
-            .collect::<Vec<_>>();
-        // From the nearest hop back: the first that is not a proxy we trust. An address that
-        // does not parse ends the walk there (the hop that wrote it is not to be believed).
-        for hop in forwarded.iter().rev() {
-            match hop {
-                Some(ip) if self.trusted.contains(ip) => continue,
-                Some(ip) => return *ip,
-                None => return peer,
-            }
-        }
-        peer
+        client_address(&self.trusted, peer, headers)
     }
+}
+
+/// The client's address: `peer`, or, when `peer` is one of the `trusted` proxies, the nearest
+/// `X-Forwarded-For` hop that is not.
+pub(crate) fn client_address(trusted: &[IpAddr], peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+    if !trusted.contains(&peer) {
+        return peer;
+    }
+    let forwarded = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|a| a.trim().parse::<IpAddr>().ok())
+        .collect::<Vec<_>>();
+    // From the nearest hop back: the first that is not a proxy we trust. An address that
+    // does not parse ends the walk there (the hop that wrote it is not to be believed).
+    for hop in forwarded.iter().rev() {
+        match hop {
+            Some(ip) if trusted.contains(ip) => continue,
+            Some(ip) => return *ip,
+            None => return peer,
+        }
+    }
+    peer
 }
 
 #[cfg(test)]

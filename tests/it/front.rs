@@ -165,16 +165,18 @@ async fn slow_clients_are_closed_by_the_timeouts_while_webhooks_are_answered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_address_cannot_hold_every_connection() {
     let env = env("front-caps").await;
-    let addr = env.serve_with(Limits { max_connections: 80, max_connections_per_client: 50, ..limits() }).await;
+    // Timeouts long enough that no connection held here is closed by them.
+    let patient = Limits { header_read_timeout: 4 * WAIT, idle_timeout: 4 * WAIT, ..limits() };
+    let addr = env.serve_with(Limits { max_connections_per_client: 50, ..patient.clone() }).await;
     // An address takes its 50, kept open with a request each.
-    let mut held = Vec::new();
+    let mut taken = Vec::new();
     for _ in 0..50 {
         let mut s = connect_from("127.0.0.2", addr).await;
         s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
         let mut buf = [0u8; 512];
         let n = s.read(&mut buf).await.unwrap();
         assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
-        held.push(s);
+        taken.push(s);
     }
     // Its next one is refused at once, with an answer that says why.
     let mut extra = connect_from("127.0.0.2", addr).await;
@@ -184,21 +186,24 @@ async fn one_address_cannot_hold_every_connection() {
     // Another client is served meanwhile.
     assert_eq!(send_webhooks(addr, 0..5).await, vec![200; 5]);
 
-    // Past the cap of all connections, every new one is refused, whoever it comes from...
+    // Past the cap of all connections (a server of its own, no other client about), every new
+    // one is refused, whoever it comes from...
+    let capped = env.serve_with(Limits { max_connections: 30, ..patient }).await;
+    let mut held = Vec::new();
     for _ in 0..30 {
-        let mut s = connect_from("127.0.0.3", addr).await;
+        let mut s = connect_from("127.0.0.3", capped).await;
         s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
         let mut buf = [0u8; 512];
         let n = s.read(&mut buf).await.unwrap();
         assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
         held.push(s);
     }
-    let mut late = connect_from("127.0.0.4", addr).await;
+    let mut late = connect_from("127.0.0.4", capped).await;
     assert!(read_to_close(&mut late).await.starts_with("HTTP/1.1 503"));
     // ...until connections close: then they are taken again.
     held.truncate(10);
     wait_until("a closed connection's place is free again", async || {
-        let mut s = connect_from("127.0.0.4", addr).await;
+        let mut s = connect_from("127.0.0.4", capped).await;
         if s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.is_err() {
             return false;
         }
@@ -213,7 +218,15 @@ async fn one_address_cannot_hold_every_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_are_bounded_before_they_are_read() {
     let env = env("front-bodies").await;
-    let addr = env.serve_with(Limits { body_bytes_in_flight: 2 << 20, ..limits() }).await;
+    // Timeouts long enough that no body here is ended by them (they have a test of their own).
+    let addr = env
+        .serve_with(Limits {
+            body_bytes_in_flight: 2 << 20,
+            header_read_timeout: 4 * WAIT,
+            body_read_timeout: 4 * WAIT,
+            ..limits()
+        })
+        .await;
     let big = "POST /webhooks/facebook HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1048576\r\n\r\n";
 
     // A declared length over the limit is answered at once, before any body is sent.
@@ -222,29 +235,49 @@ async fn bodies_are_bounded_before_they_are_read() {
     let answer = read_to_close(&mut s).await;
     assert!(answer.starts_with("HTTP/1.1 413") && answer.contains("\"too_large\""), "{answer:?}");
 
-    // Two bodies of 1 MiB being sent take the whole budget...
-    let mut senders = Vec::new();
-    for _ in 0..2 {
-        let mut s = connect_from("127.0.0.2", addr).await;
-        s.write_all(big.as_bytes()).await.unwrap();
+    // A body that is being received, slowly: the server has taken it (its reservation made)
+    // once it asks for the body with `100 Continue`.
+    let hold_body = async |source: &str| {
+        let mut s = connect_from(source, addr).await;
+        s.write_all(big.replace("\r\n\r\n", "\r\nExpect: 100-continue\r\n\r\n").as_bytes()).await.unwrap();
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(WAIT, s.read(&mut buf)).await.expect("100 Continue").unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 100"), "{:?}", String::from_utf8_lossy(&buf[..n]));
         s.write_all(&vec![b' '; 512 * 1024]).await.unwrap();
-        senders.push(s);
-    }
-    // ...so a third is refused before it is read, and told when to come back.
-    wait_until("the budget of bodies is taken", async || {
-        let mut s = connect_from("127.0.0.3", addr).await;
+        s
+    };
+    let refused = async |source: &str| {
+        let mut s = connect_from(source, addr).await;
         s.write_all(big.as_bytes()).await.unwrap();
         let answer = read_to_close(&mut s).await;
-        answer.starts_with("HTTP/1.1 503") && answer.contains("retry-after: 1")
+        assert!(answer.starts_with("HTTP/1.1 503") && answer.contains("retry-after: 1"), "{answer:?}");
+    };
+
+    // An address sending a body slowly holds its share of the budget (an eighth, at least the
+    // largest body): its next body is refused before it is read, and told when to come back...
+    let mut senders = vec![hold_body("127.0.0.2").await];
+    refused("127.0.0.2").await;
+    // ...while others' webhooks are still taken.
+    assert_eq!(send_webhooks(addr, 0..3).await, vec![200; 3]);
+
+    // A second address takes the rest of the budget: now every body is refused.
+    senders.push(hold_body("127.0.0.5").await);
+    refused("127.0.0.3").await;
+
+    // The two senders give up: their reservations go with their connections, and a whole
+    // body is taken again.
+    drop(senders);
+    wait_until("the budget is free again", async || {
+        let mut s = connect_from("127.0.0.3", addr).await;
+        let head = big.replace("\r\n\r\n", "\r\nExpect: 100-continue\r\n\r\n");
+        s.write_all(head.as_bytes()).await.unwrap();
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(WAIT, s.read(&mut buf)).await.expect("an answer").unwrap_or(0);
+        buf[..n].starts_with(b"HTTP/1.1 100")
     })
     .await;
-    // The two never finish: their body timeout answers them 408 and frees the budget.
-    for mut s in senders {
-        let answer = read_to_close(&mut s).await;
-        assert!(answer.starts_with("HTTP/1.1 408") && answer.contains("\"request_timeout\""), "{answer:?}");
-    }
-    assert_eq!(send_webhooks(addr, 0..3).await, vec![200; 3]);
-    assert_eq!(env.lane_len(Lane::Conversations).await, 3, "nothing but the signed webhooks queued");
+    assert_eq!(send_webhooks(addr, 3..6).await, vec![200; 3]);
+    assert_eq!(env.lane_len(Lane::Conversations).await, 6, "nothing but the signed webhooks queued");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
