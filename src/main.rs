@@ -223,6 +223,18 @@ enum BenchCmd {
         #[arg(long, default_value_t = 1000)]
         conversations: u64,
     },
+    /// A `switchyard serve` child taking webhooks and sending replies at a steady rate for
+    /// minutes: a JSON line a minute (its memory, Redis's, the minute's p99, the backlog), then
+    /// a summary (every message answered once?).
+    Soak {
+        #[arg(long, default_value_t = 200)]
+        rate: u64,
+        #[arg(long, default_value_t = 30)]
+        minutes: u64,
+        /// Conversations the messages are spread over (customers of ten pages).
+        #[arg(long, default_value_t = 1000)]
+        conversations: u64,
+    },
     /// A `switchyard serve` child under attack: signed webhooks at a steady rate alone, beside
     /// slow connections, and beside unfinished 1 MiB bodies; their latencies, how the slow
     /// connections ended and the child's memory; one JSON line.
@@ -355,6 +367,9 @@ async fn main() {
         }
         Command::Bench(BenchCmd::Reply { rate, seconds, conversations }) => {
             bench::reply(config, rate, seconds, conversations).await.and_then(print_line)
+        }
+        Command::Bench(BenchCmd::Soak { rate, minutes, conversations }) => {
+            bench::soak(config, rate, minutes, conversations).await.and_then(print_line)
         }
         Command::Bench(BenchCmd::Hostile { rate, seconds, slow, bodies }) => {
             bench::hostile(config, rate, seconds, slow, bodies).await.and_then(print_line)

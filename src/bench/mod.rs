@@ -10,12 +10,14 @@ mod listeners;
 mod memory;
 mod overview;
 mod reply;
+mod soak;
 
 pub use hostile::{HostileReport, hostile};
 pub use ingest::{IngestReport, ingest};
 pub use memory::{MemoryReport, memory};
 pub use overview::{OverviewReport, overview};
 pub use reply::{ReplyReport, reply};
+pub use soak::{SoakReport, soak};
 
 use std::time::{Duration, Instant};
 

@@ -1,0 +1,257 @@
+//! `switchyard bench soak`: a `switchyard serve` child (API, workers and scheduler) taking
+//! signed Messenger webhooks at a steady rate for minutes on end, its replies going to a local
+//! stand-in for the Send API in this process. Every minute a JSON line: the child's resident
+//! memory, Redis's memory, the minute's webhook → reply latencies, the backlog; at the end a
+//! summary that says whether every message was answered exactly once.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::child::Server;
+use crate::config::Config;
+use crate::engine::{Engine, Registry};
+use crate::ingest::verify::sha256_signature;
+
+const SECRET: &str = "bench_secret";
+/// Pages the conversations are spread over (each page has its own send rate limit).
+const PAGES: u64 = 10;
+
+#[derive(Debug, Serialize)]
+pub(super) struct SoakMinute {
+    minute: u64,
+    sent: u64,
+    replied: u64,
+    webhook_errors: u64,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    /// Entries queued or running at the minute's end, all lanes together and by lane.
+    backlog: u64,
+    backlog_by_lane: std::collections::BTreeMap<&'static str, u64>,
+    server_rss_mb: f64,
+    redis_used_mb: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SoakReport {
+    pub rate: u64,
+    pub minutes: u64,
+    pub conversations: u64,
+    pub sent: u64,
+    pub replied: u64,
+    pub webhook_errors: u64,
+    /// Conversations that got more replies than messages, and fewer.
+    pub answered_twice: u64,
+    pub unanswered: u64,
+    pub p99_ms_first_minute: f64,
+    pub p99_ms_last_minute: f64,
+    pub server_rss_mb_first_minute: f64,
+    pub server_rss_mb_last_minute: f64,
+    pub backlog_at_end: u64,
+}
+
+/// Per conversation: when each message was sent, and how many replies came back.
+struct Track {
+    sent: Vec<Vec<Instant>>,
+    replied: Vec<u64>,
+    /// Latencies of the replies of the minute under way.
+    minute: hdrhistogram::Histogram<u64>,
+}
+
+type Shared = Arc<Mutex<Track>>;
+
+/// The Send API stand-in: a reply to `psid` answers that conversation's oldest unanswered message.
+async fn send_api(State(track): State<Shared>, axum::Json(body): axum::Json<Value>) -> axum::Json<Value> {
+    let now = Instant::now();
+    let psid: usize = body["recipient"]["id"].as_str().and_then(|s| s.parse().ok()).unwrap_or(usize::MAX);
+    let mut t = track.lock().unwrap_or_else(|e| e.into_inner());
+    if psid < t.sent.len() {
+        let n = t.replied[psid] as usize;
+        if let Some(sent) = t.sent[psid].get(n).copied() {
+            let us = now.saturating_duration_since(sent).as_micros() as u64;
+            let _ = t.minute.record(us.max(1));
+        }
+        t.replied[psid] += 1;
+    }
+    axum::Json(json!({"recipient_id": psid.to_string(), "message_id": "m.soak"}))
+}
+
+pub async fn soak(config: Config, rate: u64, minutes: u64, conversations: u64) -> anyhow::Result<SoakReport> {
+    let conversations = conversations.max(1);
+    let track: Shared = Arc::new(Mutex::new(Track {
+        sent: vec![Vec::new(); conversations as usize],
+        replied: vec![0; conversations as usize],
+        minute: hdrhistogram::Histogram::new_with_bounds(1, 600_000_000, 3)?,
+    }));
+    let app = axum::Router::new().fallback(axum::routing::post(send_api)).with_state(track.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let graph = listener.local_addr()?;
+    let graph_server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let env = [
+        ("SWITCHYARD_FACEBOOK_APP_SECRET", SECRET.to_string()),
+        ("SWITCHYARD_FACEBOOK_PAGE_TOKEN", "BENCH_TOKEN".to_string()),
+        ("SWITCHYARD_GRAPH_URL", format!("http://{graph}/v24.0")),
+    ];
+    let server = Server::start(&config, "soak", "api,worker,scheduler", &env).await?;
+    let engine = Engine::new(
+        Config { key_prefix: server.prefix.clone(), ..config.clone() },
+        config.redis_url_or_default(),
+        Registry::new(),
+    )?;
+
+    let client = crate::http_client::client()?;
+    let endpoint = format!("http://{}/webhooks/facebook", server.addr);
+    let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let total = rate * minutes * 60;
+    let mut interval = tokio::time::interval(Duration::from_millis(1));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let t0 = Instant::now();
+    let mut sent = 0u64;
+    let mut lines = Vec::new();
+    let mut replied_before = 0u64;
+    let mut errors_before = 0u64;
+    let mut next_minute = 1u64;
+    while sent < total {
+        interval.tick().await;
+        let due = ((t0.elapsed().as_secs_f64() * rate as f64) as u64 + 1).min(total);
+        while sent < due {
+            let i = sent;
+            sent += 1;
+            let psid = i % conversations;
+            let page = format!("PAGE{}", psid % PAGES);
+            let body = json!({"object": "page", "entry": [{"id": page, "time": 1_700_000_000_000u64, "messaging": [{
+                "sender": {"id": psid.to_string()}, "recipient": {"id": page}, "timestamp": 1_700_000_000_000u64 + i,
+                "message": {"mid": format!("m_soak_{i}"), "text": format!("hello, do you ship to Lima? #{i}")}}]}]})
+            .to_string();
+            let sig = sha256_signature(SECRET.as_bytes(), body.as_bytes());
+            let req = client
+                .post(&endpoint)
+                .header("x-hub-signature-256", sig)
+                .header("content-type", "application/json")
+                .body(body);
+            track.lock().unwrap_or_else(|e| e.into_inner()).sent[psid as usize].push(Instant::now());
+            let errors = errors.clone();
+            tokio::spawn(async move {
+                if !matches!(req.send().await, Ok(r) if r.status().is_success()) {
+                    errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+        }
+        if t0.elapsed() >= Duration::from_secs(60 * next_minute) {
+            let line = minute(&engine, &server, &track, next_minute, sent, &mut replied_before, &errors, &mut errors_before).await;
+            print_line(&line);
+            lines.push(line);
+            next_minute += 1;
+        }
+    }
+    // The last replies (bounded), then the last minute's line.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while replied(&track) < total && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if lines.len() < minutes as usize {
+        let line = minute(&engine, &server, &track, next_minute, sent, &mut replied_before, &errors, &mut errors_before).await;
+        print_line(&line);
+        lines.push(line);
+    }
+    let backlog_at_end = backlog(&engine).await;
+    drop(server);
+    graph_server.abort();
+    super::cleanup(&engine).await;
+
+    let t = track.lock().unwrap_or_else(|e| e.into_inner());
+    let answered_twice = t.sent.iter().zip(&t.replied).filter(|(s, r)| **r > s.len() as u64).count() as u64;
+    let unanswered = t.sent.iter().zip(&t.replied).filter(|(s, r)| **r < s.len() as u64).count() as u64;
+    let first = lines.first();
+    let last = lines.last();
+    Ok(SoakReport {
+        rate,
+        minutes,
+        conversations,
+        sent,
+        replied: t.replied.iter().sum(),
+        webhook_errors: errors.load(std::sync::atomic::Ordering::Relaxed),
+        answered_twice,
+        unanswered,
+        p99_ms_first_minute: first.map_or(0.0, |l| l.p99_ms),
+        p99_ms_last_minute: last.map_or(0.0, |l| l.p99_ms),
+        server_rss_mb_first_minute: first.map_or(0.0, |l| l.server_rss_mb),
+        server_rss_mb_last_minute: last.map_or(0.0, |l| l.server_rss_mb),
+        backlog_at_end,
+    })
+}
+
+fn replied(track: &Shared) -> u64 {
+    track.lock().unwrap_or_else(|e| e.into_inner()).replied.iter().sum()
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn minute(
+    engine: &Engine,
+    server: &Server,
+    track: &Shared,
+    n: u64,
+    sent: u64,
+    replied_before: &mut u64,
+    errors: &std::sync::atomic::AtomicU64,
+    errors_before: &mut u64,
+) -> SoakMinute {
+    let (replied, hist) = {
+        let mut t = track.lock().unwrap_or_else(|e| e.into_inner());
+        let fresh = hdrhistogram::Histogram::new_with_bounds(1, 600_000_000, 3).expect("histogram bounds");
+        (t.replied.iter().sum::<u64>(), std::mem::replace(&mut t.minute, fresh))
+    };
+    let errors_now = errors.load(std::sync::atomic::Ordering::Relaxed);
+    let by_lane = backlog_by_lane(engine).await;
+    let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1e3;
+    let line = SoakMinute {
+        minute: n,
+        sent,
+        replied: replied - *replied_before,
+        webhook_errors: errors_now - *errors_before,
+        p50_ms: ms(0.5),
+        p99_ms: ms(0.99),
+        max_ms: hist.max() as f64 / 1e3,
+        backlog: by_lane.values().sum(),
+        backlog_by_lane: by_lane,
+        server_rss_mb: server.rss_mb(),
+        redis_used_mb: redis_used_mb(engine).await,
+    };
+    *replied_before = replied;
+    *errors_before = errors_now;
+    line
+}
+
+async fn backlog(engine: &Engine) -> u64 {
+    backlog_by_lane(engine).await.values().sum()
+}
+
+async fn backlog_by_lane(engine: &Engine) -> std::collections::BTreeMap<&'static str, u64> {
+    match engine.queues_status().await {
+        Ok(q) => q.queues.into_iter().map(|(lane, l)| (lane, l.depth)).collect(),
+        Err(_) => [("unknown", u64::MAX)].into_iter().collect(),
+    }
+}
+
+async fn redis_used_mb(engine: &Engine) -> f64 {
+    let Ok(infos) = engine.conn().query_masters(redis::cmd("INFO").arg("memory")).await else { return 0.0 };
+    infos
+        .iter()
+        .filter_map(|(_, info)| info.lines().find_map(|l| l.strip_prefix("used_memory:"))?.trim().parse::<f64>().ok())
+        .sum::<f64>()
+        / (1024.0 * 1024.0)
+}
+
+fn print_line(line: &SoakMinute) {
+    if let Ok(text) = serde_json::to_string(line) {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{text}");
+        let _ = out.flush();
+    }
+}
