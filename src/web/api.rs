@@ -1,7 +1,7 @@
 //! The JSON API of the task engine (SPEC §6).
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::Deserialize;
@@ -58,9 +58,8 @@ pub(super) struct HistoryQuery {
 /// The tasks that finished lately, newest first, a page at a time.
 pub(super) async fn history(
     State(s): State<AppState>,
-    q: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+    super::JsonQuery(q): super::JsonQuery<HistoryQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let filter = HistoryFilter::parse(
         q.state.as_deref(),
         q.kind.as_deref(),
@@ -93,9 +92,8 @@ pub(super) struct ScheduledQuery {
 /// The tasks queued for later, the first due first.
 pub(super) async fn scheduled(
     State(s): State<AppState>,
-    q: Result<Query<ScheduledQuery>, axum::extract::rejection::QueryRejection>,
+    super::JsonQuery(q): super::JsonQuery<ScheduledQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let lane = lane_param(q.lane.as_deref())?;
     let tasks = s.engine.later_tasks(lane, q.limit.unwrap_or(100).clamp(1, 1000)).await?;
     Ok(Json(json!({"scheduled": tasks, "count": tasks.len()})))
@@ -118,9 +116,8 @@ pub(super) struct Limit {
 
 pub(super) async fn active(
     State(s): State<AppState>,
-    q: Result<Query<Limit>, axum::extract::rejection::QueryRejection>,
+    super::JsonQuery(q): super::JsonQuery<Limit>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let tasks = s.engine.active_tasks(q.limit.unwrap_or(100).clamp(1, 1000)).await?;
     Ok(Json(json!({"active": tasks, "count": tasks.len()})))
 }
@@ -134,9 +131,8 @@ pub(super) struct DlqQuery {
 
 pub(super) async fn dlq_list(
     State(s): State<AppState>,
-    q: Result<Query<DlqQuery>, axum::extract::rejection::QueryRejection>,
+    super::JsonQuery(q): super::JsonQuery<DlqQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let letters = s.engine.dlq_list(&q.filter, q.limit.unwrap_or(100).clamp(1, 1000)).await?;
     let total = s.engine.dlq_depth().await?;
     Ok(Json(json!({"dead_letters": letters, "count": letters.len(), "total": total})))

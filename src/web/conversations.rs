@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -164,9 +164,8 @@ pub(super) struct TranscriptQuery {
 pub(super) async fn get(
     State(s): State<AppState>,
     Path(id): Path<String>,
-    q: Result<Query<TranscriptQuery>, axum::extract::rejection::QueryRejection>,
+    super::JsonQuery(q): super::JsonQuery<TranscriptQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let key = flow::key_for_id(&id);
     let store = Store::new(s.engine.clone());
     let Some(summary) = store.summary(&key.id()).await? else {

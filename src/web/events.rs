@@ -11,7 +11,7 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::response::IntoResponse;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
@@ -128,9 +128,8 @@ pub(super) struct EventsQuery {
 /// missed, in a comment.
 pub(super) async fn all_events(
     State(s): State<AppState>,
-    q: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+    super::JsonQuery(q): super::JsonQuery<EventsQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let kind = q.kind.map(|k| k.trim().to_string()).filter(|k| !k.is_empty());
     let lane = super::api::lane_param(q.lane.as_deref())?;
     let rx = s.engine.follow_all().await;

@@ -50,6 +50,20 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
     }
 }
 
+/// A query string, a bad one answered as the JSON 400 every other error is.
+pub struct JsonQuery<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for JsonQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(q)) => Ok(JsonQuery(q)),
+            Err(e) => Err(ApiError::BadRequest(e.body_text())),
+        }
+    }
+}
+
 /// Largest request body accepted.
 pub const BODY_LIMIT: usize = 1 << 20;
 
