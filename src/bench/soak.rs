@@ -144,7 +144,9 @@ pub async fn soak(config: Config, rate: u64, minutes: u64, conversations: u64) -
             });
         }
         if t0.elapsed() >= Duration::from_secs(60 * next_minute) {
-            let line = minute(&engine, &server, &track, next_minute, sent, &mut replied_before, &errors, &mut errors_before).await;
+            let line =
+                minute(&engine, &server, &track, next_minute, sent, &mut replied_before, &errors, &mut errors_before)
+                    .await;
             print_line(&line);
             lines.push(line);
             next_minute += 1;
@@ -156,7 +158,8 @@ pub async fn soak(config: Config, rate: u64, minutes: u64, conversations: u64) -
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     if lines.len() < minutes as usize {
-        let line = minute(&engine, &server, &track, next_minute, sent, &mut replied_before, &errors, &mut errors_before).await;
+        let line =
+            minute(&engine, &server, &track, next_minute, sent, &mut replied_before, &errors, &mut errors_before).await;
         print_line(&line);
         lines.push(line);
     }
