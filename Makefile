@@ -4,7 +4,7 @@ CARGO_TARGET_DIR ?= $(HOME)/.cache/switchyard-target
 export CARGO_TARGET_DIR
 BIN := $(CARGO_TARGET_DIR)/release/switchyard
 
-.PHONY: run test lint setup build bench bench-peers
+.PHONY: run test lint setup build bench bench-peers fuzz
 
 setup:
 	@scripts/setup.sh
@@ -45,3 +45,20 @@ bench: build
 bench-peers:
 	../shared/bench/peers.sh drain 20000
 	../shared/bench/peers.sh ingest 10
+
+## Fuzz the webhook parsers and the task-entry decoder (fuzz/): each target FUZZ_SECONDS, with
+## nightly Rust; not part of `make test`. A crashing input is saved in fuzz/artifacts/<target>/.
+FUZZ_SECONDS ?= 120
+FUZZ_TARGETS := meta google generic task_entry
+fuzz:
+	@rustup run nightly rustc --version >/dev/null 2>&1 || \
+		{ echo "cargo fuzz needs nightly Rust: run  rustup toolchain install nightly  then  make fuzz"; exit 1; }
+	@cargo fuzz --version >/dev/null 2>&1 || cargo install cargo-fuzz
+	@# the main crate's dependency versions, the fuzz targets' own added
+	@[ -e fuzz/Cargo.lock ] || cp Cargo.lock fuzz/Cargo.lock
+	@fuzz/seed.sh
+	failed=; for t in $(FUZZ_TARGETS); do \
+		CARGO_TARGET_DIR=$(HOME)/.cache/switchyard-fuzz-target cargo +nightly fuzz run $$t -- \
+			-max_total_time=$(FUZZ_SECONDS) -timeout=10 -dict=fuzz/json.dict || failed="$$failed $$t"; \
+	done; \
+	[ -z "$$failed" ] || { echo "fuzz targets that failed:$$failed (inputs in fuzz/artifacts/)"; exit 1; }

@@ -26,6 +26,9 @@ pub mod config;
 pub mod conversation;
 pub mod delivery;
 pub mod engine;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http_client;
 pub mod ingest;
 pub mod model;

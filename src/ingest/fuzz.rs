@@ -363,6 +363,44 @@ fn meta_edge_cases_read_as_before() {
     agree(page(&format!(r#"{{"message":{{"deep":{}{}}}}}"#, "[".repeat(200), "]".repeat(200))).as_bytes());
 }
 
+/// Found by the `generic` fuzz target: JSON with the key `$serde_json::private::RawValue`, not
+/// first in its object, reads into a `Value` that is written back with the key first, as JSON
+/// that does not read: a task carrying it could never read its payload. A push with the key is
+/// refused; data with it is kept as text, and is no RBM event.
+#[test]
+fn google_keeps_only_json_that_reads_back() {
+    use base64::Engine as _;
+    let reads_back = |text: &str| serde_json::from_str::<Value>(text).is_ok();
+
+    let body = br#"{"message":{"data":"eyJhIjoxfQ==","attributes":{"k":"v","$serde_json::private::RawValue":1}},"subscription":"s"}"#;
+    assert!(matches!(google::envelope(body), Err(ParseError::Shape(_))));
+
+    let data = r#"{"senderPhoneNumber":"+1","text":"hi","x":{"b":1,"$serde_json::private::RawValue":2}}"#;
+    let body =
+        json!({"message": {"data": base64::engine::general_purpose::STANDARD.encode(data)}, "subscription": "s"});
+    let env = google::envelope(body.to_string().as_bytes()).unwrap();
+    let ev = google::pubsub_event(&env);
+    assert!(reads_back(&serde_json::to_string(&ev).unwrap()));
+    assert_eq!(ev.raw.value()["data"], json!(data));
+    let why = google::rbm_event(&env).unwrap_err();
+    assert!(matches!(why, ParseError::Shape(_)), "{why:?}");
+    let item = google::rbm_unreadable(&env, why.to_string());
+    assert!(reads_back(item.raw.get()));
+    assert_eq!(item.raw.value(), json!(data));
+}
+
+/// Found by hand after the `generic` fuzz target's finding: a Meta item with the key
+/// `$serde_json::private::RawValue` was queued with a payload no task could read (and, without a
+/// `mid`, deduplicated as `null`). The body is refused as JSON that cannot be kept.
+#[test]
+fn meta_refuses_the_raw_value_key() {
+    let body = br#"{"object":"page","entry":[{"id":"P","messaging":[{"sender":{"id":"U"},"message":{"$serde_json::private::RawValue":1,"mid":"m"}}]}]}"#;
+    let Err(why) = meta::parse(body) else { panic!("a body with the raw-value key was taken") };
+    assert!(matches!(why, ParseError::Json(ref m) if m.contains("cannot be kept")), "{why:?}");
+    let body = br#"{"object":"page","entry":[{"id":"P","messaging":[{"sender":{"id":"U"},"message":{"mid":"m","x":{"$serde_json::private::RawValue":1}}}]}]}"#;
+    assert!(meta::parse(body).is_err());
+}
+
 /// Ids as a clumsy or hostile platform sends them: empty, blank, with the key's separators and
 /// escapes, or over the key limit.
 fn clumsy_id() -> BoxedStrategy<String> {

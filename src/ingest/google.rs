@@ -31,6 +31,9 @@ fn either_id(v: &Value, camel: &str, snake: &str) -> Option<String> {
 
 pub(crate) fn envelope(body: &[u8]) -> Result<Envelope, ParseError> {
     let v: Value = serde_json::from_slice(body).map_err(|e| ParseError::Json(e.to_string()))?;
+    if !super::reads_back(&v) {
+        return Err(ParseError::Shape(format!("a key `{}` cannot be kept", super::RAW_VALUE_TOKEN)));
+    }
     let m = v
         .get("message")
         .filter(|m| m.is_object())
@@ -58,10 +61,18 @@ fn rfc3339_ms(t: Option<&str>) -> Option<u64> {
     t.duration_since(std::time::UNIX_EPOCH).ok().map(|d| d.as_millis() as u64)
 }
 
+/// `message.data` as JSON, when it is JSON that can be kept (see [`super::reads_back`]); else as
+/// text.
+fn data_value(data: &[u8]) -> Value {
+    serde_json::from_slice::<Value>(data)
+        .ok()
+        .filter(super::reads_back)
+        .unwrap_or_else(|| Value::String(String::from_utf8_lossy(data).into_owned()))
+}
+
 /// A Pub/Sub notification: one event, its data decoded (JSON when it is JSON).
 pub(crate) fn pubsub_event(env: &Envelope) -> InboundEvent {
-    let data = serde_json::from_slice::<Value>(&env.data)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&env.data).into_owned()));
+    let data = data_value(&env.data);
     let id = env.message_id.id();
     InboundEvent {
         platform: Platform::Pubsub,
@@ -84,13 +95,11 @@ pub(crate) fn pubsub_event(env: &Envelope) -> InboundEvent {
 
 /// Decoded `message.data` that names no RBM event, with why: for the dead-letter queue.
 pub(crate) fn rbm_unreadable(env: &Envelope, why: String) -> crate::model::event::Unreadable {
-    let text = String::from_utf8_lossy(&env.data);
-    let raw = serde_json::from_slice::<Value>(&env.data).unwrap_or_else(|_| Value::String(text.into_owned()));
     crate::model::event::Unreadable {
         platform: Platform::Rbm,
         account: env.subscription.clone(),
         why,
-        raw: Raw::from_value(&raw),
+        raw: Raw::from_value(&data_value(&env.data)),
     }
 }
 
@@ -99,6 +108,9 @@ pub(crate) fn rbm_event(env: &Envelope) -> Result<InboundEvent, ParseError> {
     let d: Value = serde_json::from_slice(&env.data).map_err(|e| ParseError::Json(format!("message.data: {e}")))?;
     if !d.is_object() {
         return Err(ParseError::Shape("RBM data must be a JSON object".into()));
+    }
+    if !super::reads_back(&d) {
+        return Err(ParseError::Shape(format!("RBM data: a key `{}` cannot be kept", super::RAW_VALUE_TOKEN)));
     }
     let customer = text_of(d.get("senderPhoneNumber")).unwrap_or_default();
     let account = text_of(d.get("agentId")).unwrap_or_default();

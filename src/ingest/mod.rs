@@ -127,5 +127,45 @@ pub fn register(r: &mut Registry) {
     });
 }
 
+/// A generic source's body as its event: the id is the `x-event-id` header given as
+/// `event_id`, else the body's `id` or `event_id`, else its content. `Err`: why it is refused.
+pub(crate) fn generic_event(source: &str, event_id: Option<String>, body: &[u8]) -> Result<InboundEvent, String> {
+    use crate::model::event::{Identity, Raw, given, text_of};
+    let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}"))?;
+    if !reads_back(&v) {
+        return Err(format!("body holds the key `{RAW_VALUE_TOKEN}`, which cannot be kept"));
+    }
+    // The first of these that is there and not blank names the event; none, its body's content.
+    let given_id =
+        given(event_id).or_else(|| given(text_of(v.get("id")))).or_else(|| given(text_of(v.get("event_id"))));
+    let identity = Identity::given_or_content(given_id, "body", &v);
+    Ok(InboundEvent {
+        platform: Platform::Generic,
+        kind: EventKind::Other,
+        id: identity.id(),
+        account: source.to_string(),
+        customer: text_of(v.get("customer")).unwrap_or_default(),
+        text: text_of(v.get("text")),
+        timestamp_ms: None,
+        raw: Raw::from_value(&v),
+        identity,
+    })
+}
+
+/// With its `raw_value` feature (on here), `serde_json` reads an object whose first key is this
+/// as a raw value and no object; it writes a `Value`'s keys sorted, this one before letters. A
+/// `Value` read with the key elsewhere is written back as JSON that cannot be read: an event
+/// carrying it would be queued, and its task could never read its payload.
+pub(crate) const RAW_VALUE_TOKEN: &str = "$serde_json::private::RawValue";
+
+/// Whether `v`, written out, can be read back: no object in it has the key [`RAW_VALUE_TOKEN`].
+pub(crate) fn reads_back(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::Array(items) => items.iter().all(reads_back),
+        serde_json::Value::Object(m) => !m.contains_key(RAW_VALUE_TOKEN) && m.values().all(reads_back),
+        _ => true,
+    }
+}
+
 #[cfg(test)]
 mod fuzz;

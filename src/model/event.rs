@@ -381,6 +381,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Key<'a> {
 /// Checks `body` as strictly as parsing it into a [`Value`] would, building nothing. [`RawValue`]
 /// only skips over its text, so lone surrogates (`"\ud800"`), numbers out of range (`1e400`) and
 /// nesting deeper than 128 would otherwise pass, and be kept as text no `Value` can be read from.
+/// A key no `Value` can be written back with (`crate::ingest::reads_back`) is refused too.
 pub fn check_json(body: &[u8]) -> Result<(), serde_json::Error> {
     serde_json::from_slice::<Checked>(body).map(drop)
 }
@@ -422,8 +423,30 @@ impl<'de> Visitor<'de> for Checked {
         Ok(Checked)
     }
     fn visit_map<M: MapAccess<'de>>(self, mut m: M) -> Result<Checked, M::Error> {
-        while m.next_entry::<Checked, Checked>()?.is_some() {}
+        while m.next_entry::<CheckedKey, Checked>()?.is_some() {}
         Ok(Checked)
+    }
+}
+
+/// An object's key, read through and dropped; serde_json's marker of raw values refused.
+struct CheckedKey;
+
+impl<'de> Deserialize<'de> for CheckedKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<CheckedKey, D::Error> {
+        d.deserialize_str(CheckedKey)
+    }
+}
+
+impl<'de> Visitor<'de> for CheckedKey {
+    type Value = CheckedKey;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object key")
+    }
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<CheckedKey, E> {
+        if key == crate::ingest::RAW_VALUE_TOKEN {
+            return Err(E::custom(format!("the key `{key}` cannot be kept")));
+        }
+        Ok(CheckedKey)
     }
 }
 

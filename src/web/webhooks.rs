@@ -12,7 +12,6 @@ use serde_json::Value;
 use super::error::ApiError;
 use super::{AppState, RawBody};
 use crate::ingest::{Accepted, accept, count_rejected, google, meta, verify};
-use crate::model::event::{EventKind, Identity, InboundEvent, Platform, Raw, given, text_of};
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
@@ -148,23 +147,8 @@ async fn generic(
         .ok_or_else(|| ApiError::NotFound(format!("unknown source `{source}`")))?;
     verify::check_sha256(secret.as_bytes(), &body, header(&headers, "x-signature-256"))
         .map_err(|why| rejected("generic", ApiError::Unauthorized(why.into())))?;
-    let v: Value = serde_json::from_slice(&body)
-        .map_err(|e| rejected("generic", ApiError::BadRequest(format!("body is not JSON: {e}"))))?;
-    // The first of these that is there and not blank names the event; none, its body's content.
-    let given_id = given(header(&headers, "x-event-id").map(str::to_string))
-        .or_else(|| given(text_of(v.get("id"))))
-        .or_else(|| given(text_of(v.get("event_id"))));
-    let identity = Identity::given_or_content(given_id, "body", &v);
-    let ev = InboundEvent {
-        platform: Platform::Generic,
-        kind: EventKind::Other,
-        id: identity.id(),
-        account: source,
-        customer: text_of(v.get("customer")).unwrap_or_default(),
-        text: text_of(v.get("text")),
-        timestamp_ms: None,
-        raw: Raw::from_value(&v),
-        identity,
-    };
+    let event_id = header(&headers, "x-event-id").map(str::to_string);
+    let ev = crate::ingest::generic_event(&source, event_id, &body)
+        .map_err(|why| rejected("generic", ApiError::BadRequest(why)))?;
     Ok(answer(accept(&s.engine, vec![ev].into()).await?))
 }

@@ -130,7 +130,8 @@ impl Delivery {
 
     /// The attempt number this delivery makes (1-based, across retries and redrives).
     pub(crate) fn attempt(&self) -> u32 {
-        self.base + self.deliveries
+        // `base` is read from the entry: one written by hand or corrupted must not overflow.
+        self.base.saturating_add(self.deliveries)
     }
 }
 
@@ -579,4 +580,24 @@ pub fn hostname() -> String {
         .filter(|h| !h.is_empty())
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| "localhost".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(kv: &[(&str, &str)]) -> Vec<(String, String)> {
+        kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    /// Found by the `task_entry` fuzz target: a `base` near `u32::MAX` overflowed the attempt number.
+    #[test]
+    fn an_entry_with_any_base_has_an_attempt_number() {
+        let f = fields(&[("kind", ""), ("base", "4294967295")]);
+        let d = Delivery::from_fields(0, Lane::Webhooks, "1-1".into(), &f, 1).unwrap();
+        assert_eq!(d.attempt(), u32::MAX);
+        let f = fields(&[("kind", ""), ("base", "8323072")]);
+        let d = Delivery::from_fields(91, Lane::Analytics, "1-1".into(), &f, 4294901797).unwrap();
+        assert_eq!(d.attempt(), u32::MAX);
+    }
 }
