@@ -214,7 +214,7 @@ impl Engine {
                     worker: worker.clone(),
                     started: None,
                     idle_ms: *idle,
-                    attempt: base.saturating_add(deliveries),
+                    attempt: base.saturating_add(*deliveries),
                 });
             }
             if !rows.is_empty() {
