@@ -11,15 +11,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 use super::child::Server;
+use super::send_api::{self, SECRET};
 use crate::config::Config;
-use crate::ingest::verify::sha256_signature;
-
-const SECRET: &str = "bench_secret";
 /// Slow connections per source address: under the default cap per client, so that every one
 /// of them is taken and has to be ended by a timeout.
 const PER_ADDRESS: usize = 500;
@@ -261,11 +258,7 @@ async fn steady(client: &reqwest::Client, addr: SocketAddr, rate: u64, seconds: 
             let i = *next;
             *next += 1;
             sent += 1;
-            let body = json!({"object": "page", "entry": [{"id": "PAGE", "time": 1_700_000_000_000u64, "messaging": [{
-                "sender": {"id": (i % 1000).to_string()}, "recipient": {"id": "PAGE"}, "timestamp": 1_700_000_000_000u64 + i,
-                "message": {"mid": format!("m_hostile_{i}"), "text": "hello"}}]}]})
-            .to_string();
-            let sig = sha256_signature(SECRET.as_bytes(), body.as_bytes());
+            let (body, sig) = send_api::message(i, i % 1000, "hostile");
             let req = client
                 .post(&endpoint)
                 .header("x-hub-signature-256", sig)
@@ -278,7 +271,7 @@ async fn steady(client: &reqwest::Client, addr: SocketAddr, rate: u64, seconds: 
             }));
         }
     }
-    let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("histogram bounds");
+    let mut hist = send_api::latencies();
     let mut load = Load { sent: total, ..Load::default() };
     for r in requests {
         let Ok((ok, took)) = r.await else { continue };

@@ -10,6 +10,7 @@ mod listeners;
 mod memory;
 mod overview;
 mod reply;
+mod send_api;
 mod soak;
 
 pub use hostile::{HostileReport, hostile};

@@ -3,21 +3,15 @@
 //! to a local stand-in for the Send API; the latency is from just before the webhook's POST to the
 //! moment the reply reaches that server. Everything runs in this process, on this machine's Redis.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::State;
 use serde::Serialize;
-use serde_json::{Value, json};
 
+use super::send_api::{self, SECRET, Track, lock};
 use crate::config::Config;
 use crate::engine::worker::{self, WorkerOptions};
 use crate::engine::{Engine, Lane};
-use crate::ingest::verify::sha256_signature;
-
-const SECRET: &str = "bench_secret";
-/// Pages the conversations are spread over (each page has its own send rate limit).
-const PAGES: u64 = 10;
 
 #[derive(Debug, Serialize)]
 pub struct ReplyReport {
@@ -35,43 +29,10 @@ pub struct ReplyReport {
     pub rss_mb: f64,
 }
 
-/// Per conversation: when each message was sent, and how many replies came back.
-struct Track {
-    sent: Vec<Vec<Instant>>,
-    /// Replies received, per conversation.
-    replied: Vec<u64>,
-    latencies: hdrhistogram::Histogram<u64>,
-}
-
-type Shared = Arc<Mutex<Track>>;
-
-/// The Send API stand-in: a reply to `psid` answers that conversation's oldest unanswered message.
-async fn send_api(State(track): State<Shared>, axum::Json(body): axum::Json<Value>) -> axum::Json<Value> {
-    let now = Instant::now();
-    let psid: usize = body["recipient"]["id"].as_str().and_then(|s| s.parse().ok()).unwrap_or(usize::MAX);
-    let mut t = track.lock().unwrap_or_else(|e| e.into_inner());
-    if psid < t.sent.len() {
-        let n = t.replied[psid] as usize;
-        if let Some(sent) = t.sent[psid].get(n).copied() {
-            let us = now.saturating_duration_since(sent).as_micros() as u64;
-            let _ = t.latencies.record(us.max(1));
-        }
-        t.replied[psid] += 1;
-    }
-    axum::Json(json!({"recipient_id": psid.to_string(), "message_id": "m.bench"}))
-}
-
 pub async fn reply(mut config: Config, rate: u64, seconds: u64, conversations: u64) -> anyhow::Result<ReplyReport> {
     let conversations = conversations.max(1);
-    let track: Shared = Arc::new(Mutex::new(Track {
-        sent: vec![Vec::new(); conversations as usize],
-        replied: vec![0; conversations as usize],
-        latencies: hdrhistogram::Histogram::new_with_bounds(1, 600_000_000, 3)?,
-    }));
-    let app = axum::Router::new().fallback(axum::routing::post(send_api)).with_state(track.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let graph = listener.local_addr()?;
-    let graph_server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let track = Track::shared(conversations);
+    let (graph, graph_server) = send_api::start(track.clone()).await?;
 
     config.key_prefix = format!("{}-bench-reply-{}", config.key_prefix, std::process::id());
     config.facebook_app_secret = Some(SECRET.into());
@@ -107,12 +68,7 @@ pub async fn reply(mut config: Config, rate: u64, seconds: u64, conversations: u
             let i = sent;
             sent += 1;
             let psid = i % conversations;
-            let page = format!("PAGE{}", psid % PAGES);
-            let body = json!({"object": "page", "entry": [{"id": page, "time": 1_700_000_000_000u64, "messaging": [{
-                "sender": {"id": psid.to_string()}, "recipient": {"id": page}, "timestamp": 1_700_000_000_000u64 + i,
-                "message": {"mid": format!("m_bench_{i}"), "text": format!("hello, do you ship to Lima? #{i}")}}]}]})
-            .to_string();
-            let sig = sha256_signature(SECRET.as_bytes(), body.as_bytes());
+            let (body, sig) = send_api::message(i, psid, "bench");
             let req = client
                 .post(&endpoint)
                 .header("x-hub-signature-256", sig)
@@ -120,7 +76,7 @@ pub async fn reply(mut config: Config, rate: u64, seconds: u64, conversations: u
                 .body(body);
             // The send time is taken in order per conversation: messages of one conversation
             // are sent one tick or more apart, so their POSTs arrive in this order.
-            track.lock().unwrap_or_else(|e| e.into_inner()).sent[psid as usize].push(Instant::now());
+            lock(&track).sent[psid as usize].push(Instant::now());
             let errors = errors.clone();
             tokio::spawn(async move {
                 match req.send().await {
@@ -135,7 +91,7 @@ pub async fn reply(mut config: Config, rate: u64, seconds: u64, conversations: u
     // Wait for the last replies (bounded).
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let got: u64 = track.lock().unwrap_or_else(|e| e.into_inner()).replied.iter().sum();
+        let got: u64 = lock(&track).replied.iter().sum();
         if got >= total || Instant::now() > deadline {
             break;
         }
@@ -148,7 +104,7 @@ pub async fn reply(mut config: Config, rate: u64, seconds: u64, conversations: u
     graph_server.abort();
     super::cleanup(&engine).await;
 
-    let t = track.lock().unwrap_or_else(|e| e.into_inner());
+    let t = lock(&track);
     let replies: u64 = t.replied.iter().sum();
     let ms = |q: f64| t.latencies.value_at_quantile(q) as f64 / 1e3;
     Ok(ReplyReport {

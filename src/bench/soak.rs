@@ -5,21 +5,15 @@
 //! summary that says whether every message was answered exactly once.
 
 use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::State;
 use serde::Serialize;
-use serde_json::{Value, json};
 
 use super::child::Server;
+use super::send_api::{self, SECRET, Shared, Track, lock};
 use crate::config::Config;
 use crate::engine::{Engine, Registry};
-use crate::ingest::verify::sha256_signature;
-
-const SECRET: &str = "bench_secret";
-/// Pages the conversations are spread over (each page has its own send rate limit).
-const PAGES: u64 = 10;
 
 #[derive(Debug, Serialize)]
 pub(super) struct SoakMinute {
@@ -55,43 +49,10 @@ pub struct SoakReport {
     pub backlog_at_end: u64,
 }
 
-/// Per conversation: when each message was sent, and how many replies came back.
-struct Track {
-    sent: Vec<Vec<Instant>>,
-    replied: Vec<u64>,
-    /// Latencies of the replies of the minute under way.
-    minute: hdrhistogram::Histogram<u64>,
-}
-
-type Shared = Arc<Mutex<Track>>;
-
-/// The Send API stand-in: a reply to `psid` answers that conversation's oldest unanswered message.
-async fn send_api(State(track): State<Shared>, axum::Json(body): axum::Json<Value>) -> axum::Json<Value> {
-    let now = Instant::now();
-    let psid: usize = body["recipient"]["id"].as_str().and_then(|s| s.parse().ok()).unwrap_or(usize::MAX);
-    let mut t = track.lock().unwrap_or_else(|e| e.into_inner());
-    if psid < t.sent.len() {
-        let n = t.replied[psid] as usize;
-        if let Some(sent) = t.sent[psid].get(n).copied() {
-            let us = now.saturating_duration_since(sent).as_micros() as u64;
-            let _ = t.minute.record(us.max(1));
-        }
-        t.replied[psid] += 1;
-    }
-    axum::Json(json!({"recipient_id": psid.to_string(), "message_id": "m.soak"}))
-}
-
 pub async fn soak(config: Config, rate: u64, minutes: u64, conversations: u64) -> anyhow::Result<SoakReport> {
     let conversations = conversations.max(1);
-    let track: Shared = Arc::new(Mutex::new(Track {
-        sent: vec![Vec::new(); conversations as usize],
-        replied: vec![0; conversations as usize],
-        minute: hdrhistogram::Histogram::new_with_bounds(1, 600_000_000, 3)?,
-    }));
-    let app = axum::Router::new().fallback(axum::routing::post(send_api)).with_state(track.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let graph = listener.local_addr()?;
-    let graph_server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let track = Track::shared(conversations);
+    let (graph, graph_server) = send_api::start(track.clone()).await?;
 
     let env = [
         ("SWITCHYARD_FACEBOOK_APP_SECRET", SECRET.to_string()),
@@ -124,18 +85,13 @@ pub async fn soak(config: Config, rate: u64, minutes: u64, conversations: u64) -
             let i = sent;
             sent += 1;
             let psid = i % conversations;
-            let page = format!("PAGE{}", psid % PAGES);
-            let body = json!({"object": "page", "entry": [{"id": page, "time": 1_700_000_000_000u64, "messaging": [{
-                "sender": {"id": psid.to_string()}, "recipient": {"id": page}, "timestamp": 1_700_000_000_000u64 + i,
-                "message": {"mid": format!("m_soak_{i}"), "text": format!("hello, do you ship to Lima? #{i}")}}]}]})
-            .to_string();
-            let sig = sha256_signature(SECRET.as_bytes(), body.as_bytes());
+            let (body, sig) = send_api::message(i, psid, "soak");
             let req = client
                 .post(&endpoint)
                 .header("x-hub-signature-256", sig)
                 .header("content-type", "application/json")
                 .body(body);
-            track.lock().unwrap_or_else(|e| e.into_inner()).sent[psid as usize].push(Instant::now());
+            lock(&track).sent[psid as usize].push(Instant::now());
             let errors = errors.clone();
             tokio::spawn(async move {
                 if !matches!(req.send().await, Ok(r) if r.status().is_success()) {
@@ -168,7 +124,7 @@ pub async fn soak(config: Config, rate: u64, minutes: u64, conversations: u64) -
     graph_server.abort();
     super::cleanup(&engine).await;
 
-    let t = track.lock().unwrap_or_else(|e| e.into_inner());
+    let t = lock(&track);
     let answered_twice = t.sent.iter().zip(&t.replied).filter(|(s, r)| **r > s.len() as u64).count() as u64;
     let unanswered = t.sent.iter().zip(&t.replied).filter(|(s, r)| **r < s.len() as u64).count() as u64;
     let first = lines.first();
@@ -191,7 +147,7 @@ pub async fn soak(config: Config, rate: u64, minutes: u64, conversations: u64) -
 }
 
 fn replied(track: &Shared) -> u64 {
-    track.lock().unwrap_or_else(|e| e.into_inner()).replied.iter().sum()
+    lock(track).replied.iter().sum()
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -206,9 +162,8 @@ async fn minute(
     errors_before: &mut u64,
 ) -> SoakMinute {
     let (replied, hist) = {
-        let mut t = track.lock().unwrap_or_else(|e| e.into_inner());
-        let fresh = hdrhistogram::Histogram::new_with_bounds(1, 600_000_000, 3).expect("histogram bounds");
-        (t.replied.iter().sum::<u64>(), std::mem::replace(&mut t.minute, fresh))
+        let mut t = lock(track);
+        (t.replied.iter().sum::<u64>(), std::mem::replace(&mut t.latencies, send_api::latencies()))
     };
     let errors_now = errors.load(std::sync::atomic::Ordering::Relaxed);
     let by_lane = backlog_by_lane(engine).await;
