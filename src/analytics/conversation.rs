@@ -239,8 +239,9 @@ async fn run_batch(ctx: TaskContext, payload: BatchPayload) -> Outcome {
     let total = ids.len();
     let (mut done, mut reported) = (0usize, 0u8);
     for chunk in ids.chunks((total / 100).clamp(1, BATCH_CHUNK)) {
-        if ctx.stop_reason() == Some(crate::engine::StopReason::Shutdown) {
-            // The process is going away: run the batch again elsewhere rather than end it half done.
+        if ctx.stop_reason().is_some_and(|r| r.hands_back()) {
+            // The process is going away or may lose the task: run the batch again elsewhere
+            // rather than end it half done.
             return Outcome::Later(std::time::Duration::ZERO);
         }
         if ctx.is_stopped() {

@@ -3,8 +3,12 @@
 //!
 //! A part sent is counted in its reply's turn's mark in the conversation's hash when the reply
 //! was recorded there, else in a key of its own (`sent:<reply>:<part>`); `sent.lua` decides which,
-//! atomically. The rate counters (`rate:<account>:<second>`) are shared by every process, so the
+//! atomically. While a part is being sent, `sending:<reply>:<part>` names the attempt sending it,
+//! so a second attempt of the same reply waits for the first one's mark rather than sending the
+//! part again. The rate counters (`rate:<account>:<second>`) are shared by every process, so the
 //! platform's limit holds for the deployment, not for one worker.
+
+use std::time::Duration;
 
 use crate::engine::{Engine, EngineError};
 
@@ -22,14 +26,49 @@ pub(super) struct Reply<'a> {
     pub turn: Option<&'a str>,
 }
 
-/// Whether part `part` (from 0) of the reply went out already.
-pub(super) async fn part_sent(engine: &Engine, reply: &Reply<'_>, part: usize) -> Result<bool, EngineError> {
-    sent_marker(engine, reply, part, "check").await
+/// What [`take_part`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Take {
+    /// The part went out already.
+    Sent,
+    /// This attempt may send it: it is taken until marked or released.
+    Go,
+    /// Another attempt is sending it (or sent it and its mark is on its way); its take lasts
+    /// this much longer.
+    Busy(Duration),
+}
+
+/// How long a take lasts: a send, then the recording of it while Redis is away, with room.
+pub(super) const TAKE_FOR: Duration =
+    Duration::from_secs(crate::http_client::REQUEST_TIMEOUT.as_secs() + MARK_PATIENCE.as_secs() + 20);
+
+/// Take part `part` (from 0) of the reply for the attempt `token` before sending it.
+pub(super) async fn take_part(
+    engine: &Engine,
+    reply: &Reply<'_>,
+    part: usize,
+    token: &str,
+) -> Result<Take, EngineError> {
+    Ok(match sent_marker(engine, reply, part, "take", token).await? {
+        -1 => Take::Sent,
+        0 => Take::Go,
+        ms => Take::Busy(Duration::from_millis(ms.max(1) as u64)),
+    })
+}
+
+/// Give up the attempt `token`'s take of a part it did not send.
+pub(super) async fn release_part(
+    engine: &Engine,
+    reply: &Reply<'_>,
+    part: usize,
+    token: &str,
+) -> Result<(), EngineError> {
+    sent_marker(engine, reply, part, "release", token).await.map(drop)
 }
 
 /// How long recording a part sent keeps trying while Redis is away (a failover takes seconds):
 /// a mark never written is a part sent twice.
-const MARK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+const MARK_PATIENCE: Duration = Duration::from_secs(30);
 
 /// Record that part `part` (from 0) of the reply went out, so a retry or a redelivery skips it.
 /// While Redis is unavailable it keeps trying, for up to [`MARK_PATIENCE`]; with
@@ -39,7 +78,7 @@ pub(super) async fn mark_part_sent(engine: &Engine, reply: &Reply<'_>, part: usi
     let deadline = std::time::Instant::now() + MARK_PATIENCE;
     let mut backoff = crate::redis::Backoff::new();
     loop {
-        let marked = match sent_marker(engine, reply, part, "mark").await {
+        let marked = match sent_marker(engine, reply, part, "mark", "").await {
             Ok(_) if engine.config().durability == crate::config::Durability::Replicated => {
                 let keys = engine.conversation_part(reply.conversation);
                 engine.wait_for_replica(&keys.conversation(reply.conversation)).await
@@ -58,26 +97,29 @@ pub(super) async fn mark_part_sent(engine: &Engine, reply: &Reply<'_>, part: usi
     }
 }
 
-/// `check`: whether part `i` of the reply went out already; `mark`: record that it did.
-async fn sent_marker(engine: &Engine, reply: &Reply<'_>, i: usize, op: &str) -> Result<bool, EngineError> {
+/// `take`, `mark` or `release` part `i` of the reply (see `sent.lua`) for the attempt `token`.
+async fn sent_marker(engine: &Engine, reply: &Reply<'_>, i: usize, op: &str, token: &str) -> Result<i64, EngineError> {
     let keys = engine.conversation_part(reply.conversation);
     // A part's own marker lasts as long as a second delivery of this reply can be queued (the
     // reply's idempotency window) or this one still retried (its record's retention).
     let c = engine.config();
     let ttl = c.task_retention.max(c.idempotency_window).as_millis() as u64;
     let mut con = engine.conn();
-    let sent: i64 = engine
+    let answer: i64 = engine
         .scripts()
         .sent
         .key(keys.conversation(reply.conversation))
         .key(keys.sent(reply.reply_id, i))
+        .key(keys.sending(reply.reply_id, i))
         .arg(op)
         .arg(reply.turn.unwrap_or(""))
         .arg(i)
         .arg(ttl)
+        .arg(token)
+        .arg(TAKE_FOR.as_millis() as u64)
         .invoke_async(&mut con)
         .await?;
-    Ok(sent == 1)
+    Ok(answer)
 }
 
 /// Take one send of `account`'s budget for the second `second` (seconds since the epoch): how

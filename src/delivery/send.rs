@@ -3,9 +3,13 @@
 //! A reply is split to the platform's limit and each part is sent once: after the platform
 //! accepts a part, a marker records it (the reply's turn's mark in its conversation counts the
 //! parts sent; a reply with no turn keeps `{sy}:sent:<reply>:<part>`), so a redelivered or retried
-//! task skips what already went out and a customer never gets the same part twice. (A worker
-//! killed between the platform's answer and the marker can still cause one resend: delivery is
-//! at least once, and this is its only window.) Sends are rate limited per business account
+//! task skips what already went out and a customer never gets the same part twice. Before a
+//! part is sent it is taken for the attempt (`sending:<reply>:<part>`): another attempt of the
+//! same reply — the task reclaimed from a worker cut off from Redis, whose send went out and
+//! whose mark is still on its way — waits for that mark instead of sending again, and a send,
+//! once begun, finishes and is recorded even if its attempt is stopped. (A worker killed between
+//! the platform's answer and the marker can still cause one resend, after its take expires:
+//! delivery is at least once, and this is its only window.) Sends are rate limited per business account
 //! across every process, and answers are classified as SPEC §5 says: retry transient errors
 //! (honouring `Retry-After`), dead-letter permanent ones with the platform's error.
 
@@ -16,7 +20,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::classify::{self, Verdict};
-use super::{ledger, split_text};
+use super::ledger::{self, Take};
+use super::split_text;
 use crate::engine::{Engine, Lane, Outcome, Payload, Registry, TaskContext};
 use crate::model::Platform;
 
@@ -84,32 +89,39 @@ async fn deliver(ctx: TaskContext, out: Outgoing) -> Outcome {
     let parts = split_text(&out.text, limit);
     let conversation = crate::model::ConversationKey::new(out.channel, &out.account, &out.customer).id();
     let reply = ledger::Reply { conversation: &conversation, reply_id: &out.reply_id, turn: out.turn.as_deref() };
+    // Names this attempt in the parts it takes.
+    let token = format!("{}:{:016x}", ctx.task_id, fastrand::u64(..));
     let mut sent = 0;
     for (i, part) in parts.iter().enumerate() {
-        match ledger::part_sent(&engine, &reply, i).await {
-            Ok(true) => continue,
-            Ok(false) => {}
+        match ledger::take_part(&engine, &reply, i, &token).await {
+            Ok(Take::Sent) => continue,
+            Ok(Take::Go) => {}
+            // Another attempt (one cut off from Redis, abandoned) sent it or is sending it: wait
+            // for its mark, at no attempt cost.
+            Ok(Take::Busy(left)) => return Outcome::Later(left.min(BUSY_LOOK_EVERY)),
             Err(e) => return Outcome::retry(e.to_string()),
         }
         if let Some(wait) = rate_wait(&engine, &out.account).await {
+            let _ = ledger::release_part(&engine, &reply, i, &token).await;
             // Not a failure: the send waits for the account's next second, at no attempt cost.
             return Outcome::Later(wait);
         }
-        let verdict = send_part(&engine, &out, i, part).await;
-        let label = match &verdict {
-            Verdict::Sent => "sent",
-            Verdict::Retry { .. } => "retry",
-            Verdict::Permanent(_) => "failed",
+        // The send and its mark run on their own, so an attempt stopped or abandoned meanwhile
+        // (its worker cut off from Redis) still finishes a send it began and records it.
+        let job = tokio::spawn(send_and_record(
+            engine.clone(),
+            out.clone(),
+            conversation.clone(),
+            i,
+            part.clone(),
+            token.clone(),
+        ));
+        let verdict = match job.await {
+            Ok(v) => v,
+            Err(e) => return Outcome::retry(format!("sending part {i} failed: {e}")),
         };
-        metrics::counter!("switchyard_deliveries_total", "platform" => out.channel.as_str(), "outcome" => label)
-            .increment(1);
         match verdict {
-            Verdict::Sent => {
-                sent += 1;
-                if let Err(e) = ledger::mark_part_sent(&engine, &reply, i).await {
-                    tracing::warn!(reply = %out.reply_id, part = i, error = %e, "sent, but could not record it; a retry may send this part again");
-                }
-            }
+            Verdict::Sent => sent += 1,
             Verdict::Retry { after, reason } => return Outcome::Retry { after, error: reason },
             Verdict::Permanent(reason) => return Outcome::fail(reason),
         }
@@ -119,6 +131,38 @@ async fn deliver(ctx: TaskContext, out: Outgoing) -> Outcome {
         metrics::histogram!("switchyard_reply_latency_seconds", "platform" => out.channel.as_str()).record(latency);
     }
     Outcome::Done(json!({"parts": parts.len(), "sent_now": sent}))
+}
+
+/// How often an attempt waiting for another one's mark looks again.
+const BUSY_LOOK_EVERY: Duration = Duration::from_millis(500);
+
+/// Send part `i` of a reply taken by the attempt `token`; record it when the platform took it,
+/// else give the take up.
+async fn send_and_record(
+    engine: Engine,
+    out: Outgoing,
+    conversation: String,
+    i: usize,
+    part: String,
+    token: String,
+) -> Verdict {
+    let reply = ledger::Reply { conversation: &conversation, reply_id: &out.reply_id, turn: out.turn.as_deref() };
+    let verdict = send_part(&engine, &out, i, &part).await;
+    let label = match &verdict {
+        Verdict::Sent => "sent",
+        Verdict::Retry { .. } => "retry",
+        Verdict::Permanent(_) => "failed",
+    };
+    metrics::counter!("switchyard_deliveries_total", "platform" => out.channel.as_str(), "outcome" => label)
+        .increment(1);
+    if verdict == Verdict::Sent {
+        if let Err(e) = ledger::mark_part_sent(&engine, &reply, i).await {
+            tracing::warn!(reply = %out.reply_id, part = i, error = %e, "sent, but could not record it; a retry may send this part again once its take expires");
+        }
+    } else if let Err(e) = ledger::release_part(&engine, &reply, i, &token).await {
+        tracing::debug!(reply = %out.reply_id, part = i, error = %e, "could not release a part not sent; it is free again when its take expires");
+    }
+    verdict
 }
 
 /// `None` when a send may go now; otherwise how long until the next second's budget.

@@ -23,6 +23,10 @@ pub enum StopReason {
     Shutdown = 3,
     /// Another worker reclaimed the entry; this attempt's result will not count.
     ClaimLost = 4,
+    /// The worker could not renew its claim (Redis unreachable) for most of the visibility
+    /// timeout, so another worker may soon take the task: it is stopped before that can happen
+    /// and handed back at no attempt cost.
+    Unrenewed = 5,
 }
 
 impl StopReason {
@@ -32,8 +36,15 @@ impl StopReason {
             2 => Some(StopReason::SoftLimit),
             3 => Some(StopReason::Shutdown),
             4 => Some(StopReason::ClaimLost),
+            5 => Some(StopReason::Unrenewed),
             _ => None,
         }
+    }
+
+    /// Whether the task is handed back at no attempt cost, to run again elsewhere, rather than
+    /// ended: the worker is going away or may no longer hold it.
+    pub fn hands_back(self) -> bool {
+        matches!(self, StopReason::Shutdown | StopReason::Unrenewed)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -42,6 +53,7 @@ impl StopReason {
             StopReason::SoftLimit => "soft time limit exceeded",
             StopReason::Shutdown => "worker shutting down",
             StopReason::ClaimLost => "claim lost to another worker",
+            StopReason::Unrenewed => "claim could not be renewed (Redis unreachable)",
         }
     }
 }

@@ -227,6 +227,11 @@ impl Keys {
         format!("{}sent:{}:{}", self.root, reply, part)
     }
 
+    /// Which attempt is sending one part of a reply (until its marker is written).
+    pub fn sending(&self, reply: &str, part: usize) -> String {
+        format!("{}sending:{}:{}", self.root, reply, part)
+    }
+
     /// Counter of one account's sends in one second (the platform's rate limit).
     pub fn rate(&self, account: &str, second: u64) -> String {
         format!("{}rate:{}:{}", self.root, account, second)

@@ -205,3 +205,52 @@ async fn a_payload_that_is_no_reply_fails_at_once_and_sends_nothing() {
     assert_eq!(error(&pubsub).await, "no send API for pubsub");
     assert!(platform.seen().is_empty(), "{:?}", platform.seen());
 }
+
+/// Another attempt of the same reply took a part (a worker cut off from Redis after the platform
+/// took it, its mark still on its way): this attempt waits for the mark and sends nothing. A take
+/// whose holder died expires, and the part then goes out (at least once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_part_another_attempt_is_sending_waits_for_its_mark() {
+    let (env, platform) = setup("send-taken").await;
+    let keys = env.engine.conversation_part("messenger:PAGE1:PSID1").clone();
+    let mut con = env.engine.conn();
+    for reply_id in ["r-taken", "r-orphan"] {
+        let _: () = redis::cmd("SET")
+            .arg(keys.sending(reply_id, 0))
+            .arg("another-attempt")
+            .arg("PX")
+            .arg(if reply_id == "r-taken" { 60_000 } else { 1_500 })
+            .query_async(&mut con)
+            .await
+            .unwrap();
+    }
+    let _worker = env.start_worker();
+    let taken = env.engine.enqueue(reply("messenger", "PAGE1", "PSID1", "sent by the other", "r-taken")).await.unwrap();
+    let orphan = env.engine.enqueue(reply("messenger", "PAGE1", "PSID1", "holder died", "r-orphan")).await.unwrap();
+
+    // The orphaned take expires: that part goes out, once.
+    env.wait_state(&orphan, TaskState::Success).await;
+    assert_eq!(
+        platform.seen().iter().map(|s| s.body["message"]["text"].clone()).collect::<Vec<_>>(),
+        [json!("holder died")]
+    );
+    assert_ne!(env.status(&taken).await.status, TaskState::Success, "still waiting for the other attempt's mark");
+
+    // The other attempt's mark lands (sent.lua's `mark`: the marker, and the take released).
+    let _: () = redis::pipe()
+        .cmd("SET")
+        .arg(keys.sent("r-taken", 0))
+        .arg(1)
+        .arg("PX")
+        .arg(60_000)
+        .ignore()
+        .cmd("DEL")
+        .arg(keys.sending("r-taken", 0))
+        .ignore()
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let s = env.wait_state(&taken, TaskState::Success).await;
+    assert_eq!(s.result, json!({"parts": 1, "sent_now": 0}), "{s:?}");
+    assert_eq!(platform.seen().len(), 1, "the part the other attempt sent is not sent again: {:?}", platform.seen());
+}

@@ -1086,8 +1086,9 @@ fn hold_registry(gate: &tokio_util::sync::CancellationToken, later: fn(u32) -> O
     registry
 }
 
-/// Worker A (behind a proxy) runs attempt 1 of `test.hold`; it is then partitioned from Redis
-/// and worker B (direct) reclaims the task after the visibility timeout.
+/// Worker A (behind a proxy) runs attempt 1 of `test.hold`; it is then partitioned from Redis,
+/// and the attempt ends at once, so its record cannot reach Redis. Worker B (direct) reclaims the
+/// task after the visibility timeout.
 async fn partitioned_setup(name: &str, later: fn(u32) -> Outcome) -> Partitioned {
     let server = RedisProcess::start_on_free_port();
     let proxy = Proxy::start(server.port).await;
@@ -1099,14 +1100,14 @@ async fn partitioned_setup(name: &str, later: fn(u32) -> Outcome) -> Partitioned
     let id = env.engine.enqueue(TaskSpec::new("test.hold", json!({}))).await.unwrap();
     env.wait_started_by(&id, &a_name).await;
     proxy.partition();
+    gate.cancel();
     let b = env.start_worker();
-    Partitioned { server: Some(server), proxy, gate, env, a, b, id }
+    Partitioned { server: Some(server), proxy, env, a, b, id }
 }
 
 struct Partitioned {
     server: Option<RedisProcess>,
     proxy: Proxy,
-    gate: tokio_util::sync::CancellationToken,
     env: TestEnv,
     a: Worker,
     b: Worker,
@@ -1114,10 +1115,9 @@ struct Partitioned {
 }
 
 impl Partitioned {
-    /// Reconnect A and let its attempt finish; wait until A has recorded it.
-    async fn heal_and_finish_a(&self) {
+    /// Reconnect A; wait until its late record reached Redis.
+    async fn heal_a(&self) {
         self.proxy.heal();
-        self.gate.cancel();
         wait_until("the partitioned worker recorded its late attempt", async || self.a.completed() >= 1).await;
     }
 }
@@ -1139,7 +1139,7 @@ async fn a_partitioned_workers_late_success_is_stale_once_another_finished() {
     assert_eq!(s.result, json!({"by": "worker B", "attempt": 2}));
     assert_eq!(s.attempts, 2);
 
-    p.heal_and_finish_a().await;
+    p.heal_a().await;
     let s = p.env.status(&p.id).await;
     assert_eq!(s.status, TaskState::Success);
     assert_eq!(s.result, json!({"by": "worker B", "attempt": 2}), "the late result must not replace the recorded one");
@@ -1167,7 +1167,7 @@ async fn a_partitioned_workers_late_success_does_not_undo_a_cancel() {
     .await;
     assert_eq!(p.env.engine.cancel(&p.id).await.unwrap(), TaskState::Revoked);
 
-    p.heal_and_finish_a().await;
+    p.heal_a().await;
     let s = p.env.status(&p.id).await;
     assert_eq!(
         s.status,
@@ -1177,6 +1177,69 @@ async fn a_partitioned_workers_late_success_does_not_undo_a_cancel() {
         s.status
     );
     assert_eq!(s.result, Value::Null, "{s:?}");
+}
+
+/// A worker cut off from Redis cannot renew its claims; before another worker may reclaim the
+/// task (the visibility timeout after the last renewal), it asks the attempt to stop and, as this
+/// one does not listen, drops it: the two attempts never overlap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_cut_off_from_redis_lets_go_of_its_task_before_another_takes_it() {
+    let server = RedisProcess::start_on_free_port();
+    let proxy = Proxy::start(server.port).await;
+    let log: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let mut registry = Registry::new();
+    let l = log.clone();
+    registry.register("test.stuck", Lane::Analytics, move |ctx| {
+        let log = l.clone();
+        async move {
+            log.lock().unwrap().push(format!("attempt {} started", ctx.attempt));
+            if ctx.attempt > 1 {
+                return Outcome::Done(json!({"attempt": ctx.attempt}));
+            }
+            struct Dropped(Arc<std::sync::Mutex<Vec<String>>>);
+            impl Drop for Dropped {
+                fn drop(&mut self) {
+                    self.0.lock().unwrap().push("attempt 1 dropped".into());
+                }
+            }
+            let _dropped = Dropped(log.clone());
+            ctx.stopped().await;
+            let reason = ctx.stop_reason().map_or("none", |r| r.as_str());
+            log.lock().unwrap().push(format!("attempt 1 asked to stop: {reason}"));
+            // Stuck in a call that does not listen.
+            std::future::pending::<Outcome>().await
+        }
+    });
+    let env = TestEnv::lazy("fenced", &server.url(), |_| {}, registry);
+    env.engine.ensure_groups().await.unwrap();
+    let a = env.start_worker_on(env.engine_via(&proxy.url()), |_| {});
+    let id = env.engine.enqueue(TaskSpec::new("test.stuck", json!({}))).await.unwrap();
+    env.wait_started_by(&id, &a.name()).await;
+    proxy.partition();
+    let b = env.start_worker();
+
+    let s = env.wait_state(&id, TaskState::Success).await;
+    assert_eq!(s.result, json!({"attempt": 2}), "{s:?}");
+    assert_eq!(s.history.last().and_then(|h| h.worker.clone()), Some(b.name()), "{s:?}");
+    assert_eq!(
+        *log.lock().unwrap(),
+        [
+            "attempt 1 started",
+            "attempt 1 asked to stop: claim could not be renewed (Redis unreachable)",
+            "attempt 1 dropped",
+            "attempt 2 started",
+        ],
+        "the cut-off worker must let go of attempt 1 before another worker starts attempt 2"
+    );
+
+    // Reconnected, the cut-off worker's hand-back finds the task settled and changes nothing.
+    proxy.heal();
+    wait_until("the cut-off worker holds nothing", async || a.in_flight() == 0).await;
+    let s = env.status(&id).await;
+    assert_eq!((s.status, s.result.clone()), (TaskState::Success, json!({"attempt": 2})), "{s:?}");
+    assert_eq!(outcomes(&s).iter().filter(|o| *o == "success").count(), 1, "{s:?}");
+    drop((a, b));
+    server.stop();
 }
 
 // ---------------------------------------------------------------------------------------------

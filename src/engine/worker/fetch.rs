@@ -168,14 +168,15 @@ pub(super) async fn fetch_loop(sh: Arc<Shared>, stop: CancellationToken) {
                 continue;
             }
             tried += 1;
-            last_tried[lane.index()] = Instant::now();
+            let sent = Instant::now();
+            last_tried[lane.index()] = sent;
             match read(&mut con, &sh, part, lane, room).await {
                 Ok(Read::Empty(at)) => empty.push((part, lane, at)),
                 Ok(Read::Entries(ds)) => {
                     let filled = ds.len() == room;
                     pool_left -= ds.len();
                     took += ds.len();
-                    sh.accept(ds);
+                    sh.accept(ds, sent);
                     launch_ready(&sh, &order);
                     if filled {
                         // This lane may hold more: serve it again before any lower lane, so

@@ -1,17 +1,20 @@
 //! The worker runtime: read, run, record — each step batched.
 //!
-//! A worker process has four loops around one shared state ([`Shared`]):
+//! A worker process has these loops around one shared state ([`Shared`]):
 //! - `fetch`: reads new entries (`fetch.lua`: `XREADGROUP ... COUNT`) into a local backlog and starts
 //!   them in lane-priority order as capacity frees (a pool limit plus one limit per lane);
 //! - `run`: one tokio task per attempt, with soft and hard time limits, panics caught;
 //! - `commit`: writes starts and outcomes in one pipelined round trip per batch;
 //! - `upkeep`: claims due retries and dead workers' entries, renews this worker's claims,
-//!   heartbeats, and listens for cancellations.
+//!   heartbeats, and listens for cancellations;
+//! - `fence`: stops and hands back work whose claim could not be renewed in time (Redis out of
+//!   reach), before another worker may take it: a task never runs twice at once.
 //!
 //! Shutdown stops reading, lets running work finish within the grace period, hands back the
 //! rest, and writes every outcome before the process lets go.
 
 mod commit;
+mod fence;
 mod fetch;
 mod run;
 mod share;
@@ -151,6 +154,10 @@ struct InFlight {
     part: usize,
     lane: Lane,
     entry: String,
+    /// When the last request that reset the entry's idle time in Redis (the read or claim that
+    /// delivered it, or a renewal that succeeded) was sent: the claim is safe from other workers
+    /// until a visibility timeout after that.
+    since: Instant,
     stop: StopSignal,
     phase: Phase,
     abort: Option<AbortHandle>,
@@ -293,8 +300,8 @@ impl Shared {
     }
 
     /// Take delivered entries into the backlog and the in-flight table (so their claims are
-    /// renewed from now on).
-    fn accept(&self, deliveries: Vec<Delivery>) {
+    /// renewed from now on); `since`: when the request that delivered them was sent.
+    fn accept(&self, deliveries: Vec<Delivery>, since: Instant) {
         if deliveries.is_empty() {
             return;
         }
@@ -316,6 +323,7 @@ impl Shared {
                         part: d.part,
                         lane: d.lane,
                         entry: d.entry.clone(),
+                        since,
                         stop,
                         phase: Phase::Queued,
                         abort: None,
@@ -345,6 +353,18 @@ impl Shared {
             .filter(|(_, f)| f.lane == lane && f.part == part)
             .map(|(id, f)| (id.clone(), f.entry.clone()))
             .collect()
+    }
+
+    /// A renewal sent at `sent` kept the claims of `held` (task id, entry) except those `lost`.
+    fn renewed(&self, held: &[(String, String)], lost: &[String], sent: Instant) {
+        let mut fl = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        for (id, entry) in held.iter().filter(|(_, e)| !lost.contains(e)) {
+            if let Some(f) = fl.get_mut(id)
+                && f.entry == *entry
+            {
+                f.since = f.since.max(sent);
+            }
+        }
     }
 
     /// Each partition with each of this worker's lanes.
@@ -486,7 +506,14 @@ fn start_inner(engine: Engine, opts: WorkerOptions, shutdown: CancellationToken,
     let commit = tokio::spawn(commit::commit_loop(shared.clone(), rx));
     let upkeep = tokio::spawn(upkeep::upkeep_loop(shared.clone(), reading.clone(), upkeep_stop.clone()));
     let listener = tokio::spawn(upkeep::cancel_listener(shared.clone(), upkeep_stop.clone()));
-    let loops = vec![fetch.abort_handle(), commit.abort_handle(), upkeep.abort_handle(), listener.abort_handle()];
+    let fence = tokio::spawn(fence::fence_loop(shared.clone(), upkeep_stop.clone()));
+    let loops = vec![
+        fetch.abort_handle(),
+        commit.abort_handle(),
+        upkeep.abort_handle(),
+        listener.abort_handle(),
+        fence.abort_handle(),
+    ];
     let sh = shared.clone();
     let join = tokio::spawn(async move {
         shutdown.cancelled().await;
@@ -502,6 +529,7 @@ fn start_inner(engine: Engine, opts: WorkerOptions, shutdown: CancellationToken,
         upkeep_stop.cancel();
         let _ = upkeep.await;
         let _ = listener.await;
+        let _ = fence.await;
         let _ = sh.stats.flush(&sh.engine, &sh.name).await;
         upkeep::deregister(&sh).await;
         tracing::info!(worker = %sh.name, completed = sh.completed.load(Ordering::Relaxed), "worker stopped");

@@ -152,6 +152,9 @@ async fn run(sh: Arc<Shared>, d: Delivery, permits: (OwnedSemaphorePermit, Owned
     sh.wake.notify_one();
 }
 
+/// Why an attempt stopped for want of a renewed claim was handed back.
+pub(super) const UNRENEWED: &str = "the worker could not renew its claim (Redis unreachable); handed back";
+
 /// How long an ordered task waits here for the one before it before it is parked in Redis.
 const TURN_WAIT: Duration = Duration::from_millis(250);
 /// Longest pause between two looks while waiting (a commit of the same key here wakes it sooner).
@@ -358,8 +361,10 @@ fn record(
         ),
         Ended::UnknownKind => (false, "failure", format!("no handler registered for kind `{}`", d.kind), None),
     };
-    if stop == Some(StopReason::Shutdown) {
-        return handback(d, "worker shut down while it ran; handed back");
+    match stop {
+        Some(StopReason::Shutdown) => return handback(d, "worker shut down while it ran; handed back"),
+        Some(StopReason::Unrenewed) => return handback(d, UNRENEWED),
+        _ => {}
     }
     let (label, error) = match stop {
         Some(StopReason::Revoked) => ("revoked", format!("{error} (revoked)")),

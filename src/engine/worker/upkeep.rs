@@ -138,6 +138,7 @@ async fn claim(sh: &Arc<Shared>, con: &mut crate::redis::Conn, scan: bool, all: 
         let room = if claims { room } else { 0 };
         let vt = if scan { c.visibility_timeout.as_millis() as u64 } else { 0 };
         let keys = sh.engine.part(part);
+        let sent = Instant::now();
         let v: Value = sh
             .engine
             .scripts()
@@ -198,11 +199,20 @@ async fn claim(sh: &Arc<Shared>, con: &mut crate::redis::Conn, scan: bool, all: 
         // renewals failed for a while; it is running here, so it is not started twice. One being
         // parked here was woken as soon as it was parked: the claim is its next delivery.
         {
-            let fl = sh.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-            got.retain(|d| fl.get(&d.id).is_none_or(|f| f.phase == super::Phase::Parking));
+            let mut fl = sh.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+            got.retain(|d| match fl.get_mut(&d.id) {
+                Some(f) if f.phase != super::Phase::Parking => {
+                    // Its idle time was reset by this claim, as a renewal would.
+                    if f.entry == d.entry {
+                        f.since = f.since.max(sent);
+                    }
+                    false
+                }
+                _ => true,
+            });
         }
         if !got.is_empty() {
-            sh.accept(got);
+            sh.accept(got, sent);
             super::fetch::launch_ready(sh, &sh.opts.lanes);
         }
     }
@@ -214,12 +224,14 @@ async fn renew(sh: &Shared, con: &mut crate::redis::Conn) -> redis::RedisResult<
     for (part, lane) in sh.places() {
         let held = sh.held_entries(part, lane);
         for chunk in held.chunks(500) {
+            let sent = Instant::now();
             let mut inv = sh.engine.scripts().renew.prepare_invoke();
             inv.key(sh.engine.part(part).lane(lane)).arg(GROUP).arg(&sh.name);
             for (_, entry) in chunk {
                 inv.arg(entry);
             }
             let lost: Vec<String> = inv.invoke_async(con).await?;
+            sh.renewed(chunk, &lost, sent);
             for entry in lost {
                 if let Some((id, _)) = chunk.iter().find(|(_, e)| *e == entry) {
                     // Recorded meanwhile (acked by us) is fine; otherwise someone else has it now.
