@@ -406,16 +406,28 @@ pub fn unique_prefix(name: &str) -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
-// A proxy that can cut one process off from Redis
+// A faulty link between a process and Redis
 // ---------------------------------------------------------------------------------------------
 
-/// A TCP proxy in front of a Redis. [`Proxy::partition`] cuts every connection through it and
-/// refuses new ones, as a network partition would for the process using it; [`Proxy::heal`]
-/// lets connections through again. Stops with the test's runtime.
+/// A TCP proxy in front of a Redis, playing the faults of the network between a process and it:
+/// [`Proxy::slow`] adds latency to every request, [`Proxy::cut`] drops every connection
+/// mid-stream, [`Proxy::hold`] blackholes the link (connections stay open, nothing is answered,
+/// what was sent arrives when it heals, as TCP retransmits it), [`Proxy::partition`] cuts every
+/// connection and refuses new ones; [`Proxy::heal`] ends them all. Stops with the test's runtime.
 pub struct Proxy {
     pub port: u16,
+    link: tokio::sync::watch::Sender<Link>,
     state: Arc<Mutex<ProxyState>>,
     accept: tokio::task::AbortHandle,
+}
+
+/// How the link behaves now.
+#[derive(Clone, Copy, Default)]
+struct Link {
+    /// Added to every chunk on its way to Redis.
+    delay: Duration,
+    /// Nothing passes; chunks wait.
+    held: bool,
 }
 
 #[derive(Default)]
@@ -429,7 +441,8 @@ impl Proxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let port = listener.local_addr().expect("proxy addr").port();
         let state: Arc<Mutex<ProxyState>> = Arc::default();
-        let st = state.clone();
+        let (link, _) = tokio::sync::watch::channel(Link::default());
+        let (st, lk) = (state.clone(), link.clone());
         let accept = tokio::spawn(async move {
             loop {
                 let Ok((client, _)) = listener.accept().await else { continue };
@@ -443,30 +456,46 @@ impl Proxy {
                 }
                 let (client_read, client_write) = client.into_split();
                 let (server_read, server_write) = server.into_split();
-                let up = tokio::spawn(pump(client_read, server_write));
-                let down = tokio::spawn(pump(server_read, client_write));
+                let up = pump(client_read, server_write, lk.subscribe(), true);
+                let down = pump(server_read, client_write, lk.subscribe(), false);
                 state.pumps.retain(|p| !p.is_finished());
-                state.pumps.extend([up.abort_handle(), down.abort_handle()]);
+                state.pumps.extend(up.into_iter().chain(down));
             }
         });
-        Proxy { port, state, accept: accept.abort_handle() }
+        Proxy { port, link, state, accept: accept.abort_handle() }
     }
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    /// Cut every connection through the proxy and refuse new ones.
-    pub fn partition(&self) {
-        let mut state = self.state.lock().unwrap();
-        state.partitioned = true;
-        for p in state.pumps.drain(..) {
+    /// Add `delay` to every request on its way to Redis.
+    pub fn slow(&self, delay: Duration) {
+        self.link.send_modify(|l| l.delay = delay);
+    }
+
+    /// Stop passing anything, both ways, without closing a connection.
+    pub fn hold(&self) {
+        self.link.send_modify(|l| l.held = true);
+    }
+
+    /// Drop every connection through the proxy, whatever it was in the middle of; new ones pass.
+    pub fn cut(&self) {
+        for p in self.state.lock().unwrap().pumps.drain(..) {
             p.abort();
         }
     }
 
+    /// Cut every connection through the proxy and refuse new ones.
+    pub fn partition(&self) {
+        self.state.lock().unwrap().partitioned = true;
+        self.cut();
+    }
+
+    /// End every fault: no delay, nothing held (what waited passes now), connections accepted.
     pub fn heal(&self) {
         self.state.lock().unwrap().partitioned = false;
+        self.link.send_replace(Link::default());
     }
 }
 
@@ -477,31 +506,66 @@ impl Drop for Proxy {
     }
 }
 
-/// Copy bytes one way until either side closes (tokio's `io-util` is not enabled here).
-async fn pump(from: tokio::net::tcp::OwnedReadHalf, to: tokio::net::tcp::OwnedWriteHalf) {
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        if from.readable().await.is_err() {
-            return;
-        }
-        let n = match from.try_read(&mut buf) {
-            Ok(0) => return,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            Err(_) => return,
-        };
-        let mut sent = 0;
-        while sent < n {
-            if to.writable().await.is_err() {
+/// Carry bytes one way until either side closes: a reader stamps each chunk, a writer passes it
+/// on once the link allows (the delay past its stamp, and not held). The two tasks, to abort.
+fn pump(
+    from: tokio::net::tcp::OwnedReadHalf,
+    to: tokio::net::tcp::OwnedWriteHalf,
+    mut link: tokio::sync::watch::Receiver<Link>,
+    upstream: bool,
+) -> [tokio::task::AbortHandle; 2] {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+    let reader = tokio::spawn(async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            if from.readable().await.is_err() {
                 return;
             }
-            match to.try_write(&buf[sent..n]) {
-                Ok(k) => sent += k,
+            match from.try_read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => {
+                    if tx.send((Instant::now(), buf[..n].to_vec())).is_err() {
+                        return;
+                    }
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                 Err(_) => return,
             }
         }
-    }
+    });
+    let writer = tokio::spawn(async move {
+        while let Some((stamp, bytes)) = rx.recv().await {
+            loop {
+                let now = *link.borrow_and_update();
+                if now.held {
+                    if link.changed().await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                let due = stamp + if upstream { now.delay } else { Duration::ZERO };
+                if Instant::now() >= due {
+                    break;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep_until(due.into()) => {}
+                    r = link.changed() => if r.is_err() { return },
+                }
+            }
+            let mut sent = 0;
+            while sent < bytes.len() {
+                if to.writable().await.is_err() {
+                    return;
+                }
+                match to.try_write(&bytes[sent..]) {
+                    Ok(k) => sent += k,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                    Err(_) => return,
+                }
+            }
+        }
+    });
+    [reader.abort_handle(), writer.abort_handle()]
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -947,6 +1011,8 @@ pub struct FakePlatform {
     /// Answers to give, in order; when empty, 200 with a message id.
     script: Arc<Mutex<std::collections::VecDeque<Answer>>>,
     seen: Arc<Mutex<Vec<Seen>>>,
+    /// How long each answer takes.
+    delay: Arc<Mutex<Duration>>,
 }
 
 impl FakePlatform {
@@ -957,6 +1023,11 @@ impl FakePlatform {
 
     pub fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
+    }
+
+    /// Take `delay` over every answer from now on, as a busy platform does.
+    pub fn slow(&self, delay: Duration) {
+        *self.delay.lock().unwrap() = delay;
     }
 
     pub fn accepted(&self) -> Vec<Seen> {
@@ -974,6 +1045,8 @@ impl FakePlatform {
             let auth = req.headers().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_string);
             let bytes = req.into_body().collect().await.unwrap().to_bytes();
             let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            let delay = *p.delay.lock().unwrap();
+            tokio::time::sleep(delay).await;
             let (status, retry_after, reply) = p.script.lock().unwrap().pop_front().unwrap_or((
                 200,
                 None,

@@ -13,10 +13,10 @@ use switchyard::config::Config;
 use switchyard::conversation::responder;
 use switchyard::engine::Lane;
 
-const SECRET: &str = "flow_app_secret";
+pub(crate) const SECRET: &str = "flow_app_secret";
 const RBM_CLIENT_TOKEN: &str = "RBMCLIENTTOKEN01";
 
-fn platform_config(c: &mut Config, base: &str) {
+pub(crate) fn platform_config(c: &mut Config, base: &str) {
     c.facebook_app_secret = Some(SECRET.into());
     c.google_rbm_client_token = Some(RBM_CLIENT_TOKEN.into());
     c.graph_url = format!("{base}/v24.0");
@@ -45,7 +45,7 @@ async fn setup(
 }
 
 /// A Messenger webhook with one message per `(mid, text)`, from `psid` to `page`.
-fn messenger_body(page: &str, psid: &str, messages: &[(&str, &str)]) -> Vec<u8> {
+pub(crate) fn messenger_body(page: &str, psid: &str, messages: &[(&str, &str)]) -> Vec<u8> {
     let messaging: Vec<Value> = messages
         .iter()
         .enumerate()

@@ -25,6 +25,7 @@ mod flow;
 mod front;
 mod history;
 mod later;
+mod link;
 mod memory;
 mod metrics;
 mod ordering;
