@@ -76,10 +76,9 @@ pub async fn hostile(
     let env = [("SWITCHYARD_FACEBOOK_APP_SECRET", SECRET.to_string())];
     let server = Server::start(&config, "hostile", "api", &env).await?;
     let addr = server.addr;
-    let client = crate::http_client::client()?;
-    let mut next = 0u64;
+    let mut pacer = send_api::Pacer::new(addr, "hostile", 1000, None)?;
 
-    let quiet = steady(&client, addr, rate, seconds, &mut next).await;
+    let quiet = steady(&mut pacer, rate, seconds).await;
 
     // Slow connections, then the webhooks beside them.
     let addresses = slow.div_ceil(PER_ADDRESS).max(1);
@@ -90,7 +89,7 @@ pub async fn hostile(
         tasks.push(tokio::spawn(slow_client(stream, i % 3)));
     }
     let mut open_files_peak = server.open_files();
-    let webhooks = steady(&client, addr, rate, seconds, &mut next).await;
+    let webhooks = steady(&mut pacer, rate, seconds).await;
     open_files_peak = open_files_peak.max(server.open_files());
     let server_rss_mb = server.rss_mb();
     let mut closed = [("head".to_string(), 0, 0.0), ("body".to_string(), 0, 0.0), ("idle".to_string(), 0, 0.0)];
@@ -133,7 +132,7 @@ pub async fn hostile(
             }
         })
     };
-    let webhooks = steady(&client, addr, rate, seconds, &mut next).await;
+    let webhooks = steady(&mut pacer, rate, seconds).await;
     let mut answers: Vec<(u16, usize)> = Vec::new();
     for t in tasks {
         let status = t.await?;
@@ -241,50 +240,19 @@ async fn unfinished_body(mut stream: TcpStream) -> u16 {
     std::str::from_utf8(answer.get(9..12).unwrap_or_default()).ok().and_then(|s| s.parse().ok()).unwrap_or(0)
 }
 
-/// Signed Messenger webhooks at `rate` a second for `seconds`, each on its own task (open
-/// loop), over a pool of kept-alive connections; latencies from just before each POST.
-async fn steady(client: &reqwest::Client, addr: SocketAddr, rate: u64, seconds: u64, next: &mut u64) -> Load {
-    let endpoint = format!("http://{addr}/webhooks/facebook");
-    let total = rate * seconds;
-    let mut interval = tokio::time::interval(Duration::from_millis(1));
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let t0 = Instant::now();
-    let mut sent = 0u64;
-    let mut requests = Vec::with_capacity(total as usize);
-    while sent < total {
-        interval.tick().await;
-        let due = ((t0.elapsed().as_secs_f64() * rate as f64) as u64 + 1).min(total);
-        while sent < due {
-            let i = *next;
-            *next += 1;
-            sent += 1;
-            let (body, sig) = send_api::message(i, i % 1000, "hostile");
-            let req = client
-                .post(&endpoint)
-                .header("x-hub-signature-256", sig)
-                .header("content-type", "application/json")
-                .body(body);
-            requests.push(tokio::spawn(async move {
-                let start = Instant::now();
-                let ok = matches!(req.send().await, Ok(r) if r.status().is_success());
-                (ok, start.elapsed())
-            }));
-        }
+/// Signed Messenger webhooks at `rate` a second for `seconds`, all answered (or a minute
+/// passed); latencies from just before each POST.
+async fn steady(pacer: &mut send_api::Pacer, rate: u64, seconds: u64) -> Load {
+    let posted = pacer.run(rate, rate * seconds, async |_, _| {}).await;
+    posted.settled(Duration::from_secs(60)).await;
+    let (p50_ms, _) = posted.latency_ms(0.5);
+    let (p99_ms, max_ms) = posted.latency_ms(0.99);
+    Load {
+        sent: posted.sent.load(Ordering::Relaxed),
+        answered_2xx: posted.accepted.load(Ordering::Relaxed),
+        failed: posted.failed.load(Ordering::Relaxed),
+        p50_ms,
+        p99_ms,
+        max_ms,
     }
-    let mut hist = send_api::latencies();
-    let mut load = Load { sent: total, ..Load::default() };
-    for r in requests {
-        let Ok((ok, took)) = r.await else { continue };
-        if ok {
-            load.answered_2xx += 1;
-            let _ = hist.record((took.as_micros() as u64).max(1));
-        } else {
-            load.failed += 1;
-        }
-    }
-    let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1e3;
-    load.p50_ms = ms(0.5);
-    load.p99_ms = ms(0.99);
-    load.max_ms = hist.max() as f64 / 1e3;
-    load
 }

@@ -3,7 +3,6 @@
 //! to a local stand-in for the Send API; the latency is from just before the webhook's POST to the
 //! moment the reply reaches that server. Everything runs in this process, on this machine's Redis.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -51,43 +50,9 @@ pub async fn reply(mut config: Config, rate: u64, seconds: u64, conversations: u
     );
     let (addr, stop_api, api) = super::serve_api(&engine).await?;
 
-    let client = crate::http_client::client()?;
-    let endpoint = format!("http://{addr}/webhooks/facebook");
-    let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut pacer = send_api::Pacer::new(addr, "bench", conversations, Some(track.clone()))?;
     let total = rate * seconds;
-    let ticks_per_s = 1000u64;
-    let mut interval = tokio::time::interval(Duration::from_micros(1_000_000 / ticks_per_s));
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let t0 = Instant::now();
-    let mut sent = 0u64;
-    while sent < total {
-        interval.tick().await;
-        // Messages due by now at the target rate.
-        let due = ((t0.elapsed().as_secs_f64() * rate as f64) as u64 + 1).min(total);
-        while sent < due {
-            let i = sent;
-            sent += 1;
-            let psid = i % conversations;
-            let (body, sig) = send_api::message(i, psid, "bench");
-            let req = client
-                .post(&endpoint)
-                .header("x-hub-signature-256", sig)
-                .header("content-type", "application/json")
-                .body(body);
-            // The send time is taken in order per conversation: messages of one conversation
-            // are sent one tick or more apart, so their POSTs arrive in this order.
-            lock(&track).sent[psid as usize].push(Instant::now());
-            let errors = errors.clone();
-            tokio::spawn(async move {
-                match req.send().await {
-                    Ok(r) if r.status().is_success() => {}
-                    _ => {
-                        errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    }
-                }
-            });
-        }
-    }
+    let posted = pacer.run(rate, total, async |_, _| {}).await;
     // Wait for the last replies (bounded).
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -113,7 +78,7 @@ pub async fn reply(mut config: Config, rate: u64, seconds: u64, conversations: u
         seconds,
         conversations,
         replies,
-        webhook_errors: errors.load(std::sync::atomic::Ordering::Relaxed),
+        webhook_errors: posted.failed.load(std::sync::atomic::Ordering::Relaxed),
         p50_ms: ms(0.5),
         p90_ms: ms(0.9),
         p99_ms: ms(0.99),

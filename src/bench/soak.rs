@@ -5,7 +5,6 @@
 //! summary that says whether every message was answered exactly once.
 
 use std::io::Write;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -66,48 +65,34 @@ pub async fn soak(config: Config, rate: u64, minutes: u64, conversations: u64) -
         Registry::new(),
     )?;
 
-    let client = crate::http_client::client()?;
-    let endpoint = format!("http://{}/webhooks/facebook", server.addr);
-    let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut pacer = send_api::Pacer::new(server.addr, "soak", conversations, Some(track.clone()))?;
     let total = rate * minutes * 60;
-    let mut interval = tokio::time::interval(Duration::from_millis(1));
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let t0 = Instant::now();
-    let mut sent = 0u64;
     let mut lines = Vec::new();
     let mut replied_before = 0u64;
     let mut errors_before = 0u64;
     let mut next_minute = 1u64;
-    while sent < total {
-        interval.tick().await;
-        let due = ((t0.elapsed().as_secs_f64() * rate as f64) as u64 + 1).min(total);
-        while sent < due {
-            let i = sent;
-            sent += 1;
-            let psid = i % conversations;
-            let (body, sig) = send_api::message(i, psid, "soak");
-            let req = client
-                .post(&endpoint)
-                .header("x-hub-signature-256", sig)
-                .header("content-type", "application/json")
-                .body(body);
-            lock(&track).sent[psid as usize].push(Instant::now());
-            let errors = errors.clone();
-            tokio::spawn(async move {
-                if !matches!(req.send().await, Ok(r) if r.status().is_success()) {
-                    errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-            });
-        }
-        if t0.elapsed() >= Duration::from_secs(60 * next_minute) {
-            let line =
-                minute(&engine, &server, &track, next_minute, sent, &mut replied_before, &errors, &mut errors_before)
-                    .await;
-            print_line(&line);
-            lines.push(line);
-            next_minute += 1;
-        }
-    }
+    let posted = pacer
+        .run(rate, total, async |sent, posted| {
+            if t0.elapsed() >= Duration::from_secs(60 * next_minute) {
+                let line = minute(
+                    &engine,
+                    &server,
+                    &track,
+                    next_minute,
+                    sent,
+                    &mut replied_before,
+                    posted,
+                    &mut errors_before,
+                )
+                .await;
+                print_line(&line);
+                lines.push(line);
+                next_minute += 1;
+            }
+        })
+        .await;
+    let sent = posted.sent.load(std::sync::atomic::Ordering::Relaxed);
     // The last replies (bounded), then the last minute's line.
     let deadline = Instant::now() + Duration::from_secs(60);
     while replied(&track) < total && Instant::now() < deadline {
@@ -115,7 +100,7 @@ pub async fn soak(config: Config, rate: u64, minutes: u64, conversations: u64) -
     }
     if lines.len() < minutes as usize {
         let line =
-            minute(&engine, &server, &track, next_minute, sent, &mut replied_before, &errors, &mut errors_before).await;
+            minute(&engine, &server, &track, next_minute, sent, &mut replied_before, &posted, &mut errors_before).await;
         print_line(&line);
         lines.push(line);
     }
@@ -135,7 +120,7 @@ pub async fn soak(config: Config, rate: u64, minutes: u64, conversations: u64) -
         conversations,
         sent,
         replied: t.replied.iter().sum(),
-        webhook_errors: errors.load(std::sync::atomic::Ordering::Relaxed),
+        webhook_errors: posted.failed.load(std::sync::atomic::Ordering::Relaxed),
         answered_twice,
         unanswered,
         p99_ms_first_minute: first.map_or(0.0, |l| l.p99_ms),
@@ -158,14 +143,14 @@ async fn minute(
     n: u64,
     sent: u64,
     replied_before: &mut u64,
-    errors: &std::sync::atomic::AtomicU64,
+    posted: &send_api::Posted,
     errors_before: &mut u64,
 ) -> SoakMinute {
     let (replied, hist) = {
         let mut t = lock(track);
         (t.replied.iter().sum::<u64>(), std::mem::replace(&mut t.latencies, send_api::latencies()))
     };
-    let errors_now = errors.load(std::sync::atomic::Ordering::Relaxed);
+    let errors_now = posted.failed.load(std::sync::atomic::Ordering::Relaxed);
     let by_lane = backlog_by_lane(engine).await;
     let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1e3;
     let line = SoakMinute {
