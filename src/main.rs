@@ -316,7 +316,6 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
-    telemetry::init_tracing();
     let config = match Config::load(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -324,6 +323,7 @@ async fn main() {
             std::process::exit(2);
         }
     };
+    telemetry::init_tracing(config.log_format);
     let env: Vec<(String, String)> = std::env::vars().collect();
     for line in switchyard::config::unknown_variables(&env) {
         tracing::warn!("{line}");

@@ -86,6 +86,8 @@ pub struct Config {
     /// When a producer's write counts as taken: `Local` once the master has it, `Replicated`
     /// once a replica has it too (`WAIT`), so a master's failover cannot drop it.
     pub durability: Durability,
+    /// How log lines are written: for people or for log shippers.
+    pub log_format: LogFormat,
     /// Which partitions a worker reads new entries from: every one, or a share of them.
     pub worker_partitions: WorkerPartitions,
     /// Schedule name → cron expression with a seconds field, or `off`.
@@ -169,6 +171,7 @@ impl Default for Config {
             trusted_proxies: Vec::new(),
             memory_high_water: 0.9,
             durability: Durability::Local,
+            log_format: LogFormat::Text,
             worker_partitions: WorkerPartitions::All,
             schedules: SCHEDULES.iter().map(|(n, e)| (n.to_string(), e.to_string())).collect(),
             scheduler_lease: Duration::from_secs(10),
@@ -326,6 +329,7 @@ impl Config {
         set_parse!(trusted_proxies, parse_addresses);
         set_parse!(memory_high_water, parse_share);
         set_parse!(durability, parse_durability);
+        set_parse!(log_format, parse_log_format);
         set_parse!(worker_partitions, parse_worker_partitions);
         set_parse!(scheduler_lease, parse_duration);
         set_parse!(max_connections, parse_count);
@@ -534,6 +538,7 @@ const KNOWN: &[&str] = &[
     "trusted_proxies",
     "memory_high_water",
     "durability",
+    "log_format",
     "worker_partitions",
     "scheduler_lease",
     "max_connections",
@@ -611,6 +616,23 @@ fn parse_durability(r: &Raw) -> Result<Durability, ConfigError> {
         "local" => Ok(Durability::Local),
         "replicated" => Ok(Durability::Replicated),
         _ => Err(invalid(r, "must be local or replicated")),
+    }
+}
+
+/// `LOG_FORMAT`: how log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One line per event for people (colours only on a terminal).
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+fn parse_log_format(r: &Raw) -> Result<LogFormat, ConfigError> {
+    match r.value.trim() {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        _ => Err(invalid(r, "must be text or json")),
     }
 }
 

@@ -2,6 +2,9 @@
 //! request, by route pattern (never the raw path: ids would explode the label set) and method
 //! (methods outside HTTP's own are counted as `OTHER`).
 //!
+//! Each request is handled in a `request` span naming its method and route, so its log lines
+//! carry them.
+//!
 //! A tower layer rather than `axum::middleware::from_fn`: that one boxes every request's future
 //! and clones the service behind it per request, which cost the webhook path about a tenth of
 //! its CPU.
@@ -62,7 +65,18 @@ where
     fn call(&mut self, req: Request) -> Timed<S::Future> {
         let method = METHODS.iter().position(|m| m == req.method()).unwrap_or(METHODS.len());
         let route = req.extensions().get::<MatchedPath>().cloned();
-        Timed { inner: self.inner.call(req), started: Instant::now(), method, route }
+        // Every line logged while the request is handled names it (with `LOG_FORMAT=json`, as
+        // fields): the method and the route pattern, never the raw path with its ids.
+        let span = tracing::info_span!(
+            "request",
+            method = METHODS.get(method).map_or("OTHER", Method::as_str),
+            route = route.as_ref().map_or("unmatched", MatchedPath::as_str),
+        );
+        let inner = {
+            let _entered = span.enter();
+            self.inner.call(req)
+        };
+        Timed { inner, started: Instant::now(), method, route, span }
     }
 }
 
@@ -74,6 +88,7 @@ pin_project_lite::pin_project! {
         started: Instant,
         method: usize,
         route: Option<MatchedPath>,
+        span: tracing::Span,
     }
 }
 
@@ -85,6 +100,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
+        let _entered = this.span.enter();
         let out = std::task::ready!(this.inner.poll(cx));
         if let Ok(resp) = &out {
             record(this.route.as_ref(), *this.method, resp.status().as_u16(), this.started.elapsed().as_secs_f64());

@@ -163,5 +163,76 @@ async fn a_variable_that_names_no_setting_is_warned_about() {
         "{err}"
     );
     assert!(!err.contains("s3cret"), "the value is not logged: {err}");
+    assert!(!err.contains('\u{1b}'), "no colour codes when stderr is not a terminal: {err}");
     assert!(!err.contains("SWITCHYARD_TEST_ANYTHING"), "{err}");
+}
+
+/// `LOG_FORMAT=json`: every line stderr gets is one JSON object, without colour codes, and a line
+/// about a task (here its handler's panic) names the task: id, kind, lane and attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_per_line_naming_the_task() {
+    let env = TestEnv::new("binary-json-logs").await;
+    let log_path = std::env::temp_dir().join(format!("{}.log", env.prefix));
+    let log_file = std::fs::File::create(&log_path).unwrap();
+    let mut serve = Serve(
+        Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["serve", "--roles", "worker"])
+            .env("SWITCHYARD_REDIS_URL", &env.url)
+            .env("SWITCHYARD_KEY_PREFIX", &env.prefix)
+            .env("SWITCHYARD_ADMIN_TOKEN", "cli-token-0123456789")
+            .env("SWITCHYARD_SHUTDOWN_DELAY", "0s")
+            .env("SWITCHYARD_LOG_FORMAT", "json")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("start switchyard serve"),
+    );
+    let (ok, out, err) = cli(&env.url, &env.prefix, &["tasks", "enqueue", "diag.panic", "--max-attempts", "1"]);
+    assert!(ok, "{err}");
+    let id = serde_json::from_str::<Value>(&out).unwrap()["task_id"].as_str().unwrap().to_string();
+    env.wait_state(&id, TaskState::Failure).await;
+    let status = Command::new("kill").args(["-TERM", &serve.0.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + WAIT;
+    while serve.0.try_wait().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "serve did not stop after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    let _ = std::fs::remove_file(&log_path);
+    assert!(!text.contains('\u{1b}'), "no colour codes in a file: {text}");
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not one JSON object per line ({e}): {l}")))
+        .collect();
+    assert!(lines.iter().any(|l| l["message"] == "worker started"), "{text}");
+    let panic = lines.iter().find(|l| l["message"] == "panicked").unwrap_or_else(|| panic!("no panic line: {text}"));
+    assert_eq!(
+        (
+            &panic["level"],
+            &panic["span"]["task_id"],
+            &panic["span"]["kind"],
+            &panic["span"]["lane"],
+            &panic["span"]["attempt"]
+        ),
+        (
+            &Value::from("ERROR"),
+            &Value::from(id.as_str()),
+            &Value::from("diag.panic"),
+            &Value::from("analytics"),
+            &Value::from(1)
+        ),
+        "{panic}"
+    );
+    let dead = lines
+        .iter()
+        .find(|l| l["message"] == "task failed for good; moved to the dead-letter queue")
+        .unwrap_or_else(|| panic!("no dead-letter line: {text}"));
+    assert_eq!(
+        (&dead["task_id"], &dead["kind"], &dead["lane"]),
+        (&Value::from(id.as_str()), &Value::from("diag.panic"), &Value::from("analytics")),
+        "{dead}"
+    );
 }

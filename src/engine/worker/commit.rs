@@ -441,7 +441,7 @@ fn after_write(sh: &Shared, starts: &[Start], dones: &[Done], fails: &[Failed], 
             _ => "stale",
         };
         if label == "failure" {
-            tracing::warn!(task_id = %f.id, kind = %f.kind, attempt = f.attempt, error = %f.error, "task failed for good; moved to the dead-letter queue");
+            tracing::warn!(task_id = %f.id, kind = %f.kind, lane = %f.lane, attempt = f.attempt, error = %f.error, "task failed for good; moved to the dead-letter queue");
         }
         metrics::counter!("switchyard_tasks_finished_total", "lane" => f.lane.as_str(), "kind" => f.kind.clone(), "outcome" => label)
             .increment(1);

@@ -62,8 +62,10 @@ fn fence(sh: &Shared, vt: Duration, now: Instant) {
                     abandoned.extend(f.delivery.take());
                 }
                 Phase::Running => {
-                    if f.stop.reason().is_none() {
-                        tracing::warn!(task_id = %id, lane = %f.lane, "claim not renewed for most of the visibility timeout; stopping the task and handing it back");
+                    if f.stop.reason().is_none()
+                        && let Some(d) = &f.delivery
+                    {
+                        tracing::warn!(task_id = %id, kind = %d.kind, lane = %f.lane, attempt = d.attempt(), "claim not renewed for most of the visibility timeout; stopping the task and handing it back");
                     }
                     f.stop.stop(StopReason::Unrenewed);
                 }
@@ -94,7 +96,7 @@ fn fence(sh: &Shared, vt: Duration, now: Instant) {
         }
     }
     for d in abandoned {
-        tracing::warn!(task_id = %d.id, lane = %d.lane, "task did not stop before its claim could be taken; abandoned and handed back");
+        tracing::warn!(task_id = %d.id, kind = %d.kind, lane = %d.lane, attempt = d.attempt(), "task did not stop before its claim could be taken; abandoned and handed back");
         sh.commit(run::handback(&d, run::UNRENEWED));
     }
     sh.wake.notify_one();

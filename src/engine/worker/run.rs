@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use futures_util::FutureExt;
 use serde_json::Value;
 use tokio::sync::OwnedSemaphorePermit;
+use tracing::Instrument;
 
 use super::commit::{Done, Event, Failed, Start};
 use super::{Delivery, Phase, Shared, set_phase};
@@ -27,7 +28,9 @@ pub(super) fn spawn(sh: &Arc<Shared>, d: Delivery, permits: (OwnedSemaphorePermi
         }
     };
     let id = d.id.clone();
-    let handle = tokio::spawn(run(sh.clone(), d, permits, stop));
+    // Every line logged while the attempt runs names it (with `LOG_FORMAT=json`, as fields).
+    let span = tracing::info_span!("task", task_id = %d.id, kind = %d.kind, lane = %d.lane, attempt = d.attempt());
+    let handle = tokio::spawn(run(sh.clone(), d, permits, stop).instrument(span));
     if let Some(f) = sh.in_flight.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&id)
         && f.phase == Phase::Running
     {
