@@ -38,8 +38,13 @@ pub(super) enum Take {
     Busy(Duration),
 }
 
-/// How long a take lasts: a send, then the recording of it while Redis is away, with room.
-pub(super) const TAKE_FOR: Duration =
+/// How long a take lasts until it is confirmed: long enough for the attempt to confirm it, short
+/// enough that one whose answer was lost (the attempt never knew it had it) holds nothing up for
+/// long.
+const TAKE_UNCONFIRMED: Duration = Duration::from_secs(5);
+/// How long a confirmed take lasts: a send, then the recording of it while Redis is away, with
+/// room.
+const TAKE_FOR: Duration =
     Duration::from_secs(crate::http_client::REQUEST_TIMEOUT.as_secs() + MARK_PATIENCE.as_secs() + 20);
 
 /// Take part `part` (from 0) of the reply for the attempt `token` before sending it.
@@ -49,11 +54,22 @@ pub(super) async fn take_part(
     part: usize,
     token: &str,
 ) -> Result<Take, EngineError> {
-    Ok(match sent_marker(engine, reply, part, "take", token).await? {
+    Ok(match sent_marker(engine, reply, part, "take", token, TAKE_UNCONFIRMED).await? {
         -1 => Take::Sent,
         0 => Take::Go,
         ms => Take::Busy(Duration::from_millis(ms.max(1) as u64)),
     })
+}
+
+/// Confirm the attempt `token`'s take just before sending the part: `false` when it is no longer
+/// the attempt's (it expired unconfirmed and another attempt took the part).
+pub(super) async fn confirm_part(
+    engine: &Engine,
+    reply: &Reply<'_>,
+    part: usize,
+    token: &str,
+) -> Result<bool, EngineError> {
+    Ok(sent_marker(engine, reply, part, "confirm", token, TAKE_FOR).await? == 0)
 }
 
 /// Give up the attempt `token`'s take of a part it did not send.
@@ -63,7 +79,7 @@ pub(super) async fn release_part(
     part: usize,
     token: &str,
 ) -> Result<(), EngineError> {
-    sent_marker(engine, reply, part, "release", token).await.map(drop)
+    sent_marker(engine, reply, part, "release", token, Duration::ZERO).await.map(drop)
 }
 
 /// How long recording a part sent keeps trying while Redis is away (a failover takes seconds):
@@ -78,7 +94,7 @@ pub(super) async fn mark_part_sent(engine: &Engine, reply: &Reply<'_>, part: usi
     let deadline = std::time::Instant::now() + MARK_PATIENCE;
     let mut backoff = crate::redis::Backoff::new();
     loop {
-        let marked = match sent_marker(engine, reply, part, "mark", "").await {
+        let marked = match sent_marker(engine, reply, part, "mark", "", Duration::ZERO).await {
             Ok(_) if engine.config().durability == crate::config::Durability::Replicated => {
                 let keys = engine.conversation_part(reply.conversation);
                 engine.wait_for_replica(&keys.conversation(reply.conversation)).await
@@ -97,8 +113,16 @@ pub(super) async fn mark_part_sent(engine: &Engine, reply: &Reply<'_>, part: usi
     }
 }
 
-/// `take`, `mark` or `release` part `i` of the reply (see `sent.lua`) for the attempt `token`.
-async fn sent_marker(engine: &Engine, reply: &Reply<'_>, i: usize, op: &str, token: &str) -> Result<i64, EngineError> {
+/// `take`, `confirm`, `mark` or `release` part `i` of the reply (see `sent.lua`) for the attempt
+/// `token`; a take or confirmation lasts `hold`.
+async fn sent_marker(
+    engine: &Engine,
+    reply: &Reply<'_>,
+    i: usize,
+    op: &str,
+    token: &str,
+    hold: Duration,
+) -> Result<i64, EngineError> {
     let keys = engine.conversation_part(reply.conversation);
     // A part's own marker lasts as long as a second delivery of this reply can be queued (the
     // reply's idempotency window) or this one still retried (its record's retention).
@@ -116,7 +140,7 @@ async fn sent_marker(engine: &Engine, reply: &Reply<'_>, i: usize, op: &str, tok
         .arg(i)
         .arg(ttl)
         .arg(token)
-        .arg(TAKE_FOR.as_millis() as u64)
+        .arg(hold.as_millis() as u64)
         .invoke_async(&mut con)
         .await?;
     Ok(answer)

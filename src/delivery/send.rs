@@ -106,6 +106,13 @@ async fn deliver(ctx: TaskContext, out: Outgoing) -> Outcome {
             // Not a failure: the send waits for the account's next second, at no attempt cost.
             return Outcome::Later(wait);
         }
+        match ledger::confirm_part(&engine, &reply, i, &token).await {
+            Ok(true) => {}
+            // Its take expired meanwhile and another attempt has the part now.
+            Ok(false) => return Outcome::Later(BUSY_LOOK_EVERY),
+            // Not known to be this attempt's: not sent; an unconfirmed take expires soon.
+            Err(e) => return Outcome::retry(e.to_string()),
+        }
         // The send and its mark run on their own, so an attempt stopped or abandoned meanwhile
         // (its worker cut off from Redis) still finishes a send it began and records it.
         let job = tokio::spawn(send_and_record(
