@@ -152,6 +152,7 @@ pub async fn serve(config: Config, roles: Roles, lanes: Vec<Lane>) -> anyhow::Re
     let term_seen = Arc::new(AtomicBool::new(false));
     cancel_on_signals(shutdown.clone(), term_seen.clone());
     let prometheus = crate::telemetry::prometheus();
+    metrics_at_zero(engine.registry());
 
     let worker = roles
         .worker
@@ -225,4 +226,14 @@ pub async fn serve(config: Config, roles: Roles, lanes: Vec<Lane>) -> anyhow::Re
         p.stop().await;
     }
     Ok(())
+}
+
+/// Export every counter and histogram whose labels are known before anything happens at zero,
+/// so Grafana panels and alert rules see 0 from the first scrape rather than no data.
+pub fn metrics_at_zero(registry: &Registry) {
+    crate::engine::gauges::metrics_at_zero(registry);
+    crate::ingest::metrics_at_zero();
+    crate::delivery::send::metrics_at_zero();
+    crate::conversation::flow::metrics_at_zero();
+    crate::web::metrics_at_zero();
 }

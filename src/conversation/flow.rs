@@ -24,8 +24,8 @@ use super::responder::{self, Language, Reply};
 use super::store::{ConversationKey, Store, StoredTurn, Who};
 use crate::delivery::send::{self as delivery, Outgoing};
 use crate::engine::{Engine, Lane, Outcome, Payload, Registry, TaskContext, TaskSpec, now_ms};
-use crate::model::Channel;
 pub(crate) use crate::model::Incoming;
+use crate::model::{Channel, Platform};
 
 pub(crate) use crate::model::message::PROCESS;
 pub(crate) const CONTINUE: &str = "conversation.continue";
@@ -203,6 +203,17 @@ async fn finish_reply(
         result["language"] = json!(reply.language);
     }
     Outcome::Done(result)
+}
+
+/// Export the reply metrics at zero for every platform with conversations and every responder.
+pub(crate) fn metrics_at_zero() {
+    for p in Platform::ALL.into_iter().filter(|p| delivery::text_limit(*p).is_some()) {
+        for responder in ["builtin", "llm", "none"] {
+            metrics::counter!("switchyard_replies_total", "platform" => p.as_str(), "responder" => responder)
+                .increment(0);
+        }
+    }
+    metrics::counter!("switchyard_llm_fallbacks_total").increment(0);
 }
 
 /// The LLM's answer when one is configured and answers in time, else the built-in one. The

@@ -140,6 +140,17 @@ async fn deliver(ctx: TaskContext, out: Outgoing) -> Outcome {
     Outcome::Done(json!({"parts": parts.len(), "sent_now": sent}))
 }
 
+/// Export the delivery metrics at zero for every platform replies go out on.
+pub(crate) fn metrics_at_zero() {
+    for p in Platform::ALL.into_iter().filter(|p| text_limit(*p).is_some()) {
+        for outcome in ["sent", "retry", "failed"] {
+            metrics::counter!("switchyard_deliveries_total", "platform" => p.as_str(), "outcome" => outcome)
+                .increment(0);
+        }
+        let _ = metrics::histogram!("switchyard_reply_latency_seconds", "platform" => p.as_str());
+    }
+}
+
 /// How often an attempt waiting for another one's mark looks again.
 const BUSY_LOOK_EVERY: Duration = Duration::from_millis(500);
 

@@ -6,6 +6,27 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Engine, Lane};
 
+/// The outcomes `switchyard_tasks_finished_total` counts.
+pub const FINISHED_OUTCOMES: [&str; 6] = ["success", "retry", "failure", "revoked", "handed_back", "stale"];
+
+/// Export the task metrics of every registered kind (on its lane) at zero, so dashboards and
+/// alert rules see 0 from the first scrape rather than no data.
+pub fn metrics_at_zero(registry: &super::Registry) {
+    for lane in Lane::ALL {
+        let _ = metrics::histogram!("switchyard_task_wait_seconds", "lane" => lane.as_str());
+    }
+    for kind in registry.kinds() {
+        let Some(reg) = registry.get(kind) else { continue };
+        let lane = reg.lane.as_str();
+        metrics::counter!("switchyard_tasks_enqueued_total", "lane" => lane, "kind" => kind.to_owned()).increment(0);
+        for outcome in FINISHED_OUTCOMES {
+            metrics::counter!("switchyard_tasks_finished_total", "lane" => lane, "kind" => kind.to_owned(), "outcome" => outcome)
+                .increment(0);
+        }
+        let _ = metrics::histogram!("switchyard_task_run_seconds", "lane" => lane, "kind" => kind.to_owned());
+    }
+}
+
 /// Sample the deployment-wide lane figures into gauges every `every`, until stopped.
 pub async fn sample_lanes(engine: Engine, every: Duration, stop: CancellationToken) {
     loop {

@@ -113,6 +113,19 @@ fn received(platform: &'static str, outcome: Received) -> metrics::Counter {
     )
 }
 
+/// Export `switchyard_webhooks_received_total` at zero for every platform and outcome a
+/// webhook can have (a request turned away counts under its endpoint's name).
+pub fn metrics_at_zero() {
+    for p in Platform::ALL {
+        for outcome in [Received::Accepted, Received::Duplicate, Received::Unreadable] {
+            received(p.as_str(), outcome).increment(0);
+        }
+    }
+    for endpoint in ["facebook", "pubsub", "rbm", "generic"] {
+        received(endpoint, Received::Rejected).increment(0);
+    }
+}
+
 /// Count a request turned away (bad signature, bad body): once per request.
 pub fn count_rejected(platform: &'static str) {
     received(platform, Received::Rejected).increment(1);

@@ -82,6 +82,22 @@ pub struct AppState {
     pub auth_throttle: Arc<throttle::AuthThrottle>,
 }
 
+/// Export the front door's and the admin token's counters at zero for every reason, phase and
+/// surface they count, so dashboards and alert rules see 0 from the first scrape.
+pub fn metrics_at_zero() {
+    for reason in ["connections", "client_connections", "too_large", "body_memory", "ambiguous_length"] {
+        metrics::counter!("switchyard_http_refused_total", "reason" => reason).increment(0);
+    }
+    for phase in ["header", "body", "idle"] {
+        metrics::counter!("switchyard_http_timeouts_total", "phase" => phase).increment(0);
+    }
+    for surface in ["api", "login"] {
+        metrics::counter!("switchyard_auth_failures_total", "surface" => surface).increment(0);
+        metrics::counter!("switchyard_auth_throttled_total", "surface" => surface).increment(0);
+    }
+    metrics::gauge!("switchyard_http_connections").increment(0.0);
+}
+
 pub fn router(state: AppState) -> Router {
     let admin = Router::new()
         .route("/tasks", post(api::enqueue).get(api::history))

@@ -236,3 +236,45 @@ async fn json_logs_are_one_object_per_line_naming_the_task() {
         "{dead}"
     );
 }
+
+/// Counters and histograms whose labels are known in advance are exported at zero from the
+/// first scrape, so panels and alert rules see 0 rather than no data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_scrape_has_the_known_series_at_zero() {
+    let env = TestEnv::new("binary-zero-metrics").await;
+    let port = free_port();
+    let _serve = Serve(
+        Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["serve", "--roles", "api"])
+            .env("SWITCHYARD_REDIS_URL", &env.url)
+            .env("SWITCHYARD_KEY_PREFIX", &env.prefix)
+            .env("SWITCHYARD_LISTEN", format!("127.0.0.1:{port}"))
+            .env("SWITCHYARD_ADMIN_TOKEN", "cli-token-0123456789")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start switchyard serve"),
+    );
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let text = wait_for("the first scrape", async || http.get(&url).send().await.ok()?.text().await.ok()).await;
+    for series in [
+        r#"switchyard_webhooks_received_total{platform="whatsapp",outcome="duplicate"} 0"#,
+        r#"switchyard_webhooks_received_total{platform="facebook",outcome="rejected"} 0"#,
+        r#"switchyard_deliveries_total{platform="rbm",outcome="failed"} 0"#,
+        r#"switchyard_replies_total{platform="instagram",responder="llm"} 0"#,
+        r#"switchyard_llm_fallbacks_total 0"#,
+        r#"switchyard_tasks_enqueued_total{lane="webhooks",kind="delivery.send"} 0"#,
+        r#"switchyard_tasks_finished_total{lane="conversations",kind="conversation.process_message",outcome="failure"} 0"#,
+        r#"switchyard_task_run_seconds_count{lane="analytics",kind="diag.noop"} 0"#,
+        r#"switchyard_task_wait_seconds_count{lane="conversations"} 0"#,
+        r#"switchyard_reply_latency_seconds_count{platform="messenger"} 0"#,
+        r#"switchyard_http_refused_total{reason="body_memory"} 0"#,
+        r#"switchyard_http_timeouts_total{phase="header"} 0"#,
+        r#"switchyard_auth_failures_total{surface="login"} 0"#,
+    ] {
+        assert!(text.lines().any(|l| l == series), "the first scrape lacks `{series}`:\n{text}");
+    }
+}
