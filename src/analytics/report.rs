@@ -187,6 +187,51 @@ fn assemble(now: u64, minutes_data: Vec<(u64, MinuteFigures)>, depth: u64, befor
     }
 }
 
+/// One lane's figures over the last minute, as the dashboard's overview shows them.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct LastMinute {
+    pub done_per_s: f64,
+    /// Failed and retried attempts.
+    pub failed_per_s: f64,
+    pub run_p99_ms: Option<f64>,
+}
+
+/// Per lane, the last 60 seconds up to now: a sliding minute. Figures are kept per calendar
+/// minute, so it is all of the current minute's and the share of the previous minute's that
+/// falls within the last 60 s, pro rata — the rates do not fall to 0 as a new minute begins.
+/// The run p99 is over both minutes.
+pub(crate) async fn last_minute(engine: &Engine) -> Result<BTreeMap<String, LastMinute>, EngineError> {
+    let now = now_ms();
+    Ok(sliding_minute(now, read_minutes(engine, 2, now).await?))
+}
+
+fn sliding_minute(now: u64, minutes: Vec<(u64, MinuteFigures)>) -> BTreeMap<String, LastMinute> {
+    let current = now / 60_000;
+    let previous_share = 1.0 - (now % 60_000) as f64 / 60_000.0;
+    let mut lanes: BTreeMap<String, (f64, f64, KindStats)> = BTreeMap::new();
+    for (minute, figures) in minutes {
+        // (A minute after the current one, from a worker whose clock is ahead, counts as now.)
+        let share = match current.checked_sub(minute) {
+            None | Some(0) => 1.0,
+            Some(1) => previous_share,
+            _ => continue,
+        };
+        for ((lane, _), s) in figures {
+            let (done, failed, merged) = lanes.entry(lane).or_default();
+            *done += s.succeeded as f64 * share;
+            *failed += (s.failed + s.retried) as f64 * share;
+            merged.merge(&s);
+        }
+    }
+    lanes
+        .into_iter()
+        .map(|(lane, (done, failed, s))| {
+            let run_p99_ms = percentiles(&s.run_us).p99;
+            (lane, LastMinute { done_per_s: done / 60.0, failed_per_s: failed / 60.0, run_p99_ms })
+        })
+        .collect()
+}
+
 /// Each of the `minutes` minutes up to the one of `now` (oldest first, that one last): every
 /// worker's figures of each (lane, kind), merged over the workers.
 async fn read_minutes(engine: &Engine, minutes: u64, now: u64) -> Result<Vec<(u64, MinuteFigures)>, EngineError> {
@@ -228,6 +273,26 @@ pub(crate) async fn latest(engine: &Engine) -> Result<Option<serde_json::Value>,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// 15 s into a minute: all of it, and the last 45 s of the one before, pro rata. At the turn
+    /// of a minute the rate is the whole previous minute's, not 0.
+    #[test]
+    fn the_last_minute_slides_across_the_turn_of_a_minute() {
+        let minute = 29_446_028u64;
+        let figures = |lane: &str, succeeded: u64, failed: u64| -> MinuteFigures {
+            let mut s = KindStats { succeeded, failed, ..KindStats::default() };
+            let _ = s.run_us.record(2000);
+            [((lane.to_string(), "diag.noop".to_string()), s)].into_iter().collect()
+        };
+        let data = || vec![(minute - 1, figures("webhooks", 600, 60)), (minute, figures("webhooks", 150, 0))];
+        let at = |ms: u64| sliding_minute(minute * 60_000 + ms, data())["webhooks"];
+        let quarter = at(15_000);
+        assert_eq!((quarter.done_per_s, quarter.failed_per_s), ((150.0 + 600.0 * 0.75) / 60.0, 60.0 * 0.75 / 60.0));
+        assert_eq!(quarter.run_p99_ms, Some(2.0));
+        assert_eq!(at(0).done_per_s, (150.0 + 600.0) / 60.0);
+        // Older minutes than the previous one do not count.
+        assert!(sliding_minute((minute + 2) * 60_000, data()).is_empty());
+    }
 
     /// Stored reports and API clients read this JSON: the same fields, in the same order, with
     /// `null` for what a histogram without values cannot say.

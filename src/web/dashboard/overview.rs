@@ -79,15 +79,13 @@ struct OverviewPage {
 async fn lanes_data(engine: &Engine) -> Result<(QueuesView, u64, Vec<LaneRow>), EngineError> {
     let q = engine.queues_status().await?;
     let workers = engine.worker_count().await?;
-    // The last minute of every worker's figures (bounded: one hash per minute).
-    let report = crate::analytics::report::build(engine, 1).await?;
+    // The last 60 s of every worker's figures (bounded: two hashes, one per minute).
+    let last = crate::analytics::report::last_minute(engine).await?;
     let rows = Lane::ALL
         .iter()
         .map(|l| {
             let s = q.queues.get(l.as_str());
-            let fig = report.lanes.get(l.as_str());
-            let secs = report.window.seconds.max(1.0);
-            let failed = fig.map_or(0, |f| f.failed + f.retried);
+            let fig = last.get(l.as_str()).copied().unwrap_or_default();
             LaneRow {
                 name: l.as_str(),
                 paused: s.is_some_and(|s| s.paused),
@@ -98,9 +96,9 @@ async fn lanes_data(engine: &Engine) -> Result<(QueuesView, u64, Vec<LaneRow>), 
                 retrying: s.map_or(0, |s| s.retrying),
                 consumers: s.map_or(0, |s| s.consumers),
                 dead: s.map_or(0, |s| s.dead),
-                throughput: format!("{:.1}", fig.map_or(0.0, |f| f.throughput_per_s)),
-                failures: format!("{:.2}", failed as f64 / secs),
-                run_p99: fig.and_then(|f| f.run_ms.p99).map_or("—".into(), |ms| format!("{ms:.1} ms")),
+                throughput: format!("{:.1}", fig.done_per_s),
+                failures: format!("{:.2}", fig.failed_per_s),
+                run_p99: fig.run_p99_ms.map_or("—".into(), |ms| format!("{ms:.1} ms")),
             }
         })
         .collect();
