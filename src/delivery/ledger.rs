@@ -62,14 +62,17 @@ pub(super) async fn take_part(
 }
 
 /// Confirm the attempt `token`'s take just before sending the part: `false` when it is no longer
-/// the attempt's (it expired unconfirmed and another attempt took the part).
+/// the attempt's (it expired unconfirmed and another attempt took the part). Like a mark, it
+/// keeps trying while Redis is away (a confirmation is the same however often it is made), and
+/// with `DURABILITY=replicated` it counts once a replica holds it, so a failover cannot hand the
+/// part to another attempt while this one sends it.
 pub(super) async fn confirm_part(
     engine: &Engine,
     reply: &Reply<'_>,
     part: usize,
     token: &str,
 ) -> Result<bool, EngineError> {
-    Ok(sent_marker(engine, reply, part, "confirm", token, TAKE_FOR).await? == 0)
+    Ok(patiently(engine, reply, part, "confirm", token, TAKE_FOR).await? == 0)
 }
 
 /// Give up the attempt `token`'s take of a part it did not send.
@@ -91,17 +94,31 @@ const MARK_PATIENCE: Duration = Duration::from_secs(30);
 /// `DURABILITY=replicated` the mark counts once a replica holds it, so a failover cannot undo it
 /// and have the part sent again.
 pub(super) async fn mark_part_sent(engine: &Engine, reply: &Reply<'_>, part: usize) -> Result<(), EngineError> {
+    patiently(engine, reply, part, "mark", "", Duration::ZERO).await.map(drop)
+}
+
+/// [`sent_marker`] for a write that may be repeated (`confirm`, `mark`) until it is taken —
+/// with `DURABILITY=replicated`, until a replica holds it — trying again while Redis is
+/// unavailable, for up to [`MARK_PATIENCE`].
+async fn patiently(
+    engine: &Engine,
+    reply: &Reply<'_>,
+    part: usize,
+    op: &str,
+    token: &str,
+    hold: Duration,
+) -> Result<i64, EngineError> {
     let deadline = std::time::Instant::now() + MARK_PATIENCE;
     let mut backoff = crate::redis::Backoff::new();
     loop {
-        let marked = match sent_marker(engine, reply, part, "mark", "", Duration::ZERO).await {
-            Ok(_) if engine.config().durability == crate::config::Durability::Replicated => {
+        let written = match sent_marker(engine, reply, part, op, token, hold).await {
+            Ok(v) if engine.config().durability == crate::config::Durability::Replicated => {
                 let keys = engine.conversation_part(reply.conversation);
-                engine.wait_for_replica(&keys.conversation(reply.conversation)).await
+                engine.wait_for_replica(&keys.conversation(reply.conversation)).await.map(|()| v)
             }
-            other => other.map(drop),
+            other => other,
         };
-        match marked {
+        match written {
             Err(e)
                 if (e.is_unavailable() || matches!(e, EngineError::NotReplicated(_)))
                     && std::time::Instant::now() < deadline =>

@@ -106,13 +106,6 @@ async fn deliver(ctx: TaskContext, out: Outgoing) -> Outcome {
             // Not a failure: the send waits for the account's next second, at no attempt cost.
             return Outcome::Later(wait);
         }
-        match ledger::confirm_part(&engine, &reply, i, &token).await {
-            Ok(true) => {}
-            // Its take expired meanwhile and another attempt has the part now.
-            Ok(false) => return Outcome::Later(BUSY_LOOK_EVERY),
-            // Not known to be this attempt's: not sent; an unconfirmed take expires soon.
-            Err(e) => return Outcome::retry(e.to_string()),
-        }
         // The send and its mark run on their own, so an attempt stopped or abandoned meanwhile
         // (its worker cut off from Redis) still finishes a send it began and records it.
         let job = tokio::spawn(send_and_record(
@@ -124,7 +117,9 @@ async fn deliver(ctx: TaskContext, out: Outgoing) -> Outcome {
             token.clone(),
         ));
         let verdict = match job.await {
-            Ok(v) => v,
+            Ok(Some(v)) => v,
+            // Its take expired meanwhile and another attempt has the part now.
+            Ok(None) => return Outcome::Later(BUSY_LOOK_EVERY),
             Err(e) => return Outcome::retry(format!("sending part {i} failed: {e}")),
         };
         match verdict {
@@ -154,8 +149,9 @@ pub(crate) fn metrics_at_zero() {
 /// How often an attempt waiting for another one's mark looks again.
 const BUSY_LOOK_EVERY: Duration = Duration::from_millis(500);
 
-/// Send part `i` of a reply taken by the attempt `token`; record it when the platform took it,
-/// else give the take up.
+/// Send part `i` of a reply taken by the attempt `token`: confirm the take, send, then record it
+/// when the platform took it, else give the take up. `None`: the take was not the attempt's any
+/// more, nothing was sent.
 async fn send_and_record(
     engine: Engine,
     out: Outgoing,
@@ -163,8 +159,15 @@ async fn send_and_record(
     i: usize,
     part: String,
     token: String,
-) -> Verdict {
+) -> Option<Verdict> {
     let reply = ledger::Reply { conversation: &conversation, reply_id: &out.reply_id, turn: out.turn.as_deref() };
+    match ledger::confirm_part(&engine, &reply, i, &token).await {
+        Ok(true) => {}
+        Ok(false) => return None,
+        // Redis stayed away: not sent. Should the confirmation have been taken unseen, the part
+        // waits for it to expire.
+        Err(e) => return Some(Verdict::Retry { after: None, reason: format!("could not confirm part {i}: {e}") }),
+    }
     let verdict = send_part(&engine, &out, i, &part).await;
     let label = match &verdict {
         Verdict::Sent => "sent",
@@ -180,7 +183,7 @@ async fn send_and_record(
     } else if let Err(e) = ledger::release_part(&engine, &reply, i, &token).await {
         tracing::debug!(reply = %out.reply_id, part = i, error = %e, "could not release a part not sent; it is free again when its take expires");
     }
-    verdict
+    Some(verdict)
 }
 
 /// `None` when a send may go now; otherwise how long until the next second's budget.
