@@ -90,6 +90,8 @@ pub enum EngineError {
     LaneFull(Lane),
     #[error("no task with id {0}")]
     NotFound(String),
+    #[error("no schedule named `{0}`")]
+    NoSchedule(String),
     #[error("task {id} already finished ({state})")]
     Finished { id: String, state: String },
     #[error("{0}")]

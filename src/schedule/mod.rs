@@ -278,10 +278,7 @@ pub async fn list(engine: &Engine, schedules: &[ScheduleDef]) -> Result<Schedule
 
 /// Queue a schedule's task now, outside its ticks; recorded as its last run.
 pub async fn run_now(engine: &Engine, schedules: &[ScheduleDef], name: &str) -> Result<String, EngineError> {
-    let s = schedules
-        .iter()
-        .find(|s| s.name == name)
-        .ok_or_else(|| EngineError::NotFound(format!("no schedule named `{name}`")))?;
+    let s = schedules.iter().find(|s| s.name == name).ok_or_else(|| EngineError::NoSchedule(name.to_string()))?;
     let task = engine.enqueue(s.task(None)).await?;
     store::record_run(engine, name, now_ms(), &task).await?;
     Ok(task)

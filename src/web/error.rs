@@ -78,7 +78,7 @@ impl From<EngineError> for ApiError {
         }
         match e {
             EngineError::UnknownKind(_) | EngineError::BadInput(_) => ApiError::BadRequest(e.to_string()),
-            EngineError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            EngineError::NotFound(_) | EngineError::NoSchedule(_) => ApiError::NotFound(e.to_string()),
             EngineError::Finished { .. } | EngineError::NotLater(_) => ApiError::Conflict(e.to_string()),
             EngineError::IdempotencyConflict(task_id) => ApiError::IdempotencyConflict(task_id),
             EngineError::LaneFull(_) | EngineError::MemoryFull { .. } | EngineError::NotReplicated(_) => {

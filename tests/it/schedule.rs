@@ -204,5 +204,7 @@ async fn schedules_are_listed_and_can_run_now() {
     .await;
     assert_eq!(r["last_task_id"], task.as_str());
     assert!(r["last_run"].is_string());
-    admin(&router, "POST", "/schedules/nope/run", None).await.assert_error(StatusCode::NOT_FOUND, "not_found");
+    let message =
+        admin(&router, "POST", "/schedules/nope/run", None).await.assert_error(StatusCode::NOT_FOUND, "not_found");
+    assert_eq!(message, "no schedule named `nope`");
 }

@@ -59,7 +59,9 @@ pub(super) async fn schedule_run(
     let defs = crate::schedule::from_config(state.engine.config());
     match crate::schedule::run_now(&state.engine, &defs, &name).await {
         Ok(task) => schedules_page(&state.engine, s.csrf, Some(format!("{name} queued as task {task}."))).await,
-        Err(EngineError::NotFound(m)) => Ok((StatusCode::NOT_FOUND, Html(html_escape(&m))).into_response()),
+        Err(e @ EngineError::NoSchedule(_)) => {
+            Ok((StatusCode::NOT_FOUND, Html(html_escape(&e.to_string()))).into_response())
+        }
         Err(e) => Err(failed(e)),
     }
 }
