@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
 # Install what Switchyard needs to run and test on Debian/Ubuntu: redis-server (7.0 or newer),
 # plus any commands named as arguments, each from the Debian package of the same name
-# (`scripts/setup.sh chromium` for the dashboard's browser test, `wrk` for the benchmarks).
+# (`scripts/setup.sh chromium` for the dashboard's browser test, `docker-compose` for the
+# deployment files' checks, `wrk` for the benchmarks) — `systemd-analyze` comes with `systemd`.
 # As root it installs through apt; otherwise it prints the exact command to run.
 set -euo pipefail
 
 need=()
 for cmd in redis-server "$@"; do
-  command -v "$cmd" >/dev/null 2>&1 || need+=("$cmd")
+  if ! command -v "$cmd" >/dev/null 2>&1; then
+    case "$cmd" in
+      systemd-analyze) need+=(systemd) ;;
+      *) need+=("$cmd") ;;
+    esac
+  fi
 done
 
 if ((${#need[@]} == 0)); then

@@ -17,6 +17,7 @@ mod common;
 mod conversations;
 mod dashboard;
 mod delivery;
+mod deploy;
 mod engine;
 mod events;
 mod failover;
