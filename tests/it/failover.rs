@@ -90,6 +90,9 @@ impl Customers {
                                 break;
                             }
                             *refusals.lock().unwrap().entry(r.status.as_u16()).or_default() += 1;
+                            if r.status != StatusCode::SERVICE_UNAVAILABLE {
+                                eprintln!("webhook answered {}: {}", r.status, r.text);
+                            }
                             assert!(Instant::now() < deadline, "message {i} of customer {c} never acknowledged: {r:?}");
                             tokio::time::sleep(Duration::from_millis(200)).await;
                         }
