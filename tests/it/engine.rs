@@ -399,6 +399,26 @@ async fn shutdown_drains_in_flight_work() {
     assert_eq!(env.lane_len(Lane::Analytics).await, 0);
 }
 
+/// The grace period may be longer than the visibility timeout: the stopping worker keeps
+/// renewing its claims meanwhile, so a task that runs on past the timeout is neither taken for
+/// lost nor handed back; it finishes where it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_running_past_the_visibility_timeout_finishes_within_the_grace_period() {
+    let env = TestEnv::new("drain-long").await;
+    assert!(env.config.shutdown_grace >= 2 * env.config.visibility_timeout);
+    let worker = env.start_worker();
+    let name = worker.name();
+    let id = env.engine.enqueue(sleep_task(2 * env.config.visibility_timeout.as_millis() as u64)).await.unwrap();
+    env.wait_state(&id, TaskState::Started).await;
+
+    worker.stop().await;
+
+    let s = env.status(&id).await;
+    assert_eq!((s.status, s.attempts), (TaskState::Success, 1), "{s:?}");
+    assert_eq!(outcomes(&s), ["success"], "{s:?}");
+    assert_eq!(s.history[0].worker, Some(name));
+}
+
 async fn group_exists(env: &TestEnv, lane: Lane) -> bool {
     let mut con = env.engine.conn();
     let groups: redis::RedisResult<redis::Value> =

@@ -519,11 +519,12 @@ fn start_inner(engine: Engine, opts: WorkerOptions, shutdown: CancellationToken,
         shutdown.cancelled().await;
         let _ = fetch.await;
         // A claim under way when reading stopped may still add to the backlog: wait for it, so
-        // the drain below hands back everything this worker holds.
-        let no_more_claims = sh.claim_gate.lock().await;
+        // the drain below hands back everything this worker holds. The upkeep loop claims only
+        // under the gate and only while reading, so none starts after this; the gate is let go
+        // at once, for the loop goes on renewing the claims of what still runs in the grace
+        // period (else the fence would take them for lost).
+        drop(sh.claim_gate.lock().await);
         drain(&sh).await;
-        // Reading has stopped, so the upkeep loop claims nothing more; let it run on to renew.
-        drop(no_more_claims);
         sh.commit(Event::Close);
         let _ = commit.await;
         upkeep_stop.cancel();
