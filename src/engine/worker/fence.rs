@@ -4,9 +4,9 @@
 //! Another worker reclaims an entry once it has been idle for the visibility timeout, counted
 //! from the last request of ours that reset its idle time (the read or claim that delivered it,
 //! a renewal). When renewals fail — Redis out of reach, a link that drops or holds every packet —
-//! this worker cannot know whether that has happened, so it acts on its own clock: 70 % of the
-//! way through, a running attempt is asked to stop; at 85 %, one that has not stopped is
-//! abandoned (its future dropped); either way it is handed back at no attempt cost (the record reaches
+//! this worker cannot know whether that has happened, so it acts on its own clock: 60 % of the
+//! way through (renewals go every third of it, so at least one was missed), a running attempt is
+//! asked to stop; at 75 %, one that has not stopped is abandoned (its future dropped); either way it is handed back at no attempt cost (the record reaches
 //! Redis when Redis is back, and counts only if the entry is still ours). An entry still waiting
 //! in the backlog is handed back without starting. So an attempt never runs on while the same
 //! task runs elsewhere, and a worker behind a faulty link lets go of its work by itself.
@@ -21,10 +21,11 @@ use super::{Delivery, Phase, Shared, run};
 use crate::engine::StopReason;
 
 /// Share of the visibility timeout after which a running attempt is asked to stop.
-const STOP_AT: f64 = 0.7;
+const STOP_AT: f64 = 0.6;
 /// Share after which an attempt that has not stopped is abandoned. With the loop's period
-/// (1/40 of the timeout) it is gone before 90 %, and another worker reclaims only past 100 %.
-const ABANDON_AT: f64 = 0.85;
+/// (1/40 of the timeout) it is gone before 80 %, and another worker reclaims only past 100 %:
+/// a fifth of the timeout to spare for a process slow to run its timers.
+const ABANDON_AT: f64 = 0.75;
 
 pub(super) async fn fence_loop(sh: Arc<Shared>, stop: CancellationToken) {
     let vt = sh.engine.config().visibility_timeout;
