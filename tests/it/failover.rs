@@ -91,7 +91,7 @@ impl Customers {
                             }
                             *refusals.lock().unwrap().entry(r.status.as_u16()).or_default() += 1;
                             if r.status != StatusCode::SERVICE_UNAVAILABLE {
-                                eprintln!("webhook answered {}: {}", r.status, r.text);
+                                eprintln!("webhook answered {}: {} (the server log above says why)", r.status, r.text);
                             }
                             assert!(Instant::now() < deadline, "message {i} of customer {c} never acknowledged: {r:?}");
                             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -155,6 +155,9 @@ fn is_master(port: u16) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_master_killed_under_steady_webhooks_loses_nothing_acknowledged_and_sends_no_reply_twice() {
+    // A webhook answered 500 says only "see the server log": the log is kept with the test's
+    // output, shown when it fails.
+    let _ = tracing_subscriber::fmt().with_env_filter("switchyard=warn").with_ansi(false).with_test_writer().try_init();
     let mut cluster = RedisCluster::start(3, 1);
     let (env, platform, router, _workers) = deployment(&cluster, Durability::Replicated).await;
     let (_, victim) = watched_slot(&env, &cluster);
