@@ -26,6 +26,40 @@ fn cli(url: &str, prefix: &str, args: &[&str]) -> (bool, String, String) {
 /// The `serve` child, killed if the test ends before it stopped by itself.
 struct Serve(std::process::Child);
 
+impl Serve {
+    /// `switchyard serve --roles <roles>` on the test's deployment, with the admin token the
+    /// tests use, its output dropped; `adjust` adds settings and redirects output.
+    fn start(env: &TestEnv, roles: &str, adjust: impl FnOnce(&mut Command) -> &mut Command) -> Serve {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+        cmd.args(["serve", "--roles", roles])
+            .env("SWITCHYARD_REDIS_URL", &env.url)
+            .env("SWITCHYARD_KEY_PREFIX", &env.prefix)
+            .env("SWITCHYARD_ADMIN_TOKEN", "cli-token-0123456789")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        adjust(&mut cmd);
+        Serve(cmd.spawn().expect("start switchyard serve"))
+    }
+
+    fn sigterm(&self) {
+        let status = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status().unwrap();
+        assert!(status.success());
+    }
+
+    /// Wait for the process to exit by itself.
+    async fn exited(&mut self) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            if let Some(s) = self.0.try_wait().unwrap() {
+                return s;
+            }
+            assert!(std::time::Instant::now() < deadline, "serve did not stop after SIGTERM");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
 impl Drop for Serve {
     fn drop(&mut self) {
         if self.0.try_wait().ok().flatten().is_none() {
@@ -39,21 +73,11 @@ impl Drop for Serve {
 async fn serve_runs_tasks_from_the_cli_and_drains_on_sigterm() {
     let env = TestEnv::new("binary").await;
     let port = free_port();
-    let mut serve = Serve(
-        Command::new(env!("CARGO_BIN_EXE_switchyard"))
-            .args(["serve", "--roles", "api,worker"])
-            .env("SWITCHYARD_REDIS_URL", &env.url)
-            .env("SWITCHYARD_KEY_PREFIX", &env.prefix)
-            .env("SWITCHYARD_LISTEN", format!("127.0.0.1:{port}"))
-            .env("SWITCHYARD_ADMIN_TOKEN", "cli-token-0123456789")
+    let mut serve = Serve::start(&env, "api,worker", |c| {
+        c.env("SWITCHYARD_LISTEN", format!("127.0.0.1:{port}"))
             .env("SWITCHYARD_SHUTDOWN_GRACE", "20s")
             .env("SWITCHYARD_SHUTDOWN_DELAY", "5s")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start switchyard serve"),
-    );
+    });
 
     let (ok, out, err) = cli(&env.url, &env.prefix, &["check"]);
     assert!(ok, "check failed: {out}{err}");
@@ -71,8 +95,7 @@ async fn serve_runs_tasks_from_the_cli_and_drains_on_sigterm() {
     let http = reqwest::Client::new();
     let ready = http.get(format!("http://127.0.0.1:{port}/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200, "ready before the signal");
-    let status = Command::new("kill").args(["-TERM", &serve.0.id().to_string()]).status().unwrap();
-    assert!(status.success());
+    serve.sigterm();
     wait_until("readyz answers 503 after SIGTERM", async || {
         let r = http.get(format!("http://127.0.0.1:{port}/readyz")).send().await.unwrap();
         r.status() == 503 && r.text().await.unwrap().contains("shutting down")
@@ -80,14 +103,7 @@ async fn serve_runs_tasks_from_the_cli_and_drains_on_sigterm() {
     .await;
     let health = http.get(format!("http://127.0.0.1:{port}/healthz")).send().await;
     assert_eq!(health.map(|r| r.status().as_u16()).ok(), Some(200), "the listener still serves during the delay");
-    let deadline = std::time::Instant::now() + WAIT;
-    let exit = loop {
-        if let Some(s) = serve.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(std::time::Instant::now() < deadline, "serve did not stop after SIGTERM");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let exit = serve.exited().await;
     assert!(exit.success(), "serve exited with {exit}");
     let s = env.status(&id).await;
     assert_eq!(s.status, TaskState::Success, "the running task was finished before exit: {s:?}");
@@ -174,31 +190,18 @@ async fn json_logs_are_one_object_per_line_naming_the_task() {
     let env = TestEnv::new("binary-json-logs").await;
     let log_path = std::env::temp_dir().join(format!("{}.log", env.prefix));
     let log_file = std::fs::File::create(&log_path).unwrap();
-    let mut serve = Serve(
-        Command::new(env!("CARGO_BIN_EXE_switchyard"))
-            .args(["serve", "--roles", "worker"])
-            .env("SWITCHYARD_REDIS_URL", &env.url)
-            .env("SWITCHYARD_KEY_PREFIX", &env.prefix)
-            .env("SWITCHYARD_ADMIN_TOKEN", "cli-token-0123456789")
-            .env("SWITCHYARD_SHUTDOWN_DELAY", "0s")
+    let mut serve = Serve::start(&env, "worker", |c| {
+        c.env("SWITCHYARD_SHUTDOWN_DELAY", "0s")
             .env("SWITCHYARD_LOG_FORMAT", "json")
             .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
             .stderr(log_file)
-            .spawn()
-            .expect("start switchyard serve"),
-    );
+    });
     let (ok, out, err) = cli(&env.url, &env.prefix, &["tasks", "enqueue", "diag.panic", "--max-attempts", "1"]);
     assert!(ok, "{err}");
     let id = serde_json::from_str::<Value>(&out).unwrap()["task_id"].as_str().unwrap().to_string();
     env.wait_state(&id, TaskState::Failure).await;
-    let status = Command::new("kill").args(["-TERM", &serve.0.id().to_string()]).status().unwrap();
-    assert!(status.success());
-    let deadline = std::time::Instant::now() + WAIT;
-    while serve.0.try_wait().unwrap().is_none() {
-        assert!(std::time::Instant::now() < deadline, "serve did not stop after SIGTERM");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    serve.sigterm();
+    serve.exited().await;
 
     let text = std::fs::read_to_string(&log_path).unwrap();
     let _ = std::fs::remove_file(&log_path);
@@ -243,19 +246,7 @@ async fn json_logs_are_one_object_per_line_naming_the_task() {
 async fn the_first_scrape_has_the_known_series_at_zero() {
     let env = TestEnv::new("binary-zero-metrics").await;
     let port = free_port();
-    let _serve = Serve(
-        Command::new(env!("CARGO_BIN_EXE_switchyard"))
-            .args(["serve", "--roles", "api"])
-            .env("SWITCHYARD_REDIS_URL", &env.url)
-            .env("SWITCHYARD_KEY_PREFIX", &env.prefix)
-            .env("SWITCHYARD_LISTEN", format!("127.0.0.1:{port}"))
-            .env("SWITCHYARD_ADMIN_TOKEN", "cli-token-0123456789")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start switchyard serve"),
-    );
+    let _serve = Serve::start(&env, "api", |c| c.env("SWITCHYARD_LISTEN", format!("127.0.0.1:{port}")));
     let _ = rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{port}/metrics");
