@@ -323,7 +323,7 @@ async fn main() {
             std::process::exit(2);
         }
     };
-    telemetry::init_tracing(config.log_format);
+    let traces = telemetry::init_tracing(config.log_format);
     let env: Vec<(String, String)> = std::env::vars().collect();
     for line in switchyard::config::unknown_variables(&env) {
         tracing::warn!("{line}");
@@ -384,6 +384,8 @@ async fn main() {
             bench::latency(config, rate, seconds, concurrency, delay).await.and_then(print_line)
         }
     };
+    // The spans still buffered go out before the process ends.
+    tokio::task::block_in_place(|| drop(traces));
     if let Err(e) = result {
         eprintln!("switchyard: {e:#}");
         std::process::exit(1);

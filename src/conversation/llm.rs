@@ -5,9 +5,11 @@
 use std::sync::OnceLock;
 
 use serde_json::{Value, json};
+use tracing::Instrument;
 
 use super::store::{StoredTurn, Who};
 use crate::config::Config;
+use crate::telemetry::trace;
 
 const SYSTEM_PROMPT: &str = "You are the customer-service assistant of a business, answering customers on \
 Messenger, Instagram, WhatsApp and RCS. Answer briefly and politely, in the customer's language. \
@@ -47,11 +49,31 @@ pub(super) fn request_body(model: &str, history: &[StoredTurn], message: &str) -
 
 /// Ask the endpoint for a reply. `Err` says why there is none (timeout, status, shape).
 pub(super) async fn reply(c: &Config, history: &[StoredTurn], message: &str) -> Result<String, String> {
+    // With traces on, the call is a client span of the attempt, and its context goes with it.
+    let span = tracing::debug_span!(
+        "llm",
+        model = %c.llm_model,
+        otel.name = tracing::field::Empty,
+        otel.kind = tracing::field::Empty,
+        otel.status_description = tracing::field::Empty,
+    );
+    trace::name(&span, || format!("chat {}", c.llm_model), "client");
+    let answer = ask(c, history, message).instrument(span.clone()).await;
+    if let Err(e) = &answer {
+        trace::failed(&span, e);
+    }
+    answer
+}
+
+async fn ask(c: &Config, history: &[StoredTurn], message: &str) -> Result<String, String> {
     let Some(base) = c.llm_url.as_deref() else { return Err("LLM_URL is not set".into()) };
     let mut req =
         http().post(endpoint(base)).timeout(c.llm_timeout).json(&request_body(&c.llm_model, history, message));
     if let Some(key) = c.llm_api_key.as_deref() {
         req = req.bearer_auth(key);
+    }
+    if let Some(tp) = trace::current_traceparent() {
+        req = req.header("traceparent", tp);
     }
     let resp = req.send().await.map_err(|e| {
         if e.is_timeout() {

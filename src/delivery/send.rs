@@ -18,12 +18,14 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use tracing::Instrument;
 
 use super::classify::{self, Verdict};
 use super::ledger::{self, Take};
 use super::split_text;
 use crate::engine::{Engine, Lane, Outcome, Payload, Registry, TaskContext};
 use crate::model::Platform;
+use crate::telemetry::trace;
 
 pub(crate) const KIND: &str = "delivery.send";
 
@@ -108,20 +110,29 @@ async fn deliver(ctx: TaskContext, out: Outgoing) -> Outcome {
         }
         // The send and its mark run on their own, so an attempt stopped or abandoned meanwhile
         // (its worker cut off from Redis) still finishes a send it began and records it.
-        let job = tokio::spawn(send_and_record(
-            engine.clone(),
-            out.clone(),
-            conversation.clone(),
-            i,
-            part.clone(),
-            token.clone(),
-        ));
+        // With traces on, each part's send is a client span of the attempt.
+        let span = tracing::debug_span!(
+            "send",
+            platform = out.channel.as_str(),
+            part = i,
+            otel.name = tracing::field::Empty,
+            otel.kind = tracing::field::Empty,
+            otel.status_description = tracing::field::Empty,
+        );
+        trace::name(&span, || format!("send {}", out.channel.as_str()), "client");
+        let job = tokio::spawn(
+            send_and_record(engine.clone(), out.clone(), conversation.clone(), i, part.clone(), token.clone())
+                .instrument(span.clone()),
+        );
         let verdict = match job.await {
             Ok(Some(v)) => v,
             // Its take expired meanwhile and another attempt has the part now.
             Ok(None) => return Outcome::Later(BUSY_LOOK_EVERY),
             Err(e) => return Outcome::retry(format!("sending part {i} failed: {e}")),
         };
+        if let Verdict::Retry { reason: why, .. } | Verdict::Permanent(why) = &verdict {
+            trace::failed(&span, why);
+        }
         match verdict {
             Verdict::Sent => sent += 1,
             Verdict::Retry { after, reason } => return Outcome::Retry { after, error: reason },

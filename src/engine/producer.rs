@@ -12,9 +12,11 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use tokio::sync::{Semaphore, mpsc, oneshot};
+use tracing::Instrument;
 
 use super::{Engine, EngineError, Inner, Lane, TaskSpec, task_id_for_entry};
 use crate::telemetry::recorder::Handles;
+use crate::telemetry::trace;
 
 /// Largest payload accepted for one task, as JSON: room for a whole webhook body (1 MiB) kept
 /// raw beside the text taken from it.
@@ -166,6 +168,8 @@ struct Prepared {
     order_key: String,
     /// When it is due (ms), for a task queued for later; its id then, made here.
     later: Option<(u64, String)>,
+    /// The W3C trace context of the enqueue, when traces are on (empty otherwise).
+    traceparent: String,
 }
 
 /// One script call of a group commit: a partition, a lane, and the (job, task) places of the
@@ -213,9 +217,30 @@ impl Engine {
     pub async fn enqueue_many(&self, specs: Vec<TaskSpec>) -> Result<Vec<Enqueued>, EngineError> {
         // Tasks with no routing key go to one partition per call, each in turn.
         let any = if self.partitions() > 1 { self.next_part() } else { 0 };
-        let prepared = specs.into_iter().map(|s| self.prepare(s, any)).collect::<Result<Vec<_>, _>>()?;
+        // With traces on, the enqueue is a span, and its context goes into every entry: the
+        // tasks' attempts are its children.
+        let span = tracing::debug_span!(
+            "enqueue",
+            tasks = specs.len(),
+            otel.name = tracing::field::Empty,
+            otel.kind = tracing::field::Empty,
+            otel.status_description = tracing::field::Empty,
+        );
+        let traceparent = match span.is_disabled() {
+            true => String::new(),
+            false => {
+                trace::name(&span, || "enqueue".into(), "producer");
+                span.in_scope(trace::current_traceparent).unwrap_or_default()
+            }
+        };
+        let mut prepared = specs.into_iter().map(|s| self.prepare(s, any)).collect::<Result<Vec<_>, _>>()?;
         if prepared.is_empty() {
             return Ok(Vec::new());
+        }
+        if !traceparent.is_empty() {
+            for p in &mut prepared {
+                p.traceparent.clone_from(&traceparent);
+            }
         }
         let own: Vec<(Lane, String)> = prepared.iter().map(|p| (p.lane, p.kind.clone())).collect();
         let (reply, answer) = oneshot::channel();
@@ -229,7 +254,12 @@ impl Engine {
         batcher
             .send(Job { tasks: prepared, reply })
             .map_err(|_| EngineError::BadInput("the engine is shutting down".into()))?;
-        let queued = answer.await.map_err(|_| EngineError::BadInput("the engine is shutting down".into()))??;
+        let queued = answer
+            .instrument(span.clone())
+            .await
+            .map_err(|_| EngineError::BadInput("the engine is shutting down".into()))
+            .and_then(|r| r)
+            .inspect_err(|e| trace::failed(&span, &e.to_string()))?;
         for ((lane, kind), q) in own.iter().zip(&queued) {
             if q.is_new() {
                 enqueued(*lane, kind).increment(1);
@@ -368,6 +398,7 @@ impl Engine {
             fingerprint,
             order_key,
             later,
+            traceparent: String::new(),
         })
     }
 
@@ -409,7 +440,8 @@ impl Engine {
                 .arg(&t.fingerprint)
                 .arg(&t.order_key)
                 .arg(t.later.as_ref().map(|(due, _)| due.to_string()).unwrap_or_default())
-                .arg(t.later.as_ref().map(|(_, id)| id.as_str()).unwrap_or_default());
+                .arg(t.later.as_ref().map(|(_, id)| id.as_str()).unwrap_or_default())
+                .arg(&t.traceparent);
         }
         let mut con = self.conn();
         let answers: Vec<Option<String>> = inv.invoke_async(&mut con).await.map_err(EngineError::Redis)?;

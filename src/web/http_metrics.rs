@@ -21,6 +21,7 @@ use axum::response::Response;
 use tower::{Layer, Service};
 
 use crate::telemetry::recorder::Handles;
+use crate::telemetry::trace;
 
 const METHODS: [Method; 9] = [
     Method::GET,
@@ -71,7 +72,24 @@ where
             "request",
             method = METHODS.get(method).map_or("OTHER", Method::as_str),
             route = route.as_ref().map_or("unmatched", MatchedPath::as_str),
+            trace_id = tracing::field::Empty,
+            otel.name = tracing::field::Empty,
+            otel.kind = tracing::field::Empty,
+            otel.status_description = tracing::field::Empty,
         );
+        // A caller's trace context (W3C `traceparent`) is honoured: the request joins its trace.
+        let traceparent = req.headers().get("traceparent").and_then(|v| v.to_str().ok());
+        if traceparent.is_some() || trace::enabled() {
+            trace::name(
+                &span,
+                || {
+                    let m = METHODS.get(method).map_or("OTHER", Method::as_str);
+                    route.as_ref().map_or_else(|| m.to_string(), |r| format!("{m} {}", r.as_str()))
+                },
+                "server",
+            );
+            trace::adopt(&span, traceparent);
+        }
         let inner = {
             let _entered = span.enter();
             self.inner.call(req)
@@ -103,6 +121,9 @@ where
         let _entered = this.span.enter();
         let out = std::task::ready!(this.inner.poll(cx));
         if let Ok(resp) = &out {
+            if resp.status().is_server_error() {
+                trace::failed(this.span, resp.status().as_str());
+            }
             record(this.route.as_ref(), *this.method, resp.status().as_u16(), this.started.elapsed().as_secs_f64());
         }
         Poll::Ready(out)

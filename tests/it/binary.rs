@@ -24,12 +24,12 @@ fn cli(url: &str, prefix: &str, args: &[&str]) -> (bool, String, String) {
 }
 
 /// The `serve` child, killed if the test ends before it stopped by itself.
-struct Serve(std::process::Child);
+pub(crate) struct Serve(std::process::Child);
 
 impl Serve {
     /// `switchyard serve --roles <roles>` on the test's deployment, with the admin token the
     /// tests use, its output dropped; `adjust` adds settings and redirects output.
-    fn start(env: &TestEnv, roles: &str, adjust: impl FnOnce(&mut Command) -> &mut Command) -> Serve {
+    pub(crate) fn start(env: &TestEnv, roles: &str, adjust: impl FnOnce(&mut Command) -> &mut Command) -> Serve {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
         cmd.args(["serve", "--roles", roles])
             .env("SWITCHYARD_REDIS_URL", &env.url)
@@ -42,13 +42,13 @@ impl Serve {
         Serve(cmd.spawn().expect("start switchyard serve"))
     }
 
-    fn sigterm(&self) {
+    pub(crate) fn sigterm(&self) {
         let status = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status().unwrap();
         assert!(status.success());
     }
 
     /// Wait for the process to exit by itself.
-    async fn exited(&mut self) -> std::process::ExitStatus {
+    pub(crate) async fn exited(&mut self) -> std::process::ExitStatus {
         let deadline = std::time::Instant::now() + WAIT;
         loop {
             if let Some(s) = self.0.try_wait().unwrap() {

@@ -272,10 +272,10 @@ async fn rbm_round_trip() {
 // ---------------------------------------------------------------------------------------------
 
 /// Requests an LLM stand-in received: `Authorization` header and body.
-type LlmRequests = Arc<Mutex<Vec<(Option<String>, Value)>>>;
+pub(crate) type LlmRequests = Arc<Mutex<Vec<(Option<String>, Value)>>>;
 
 /// A local chat-completions endpoint answering `answer` after `delay`, recording requests.
-async fn llm_server(answer: &'static str, delay: Duration) -> (String, LlmRequests) {
+pub(crate) async fn llm_server(answer: &'static str, delay: Duration) -> (String, LlmRequests) {
     let seen: LlmRequests = Arc::default();
     let log = seen.clone();
     let app = Router::new().route(

@@ -32,5 +32,6 @@ mod metrics;
 mod ordering;
 mod pause;
 mod schedule;
+mod traces;
 mod webhook_ids;
 mod webhooks;

@@ -81,6 +81,8 @@ pub(crate) struct Delivery {
     pub deliveries: u32,
     /// The order key and this task's number in its sequence, for ordered tasks.
     pub order: Option<(String, u64)>,
+    /// The W3C trace context of the enqueue that queued it, when traces were on there.
+    pub traceparent: Option<String>,
     /// A new task without a record: its first start writes the record's fields that come from
     /// the entry (ordered tasks get their record when read, redriven ones keep theirs).
     pub unrecorded: bool,
@@ -112,6 +114,7 @@ impl Delivery {
             at_us: get("at").and_then(|v| v.parse().ok()).unwrap_or(0),
             max: get("max").and_then(|v| v.parse().ok()).unwrap_or(1),
             base: get("base").and_then(|v| v.parse().ok()).unwrap_or(0),
+            traceparent: get("tp").map(str::to_string),
             deliveries,
             order: match (get("okey"), get("seq").and_then(|v| v.parse().ok())) {
                 (Some(k), Some(n)) if !k.is_empty() => Some((k.to_string(), n)),

@@ -13,6 +13,7 @@ use super::commit::{Done, Event, Failed, Start};
 use super::{Delivery, Phase, Shared, set_phase};
 use crate::engine::registry::StopSignal;
 use crate::engine::{Attempt, Outcome, StopReason, TaskContext, TaskState, now_ms, now_us};
+use crate::telemetry::trace;
 
 /// Start a backlog entry as a tokio task holding its capacity permits.
 pub(super) fn spawn(sh: &Arc<Shared>, d: Delivery, permits: (OwnedSemaphorePermit, OwnedSemaphorePermit)) {
@@ -29,7 +30,22 @@ pub(super) fn spawn(sh: &Arc<Shared>, d: Delivery, permits: (OwnedSemaphorePermi
     };
     let id = d.id.clone();
     // Every line logged while the attempt runs names it (with `LOG_FORMAT=json`, as fields).
-    let span = tracing::info_span!("task", task_id = %d.id, kind = %d.kind, lane = %d.lane, attempt = d.attempt());
+    let span = tracing::info_span!(
+        "task",
+        task_id = %d.id,
+        kind = %d.kind,
+        lane = %d.lane,
+        attempt = d.attempt(),
+        trace_id = tracing::field::Empty,
+        otel.name = tracing::field::Empty,
+        otel.kind = tracing::field::Empty,
+        otel.status_description = tracing::field::Empty,
+    );
+    // Each attempt is a span of its own, a child of the enqueue its entry names.
+    if d.traceparent.is_some() || trace::enabled() {
+        trace::name(&span, || format!("run {}", d.kind), "consumer");
+        trace::adopt(&span, d.traceparent.as_deref());
+    }
     let handle = tokio::spawn(run(sh.clone(), d, permits, stop).instrument(span));
     if let Some(f) = sh.in_flight.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&id)
         && f.phase == Phase::Running
@@ -373,6 +389,7 @@ fn record(
         Some(StopReason::Revoked) => ("revoked", format!("{error} (revoked)")),
         _ => (label, error),
     };
+    trace::failed(&tracing::Span::current(), &error);
     let aj = attempt_json(sh, d, started_ms, elapsed, label, Some(&error));
     let retry_at = if retryable && d.deliveries < d.max {
         let delay = sh.engine.retry_policy(&d.kind).delay(d.attempt(), asked, fastrand::f64());

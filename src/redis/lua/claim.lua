@@ -66,15 +66,16 @@ for j = 1, #move, 2 do
   local id = move[j]
   redis.call('ZREM', later, id)
   local key = key_task(root, id)
-  local f = redis.call('HMGET', key, 'state', 'kind', 'payload', 'max_attempts', 'order_key')
+  local f = redis.call('HMGET', key, 'state', 'kind', 'payload', 'max_attempts', 'order_key', 'tp')
   -- one cancelled meanwhile is REVOKED already (cancel.lua takes it out of the set too)
   if f[1] == 'PENDING' and f[2] then
     local fields = {'id', id, 'kind', f[2], 'payload', f[3] or 'null', 'at', move[j + 1] .. '000', 'max', f[4] or '1'}
     if f[5] and f[5] ~= '' then fields[#fields + 1] = 'okey'; fields[#fields + 1] = f[5] end
+    if f[6] and f[6] ~= '' then fields[#fields + 1] = 'tp'; fields[#fields + 1] = f[6] end
     local entry = redis.call('XADD', stream, '*', unpack(fields))
     -- a queued task's payload is in its entry (as for any other)
     redis.call('HSET', key, 'entry', entry)
-    redis.call('HDEL', key, 'payload', 'run_at')
+    redis.call('HDEL', key, 'payload', 'run_at', 'tp')
   end
 end
 

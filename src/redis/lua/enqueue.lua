@@ -15,7 +15,8 @@
 -- '' for none), the key as earlier builds kept their markers ('' unless they may still hold
 -- some), the fingerprint of its kind and payload ('' when a repeat is only told apart: the
 -- marker then holds no id, as for webhooks' message ids), order key ('' for none), the time (ms)
--- it is due ('' for now) and, when it is due later, its id
+-- it is due ('' for now), when it is due later, its id, and the W3C trace context of the
+-- enqueue ('' when traces are off; kept as the entry's `tp`, or the record's when due later)
 -- The depth that counts is the lane's outstanding work (entries not yet read plus entries
 -- delivered and not acked), not XLEN: acked entries wait behind the oldest pending one to be
 -- trimmed, and must not make a lane look full), and the tasks queued for later.
@@ -35,7 +36,7 @@
 -- 's' .. its id for a task queued for later, 'S' .. its id when it is the first due of them.
 local stream, later, root, place = KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2])
 local window, limit, now_us, group, lane = ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6], ARGV[7]
-local per, head = 9, 7
+local per, head = 10, 7
 local n = (#ARGV - head) / per
 local slice_ms = tonumber(window)
 local slice = math.floor(math.floor(tonumber(now_us) / 1000) / slice_ms)
@@ -72,7 +73,7 @@ local out = {}
 for i = 0, n - 1 do
   local a = head + 1 + i * per
   local kind, payload, max, idem, legacy = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
-  local fp, okey, due, later_id = ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8]
+  local fp, okey, due, later_id, tp = ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8], ARGV[a + 9]
   local marker, earlier
   if idem ~= '' then
     local shard = string.byte(idem, 1)
@@ -109,12 +110,18 @@ for i = 0, n - 1 do
       redis.call('HSET', key, 'kind', kind, 'lane', lane, 'state', 'PENDING', 'max_attempts', max, 'payload', payload,
         'created_at', string.sub(now_us, 1, -4), 'run_at', due)
       if okey ~= '' then redis.call('HSET', key, 'order_key', okey) end
+      if tp ~= '' then redis.call('HSET', key, 'tp', tp) end
       redis.call('ZADD', later, due, later_id)
       if marker and fp ~= '' then redis.call('HSET', marker, idem, later_id .. ' ' .. fp) end
       local first = redis.call('ZRANGE', later, 0, 0)[1]
       out[#out + 1] = (first == later_id and 'S' or 's') .. later_id
     else
-      if okey == '' then
+      if tp ~= '' then
+        local f = {'kind', kind, 'payload', payload, 'at', now_us, 'max', max}
+        if okey ~= '' then f[9] = 'okey'; f[10] = okey end
+        f[#f + 1] = 'tp'; f[#f + 1] = tp
+        entry = redis.call('XADD', stream, '*', unpack(f))
+      elseif okey == '' then
         entry = redis.call('XADD', stream, '*', 'kind', kind, 'payload', payload, 'at', now_us, 'max', max)
       else
         entry = redis.call('XADD', stream, '*', 'kind', kind, 'payload', payload, 'at', now_us, 'max', max, 'okey', okey)

@@ -33,9 +33,10 @@ local todo = {}
 for i, e in ipairs(entries) do
   local entry, fields = e[1], e[2]
   local kind, max, okey, named, numbered
-  if fields[1] == 'kind' and fields[7] == 'max' and (#fields == 8 or fields[9] == 'okey') then
-    -- as enqueue.lua writes them: kind, payload, at, max[, okey]
-    kind, max, okey = fields[2], fields[8], fields[10]
+  if fields[1] == 'kind' and fields[7] == 'max' and (#fields == 8 or fields[9] == 'okey' or fields[9] == 'tp') then
+    -- as enqueue.lua writes them: kind, payload, at, max[, okey][, tp]
+    kind, max = fields[2], fields[8]
+    if fields[9] == 'okey' then okey = fields[10] end
   else
     for j = 1, #fields, 2 do
       local k = fields[j]
