@@ -226,6 +226,23 @@ async fn a_traceparent_sent_with_a_task_is_the_parent_of_its_work() {
     assert_eq!((request.name.as_str(), request.kind), ("POST /tasks", 2));
     assert_eq!(request.parent, caller, "the request's parent is the caller's span");
 
+    // A task queued for later keeps the context until it is due.
+    let answer = client()
+        .post(format!("http://127.0.0.1:{port}/tasks"))
+        .bearer_auth("cli-token-0123456789")
+        .header("traceparent", format!("00-{trace}-{caller}-01"))
+        .json(&json!({"kind": "diag.noop", "delay": "1s"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 202);
+    wait_until("the later task's attempt span was exported", async || collector.named("run diag.noop").len() == 2)
+        .await;
+    let later = &collector.named("run diag.noop")[1];
+    assert_eq!(later.trace, trace, "{later:?}");
+    let enqueue = collector.by_id(&later.parent);
+    assert_eq!((enqueue.name.as_str(), collector.by_id(&enqueue.parent).parent.as_str()), ("enqueue", caller));
+
     // The task's log lines name the trace.
     let answer = client()
         .post(format!("http://127.0.0.1:{port}/tasks"))
