@@ -19,12 +19,13 @@ run: build
 
 ## The whole test suite, against real Redis servers the tests start themselves; the dashboard is
 ## also tested in a headless Chromium, /metrics and Prometheus's files with promtool (fetched on
-## first use), docker-compose.yml with docker-compose and the systemd unit with systemd-analyze. The
+## first use), docker-compose.yml with docker-compose, the systemd unit with systemd-analyze and the
+## OpenAPI document with openapi-spec-validator (into a venv on first use). The
 ## integration suite runs again on a one-master Redis Cluster (a key outside a script's slot
 ## fails there), its engine, ingestion, ordering and conversation parts on three masters, and
 ## the whole conversation flow over six partitions of three masters.
 test:
-	@scripts/setup.sh chromium docker-compose systemd-analyze
+	@scripts/setup.sh chromium docker-compose systemd-analyze python3-venv
 	@# a thousand live listeners in one test: two thousand sockets
 	ulimit -n $$(ulimit -Hn) 2>/dev/null || true; cargo test --all-targets
 	ulimit -n $$(ulimit -Hn) 2>/dev/null || true; SWITCHYARD_TEST_CLUSTER=1 cargo test --test it

@@ -3,11 +3,19 @@
 # plus any commands named as arguments, each from the Debian package of the same name
 # (`scripts/setup.sh chromium` for the dashboard's browser test, `docker-compose` for the
 # deployment files' checks, `wrk` for the benchmarks) — `systemd-analyze` comes with `systemd`.
+# `python3-venv` names no command: it asks for python3 able to make a venv with pip (the OpenAPI
+# document's validator is installed into one, scripts/tools.sh).
 # As root it installs through apt; otherwise it prints the exact command to run.
 set -euo pipefail
 
 need=()
 for cmd in redis-server "$@"; do
+  case "$cmd" in
+    python3-venv)
+      if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then need+=(python3 python3-venv); fi
+      continue
+      ;;
+  esac
   if ! command -v "$cmd" >/dev/null 2>&1; then
     case "$cmd" in
       systemd-analyze) need+=(systemd) ;;

@@ -10,7 +10,7 @@ use crate::conversation::responder::{Intent, Language, detect_language};
 use crate::conversation::store::{StoredTurn, Who};
 
 /// A conversation's figures, from its turns alone.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ConversationAnalytics {
     pub turns: u64,
     pub customer_messages: u64,
@@ -29,14 +29,14 @@ pub struct ConversationAnalytics {
 }
 
 /// The customer's mood over the conversation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Sentiment {
     /// The average of the customer messages' scores, each in [-1, 1]; 3 decimals.
     pub score: f64,
     pub label: SentimentLabel,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SentimentLabel {
     Negative,
@@ -45,7 +45,7 @@ pub enum SentimentLabel {
 }
 
 /// The record kept under `conv:<id>:analytics` and shown to operators.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StoredAnalytics {
     pub conversation_id: String,
     /// From the conversation's summary at the time of the run.

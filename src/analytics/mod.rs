@@ -4,6 +4,6 @@
 
 pub(crate) mod cleanup;
 pub mod conversation;
-mod figures;
+pub(crate) mod figures;
 pub(crate) mod report;
 mod store;

@@ -27,7 +27,7 @@ const SLOWEST: usize = 5;
 // maps, which sort their keys, and stored reports and API clients have them in that order.
 
 /// How the deployment has been doing over a window.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub(crate) struct Report {
     pub dlq: DlqFigures,
     pub generated_at: String,
@@ -41,7 +41,7 @@ pub(crate) struct Report {
 }
 
 /// The dead letters, and how many more there are than at the previous report.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub(crate) struct DlqFigures {
     pub depth: u64,
     /// `None` for the first report (or when the previous one is unreadable).
@@ -49,7 +49,7 @@ pub(crate) struct DlqFigures {
 }
 
 /// The time a report covers: from the start of its first minute to when it was made.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub(crate) struct Window {
     pub from: String,
     /// At least 1.
@@ -58,7 +58,7 @@ pub(crate) struct Window {
 }
 
 /// Outcomes, throughput and times of one lane or one kind.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub(crate) struct Figures {
     pub failed: u64,
     /// The kind, in a report's `kinds` (a lane's figures are keyed by the lane).
@@ -77,7 +77,7 @@ pub(crate) struct Figures {
 }
 
 /// A histogram's count and percentiles, in ms (3 decimals); `None` without any value.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub(crate) struct Percentiles {
     pub count: u64,
     pub max: Option<f64>,
@@ -87,7 +87,7 @@ pub(crate) struct Percentiles {
 }
 
 /// One of the slowest kinds.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub(crate) struct SlowKind {
     pub kind: String,
     pub lane: String,

@@ -7,7 +7,7 @@ use super::responder::{Intent, Turn};
 use crate::engine::{Engine, EngineError, now_ms};
 pub use crate::model::ConversationKey;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Who {
     Customer,

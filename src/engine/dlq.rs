@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::{Attempt, Engine, EngineError, Lane, format_ms, now_ms};
 
 /// One dead task, with everything needed to understand and replay it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DeadLetter {
     /// The dead letter's own id: its DLQ stream entry, followed by `@` and its partition when
     /// that is not the first ([`letter_id`]).
@@ -93,7 +93,7 @@ impl DlqFilter {
 }
 
 /// What a redrive did (or, with a dry run, would do).
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct RedriveReport {
     pub matched: u64,
     pub redriven: u64,

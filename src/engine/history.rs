@@ -88,7 +88,7 @@ pub(crate) fn kind_matches(pattern: &str, kind: &str) -> bool {
 }
 
 /// A task that finished, as the history keeps it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct FinishedTask {
     pub task_id: String,
     pub kind: String,

@@ -9,7 +9,7 @@ use super::{Engine, EngineError, Lane, entry_of_task, format_ms, is_later_id, no
 use crate::redis::reply::value_str;
 
 /// A task waiting for its time.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct LaterTask {
     pub task_id: String,
     pub kind: String,

@@ -14,7 +14,7 @@ use crate::redis::reply::{value_str, value_u64};
 /// `pending` the entries delivered to a worker and not yet acked (Redis's pending entries
 /// list), of which `retrying` wait out a backoff and `active` are being run; `lag` the entries
 /// no worker has read yet; `scheduled` the tasks queued for later, not in the lane until due.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct LaneStatus {
     pub depth: u64,
     pub active: u64,
@@ -28,15 +28,17 @@ pub struct LaneStatus {
     pub paused: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct QueuesStatus {
+    /// Each lane's figures, by lane name.
+    #[schema(value_type = std::collections::BTreeMap<String, LaneStatus>)]
     pub queues: HashMap<&'static str, LaneStatus>,
     pub dlq_depth: u64,
     pub timestamp: String,
 }
 
 /// A task being run now.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ActiveTask {
     pub task_id: String,
     pub kind: String,

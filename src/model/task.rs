@@ -7,7 +7,7 @@ use serde_json::Value;
 
 /// A lane is a stream with its own consumer group and concurrency limit. Listed in priority
 /// order: a worker with free capacity takes conversations before webhooks before analytics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Lane {
     Conversations,
@@ -61,7 +61,7 @@ impl std::fmt::Display for Lane {
 }
 
 /// Task states, with Celery's names so the seed's clients keep working.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum TaskState {
     Pending,
@@ -104,17 +104,22 @@ impl TaskState {
 }
 
 /// What a producer asks for.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskSpec {
+    /// A registered kind; another is refused (400).
     pub kind: String,
+    /// Any JSON; `null` when left out.
     #[serde(default)]
+    #[schema(required = false)]
     pub payload: Value,
     #[serde(default)]
     pub lane: Option<Lane>,
     #[serde(default)]
     pub idempotency_key: Option<String>,
+    /// Attempts in all, 1–100; `MAX_RETRIES + 1` when left out.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 100)]
     pub max_attempts: Option<u32>,
     /// Tasks with the same order key run one at a time, in the order they were queued (a
     /// conversation's messages, its replies). Retries keep their place: the next one waits.
@@ -123,9 +128,11 @@ pub struct TaskSpec {
     /// Run no sooner than this long after it is queued (`"90s"`, `"1h 30m"`); see
     /// [`TaskSpec::due_ms`].
     #[serde(default, deserialize_with = "de_delay")]
+    #[schema(value_type = Option<String>, example = "90s")]
     pub delay: Option<Duration>,
     /// Run no sooner than this time (ms since the epoch; given as RFC 3339, `run_at`).
     #[serde(default, rename = "run_at", deserialize_with = "de_rfc3339")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub run_at_ms: Option<u64>,
     /// The payload already serialized (producers that have it as JSON text skip a round of
     /// building and serializing a value); used instead of `payload` when set.
@@ -252,7 +259,7 @@ fn de_rfc3339<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::
 }
 
 /// One attempt at running a task, as recorded in its history.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Attempt {
     pub attempt: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -269,7 +276,7 @@ pub struct Attempt {
 }
 
 /// A task's record as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TaskStatus {
     pub task_id: String,
     pub status: TaskState,

@@ -227,7 +227,7 @@ async fn fire_due(engine: &Engine, schedules: &[ScheduleDef], me: &str, token: u
 /// Every schedule as operators see it, and the process firing them. (Fields here and in
 /// [`ScheduleStatus`] are in alphabetical order: that is the order clients of `GET /schedules`
 /// have always been given them in.)
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ScheduleList {
     /// The process holding the scheduler's lease; `None` when no scheduler runs.
     pub leader: Option<String>,
@@ -235,7 +235,7 @@ pub struct ScheduleList {
 }
 
 /// A schedule as operators see it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ScheduleStatus {
     pub cron: String,
     pub enabled: bool,

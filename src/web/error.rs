@@ -2,7 +2,7 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
 
 use crate::engine::EngineError;
 
@@ -39,6 +39,32 @@ pub enum ApiError {
     /// Too many wrong admin tokens from this address: how long until it may try again.
     #[error("too many wrong admin tokens from this address; try again in {} s", retry_secs(*.0))]
     Throttled(std::time::Duration),
+}
+
+/// The body of every error answer of the API and the webhooks.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"error": {"code": "not_found", "message": "no task with id 0193..."}}))]
+pub(crate) struct ErrorBody {
+    pub(crate) error: ErrorDetail,
+    /// Only with `idempotency_conflict`: the first task's id, the task that used the key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) task_id: Option<String>,
+}
+
+/// What went wrong.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorDetail {
+    /// Stable, for programs.
+    #[schema(value_type = String, example = "not_found")]
+    pub(crate) code: &'static str,
+    /// For people; may change.
+    pub(crate) message: String,
+}
+
+impl ErrorBody {
+    pub(crate) fn new(code: &'static str, message: impl Into<String>) -> ErrorBody {
+        ErrorBody { error: ErrorDetail { code, message: message.into() }, task_id: None }
+    }
 }
 
 /// A wait as whole seconds for `Retry-After` (at least one).
@@ -109,10 +135,10 @@ impl ApiError {
             ApiError::Internal(_) => "internal error; see the server log".to_string(),
             other => other.to_string(),
         };
-        let mut body = json!({"error": {"code": code, "message": message}});
+        let mut body = ErrorBody::new(code, message);
         if let ApiError::IdempotencyConflict(task_id) = &self {
             // The first task, where a client reads a task id.
-            body["task_id"] = json!(task_id);
+            body.task_id = Some(task_id.clone());
         }
         let mut resp = (status, axum::Json(body)).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {

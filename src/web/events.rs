@@ -19,7 +19,8 @@ use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
+use super::openapi::StoreErrors;
 use crate::engine::history::kind_matches;
 use crate::engine::{Engine, TaskEvent, TaskFollow, TaskState, TaskStatus};
 
@@ -98,7 +99,16 @@ impl TaskFeed {
     }
 }
 
-/// `GET /tasks/{id}/events`
+/// `GET /tasks/{id}/events`: one task's events as Server-Sent Events: its status first (event
+/// `status`, the object `GET /tasks/{id}` answers), then each state it enters (`state`) and each
+/// progress report (`progress`); the stream ends after a final state.
+#[utoipa::path(get, path = "/tasks/{id}/events", tag = "events",
+    params(("id" = String, Path, description = "The task's id")),
+    responses(
+        (status = 200, description = "Server-Sent Events; each event's data is one JSON object", content_type = "text/event-stream", body = String),
+        (status = 404, description = "No such task", body = ErrorBody),
+        StoreErrors,
+    ))]
 pub(super) async fn task_events(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -117,15 +127,25 @@ pub(super) async fn task_events(
     Ok(sse(futures_util::stream::unfold(feed, TaskFeed::next)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct EventsQuery {
+    /// A kind, or a pattern with `*` at its start or end.
     kind: Option<String>,
+    /// A lane's name.
     lane: Option<String>,
 }
 
 /// `GET /events?kind=&lane=`: every task's events, of a kind (a name, or a pattern with `*` at
 /// its start or end) and a lane when given. A listener that falls far behind is told how many it
 /// missed, in a comment.
+#[utoipa::path(get, path = "/events", tag = "events",
+    params(EventsQuery),
+    responses(
+        (status = 200, description = "Server-Sent Events (`state`, `progress`); each event's data is one JSON object", content_type = "text/event-stream", body = String),
+        (status = 400, description = "An unknown lane (`bad_request`)", body = ErrorBody),
+        StoreErrors,
+    ))]
 pub(super) async fn all_events(
     State(s): State<AppState>,
     super::JsonQuery(q): super::JsonQuery<EventsQuery>,

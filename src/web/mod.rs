@@ -9,6 +9,7 @@ mod error;
 mod events;
 pub mod front;
 mod http_metrics;
+pub mod openapi;
 pub mod throttle;
 mod webhooks;
 
@@ -22,10 +23,11 @@ use axum::extract::{FromRequest, Request, State};
 use axum::http::StatusCode;
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
-use serde_json::json;
+use serde::Serialize;
 use tower_http::timeout::TimeoutLayer;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::engine::Engine;
 use error::ApiError;
@@ -98,38 +100,58 @@ pub fn metrics_at_zero() {
     metrics::gauge!("switchyard_http_connections").increment(0.0);
 }
 
+/// The routes of the JSON API, the webhooks, health and metrics, each registered with its
+/// OpenAPI description (`routes!` takes a handler's `#[utoipa::path]`): a route cannot be served
+/// without being in the document. The admin routes are apart, for the token check to be layered
+/// on them and their security to be written in the document ([`openapi::openapi`]).
+pub(crate) struct ApiRoutes {
+    /// Health, readiness, metrics and the document itself: no token.
+    pub public: OpenApiRouter<AppState>,
+    /// Everything behind the admin token.
+    pub admin: OpenApiRouter<AppState>,
+    /// `/webhooks/...`: each platform's own signature or token.
+    pub webhooks: OpenApiRouter<AppState>,
+}
+
+pub(crate) fn api_routes() -> ApiRoutes {
+    let public = OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics_text))
+        .routes(routes!(openapi::openapi_json));
+    let admin = OpenApiRouter::new()
+        .routes(routes!(api::enqueue, api::history))
+        .routes(routes!(api::scheduled))
+        .routes(routes!(api::task_status))
+        .routes(routes!(api::run_now))
+        .routes(routes!(events::task_events))
+        .routes(routes!(events::all_events))
+        .routes(routes!(api::cancel))
+        .routes(routes!(api::conversation_task_status))
+        .routes(routes!(api::conversation_task_cancel))
+        .routes(routes!(api::queues_status))
+        .routes(routes!(api::active))
+        .routes(routes!(conversations::message))
+        .routes(routes!(conversations::webhook_interaction))
+        .routes(routes!(conversations::get))
+        .routes(routes!(conversations::continue_conversation))
+        .routes(routes!(api::report_request))
+        .routes(routes!(api::report_latest))
+        .routes(routes!(api::lane_pause))
+        .routes(routes!(api::schedules))
+        .routes(routes!(api::schedule_run))
+        .routes(routes!(api::dlq_list))
+        .routes(routes!(api::dlq_redrive))
+        .routes(routes!(api::dlq_show, api::dlq_delete));
+    ApiRoutes { public, admin, webhooks: webhooks::routes() }
+}
+
 pub fn router(state: AppState) -> Router {
-    let admin = Router::new()
-        .route("/tasks", post(api::enqueue).get(api::history))
-        .route("/tasks/scheduled", get(api::scheduled))
-        .route("/tasks/{id}", get(api::task_status))
-        .route("/tasks/{id}/run", post(api::run_now))
-        .route("/tasks/{id}/events", get(events::task_events))
-        .route("/events", get(events::all_events))
-        .route("/tasks/{id}/cancel", post(api::cancel))
-        .route("/conversations/tasks/{id}/status", get(api::task_status))
-        .route("/conversations/tasks/{id}/cancel", post(api::cancel))
-        .route("/conversations/tasks/queues/status", get(api::queues_status))
-        .route("/conversations/tasks/active", get(api::active))
-        .route("/conversations/message", post(conversations::message))
-        .route("/conversations/webhook-interaction", post(conversations::webhook_interaction))
-        .route("/conversations/{id}", get(conversations::get))
-        .route("/conversations/{id}/continue", post(conversations::continue_conversation))
-        .route("/analytics/reports", post(api::report_request))
-        .route("/analytics/reports/latest", get(api::report_latest))
-        .route("/lanes/{lane}/{action}", post(api::lane_pause))
-        .route("/schedules", get(api::schedules))
-        .route("/schedules/{name}/run", post(api::schedule_run))
-        .route("/dlq", get(api::dlq_list))
-        .route("/dlq/redrive", post(api::dlq_redrive))
-        .route("/dlq/{id}", get(api::dlq_show).delete(api::dlq_delete))
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_admin));
+    let ApiRoutes { public, admin, webhooks } = api_routes();
+    let admin = admin.route_layer(middleware::from_fn_with_state(state.clone(), auth::require_admin));
+    let (api, _) = public.merge(admin).merge(webhooks).split_for_parts();
     Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_text))
-        .merge(admin)
-        .merge(webhooks::router())
+        .merge(api)
         .merge(dashboard::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -139,26 +161,58 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn healthz() -> impl IntoResponse {
-    axum::Json(json!({"status": "ok"}))
+/// `GET /healthz`'s answer.
+#[derive(Serialize, utoipa::ToSchema)]
+struct Health {
+    /// Always `ok`.
+    #[schema(value_type = String, example = "ok")]
+    status: &'static str,
 }
 
+/// Liveness: the process serves.
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "The process serves", body = Health)))]
+async fn healthz() -> impl IntoResponse {
+    axum::Json(Health { status: "ok" })
+}
+
+/// `GET /readyz`'s answer.
+#[derive(Serialize, utoipa::ToSchema)]
+struct Readiness {
+    ready: bool,
+    /// Why not, when not ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    reason: Option<&'static str>,
+}
+
+/// Readiness: Redis answers and the consumer groups exist, and the process is not shutting down.
+#[utoipa::path(get, path = "/readyz", tag = "health", responses(
+    (status = 200, description = "Ready: `{\"ready\": true}`", body = Readiness),
+    (status = 503, description = "Not ready (Redis unreachable, consumer groups missing) or shutting down", body = Readiness),
+))]
 async fn readyz(State(state): State<AppState>) -> Response {
     if state.draining.load(Ordering::Relaxed) {
-        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"ready": false, "reason": "shutting down"})))
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(Readiness { ready: false, reason: Some("shutting down") }),
+        )
             .into_response();
     }
     if state.ready.load(Ordering::Relaxed) {
-        axum::Json(json!({"ready": true})).into_response()
+        axum::Json(Readiness { ready: true, reason: None }).into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({"ready": false, "reason": "Redis unreachable or consumer groups missing"})),
+            axum::Json(Readiness { ready: false, reason: Some("Redis unreachable or consumer groups missing") }),
         )
             .into_response()
     }
 }
 
+/// Prometheus text format (docs/metrics.md).
+#[utoipa::path(get, path = "/metrics", tag = "health", responses(
+    (status = 200, description = "The metrics, in Prometheus text format", content_type = "text/plain; version=0.0.4", body = String),
+))]
 async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.prometheus.render())
 }
@@ -170,7 +224,7 @@ async fn not_found() -> ApiError {
 async fn method_not_allowed() -> Response {
     (
         StatusCode::METHOD_NOT_ALLOWED,
-        axum::Json(json!({"error": {"code": "method_not_allowed", "message": "method not allowed on this route"}})),
+        axum::Json(error::ErrorBody::new("method_not_allowed", "method not allowed on this route")),
     )
         .into_response()
 }

@@ -5,7 +5,7 @@
 //! `webhook_ids` what names an event (empty, blank and over-long ids, unreadable items);
 //! `delivery` replies going out to a local stand-in for the platforms; `conversations` the
 //! conversation store; `faults` races and Redis faults; `cluster` Redis Cluster; `failover` a cluster changing under load (a master killed, a slot moved); `pause` pausing a lane; `ordering` tasks run in order per key; `flow` a webhook in, its reply out; `schedule` the scheduler; `binary` the `switchyard`
-//! command itself.
+//! command itself; `openapi` the OpenAPI document against a real validator and the router.
 
 mod analytics;
 mod analytics_conv;
@@ -29,6 +29,7 @@ mod later;
 mod link;
 mod memory;
 mod metrics;
+mod openapi;
 mod ordering;
 mod pause;
 mod schedule;
