@@ -129,6 +129,8 @@ pub(crate) struct Hub {
     subscriptions: watch::Sender<u64>,
     started: OnceLock<()>,
     stop: CancellationToken,
+    /// This process's messages to publish, sent in the order they were made.
+    publisher: OnceLock<mpsc::UnboundedSender<Vec<u8>>>,
 }
 
 impl Default for Hub {
@@ -139,6 +141,7 @@ impl Default for Hub {
             subscriptions: watch::channel(0).0,
             started: OnceLock::new(),
             stop: CancellationToken::new(),
+            publisher: OnceLock::new(),
         }
     }
 }
@@ -179,6 +182,26 @@ impl Hub {
     }
 }
 
+/// Largest message the publisher makes by joining the ones queued while it waited.
+const JOINED_AT_MOST: usize = 256 * 1024;
+
+/// Publish the messages queued, one at a time and in order — a task's start is never told after
+/// its end — joining the ones queued while the last was sent (they are lines; listeners split
+/// them).
+async fn publish_in_order(mut con: crate::redis::Conn, channel: String, mut rx: mpsc::UnboundedReceiver<Vec<u8>>) {
+    while let Some(mut payload) = rx.recv().await {
+        while payload.len() < JOINED_AT_MOST
+            && let Ok(more) = rx.try_recv()
+        {
+            payload.extend_from_slice(&more);
+        }
+        let r: redis::RedisResult<i64> = redis::cmd("PUBLISH").arg(&channel).arg(payload).query_async(&mut con).await;
+        if let Err(e) = r {
+            tracing::debug!(error = %e, "could not publish task events");
+        }
+    }
+}
+
 /// The task id an event's line starts with (`{"task_id":"…"`), when it needs no unescaping.
 fn task_id_of(line: &[u8]) -> Option<&str> {
     let rest = line.strip_prefix(b"{\"task_id\":\"")?;
@@ -199,15 +222,12 @@ impl Engine {
                 payload.push(b'\n');
             }
         }
-        let mut con = self.conn();
-        let channel = self.keys().events_channel();
-        tokio::spawn(async move {
-            let r: redis::RedisResult<i64> =
-                redis::cmd("PUBLISH").arg(channel).arg(payload).query_async(&mut con).await;
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "could not publish task events");
-            }
+        let publisher = self.hub().publisher.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(publish_in_order(self.conn(), self.keys().events_channel(), rx));
+            tx
         });
+        let _ = publisher.send(payload);
     }
 
     /// Start this process's subscription if it is not running, and wait (a few seconds at

@@ -259,10 +259,13 @@ async fn a_traceparent_sent_with_a_task_is_the_parent_of_its_work() {
     serve.exited().await;
     let text = std::fs::read_to_string(&log_path).unwrap();
     let _ = std::fs::remove_file(&log_path);
-    let panic = text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|l| l["message"] == "panicked")
-        .unwrap_or_else(|| panic!("no panic line: {text}"));
+    let lines: Vec<serde_json::Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let panic = lines.iter().find(|l| l["message"] == "panicked").unwrap_or_else(|| panic!("no panic line: {text}"));
     assert_eq!((&panic["span"]["task_id"], &panic["span"]["trace_id"]), (&json!(id), &json!(trace)), "{panic}");
+    // A line about the task outside its attempt names the trace itself.
+    let dead = lines
+        .iter()
+        .find(|l| l["message"] == "task failed for good; moved to the dead-letter queue")
+        .unwrap_or_else(|| panic!("no dead-letter line: {text}"));
+    assert_eq!((&dead["task_id"], &dead["trace_id"]), (&json!(id), &json!(trace)), "{dead}");
 }

@@ -82,6 +82,8 @@ pub(crate) struct Failed {
     pub run: Duration,
     /// An ordered task put back to wait for its turn: not an outcome, not counted.
     pub deferred: bool,
+    /// The trace its entry names, for the log lines about it.
+    pub trace_id: Option<String>,
 }
 
 pub(crate) enum Event {
@@ -441,7 +443,7 @@ fn after_write(sh: &Shared, starts: &[Start], dones: &[Done], fails: &[Failed], 
             _ => "stale",
         };
         if label == "failure" {
-            tracing::warn!(task_id = %f.id, kind = %f.kind, lane = %f.lane, attempt = f.attempt, error = %f.error, "task failed for good; moved to the dead-letter queue");
+            tracing::warn!(task_id = %f.id, kind = %f.kind, lane = %f.lane, attempt = f.attempt, trace_id = f.trace_id.as_deref(), error = %f.error, "task failed for good; moved to the dead-letter queue");
         }
         metrics::counter!("switchyard_tasks_finished_total", "lane" => f.lane.as_str(), "kind" => f.kind.clone(), "outcome" => label)
             .increment(1);

@@ -66,7 +66,7 @@ fn fence(sh: &Shared, vt: Duration, now: Instant) {
                     if f.stop.reason().is_none()
                         && let Some(d) = &f.delivery
                     {
-                        tracing::warn!(task_id = %id, kind = %d.kind, lane = %f.lane, attempt = d.attempt(), "claim not renewed for most of the visibility timeout; stopping the task and handing it back");
+                        tracing::warn!(task_id = %id, kind = %d.kind, lane = %f.lane, attempt = d.attempt(), trace_id = d.trace_id(), "claim not renewed for most of the visibility timeout; stopping the task and handing it back");
                     }
                     f.stop.stop(StopReason::Unrenewed);
                 }
@@ -97,7 +97,7 @@ fn fence(sh: &Shared, vt: Duration, now: Instant) {
         }
     }
     for d in abandoned {
-        tracing::warn!(task_id = %d.id, kind = %d.kind, lane = %d.lane, attempt = d.attempt(), "task did not stop before its claim could be taken; abandoned and handed back");
+        tracing::warn!(task_id = %d.id, kind = %d.kind, lane = %d.lane, attempt = d.attempt(), trace_id = d.trace_id(), "task did not stop before its claim could be taken; abandoned and handed back");
         sh.commit(run::handback(&d, run::UNRENEWED));
     }
     sh.wake.notify_one();

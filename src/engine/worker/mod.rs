@@ -134,6 +134,11 @@ impl Delivery {
         })
     }
 
+    /// The trace its entry names, when it names one (for log lines about the task).
+    pub(crate) fn trace_id(&self) -> Option<&str> {
+        self.traceparent.as_deref().and_then(crate::telemetry::trace::trace_id_of)
+    }
+
     /// The attempt number this delivery makes (1-based, across retries and redrives).
     pub(crate) fn attempt(&self) -> u32 {
         // `base` is read from the entry: one written by hand or corrupted must not overflow.

@@ -412,6 +412,7 @@ fn record(
         deliveries: d.deliveries,
         run: elapsed,
         deferred: false,
+        trace_id: d.trace_id().map(str::to_string),
     })
 }
 
@@ -451,5 +452,6 @@ pub(super) fn handback(d: &Delivery, why: &str) -> Event {
         deliveries: d.deliveries,
         run: Duration::ZERO,
         deferred: false,
+        trace_id: d.trace_id().map(str::to_string),
     })
 }

@@ -190,7 +190,7 @@ async fn claim(sh: &Arc<Shared>, con: &mut crate::redis::Conn, scan: bool, all: 
                 && let Some(d) = Delivery::from_fields(part, lane, entry, &f, deliveries)
             {
                 if reason == "reclaim" {
-                    tracing::warn!(task_id = %d.id, kind = %d.kind, %lane, attempt = d.attempt(), "reclaimed a task from a worker that stopped responding");
+                    tracing::warn!(task_id = %d.id, kind = %d.kind, %lane, attempt = d.attempt(), trace_id = d.trace_id(), "reclaimed a task from a worker that stopped responding");
                 }
                 got.push(d);
             }
