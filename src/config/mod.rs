@@ -105,6 +105,8 @@ pub struct Config {
     pub body_read_timeout: Duration,
     /// How long a kept-alive connection may wait for its next request.
     pub idle_timeout: Duration,
+    /// How long a request may take to be answered once its head is read (408 past it).
+    pub handler_timeout: Duration,
     /// Bytes of request bodies being received at once, all connections together.
     pub body_bytes_in_flight: usize,
     /// On SIGTERM, how long the listener keeps serving (with `/readyz` at 503) before it closes.
@@ -180,6 +182,7 @@ impl Default for Config {
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(15),
             idle_timeout: Duration::from_secs(75),
+            handler_timeout: Duration::from_secs(30),
             body_bytes_in_flight: 64 << 20,
             shutdown_delay: Duration::from_secs(5),
             redis_connect_timeout: Duration::from_secs(2),
@@ -337,6 +340,7 @@ impl Config {
         set_parse!(header_read_timeout, parse_duration);
         set_parse!(body_read_timeout, parse_duration);
         set_parse!(idle_timeout, parse_duration);
+        set_parse!(handler_timeout, parse_duration);
         set_parse!(body_bytes_in_flight, parse_bytes);
         set_parse!(shutdown_delay, parse_duration);
         set_parse!(redis_connect_timeout, parse_duration);
@@ -433,6 +437,7 @@ impl Config {
             ("HEADER_READ_TIMEOUT", self.header_read_timeout),
             ("BODY_READ_TIMEOUT", self.body_read_timeout),
             ("IDLE_TIMEOUT", self.idle_timeout),
+            ("HANDLER_TIMEOUT", self.handler_timeout),
             ("REDIS_CONNECT_TIMEOUT", self.redis_connect_timeout),
             ("REDIS_RESPONSE_TIMEOUT", self.redis_response_timeout),
         ] {
@@ -546,6 +551,7 @@ const KNOWN: &[&str] = &[
     "header_read_timeout",
     "body_read_timeout",
     "idle_timeout",
+    "handler_timeout",
     "body_bytes_in_flight",
     "shutdown_delay",
     "redis_connect_timeout",

@@ -150,8 +150,10 @@ async fn handle(engine: &Engine, req: MessageRequest, async_default: bool) -> Re
             task_id,
         })));
     }
-    // Inside the server's 30 s request timeout, with room for the LLM's own.
-    let timeout = (engine.config().llm_timeout + Duration::from_secs(10)).min(Duration::from_secs(25));
+    // Inside the request's own time (`HANDLER_TIMEOUT`, 30 s: 25 s here), with room for the
+    // LLM's.
+    let c = engine.config();
+    let timeout = (c.llm_timeout + Duration::from_secs(10)).min(c.handler_timeout * 5 / 6);
     let status = wait_finished(engine, &task_id, timeout).await?.ok_or_else(|| {
         ApiError::Timeout(format!(
             "no reply within {}; the message is queued as task {task_id}",

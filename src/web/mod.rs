@@ -147,6 +147,7 @@ pub(crate) fn api_routes() -> ApiRoutes {
 }
 
 pub fn router(state: AppState) -> Router {
+    let handler_timeout = state.engine.config().handler_timeout;
     let ApiRoutes { public, admin, webhooks } = api_routes();
     let admin = admin.route_layer(middleware::from_fn_with_state(state.clone(), auth::require_admin));
     let (api, _) = public.merge(admin).merge(webhooks).split_for_parts();
@@ -155,9 +156,11 @@ pub fn router(state: AppState) -> Router {
         .merge(dashboard::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(http_metrics::HttpMetricsLayer)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, Duration::from_secs(30)))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, handler_timeout))
+        .layer(middleware::map_response(move |resp: Response| async move { out_of_time(resp, handler_timeout) }))
+        // Outermost: a request out of time is counted, logged and traced like any other.
+        .layer(http_metrics::HttpMetricsLayer)
         .with_state(state)
 }
 
@@ -215,6 +218,20 @@ async fn readyz(State(state): State<AppState>) -> Response {
 ))]
 async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.prometheus.render())
+}
+
+/// The timeout layer answers a request out of time 408 with an empty body: give it the JSON
+/// error every other answer has.
+fn out_of_time(resp: Response, limit: Duration) -> Response {
+    use http_body::Body as _;
+    if resp.status() == StatusCode::REQUEST_TIMEOUT && resp.body().size_hint().exact() == Some(0) {
+        let limit = humantime::format_duration(limit);
+        return ApiError::RequestTimeout(format!(
+            "no answer within {limit} (HANDLER_TIMEOUT); the work done so far stays done"
+        ))
+        .into_response();
+    }
+    resp
 }
 
 async fn not_found() -> ApiError {

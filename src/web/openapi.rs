@@ -55,6 +55,7 @@ pub fn openapi() -> OpenApi {
     doc.merge(routes.public.into_openapi());
     doc.merge(admin);
     doc.merge(routes.webhooks.into_openapi());
+    any_route(&mut doc);
     let components = doc.components.get_or_insert_with(Default::default);
     components.add_security_scheme(
         ADMIN_TOKEN,
@@ -69,6 +70,22 @@ pub fn openapi() -> OpenApi {
         ),
     );
     doc
+}
+
+/// Add to every operation of `doc` the answers any route may give (the listener's and the
+/// layers around every handler), where the operation does not name them itself.
+fn any_route(doc: &mut OpenApi) {
+    let answers = FrontErrors::responses();
+    for item in doc.paths.paths.values_mut() {
+        for op in [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch, &mut item.head]
+            .into_iter()
+            .flatten()
+        {
+            for (status, answer) in &answers {
+                op.responses.responses.entry(status.clone()).or_insert_with(|| answer.clone());
+            }
+        }
+    }
 }
 
 /// Mark every operation of `doc` as needing the admin token, with the answers its check gives.
@@ -116,6 +133,23 @@ pub(super) enum AdminErrors {
     Throttled(ErrorBody),
 }
 
+/// The answers any route may give, whatever its handler does.
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub(super) enum FrontErrors {
+    /// The request carries both `Content-Length` and `Transfer-Encoding` (`bad_request`); the
+    /// connection closes.
+    #[response(status = 400)]
+    Ambiguous(ErrorBody),
+    /// No answer within `HANDLER_TIMEOUT` (`request_timeout`); the work done so far stays done.
+    #[response(status = 408)]
+    OutOfTime(ErrorBody),
+    /// Too many open connections, in all or from this client address, or too many request
+    /// bodies being received at once (`unavailable`); the connection closes.
+    #[response(status = 503, headers(("Retry-After" = u64, description = "Seconds to wait before trying again")))]
+    Busy(ErrorBody),
+}
+
 /// The answers of any route that reads or writes Redis.
 #[derive(IntoResponses)]
 #[allow(dead_code)]
@@ -125,7 +159,8 @@ pub(super) enum StoreErrors {
     #[response(status = 500)]
     Internal(ErrorBody),
     /// Redis is unreachable or out of memory, a lane is over its depth limit, Redis memory is
-    /// past its high-water mark, or no replica confirmed the write (`unavailable`).
+    /// past its high-water mark, or no replica confirmed the write; or the listener is past its
+    /// connection or body budget (`unavailable`).
     #[response(status = 503, headers(("Retry-After" = u64, description = "Seconds to wait before trying again")))]
     Unavailable(ErrorBody),
 }
@@ -138,7 +173,8 @@ pub(super) enum BodyErrors {
     /// (`bad_request`).
     #[response(status = 400)]
     BadRequest(ErrorBody),
-    /// The body did not arrive in time (`request_timeout`).
+    /// The body did not arrive within `BODY_READ_TIMEOUT`, or no answer within
+    /// `HANDLER_TIMEOUT` (`request_timeout`).
     #[response(status = 408)]
     RequestTimeout(ErrorBody),
     /// The body is over 1 MiB (`too_large`).

@@ -313,3 +313,26 @@ async fn ambiguous_framing_and_cleartext_http2_are_refused() {
         assert!(csp.contains(directive), "{csp}");
     }
 }
+
+/// A request not answered within `HANDLER_TIMEOUT` (here Redis holds every reply) is answered
+/// 408 with the JSON error every other answer has, and counted as a request like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_out_of_time_is_answered_408_in_json_and_counted() {
+    let server = RedisProcess::start_on_free_port();
+    let proxy = Proxy::start(server.port).await;
+    let env = TestEnv::with("front-out-of-time", &proxy.url(), |c| {
+        c.handler_timeout = Duration::from_millis(300);
+        c.redis_response_timeout = Duration::from_secs(10);
+    })
+    .await;
+    let (router, _) = env.router();
+    let id = env.engine.enqueue(switchyard::engine::TaskSpec::new("diag.noop", json!({}))).await.unwrap();
+    proxy.hold();
+    let r = admin(&router, "GET", &format!("/tasks/{id}"), None).await;
+    let message = r.assert_error(axum::http::StatusCode::REQUEST_TIMEOUT, "request_timeout");
+    assert!(message.contains("HANDLER_TIMEOUT"), "{message}");
+    proxy.heal();
+    let metrics = http(&router, "GET", "/metrics", None, None).await.text;
+    let line = r#"switchyard_http_requests_total{method="GET",route="/tasks/{id}",status="408"} "#;
+    assert!(metrics.contains(line), "the 408 is counted:\n{metrics}");
+}

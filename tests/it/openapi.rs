@@ -77,6 +77,19 @@ async fn the_document_names_what_clients_rely_on() {
         assert!(post["responses"][status].is_object(), "POST /tasks documents no {status}");
     }
     assert!(post["responses"]["503"]["headers"]["Retry-After"].is_object(), "{}", post["responses"]["503"]);
+    // Every operation lists what any route may answer: the listener's and the layers'.
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            for status in ["400", "408", "503"] {
+                assert!(op["responses"][status].is_object(), "{method} {path} documents no {status}");
+            }
+            // (`/readyz` documents its own 503, with its readiness body.)
+            let busy = &op["responses"]["503"];
+            if busy["content"]["application/json"]["schema"]["$ref"] == "#/components/schemas/ErrorBody" {
+                assert!(busy["headers"]["Retry-After"].is_object(), "{method} {path}: {busy}");
+            }
+        }
+    }
     assert_eq!(schemas["TaskState"]["enum"], json!(["PENDING", "STARTED", "RETRY", "SUCCESS", "FAILURE", "REVOKED"]));
 
     // The admin token: a bearer scheme, required on the admin routes, not on health or webhooks.
