@@ -331,11 +331,18 @@ impl Engine {
     /// the connection meanwhile, so one wait covers a whole batch).
     pub(crate) async fn wait_for_replica(&self, key: &str) -> Result<(), EngineError> {
         let timeout = REPLICA_WAIT.as_millis() as u64;
-        let acked: i64 = self.conn().query_at(key, redis::cmd("WAIT").arg(1).arg(timeout)).await?;
-        if acked < 1 {
-            return Err(EngineError::NotReplicated(REPLICA_WAIT));
+        let answer: redis::Value = self.conn().query_at(key, redis::cmd("WAIT").arg(1).arg(timeout)).await?;
+        match answer {
+            redis::Value::Int(acked) if acked >= 1 => Ok(()),
+            redis::Value::Int(_) => Err(EngineError::NotReplicated(REPLICA_WAIT)),
+            // The node the slot map names is no master any more (`WAIT cannot be used with
+            // replica instances`: a failover under way, the map not yet read afresh): the write
+            // is not known to be on a replica, and the caller is told to try again.
+            other => {
+                tracing::debug!(answer = ?other, "WAIT was not answered with a count");
+                Err(EngineError::NotReplicated(REPLICA_WAIT))
+            }
         }
-        Ok(())
     }
 
     /// How long an order key's sequence outlives its last enqueue: longer than any task of it can
