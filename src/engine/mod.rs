@@ -165,6 +165,8 @@ struct Inner {
     redis_url: String,
     memory: memory::MemoryWatch,
     old_markers: producer::OldMarkers,
+    /// One `WAIT` at a time per slot, its answer shared (`DURABILITY=replicated`).
+    replica_waits: producer::ReplicaWaits,
     /// This process's subscription to live task events, started by its first listener.
     hub: Arc<events::Hub>,
 }
@@ -195,6 +197,7 @@ impl Engine {
                 redis_url: redis_url.to_string(),
                 memory: memory::MemoryWatch::default(),
                 old_markers: producer::OldMarkers::default(),
+                replica_waits: producer::ReplicaWaits::default(),
                 hub: Arc::default(),
             }),
         })

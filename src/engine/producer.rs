@@ -172,6 +172,32 @@ struct Prepared {
     traceparent: String,
 }
 
+/// Per slot, the `WAIT`s of `DURABILITY=replicated` ([`Engine::wait_for_replica`]).
+#[derive(Default)]
+pub(super) struct ReplicaWaits(std::sync::Mutex<std::collections::HashMap<u16, Arc<WaitGate>>>);
+
+impl ReplicaWaits {
+    fn gate(&self, slot: u16) -> Arc<WaitGate> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).entry(slot).or_default().clone()
+    }
+}
+
+#[derive(Default)]
+struct WaitGate {
+    /// Writes numbered so far in this slot.
+    writes: std::sync::atomic::AtomicU64,
+    /// What the `WAIT`s sent so far said, held while one is out.
+    told: tokio::sync::Mutex<Told>,
+}
+
+/// The writes (by number) up to which a `WAIT` confirmed a replica had them, and up to which
+/// one could not.
+#[derive(Default)]
+struct Told {
+    confirmed: u64,
+    unconfirmed: u64,
+}
+
 /// One script call of a group commit: a partition, a lane, and the (job, task) places of the
 /// tasks it queues.
 type Call = (usize, Lane, Vec<(usize, usize)>);
@@ -329,7 +355,34 @@ impl Engine {
     /// Wait until a replica of the master holding `key` has every write this process sent it so
     /// far (`WAIT` counts the connection's writes: the one just made, and whatever else shared
     /// the connection meanwhile, so one wait covers a whole batch).
+    ///
+    /// A `WAIT` holds the connection it is sent on — every command to that master queues
+    /// behind it — for up to its timeout; with the replica gone, one per enqueue would hold the
+    /// master's commands past their own timeout. So a slot has one `WAIT` at a time, and a
+    /// caller whose write an earlier caller's `WAIT` (sent after that write) covered takes its
+    /// answer instead of sending another.
     pub(crate) async fn wait_for_replica(&self, key: &str) -> Result<(), EngineError> {
+        let gate = self.inner.replica_waits.gate(crate::redis::partition::slot(key));
+        // Numbered once written: a WAIT sent after this number was given covers the write.
+        let mine = gate.writes.fetch_add(1, Ordering::AcqRel) + 1;
+        let mut told = gate.told.lock().await;
+        if told.confirmed >= mine {
+            return Ok(());
+        }
+        if told.unconfirmed >= mine {
+            return Err(EngineError::NotReplicated(REPLICA_WAIT));
+        }
+        let upto = gate.writes.load(Ordering::Acquire);
+        let answer = self.wait_once(key).await;
+        match &answer {
+            Ok(()) => told.confirmed = told.confirmed.max(upto),
+            Err(_) => told.unconfirmed = told.unconfirmed.max(upto),
+        }
+        answer
+    }
+
+    /// One `WAIT` for one replica, on the connection to the master holding `key`.
+    async fn wait_once(&self, key: &str) -> Result<(), EngineError> {
         let timeout = REPLICA_WAIT.as_millis() as u64;
         let answer: redis::Value = self.conn().query_at(key, redis::cmd("WAIT").arg(1).arg(timeout)).await?;
         match answer {
