@@ -13,7 +13,7 @@ use super::AppState;
 use super::RawBody;
 use super::api::parse_body;
 use super::error::{ApiError, ErrorBody};
-use super::openapi::{BodyErrors, StoreErrors};
+use super::openapi::{BodyErrors, StoreErrors, SyncErrors};
 use crate::analytics::figures::StoredAnalytics;
 use crate::conversation::flow::{self, Incoming};
 use crate::conversation::responder::Intent;
@@ -93,9 +93,7 @@ pub(super) struct MessageProcessing {
     request_body(content = MessageRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "The reply (synchronous), or the message queued (`async_processing`)", body = MessageAnswer),
-        (status = 502, description = "Synchronous: the message's task ended `FAILURE` or `REVOKED` (`task_failed`)", body = ErrorBody),
-        (status = 504, description = "Synchronous: no reply in time; the task goes on (`timeout`)", body = ErrorBody),
-        BodyErrors, StoreErrors,
+        SyncErrors, BodyErrors, StoreErrors,
     ))]
 pub(super) async fn message(State(s): State<AppState>, RawBody(body): RawBody) -> Result<impl IntoResponse, ApiError> {
     handle(&s.engine, parse_body(&body)?, false).await
@@ -106,9 +104,7 @@ pub(super) async fn message(State(s): State<AppState>, RawBody(body): RawBody) -
     request_body(content = MessageRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "The message queued, or (`async_processing: false`) its reply", body = MessageAnswer),
-        (status = 502, description = "Synchronous: the message's task ended `FAILURE` or `REVOKED` (`task_failed`)", body = ErrorBody),
-        (status = 504, description = "Synchronous: no reply in time; the task goes on (`timeout`)", body = ErrorBody),
-        BodyErrors, StoreErrors,
+        SyncErrors, BodyErrors, StoreErrors,
     ))]
 pub(super) async fn webhook_interaction(
     State(s): State<AppState>,

@@ -10,13 +10,15 @@
 //! and forms are HTML for a browser with a session and a CSRF token, not an API for programs;
 //! docs/http-api.md lists them.
 
+use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use axum::http::header;
 use axum::response::IntoResponse;
 use utoipa::IntoResponses;
-use utoipa::openapi::OpenApi;
+use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{OpenApi, RefOr};
 
 use super::error::ErrorBody;
 
@@ -76,31 +78,33 @@ pub fn openapi() -> OpenApi {
 /// layers around every handler), where the operation does not name them itself.
 fn any_route(doc: &mut OpenApi) {
     let answers = FrontErrors::responses();
-    for item in doc.paths.paths.values_mut() {
-        for op in [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch, &mut item.head]
-            .into_iter()
-            .flatten()
-        {
-            for (status, answer) in &answers {
-                op.responses.responses.entry(status.clone()).or_insert_with(|| answer.clone());
-            }
-        }
+    for op in operations(doc) {
+        add_unnamed(op, &answers);
     }
 }
 
 /// Mark every operation of `doc` as needing the admin token, with the answers its check gives.
 fn admin_only(doc: &mut OpenApi) {
     let answers = AdminErrors::responses();
-    for item in doc.paths.paths.values_mut() {
-        for op in [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch, &mut item.head]
+    for op in operations(doc) {
+        op.security = Some(vec![SecurityRequirement::new::<_, [&str; 0], &str>(ADMIN_TOKEN, [])]);
+        add_unnamed(op, &answers);
+    }
+}
+
+/// Every operation of `doc`, whatever its method.
+fn operations(doc: &mut OpenApi) -> impl Iterator<Item = &mut Operation> {
+    doc.paths.paths.values_mut().flat_map(|item| {
+        [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch, &mut item.head]
             .into_iter()
             .flatten()
-        {
-            op.security = Some(vec![SecurityRequirement::new::<_, [&str; 0], &str>(ADMIN_TOKEN, [])]);
-            for (status, answer) in &answers {
-                op.responses.responses.entry(status.clone()).or_insert_with(|| answer.clone());
-            }
-        }
+    })
+}
+
+/// Add `answers` to `op`, each where `op` names no answer of its status itself.
+fn add_unnamed(op: &mut Operation, answers: &BTreeMap<String, RefOr<utoipa::openapi::Response>>) {
+    for (status, answer) in answers {
+        op.responses.responses.entry(status.clone()).or_insert_with(|| answer.clone());
     }
 }
 
@@ -163,6 +167,18 @@ pub(super) enum StoreErrors {
     /// connection or body budget (`unavailable`).
     #[response(status = 503, headers(("Retry-After" = u64, description = "Seconds to wait before trying again")))]
     Unavailable(ErrorBody),
+}
+
+/// The answers a synchronous conversation request adds to its own.
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub(super) enum SyncErrors {
+    /// Synchronous: the message's task ended `FAILURE` or `REVOKED` (`task_failed`).
+    #[response(status = 502)]
+    TaskFailed(ErrorBody),
+    /// Synchronous: no reply in time; the task goes on (`timeout`).
+    #[response(status = 504)]
+    Timeout(ErrorBody),
 }
 
 /// The answers of any route that reads a request body.
